@@ -1,0 +1,51 @@
+# nslab: `make demo` shows the lab, `make test` runs every test. Both create the virtual environment first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Debian packages the tests and experiments use as peers (command -> package).
+PEER_COMMANDS := tcpdump:tcpdump iperf3:iperf3 curl:curl ip:iproute2 dot:graphviz
+
+.PHONY: venv peers test test-unit lint demo bench clean
+
+venv: $(VENV)/.installed peers
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+# Install the peer programs only when missing (apt-get update once, first).
+peers:
+	@missing=""; for pair in $(PEER_COMMANDS); do \
+	  cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else \
+	    echo "missing peer programs:$$missing (install them, or run as root on Debian)"; \
+	  fi; \
+	fi
+
+test: venv
+	$(BIN)/ruff check lab stack tests benchmarks
+	$(BIN)/python -m pytest -q
+
+test-unit: venv
+	$(BIN)/python -m pytest -q -m "not root"
+
+lint: venv
+	$(BIN)/ruff check lab stack tests benchmarks
+
+demo: venv
+	$(BIN)/python -m lab.demo
+
+bench: venv
+	$(BIN)/python benchmarks/bench_up.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

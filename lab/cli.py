@@ -1,0 +1,369 @@
+"""The `lab` command line: a thin layer over `lab.builder`, `lab.status`, `lab.doctor`.
+
+Exit codes: 0 ok, 1 a check failed (drift in `status`, a failed benchmark run), 2 bad input or a
+missing capability (bad topology, unknown lab or node, no sch_netem for a kernel link). `lab exec`
+passes its command's exit code through. Errors are one line on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from lab import builder, doctor
+from lab.netlink import NetlinkOpError, namespace_path, setns_to
+from lab.plan import LabPlan
+from lab.state import LabError, LabState, list_labs
+from lab.topology import TopologyError, find_topology, load_topology, shipped_topologies
+
+
+class GraphFormat(StrEnum):
+    mermaid = "mermaid"
+    dot = "dot"
+
+
+PROGRESS_THRESHOLD = 20  # nodes: show a progress bar from this size on
+DEFAULT_TOPOLOGY = "pair"
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="Network-namespace lab: kernel nodes and pystack nodes wired by netlink.")
+bench_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Benchmarks of the lab itself.")
+app.add_typer(bench_app, name="bench")
+
+# Piped output (tests, `| less`) gets wide tables instead of rich's 80-column default.
+PIPE_WIDTH = 160
+out = Console(highlight=False, width=None if sys.stdout.isatty() else PIPE_WIDTH)
+err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else PIPE_WIDTH)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    err.print(f"lab: {message}", markup=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def errors_to_exit_codes() -> Iterator[None]:
+    """Turn the lab's own errors into one stderr line and the contract's exit code."""
+    try:
+        yield
+    except TopologyError as error:
+        fail(str(error), 2)
+    except LabError as error:
+        fail(str(error), error.exit_code)
+    except NetlinkOpError as error:
+        fail(f"kernel refused: {error}", 2)
+
+
+def print_json(data: object) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _topology_path(topology: str | None) -> Path:
+    return find_topology(topology or DEFAULT_TOPOLOGY)
+
+
+# --- up / down -------------------------------------------------------------------------------
+
+@app.command()
+def up(
+    topology: Annotated[str | None, typer.Argument(help="Topology file or shipped name (pair).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Lab name (default: the topology's).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Create the namespaces, links and bridges of a topology (idempotent)."""
+    with errors_to_exit_codes(), sigterm_rolls_back():
+        plan = load_topology(_topology_path(topology), name=name)
+        if len(plan.nodes) >= PROGRESS_THRESHOLD and not as_json:
+            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                          console=err, transient=True) as bar:
+                task = bar.add_task(f"lab {plan.name}", total=None)
+
+                def progress(step: str, done: int, total: int) -> None:
+                    bar.update(task, completed=done, total=total, description=step)
+
+                result = builder.up(plan, progress=progress)
+        else:
+            result = builder.up(plan)
+        if as_json:
+            print_json({"lab": result.lab, "changed": result.changed, "message": result.message,
+                        "seconds": round(result.seconds, 4), "objects": result.objects,
+                        "nodes": _plan_rows(plan)})
+            return
+        out.print(f"{result.message} [{result.seconds:.2f} s]")
+        out.print(_plan_table(plan))
+
+
+@contextmanager
+def sigterm_rolls_back() -> Iterator[None]:
+    """While `up` builds, SIGTERM raises SystemExit, so the builder rolls back before exiting.
+
+    The handler is removed afterwards, and a forked child that inherits it (pyroute2 forks
+    helpers) dies by SIGTERM as usual instead of unwinding into its parent's code.
+    """
+    owner = os.getpid()
+
+    def handler(signum: int, frame: object) -> None:
+        if os.getpid() != owner:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise SystemExit(128 + signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _plan_rows(plan: LabPlan) -> list[dict]:
+    return [{"node": n.name, "kind": n.kind, "namespace": n.namespace, "interface": i.name,
+             "address": str(i.address), "mac": i.mac}
+            for n in plan.nodes for i in n.interfaces]
+
+
+def _plan_table(plan: LabPlan) -> Table:
+    table = Table("node", "kind", "namespace", "interface", "address", "mac", title=f"lab {plan.name}")
+    for row in _plan_rows(plan):
+        table.add_row(*(str(v) for v in row.values()))
+    return table
+
+
+@app.command()
+def down(
+    name: Annotated[str | None, typer.Argument(help="Lab name (default: the only lab that is up).")] = None,
+    all_labs: Annotated[bool, typer.Option("--all", help="Take down every lab.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Remove everything a lab created, from its journal and its tags; works after crashes."""
+    with errors_to_exit_codes():
+        if all_labs and name:
+            fail("give a lab name or --all, not both")
+        names = builder.labs_to_take_down() if all_labs else [name or _only_lab()]
+        results = [builder.down(n) for n in names]
+    if as_json:
+        print_json([{"lab": r.lab, "removed": list(r.removed), "swept": list(r.swept),
+                     "skipped_journal_lines": list(r.skipped_journal_lines), "seconds": round(r.seconds, 4)}
+                    for r in results])
+        return
+    if not results:
+        out.print("no labs are up")
+    for r in results:
+        extra = f", swept {len(r.swept)} untracked" if r.swept else ""
+        out.print(f"lab {r.lab} is down: removed {len(r.removed)} objects{extra} [{r.seconds:.2f} s]")
+        if r.skipped_journal_lines:
+            out.print(f"  (skipped unreadable journal lines {list(r.skipped_journal_lines)})")
+
+
+def _only_lab() -> str:
+    labs = list_labs()
+    if len(labs) == 1:
+        return labs[0]
+    if not labs:
+        raise LabError("no lab is up; name one, or use --all to sweep leftovers")
+    raise LabError(f"several labs are up ({', '.join(labs)}); name one, or use --all")
+
+
+# --- status / list ---------------------------------------------------------------------------
+
+@app.command()
+def status(
+    name: Annotated[str | None, typer.Argument(help="Lab name (default: a summary of all labs).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Nodes, namespaces, interfaces, processes, and drift from the journal (exit 1 on drift)."""
+    from lab.status import lab_status, labs_summary
+
+    with errors_to_exit_codes():
+        if name is None:
+            rows = labs_summary()
+            if as_json:
+                print_json(rows)
+            else:
+                table = Table("lab", "phase", "nodes", "missing", "untracked", "source", title="labs")
+                for row in rows:
+                    table.add_row(row["lab"], row["phase"], str(row["nodes"]), str(row["missing"]),
+                                  str(row["untracked"]), str(row["source"] or ""))
+                out.print(table if rows else "no labs are up")
+            drifted = any(row["missing"] or row["untracked"] for row in rows)
+        else:
+            report = lab_status(name)
+            if as_json:
+                print_json(report)
+            else:
+                _print_status(report)
+            drifted = bool(report["drift"]["missing"] or report["drift"]["untracked"])
+    if drifted:
+        raise typer.Exit(1)
+
+
+def _print_status(report: dict) -> None:
+    out.print(f"lab {report['lab']}: {report['phase']} (digest {report['digest']}, from {report['source']})")
+    table = Table("node", "kind", "namespace", "interface", "addresses", "mac", "mtu", "state", "bridge")
+    groups = [(n["name"], n["kind"], n) for n in report["nodes"]]
+    groups += [(f"lan{lan['link']}", "lan", lan) for lan in report["lans"]]
+    for node, kind, group in groups:
+        if not group["present"]:
+            table.add_row(node, kind, group["namespace"], "[red]namespace missing[/red]", "", "", "", "", "")
+        stack = group.get("stack")
+        if stack:
+            table.add_row(node, kind, group["namespace"], f"(stack on {stack['tap']})", stack["address"],
+                          stack["mac"], str(stack["mtu"]), "-", "")
+        for iface in group["interfaces"]:
+            table.add_row(node, kind, group["namespace"], iface["name"], " ".join(iface["addresses"]),
+                          iface["mac"] or "", str(iface["mtu"]), iface["operstate"].lower(),
+                          iface["bridge"] or "")
+    out.print(table)
+    running = [f"{p} ({n['name']})" for n in report["nodes"] for p in n["processes"]]
+    out.print(f"processes: {', '.join(running) if running else 'none'}")
+    drift = report["drift"]
+    if not (drift["missing"] or drift["untracked"]):
+        out.print("drift: none")
+    for what in drift["missing"]:
+        out.print(f"[red]drift: missing[/red] {what}")
+    for what in drift["untracked"]:
+        out.print(f"[yellow]drift: untracked[/yellow] {what}")
+
+
+@app.command("list")
+def list_command(as_json: JsonFlag = False) -> None:
+    """Shipped topologies and the labs that are up."""
+    with errors_to_exit_codes():
+        shipped = []
+        for topo_name, path in shipped_topologies().items():
+            try:
+                plan = load_topology(path)
+                shipped.append({"name": topo_name, "path": str(path), "nodes": len(plan.nodes),
+                                "links": len(plan.links), "error": None})
+            except TopologyError as error:
+                shipped.append({"name": topo_name, "path": str(path), "nodes": None, "links": None,
+                                "error": str(error)})
+        labs = list_labs()
+    if as_json:
+        print_json({"topologies": shipped, "labs": labs})
+        return
+    table = Table("topology", "nodes", "links", "path", title="shipped topologies")
+    for row in shipped:
+        table.add_row(row["name"], str(row["nodes"] or "-"), str(row["links"] or "-"),
+                      row["error"] or row["path"])
+    out.print(table)
+    out.print(f"labs up: {', '.join(labs) if labs else 'none'}")
+
+
+# --- exec ------------------------------------------------------------------------------------
+
+@app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def exec_command(
+    name: Annotated[str, typer.Argument(help="Lab name.")],
+    node: Annotated[str, typer.Argument(help="Node name.")],
+    command: Annotated[list[str], typer.Argument(help="The command, after `--`.")],
+) -> None:
+    """Run a command in a node's namespace: lab exec NAME NODE -- CMD... (its exit code is passed on)."""
+    with errors_to_exit_codes():
+        namespace = node_namespace(name, node)
+    path = namespace_path(namespace)
+    try:
+        completed = subprocess.run(command, preexec_fn=lambda: setns_to(path), check=False)
+    except FileNotFoundError:
+        fail(f"{command[0]}: command not found", 127)
+    except PermissionError:
+        fail(f"{command[0]}: permission denied", 126)
+    raise typer.Exit(completed.returncode if completed.returncode >= 0 else 128 - completed.returncode)
+
+
+def node_namespace(name: str, node: str) -> str:
+    """The namespace of a node of a lab that is up (LabError otherwise)."""
+    state = LabState.for_lab(name)
+    record = state.read_plan()
+    if record is None:
+        raise LabError(f"lab {name} is not up")
+    nodes = {n["name"]: n["namespace"] for n in record["plan"]["nodes"]}
+    if node not in nodes:
+        raise LabError(f"lab {name} has no node {node!r} (nodes: {', '.join(nodes)})")
+    if not os.path.exists(namespace_path(nodes[node])):
+        raise LabError(f"namespace {nodes[node]} of lab {name} is missing; run `lab status {name}`")
+    return nodes[node]
+
+
+# --- graph / doctor / bench ------------------------------------------------------------------
+
+@app.command()
+def graph(
+    topology: Annotated[str | None, typer.Argument(help="Topology file, or a shipped name.")] = None,
+    fmt: Annotated[GraphFormat, typer.Option("--format", help="mermaid or dot.")] = GraphFormat.mermaid,
+    name: Annotated[str | None, typer.Option("--name", help="Lab name to render under.")] = None,
+) -> None:
+    """Draw a topology as Mermaid or Graphviz dot."""
+    from lab.graph import render
+
+    with errors_to_exit_codes():
+        plan = load_topology(_topology_path(topology), name=name)
+        text = render(plan, fmt.value)
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+@app.command("doctor")
+def doctor_command(as_json: JsonFlag = False) -> None:
+    """Check what the lab needs from this machine (exit 2 if something required is missing)."""
+    checks = doctor.run_checks()
+    report = doctor.report(checks)
+    if as_json:
+        print_json(report)
+    else:
+        table = Table("check", "status", "detail", title="lab doctor")
+        colours = {"ok": "green", "warning": "yellow", "missing": "red"}
+        for check in checks:
+            table.add_row(check.name, f"[{colours[check.status]}]{check.status}[/]", check.detail)
+        out.print(table)
+    if not report["ok"]:
+        raise typer.Exit(2)
+
+
+@bench_app.command("up")
+def bench_up(
+    sizes: Annotated[str, typer.Option("--sizes", help="Comma-separated chain lengths.")] = "10,50,100",
+    as_json: JsonFlag = False,
+) -> None:
+    """Time `up` and `down` of chains of kernel nodes."""
+    try:
+        counts = [int(s) for s in sizes.split(",") if s.strip()]
+    except ValueError:
+        fail(f"--sizes: expected comma-separated integers like 10,50,100, got {sizes!r}")
+    with errors_to_exit_codes():
+        rows = builder.bench_chains(counts)
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("nodes", "links", "up s", "down s", title="chain up/down")
+    for row in rows:
+        table.add_row(str(row["nodes"]), str(row["links"]), f"{row['up_seconds']:.3f}",
+                      f"{row['down_seconds']:.3f}")
+    out.print(table)
+
+
+def main() -> None:
+    """Console-script entry point; click's own usage errors already exit 2."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

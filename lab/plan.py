@@ -1,0 +1,136 @@
+"""The resolved form of a topology: what `lab up` builds.
+
+A topology file (see `lab.topology`) is what a person writes: short, with defaults and
+addresses left to assign. A `LabPlan` is that file with every default filled in and every
+address assigned, so the builder never has to guess and two plans can be compared to tell
+whether a running lab already matches a file (idempotent `up`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from typing import Literal
+
+NodeKind = Literal["kernel", "pystack"]
+
+# Interface names inside a pystack node's namespace (the stack opens TAP_NAME).
+PYSTACK_TAP = "tap0"
+PYSTACK_BRIDGE = "br0"
+
+
+@dataclass(frozen=True)
+class Impairment:
+    """What one direction of a link does to packets (all zero: a clean link)."""
+
+    delay_ms: float = 0.0
+    jitter_ms: float = 0.0
+    loss_pct: float = 0.0
+    duplicate_pct: float = 0.0
+    reorder_pct: float = 0.0
+    corrupt_pct: float = 0.0
+    rate_mbit: float | None = None
+
+    @property
+    def is_clean(self) -> bool:
+        return self == Impairment()
+
+    @property
+    def needs_netem(self) -> bool:
+        """True when a kernel link needs sch_netem for this (rate alone is done by tbf)."""
+        return any(
+            (self.delay_ms, self.jitter_ms, self.loss_pct, self.duplicate_pct, self.reorder_pct,
+             self.corrupt_pct)
+        )
+
+
+@dataclass(frozen=True)
+class AppPlan:
+    """An application the stack process serves on a pystack node (echo, discard, source, http)."""
+
+    app: str
+    port: int
+    bytes: int | None = None  # for `source`: how many bytes to send (None: without end)
+
+
+@dataclass(frozen=True)
+class RoutePlan:
+    destination: IPv4Network  # 0.0.0.0/0 for the default route
+    gateway: IPv4Address
+
+
+@dataclass(frozen=True)
+class InterfacePlan:
+    """One end of a link, inside one node's namespace."""
+
+    node: str
+    name: str  # e.g. "eth0"; the name inside the namespace
+    address: IPv4Interface
+    mac: str  # "02:..." locally administered, derived from lab/node/interface
+    mtu: int
+    link: int  # index into LabPlan.links
+    egress: Impairment = field(default_factory=Impairment)  # applied to packets leaving here
+    ingress: Impairment = field(default_factory=Impairment)  # applied to packets arriving here
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    name: str
+    kind: NodeKind
+    namespace: str  # "<lab>-<node>"
+    interfaces: tuple[InterfacePlan, ...]
+    routes: tuple[RoutePlan, ...] = ()
+    sysctls: tuple[tuple[str, str], ...] = ()  # (name, value) pairs, e.g. ("net.ipv4.ip_forward", "1")
+    apps: tuple[AppPlan, ...] = ()  # pystack only
+    offload: bool = True  # pystack only: open the TAP with IFF_VNET_HDR + TSO
+
+    @property
+    def gateway(self) -> IPv4Address | None:
+        for route in self.routes:
+            if route.destination.prefixlen == 0:
+                return route.gateway
+        return None
+
+
+@dataclass(frozen=True)
+class LinkPlan:
+    index: int
+    endpoints: tuple[tuple[str, str], ...]  # ((node, interface), ...): two for a point-to-point link
+    subnet: IPv4Network
+    mtu: int
+
+
+@dataclass(frozen=True)
+class LabPlan:
+    name: str
+    source: str  # the topology file it came from ("" when generated)
+    nodes: tuple[NodePlan, ...]
+    links: tuple[LinkPlan, ...]
+
+    def node(self, name: str) -> NodePlan:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(name)
+
+    def to_json(self) -> dict:
+        """A JSON-ready dict (addresses as strings), also used for the digest."""
+        return json.loads(json.dumps(asdict(self), default=str))
+
+    def digest(self) -> str:
+        """A short fingerprint of everything the builder makes (not of where the file was)."""
+        data = self.to_json()
+        data.pop("source")
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def namespace_name(lab: str, node: str) -> str:
+    return f"{lab}-{node}"
+
+
+def interface_mac(lab: str, node: str, interface: str) -> str:
+    """A stable locally administered unicast MAC, so pcaps and ARP tables read the same each run."""
+    digest = hashlib.sha256(f"{lab}/{node}/{interface}".encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))

@@ -1,0 +1,178 @@
+"""Where a running lab keeps its state, and the lock that serializes `up`/`down` of one lab.
+
+Each lab owns a directory `<root>/<lab>/` (root: `/run/nslab`, or env `NSLAB_STATE_DIR`):
+
+    journal.jsonl   every object, recorded before it is created (see `lab.journal`)
+    plan.json       the plan being built or up, its digest and a phase ("building" / "up")
+    nodes/<n>.json  a pystack node's settings, read by the stack process
+
+`/run` is a tmpfs, so the state disappears at reboot together with the namespaces it describes.
+The lock file sits beside the directory (`<root>/<lab>.lock`) so `down` can remove the
+directory while it still holds the lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_STATE_ROOT = Path("/run/nslab")
+STATE_ROOT_ENV = "NSLAB_STATE_DIR"
+
+# Lab names become namespace prefixes and ifalias tags: keep them short and shell-safe.
+LAB_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+
+PHASE_BUILDING = "building"
+PHASE_UP = "up"
+
+
+class LabError(Exception):
+    """A lab operation cannot go on. `exit_code` follows the CLI contract (1 failed, 2 bad input)."""
+
+    exit_code = 2
+
+
+class LabLocked(LabError):
+    pass
+
+
+def state_root() -> Path:
+    return Path(os.environ.get(STATE_ROOT_ENV) or DEFAULT_STATE_ROOT)
+
+
+def check_lab_name(name: str) -> str:
+    if not LAB_NAME_PATTERN.match(name):
+        raise LabError(
+            f"lab name {name!r}: expected 1-32 characters of a-z, 0-9, '-' or '_', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class LabState:
+    """The paths of one lab's state directory (nothing is created by constructing this)."""
+
+    name: str
+    root: Path
+
+    @classmethod
+    def for_lab(cls, name: str, root: Path | None = None) -> LabState:
+        return cls(check_lab_name(name), root if root is not None else state_root())
+
+    @property
+    def directory(self) -> Path:
+        return self.root / self.name
+
+    @property
+    def journal_path(self) -> Path:
+        return self.directory / "journal.jsonl"
+
+    @property
+    def plan_path(self) -> Path:
+        return self.directory / "plan.json"
+
+    @property
+    def nodes_dir(self) -> Path:
+        return self.directory / "nodes"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.root / f"{self.name}.lock"
+
+    def node_settings_path(self, node: str) -> Path:
+        return self.nodes_dir / f"{node}.json"
+
+    def exists(self) -> bool:
+        return self.directory.is_dir()
+
+    def create(self) -> None:
+        self.nodes_dir.mkdir(parents=True, exist_ok=True)
+
+    def read_plan(self) -> dict[str, Any] | None:
+        """The stored plan record, or None when there is none (or it was torn by a crash)."""
+        try:
+            return json.loads(self.plan_path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def write_plan(self, plan_json: dict[str, Any], digest: str, phase: str) -> None:
+        write_json_atomic(self.plan_path, {"digest": digest, "phase": phase, "plan": plan_json})
+
+    def remove(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def write_json_atomic(path: Path, data: Any, *, indent: int | None = None) -> None:
+    """Write via a temporary file and rename, so a crash leaves the old or the new file, never half.
+
+    No indent by default: only then does the json module use its C encoder (a 100-node plan).
+    """
+    tmp = path.with_name(f".{path.name}.tmp")
+    text = json.dumps(data, indent=indent, sort_keys=True)
+    with open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def list_labs(root: Path | None = None) -> list[str]:
+    """Names of labs that have a state directory (up, being built, or left by a crash)."""
+    root = root if root is not None else state_root()
+    try:
+        entries = sorted(root.iterdir())
+    except FileNotFoundError:
+        return []
+    return [e.name for e in entries if e.is_dir() and LAB_NAME_PATTERN.match(e.name)]
+
+
+@contextmanager
+def lab_lock(state: LabState, *, wait: bool = True) -> Iterator[None]:
+    """Hold the lab's lock (flock) for the duration; other labs use other files and never wait.
+
+    When the lab has no state directory on release (after `down`, or an `up` refused before
+    building), the lock file is unlinked while still held; a waiter that then wins the flock on
+    the unlinked inode notices and retries on a fresh file.
+    """
+    state.root.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(state.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            raise LabLocked(
+                f"lab {state.name} is busy: another `lab up`/`lab down` holds {state.lock_path}") from None
+        try:
+            current = os.stat(state.lock_path)
+        except FileNotFoundError:
+            os.close(fd)
+            continue
+        held = os.fstat(fd)
+        if (current.st_dev, current.st_ino) != (held.st_dev, held.st_ino):
+            os.close(fd)
+            continue
+        break
+    try:
+        yield
+    finally:
+        if not state.directory.exists():  # no lab left behind: leave no lock file either
+            remove_lock_file(state)
+        os.close(fd)
+
+
+def remove_lock_file(state: LabState) -> None:
+    """Unlink the lock file; only call while holding `lab_lock(state)`."""
+    try:
+        state.lock_path.unlink()
+    except FileNotFoundError:
+        pass

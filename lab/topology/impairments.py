@@ -1,0 +1,90 @@
+"""Link impairments: from the file's two spellings to each interface's egress/ingress.
+
+Spelling. ``impair: {delay: 10ms, loss: 1%}`` impairs both directions alike;
+``impair: {h1->s1: {delay: 10ms}, s1->h1: {loss: 1%}}`` gives each direction its own (a direction
+left out is clean). Only point-to-point links take impairments: on a LAN, "the direction" of a
+packet depends on which of several peers receives it, which one egress/ingress pair cannot say.
+
+Placement. Each direction is recorded exactly once in the plan, where it will be applied:
+on the sender's ``egress`` (tc qdiscs shape what leaves an interface) — except when a kernel node
+sends to a pystack node, where it goes on the pystack node's ``ingress``: links that touch a
+pystack node are impaired in userspace by the stack, which can do what a kernel without sch_netem
+cannot. So no packet is ever impaired twice.
+
+Rules (netem's): ``jitter`` varies each packet's delay around ``delay``, so jitter without delay
+has nothing to vary; ``reorder`` sends some packets at once while the others wait ``delay``, so
+without delay there is nothing to overtake. Both are errors rather than silent no-ops.
+"""
+
+from __future__ import annotations
+
+from lab.plan import Impairment
+from lab.topology.errors import FieldPath, format_value
+from lab.topology.schema import DIRECTION_ARROW, ImpairSpec, LinkSpec
+from lab.topology.units import format_duration
+from lab.topology.yaml_lines import SourceMap
+
+Direction = tuple[str, str]  # (sender node, receiver node)
+
+
+def link_impairments(link: LinkSpec, lines: SourceMap, link_path: FieldPath) -> dict[Direction, Impairment]:
+    """The impairment of each impaired direction of ``link`` (clean directions left out)."""
+    if link.impair is None:
+        return {}
+    impair_path = (*link_path, "impair")
+    nodes = [endpoint.node for endpoint in link.endpoints]
+    if len(nodes) != 2:
+        raise lines.error(
+            impair_path,
+            f"expected impairments only on a point-to-point link (2 endpoints), "
+            f"got a LAN of {len(nodes)} endpoints",
+            key=True,
+        )
+    a, b = nodes
+    if isinstance(link.impair, ImpairSpec):
+        both = to_impairment(link.impair, lines, impair_path)
+        return {(a, b): both, (b, a): both} if not both.is_clean else {}
+    out: dict[Direction, Impairment] = {}
+    seen: set[Direction] = set()
+    for key, spec in link.impair.items():
+        path = (*impair_path, key)
+        sender, _, receiver = (part.strip() for part in key.partition(DIRECTION_ARROW))
+        if {sender, receiver} != {a, b} or sender == receiver:
+            raise lines.error(
+                path,
+                f"expected a direction of this link ({a}->{b} or {b}->{a}), got {format_value(key)}",
+                key=True,
+            )
+        if (sender, receiver) in seen:
+            raise lines.error(path, f"expected each direction once, got {format_value(key)} again", key=True)
+        seen.add((sender, receiver))
+        impairment = to_impairment(spec, lines, path)
+        if not impairment.is_clean:
+            out[(sender, receiver)] = impairment
+    return out
+
+
+def to_impairment(spec: ImpairSpec, lines: SourceMap, path: FieldPath) -> Impairment:
+    delay = spec.delay or 0.0
+    if spec.jitter and not delay:
+        raise lines.error(
+            (*path, "jitter"),
+            f"expected a delay for the jitter to vary (netem varies delay; "
+            f"jitter alone means nothing), got jitter {format_duration(spec.jitter)} "
+            f"with no delay",
+        )
+    if spec.reorder and not delay:
+        raise lines.error(
+            (*path, "reorder"),
+            f"expected a delay with reorder (netem reorders by letting some "
+            f"packets skip the delay), got reorder {spec.reorder:g}% with no delay",
+        )
+    return Impairment(
+        delay_ms=delay,
+        jitter_ms=spec.jitter or 0.0,
+        loss_pct=spec.loss or 0.0,
+        duplicate_pct=spec.duplicate or 0.0,
+        reorder_pct=spec.reorder or 0.0,
+        corrupt_pct=spec.corrupt or 0.0,
+        rate_mbit=spec.rate,
+    )

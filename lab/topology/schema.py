@@ -1,0 +1,130 @@
+"""The topology file's schema: what keys exist, their types and their units.
+
+These pydantic models check *shape* only (every key known, every value of the right type and
+unit). Whether the parts fit together (an endpoint names a node that exists, an address lies in
+its subnet, a gateway is reachable) is checked by `lab.topology.resolve`, which has the whole
+picture. Models are strict: ``mtu: "1500"`` is an error rather than a guess.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, model_validator
+
+from lab.topology.units import parse_duration_ms, parse_percent, parse_rate_mbit
+
+AppName = Literal["echo", "discard", "source", "http"]
+Duration = Annotated[float, BeforeValidator(parse_duration_ms)]
+Percent = Annotated[float, BeforeValidator(parse_percent)]
+Rate = Annotated[float, BeforeValidator(parse_rate_mbit)]
+SYSCTL_VALUE_EXPECTED = "expected a number or a word like 1 or cubic"
+
+
+def _sysctl_value(value: Any) -> str:
+    """Sysctls are written as text to /proc/sys, so keep them as text (``1``, ``cubic``, ``4096 87380``)."""
+    if isinstance(value, bool) or not isinstance(value, int | str) or value == "":
+        raise ValueError(SYSCTL_VALUE_EXPECTED)
+    return str(value)
+
+
+SysctlValue = Annotated[str, BeforeValidator(_sysctl_value)]
+
+# Tags of the two spellings of `impair:`; they appear in pydantic's error paths and are dropped
+# from the paths we report (they are not keys of the file).
+BOTH_DIRECTIONS = "<both directions>"
+PER_DIRECTION = "<per direction>"
+DIRECTION_ARROW = "->"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class AppSpec(_Strict):
+    """``{app: echo, port: 7}``; ``source`` may say how many ``bytes`` to send before closing."""
+
+    app: AppName
+    port: Annotated[int, Field(ge=1, le=65535)]
+    bytes: Annotated[int, Field(ge=0)] | None = None
+
+
+class RouteSpec(_Strict):
+    """``{to: default | 10.0.2.0/24, via: 10.0.1.1}``; addresses are checked during resolution."""
+
+    to: str
+    via: str
+
+
+class NodeSpec(_Strict):
+    kind: Literal["kernel", "pystack"]
+    gateway: str | None = None
+    routes: list[RouteSpec] = []
+    sysctls: dict[str, SysctlValue] = {}
+    apps: list[AppSpec] = []
+    offload: bool | None = None
+
+
+class EndpointSpec(_Strict):
+    """One end of a link: ``h1:eth0`` or ``{node: h1, interface: eth0, addr: 10.0.0.5/24}``."""
+
+    node: str
+    interface: str
+    addr: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_short_form(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            node, sep, interface = value.partition(":")
+            if not sep or not node or not interface or ":" in interface:
+                raise ValueError(
+                    "expected NODE:INTERFACE like h1:eth0, or a mapping with node, interface, addr"
+                )
+            return {"node": node, "interface": interface}
+        return value
+
+
+class ImpairSpec(_Strict):
+    """What a link does to packets in one direction (or both). Units as in netem/tbf."""
+
+    delay: Duration | None = None
+    jitter: Duration | None = None
+    loss: Percent | None = None
+    duplicate: Percent | None = None
+    reorder: Percent | None = None
+    corrupt: Percent | None = None
+    rate: Rate | None = None
+
+
+def _impair_spelling(value: Any) -> str:
+    if isinstance(value, dict) and any(DIRECTION_ARROW in str(key) for key in value):
+        return PER_DIRECTION
+    return BOTH_DIRECTIONS
+
+
+Impairments = Annotated[
+    Annotated[ImpairSpec, Tag(BOTH_DIRECTIONS)] | Annotated[dict[str, ImpairSpec], Tag(PER_DIRECTION)],
+    Discriminator(_impair_spelling),
+]
+
+
+class LinkSpec(_Strict):
+    endpoints: Annotated[list[EndpointSpec], Field(min_length=2)]
+    subnet: str
+    mtu: Annotated[int, Field(ge=68, le=65535)] = 1500
+    impair: Impairments | None = None
+
+
+class TopologySpec(_Strict):
+    name: str
+    nodes: Annotated[dict[str, NodeSpec], Field(min_length=1)]
+    links: list[LinkSpec]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_extension_keys(cls, value: Any) -> Any:
+        """Top-level ``x-...`` keys hold YAML anchors to reuse (as in compose files); they mean nothing."""
+        if isinstance(value, dict):
+            return {k: v for k, v in value.items() if not (isinstance(k, str) and k.startswith("x-"))}
+        return value

@@ -1,0 +1,69 @@
+"""Parsing the human units of link impairments: durations, percentages and rates.
+
+The spelling follows tc/netem (``20ms``, ``1%``, ``100mbit``) so a file reads like the tc command a
+reader may know, but a bare number is refused: ``delay: 20`` could mean seconds or milliseconds,
+and ``rate: 100mbps`` means megaBYTES per second to tc, which nobody writing it means. Every
+parser raises ``ValueError("expected ...")``, which the loader turns into a one-line error.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+_NUMBER = r"(?P<number>\d+(?:\.\d+)?|\.\d+)"
+_DURATION = re.compile(_NUMBER + r"\s*(?P<unit>us|ms|s)", re.IGNORECASE)
+_PERCENT = re.compile(_NUMBER + r"\s*%")
+_RATE = re.compile(_NUMBER + r"\s*(?P<unit>bit|kbit|mbit|gbit|tbit)", re.IGNORECASE)
+
+_MS_PER_UNIT = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+_MBIT_PER_UNIT = {"bit": 1e-6, "kbit": 1e-3, "mbit": 1.0, "gbit": 1e3, "tbit": 1e6}
+
+DURATION_EXPECTED = "expected a duration like 20ms, 1s or 500us"
+PERCENT_EXPECTED = "expected a percentage from 0% to 100% like 1% or 0.5%"
+RATE_EXPECTED = "expected a rate above zero like 100mbit, 1gbit or 500kbit"
+
+
+def parse_duration_ms(value: object) -> float:
+    """``"20ms"`` -> 20.0, ``"1s"`` -> 1000.0, ``"500us"`` -> 0.5 (milliseconds)."""
+    match = _DURATION.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(DURATION_EXPECTED)
+    return float(match["number"]) * _MS_PER_UNIT[match["unit"].lower()]
+
+
+def parse_percent(value: object) -> float:
+    """``"1%"`` -> 1.0, ``"0.5%"`` -> 0.5; at most 100."""
+    match = _PERCENT.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match is None or float(match["number"]) > 100:
+        raise ValueError(PERCENT_EXPECTED)
+    return float(match["number"])
+
+
+def parse_rate_mbit(value: object) -> float:
+    """``"100mbit"`` -> 100.0, ``"1gbit"`` -> 1000.0, ``"500kbit"`` -> 0.5 (megabits per second)."""
+    match = _RATE.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(RATE_EXPECTED)
+    mbit = float(match["number"]) * _MBIT_PER_UNIT[match["unit"].lower()]
+    if mbit <= 0 or not math.isfinite(mbit):
+        raise ValueError(RATE_EXPECTED)
+    return mbit
+
+
+def format_duration(ms: float) -> str:
+    """The inverse of `parse_duration_ms`, for graphs and files written by code (`lab.chain`)."""
+    if ms >= 1000 and ms % 1000 == 0:
+        return f"{ms / 1000:.12g}s"
+    if ms < 1:
+        return f"{ms * 1000:.12g}us"
+    return f"{ms:.12g}ms"
+
+
+def format_rate(mbit: float) -> str:
+    """The inverse of `parse_rate_mbit`, for graphs and files written by code (`lab.chain`)."""
+    if mbit >= 1000 and mbit % 1000 == 0:
+        return f"{mbit / 1000:.12g}gbit"
+    if mbit < 1:
+        return f"{mbit * 1000:.12g}kbit"
+    return f"{mbit:.12g}mbit"

@@ -1,0 +1,49 @@
+"""nslab's userspace TCP/IP stack.
+
+``Host`` is one sans-IO host (Ethernet, ARP, IPv4, ICMP, TCP); ``host.socket()`` gives a BSD-style
+socket. Drive hosts with the deterministic ``Runner`` over ``MemoryWire``s (virtual time), a
+``ThreadedDriver`` (real time, blocking calls from other threads) or ``stack.aio`` (asyncio streams).
+The socket constants (``SHUT_WR``, ``SO_LINGER``, ``TCP_NODELAY``, ...) are re-exported here.
+
+Names are imported lazily, so ``import stack.wire`` stays light and free of import cycles.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_CLASSES = {
+    "Host": "stack.host",
+    "Socket": "stack.socket",
+    "Runner": "stack.runner",
+    "MemoryWire": "stack.memory",
+    "Impairment": "stack.impairment",
+    "ImpairedLink": "stack.impairment",
+    "ThreadedDriver": "stack.threaded",
+    "AsyncioDriver": "stack.aio",
+    "Driver": "stack.network",
+    "NoDriverError": "stack.network",
+    "SimulationStalled": "stack.network",
+    "TcpConfig": "stack.tcp.config",
+}
+_SOCKET_CONSTANTS = (
+    "AF_INET", "SOCK_STREAM", "SOL_SOCKET", "IPPROTO_TCP", "SHUT_RD", "SHUT_WR", "SHUT_RDWR",
+    "SO_REUSEADDR", "SO_KEEPALIVE", "SO_RCVBUF", "SO_SNDBUF", "SO_LINGER", "SO_ERROR",
+    "TCP_NODELAY", "TCP_MAXSEG", "TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT", "TCP_USER_TIMEOUT",
+    "TCP_CONGESTION",
+)
+_EXPORTS = {**_CLASSES, **dict.fromkeys(_SOCKET_CONSTANTS, "stack.socket")}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'stack' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,40 @@
+"""Sans-IO TCP: connections, listeners and the socket surface a host builds on.
+
+Nothing in this package reads a clock, opens a socket or starts a thread: time (`now`, seconds) and
+randomness (`random.Random`, secret bytes) are passed in.
+
+Map: `layer.TcpLayer` (the host's entry point and the seeds' three tables) -> `socket.TcpSocket` (the
+non-blocking socket) -> `connection.Connection` (one TCB; SEGMENT ARRIVES), with `recovery.py` (ACKs, loss
+recovery), `output.py` (what to send), `timers.py`, `options.py` (negotiation), `buffers.py`,
+`listener.py` / `passive.py` (SYN queue, accept queue, SYN cookies), `state.py` (the state table).
+
+Where the RFCs allow several behaviours this package does what Linux does; each place says so in its
+docstring ("Linux:").  The main ones: RST in TIME_WAIT ends it (tcp_rfc1337=0); a RST in CLOSE_WAIT reports
+EPIPE; close() with unread data or SO_LINGER 0 sends RST; zero-window and keepalive probes carry
+SEQ=SND.UNA-1 and no data; Nagle is Minshall's variant; out-of-window ACKs are rate-limited to one per
+500 ms; accept queue full means len > backlog and drops SYNs and handshake ACKs silently; the SYN queue is
+bounded by the backlog with SYN cookies on overflow; ICMP errors abort only a connect() in SYN_SENT;
+timestamps use a per-address-pair offset; a newer SYN may end TIME_WAIT early; an orphaned FIN_WAIT_2
+lasts tcp_fin_timeout.  Urgent data is not supported: the URG bit and pointer are ignored and the bytes
+are delivered in line (as with SO_OOBINLINE).
+"""
+
+from stack.tcp.config import TcpConfig
+from stack.tcp.layer import IcmpError, TcpLayer
+from stack.tcp.snapshot import BoundEntry, ConnectionSnapshot, ListenerSnapshot, TablesSnapshot
+from stack.tcp.socket import TcpSocket
+from stack.tcp.state import TcpState
+from stack.tcp.trace import TraceEvent
+
+__all__ = [
+    "BoundEntry",
+    "ConnectionSnapshot",
+    "IcmpError",
+    "ListenerSnapshot",
+    "TablesSnapshot",
+    "TcpConfig",
+    "TcpLayer",
+    "TcpSocket",
+    "TcpState",
+    "TraceEvent",
+]

@@ -1,0 +1,114 @@
+"""Send and receive buffers built from chunks, so the data path never loops over bytes.
+
+The send buffer holds everything from SND.UNA on: acknowledged bytes are dropped from the front, a segment's
+payload is a memoryview of one chunk when it fits inside it (the common case) and a single join otherwise.
+The receive buffer is a queue of in-order chunks waiting for the application.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+
+class SendBuffer:
+    """Bytes from SND.UNA onwards: sent-but-unacknowledged, then not yet sent."""
+
+    __slots__ = ("_chunks", "_head_offset", "_length")
+
+    def __init__(self) -> None:
+        self._chunks: deque[bytes] = deque()
+        self._head_offset = 0  # bytes of _chunks[0] already acknowledged
+        self._length = 0
+
+    def __len__(self) -> int:
+        return self._length
+
+    def append(self, data: bytes) -> None:
+        if data:
+            self._chunks.append(data)
+            self._length += len(data)
+
+    def drop(self, count: int) -> None:
+        """Forget `count` acknowledged bytes from the front."""
+        count = min(count, self._length)
+        self._length -= count
+        chunks = self._chunks
+        while count:
+            head_left = len(chunks[0]) - self._head_offset
+            if count < head_left:
+                self._head_offset += count
+                return
+            count -= head_left
+            chunks.popleft()
+            self._head_offset = 0
+
+    def peek(self, offset: int, length: int) -> bytes | memoryview:
+        """`length` bytes starting `offset` bytes after SND.UNA (fewer at the end of the buffer)."""
+        length = min(length, self._length - offset)
+        if length <= 0:
+            return b""
+        position = offset + self._head_offset
+        chunks = self._chunks
+        index = 0
+        # Walk to the chunk holding `position`; segments are sent in order so this is a short walk in
+        # practice (the unacknowledged window is a handful of chunks).
+        while position >= len(chunks[index]):
+            position -= len(chunks[index])
+            index += 1
+        first = chunks[index]
+        if position + length <= len(first):
+            if position == 0 and length == len(first):
+                return first
+            return memoryview(first)[position : position + length]
+        parts = [memoryview(first)[position:]]
+        remaining = length - (len(first) - position)
+        while remaining > 0:
+            index += 1
+            chunk = chunks[index]
+            parts.append(memoryview(chunk)[:remaining] if len(chunk) > remaining else chunk)
+            remaining -= len(chunk)
+        return b"".join(parts)
+
+
+class ReceiveBuffer:
+    """In-order bytes the application has not read yet."""
+
+    __slots__ = ("_chunks", "_length")
+
+    def __init__(self) -> None:
+        self._chunks: deque[bytes | memoryview] = deque()
+        self._length = 0
+
+    def __len__(self) -> int:
+        return self._length
+
+    def append(self, data: bytes | memoryview) -> None:
+        if data:
+            self._chunks.append(data)
+            self._length += len(data)
+
+    def read(self, limit: int) -> bytes:
+        """Up to `limit` bytes from the front, joined once."""
+        chunks = self._chunks
+        if not chunks or limit <= 0:
+            return b""
+        first = chunks[0]
+        if len(first) == limit or (len(chunks) == 1 and len(first) <= limit):
+            chunks.popleft()
+            self._length -= len(first)
+            return bytes(first)
+        parts: list[bytes | memoryview] = []
+        taken = 0
+        while chunks and taken < limit:
+            chunk = chunks[0]
+            want = limit - taken
+            if len(chunk) <= want:
+                parts.append(chunks.popleft())
+                taken += len(chunk)
+            else:
+                view = memoryview(chunk)
+                parts.append(view[:want])
+                chunks[0] = view[want:]
+                taken += want
+        self._length -= taken
+        return b"".join(parts)

@@ -1,0 +1,85 @@
+"""Tunables of one host's TCP, with Linux's defaults.
+
+Every value mirrors a Linux sysctl or socket option so a reader can compare the two stacks knob by knob.
+Where Linux has no single number (delayed ACK, buffer autotuning) the choice is written next to the field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+CONGESTION_CHOICES = ("cubic", "newreno")
+
+
+@dataclass(slots=True)
+class TcpConfig:
+    # Retransmission timeout (RFC 6298; Linux TCP_TIMEOUT_INIT, TCP_RTO_MIN, TCP_RTO_MAX).
+    initial_rto: float = 1.0
+    min_rto: float = 0.2
+    max_rto: float = 120.0
+    # net.ipv4.tcp_syn_retries / tcp_synack_retries / tcp_retries2.  Linux turns retries2 into a time budget
+    # computed as if the RTO started at 200 ms; this stack counts retransmissions of the same segment instead.
+    syn_retries: int = 6
+    synack_retries: int = 5
+    retries2: int = 15
+    # Delayed ACK: Linux starts at TCP_ATO_MIN (40 ms) and adapts up to TCP_DELACK_MAX (200 ms).  This stack
+    # uses the fixed 40 ms start value, which is what a bulk receiver on Linux shows; 200 ms is the RFC bound.
+    # Linux's "quickack" mode (immediate ACKs for the first segments of a connection) is not modelled.
+    delayed_ack: float = 0.04
+    # TIME_WAIT lasts 2*MSL; Linux's TCP_TIMEWAIT_LEN is 60 s.  Tests set it short.
+    time_wait: float = 60.0
+    # net.ipv4.tcp_fin_timeout: how long an orphaned (closed by the application) socket stays in FIN_WAIT_2.
+    fin_timeout: float = 60.0
+    # net.ipv4.tcp_keepalive_time / _intvl / _probes (used when SO_KEEPALIVE is set).
+    keepalive_time: float = 7200.0
+    keepalive_intvl: float = 75.0
+    keepalive_probes: int = 9
+    # Buffers.  Linux's tcp_rmem[1] is 131072; tcp_wmem[1] is 16384 but autotuning grows it to megabytes at
+    # once for a bulk sender, so the default send buffer here is the size autotuning reaches on a LAN.
+    rcvbuf: int = 131072
+    sndbuf: int = 262144
+    # RFC 7323 window scaling and timestamps, RFC 2018 SACK (net.ipv4.tcp_window_scaling/_timestamps/_sack).
+    window_scaling: bool = True
+    timestamps: bool = True
+    sack: bool = True
+    # Largest receive buffer the window scale must be able to express (Linux: tcp_rmem[2] = 6 MB -> wscale 7).
+    max_rcvbuf: int = 6291456
+    # net.ipv4.tcp_congestion_control and RFC 6928's initial window (segments).
+    congestion: str = "cubic"
+    initial_window: int = 10
+    # net.ipv4.tcp_syncookies: 0 never, 1 when the SYN queue overflows, 2 always.
+    syncookies: int = 1
+    # net.core.somaxconn caps listen()'s backlog; net.ipv4.tcp_max_syn_backlog limits the SYN queue when
+    # SYN cookies are off.
+    somaxconn: int = 4096
+    max_syn_backlog: int = 1024
+    # net.ipv4.ip_local_port_range.
+    ephemeral_low: int = 32768
+    ephemeral_high: int = 60999
+    # RFC 9293 3.7.1: the MSS assumed when the peer sends no MSS option.
+    default_mss: int = 536
+    # TCP_USER_TIMEOUT in seconds (None: retries2 decides).
+    user_timeout: float | None = None
+    # Nagle's algorithm is on unless TCP_NODELAY.
+    nagle: bool = True
+
+    def __post_init__(self) -> None:
+        if self.congestion not in CONGESTION_CHOICES:
+            raise ValueError(f"congestion={self.congestion!r}: choose one of {', '.join(CONGESTION_CHOICES)}")
+        if self.syncookies not in (0, 1, 2):
+            raise ValueError(f"syncookies={self.syncookies!r}: must be 0, 1 or 2")
+        if not 0 < self.ephemeral_low <= self.ephemeral_high <= 65535:
+            raise ValueError(f"ephemeral port range {self.ephemeral_low}-{self.ephemeral_high} is not valid")
+        for name in ("initial_rto", "min_rto", "max_rto", "delayed_ack", "time_wait"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)!r}: must not be negative")
+        if self.rcvbuf < 256 or self.sndbuf < 256:
+            raise ValueError(f"rcvbuf={self.rcvbuf}, sndbuf={self.sndbuf}: buffers need at least 256 bytes")
+
+
+def window_scale_for(max_rcvbuf: int) -> int:
+    """The smallest shift that lets a 16-bit window field express `max_rcvbuf` (RFC 7323: at most 14)."""
+    shift = 0
+    while shift < 14 and (max_rcvbuf >> shift) > 0xFFFF:
+        shift += 1
+    return shift

@@ -1,0 +1,7 @@
+"""The type of bytes the codecs accept: payloads travel as memoryview slices, never copies."""
+
+from __future__ import annotations
+
+from typing import TypeAlias
+
+BytesLike: TypeAlias = bytes | bytearray | memoryview

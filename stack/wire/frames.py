@@ -1,0 +1,27 @@
+"""Whole Ethernet/IPv4/TCP frames built in one concatenation.
+
+Building layer by layer (`build_tcp`, then `build_ipv4`, then `build_ethernet`) copies the
+payload three times; the host's send path instead asks each layer for its header and joins
+headers and payload once here. An optional `prefix` (a virtio_net_hdr for a TAP opened with
+IFF_VNET_HDR) rides in the same join.
+"""
+
+from __future__ import annotations
+
+from stack.wire.ethernet import ETHERTYPE_IPV4, ethernet_header
+from stack.wire.ipv4 import DEFAULT_TTL, PROTO_TCP, Ipv4Packet, ipv4_header
+from stack.wire.tcp import ChecksumMode, TcpSegment, tcp_header
+
+
+def build_tcp_frame(dst_mac: bytes, src_mac: bytes, src_ip: bytes, dst_ip: bytes, segment: TcpSegment, *,
+                    ttl: int = DEFAULT_TTL, ident: int = 0, dont_fragment: bool = True, tos: int = 0,
+                    checksum: ChecksumMode = "full", prefix: bytes = b"") -> bytes:
+    """``prefix + Ethernet + IPv4 + TCP headers + payload`` as one bytes object.
+
+    With ``checksum="partial"`` the TCP checksum is left for the device (NEEDS_CSUM); the IPv4
+    header checksum is always complete, as virtio expects.
+    """
+    tcp = tcp_header(segment, src_ip, dst_ip, checksum)
+    ip = ipv4_header(Ipv4Packet(src_ip, dst_ip, PROTO_TCP, b"", ttl, ident, dont_fragment, False, 0, tos),
+                     len(tcp) + len(segment.payload))
+    return b"".join((prefix, ethernet_header(dst_mac, src_mac, ETHERTYPE_IPV4), ip, tcp, segment.payload))

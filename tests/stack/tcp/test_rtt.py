@@ -1,0 +1,106 @@
+"""RFC 6298 estimator: exact SRTT/RTTVAR/RTO after known samples, backoff doubling and caps."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from stack.tcp.rtt import RttEstimator
+
+
+def test_before_any_sample_the_rto_is_the_initial_one() -> None:
+    est = RttEstimator()
+    assert est.rto == 1.0
+    assert est.srtt is None and est.rttvar is None
+    assert not est.has_sample
+
+
+def test_samples_follow_rfc6298_formulas() -> None:
+    est = RttEstimator(min_rto=0.2)
+    # first sample: SRTT = R, RTTVAR = R/2, RTO = SRTT + 4*RTTVAR = 0.1 + 0.2 = 0.3
+    est.sample(0.1)
+    assert est.srtt == pytest.approx(0.1)
+    assert est.rttvar == pytest.approx(0.05)
+    assert est.rto == pytest.approx(0.3)
+    # second 0.1: RTTVAR = 3/4*0.05 + 1/4*|0.1-0.1| = 0.0375; SRTT = 0.1; RTO = 0.1 + 0.15 = 0.25
+    est.sample(0.1)
+    assert est.rttvar == pytest.approx(0.0375)
+    assert est.srtt == pytest.approx(0.1)
+    assert est.rto == pytest.approx(0.25)
+    # third 0.5: RTTVAR = 3/4*0.0375 + 1/4*0.4 = 0.128125; SRTT = 7/8*0.1 + 1/8*0.5 = 0.15
+    est.sample(0.5)
+    assert est.rttvar == pytest.approx(0.128125)
+    assert est.srtt == pytest.approx(0.15)
+    assert est.rto == pytest.approx(0.15 + 4 * 0.128125)
+
+
+@pytest.mark.parametrize(
+    ("samples", "min_rto", "expected_rto"),
+    [
+        ([0.001], 0.2, 0.2),  # tiny RTT: the minimum RTO wins
+        ([0.001], 0.0001, 0.003),  # 0.001 + 4*0.0005
+        ([0.01] * 60, 0.0001, 0.01 + 0.001),  # RTTVAR decays toward 0: the clock granularity G is the floor
+        ([100.0], 0.2, 120.0),  # 100 + 200 capped at max_rto
+    ],
+)
+def test_rto_bounds(samples: list[float], min_rto: float, expected_rto: float) -> None:
+    est = RttEstimator(min_rto=min_rto, max_rto=120.0, clock_granularity=0.001)
+    for r in samples:
+        est.sample(r)
+    assert est.rto == pytest.approx(expected_rto, rel=1e-3)
+
+
+def test_backoff_doubles_until_capped_and_a_sample_clears_it() -> None:
+    est = RttEstimator(initial_rto=1.0, max_rto=60.0)
+    expected = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0]
+    seen = [est.rto]
+    for _ in range(len(expected) - 1):
+        est.backoff()
+        seen.append(est.rto)
+    assert seen == expected
+    assert est.backoff_count == 7
+    est.sample(0.1)
+    assert est.backoff_count == 0
+    assert est.rto == pytest.approx(0.3)
+
+
+def test_reset_backoff_keeps_the_estimate() -> None:
+    est = RttEstimator()
+    est.sample(0.4)
+    est.backoff()
+    est.backoff()
+    assert est.rto == pytest.approx(4 * 1.2)
+    est.reset_backoff()
+    assert est.rto == pytest.approx(1.2)
+    assert est.base_rto == pytest.approx(1.2)
+
+
+def test_many_backoffs_do_not_overflow() -> None:
+    est = RttEstimator()
+    for _ in range(10_000):
+        est.backoff()
+    assert est.rto == 120.0
+
+
+@pytest.mark.parametrize("bad", [-0.5, math.nan, math.inf])
+def test_bogus_samples_are_ignored(bad: float) -> None:
+    est = RttEstimator()
+    est.sample(0.1)
+    assert est.sample(bad) is False
+    assert est.srtt == pytest.approx(0.1)
+    assert est.rto == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"min_rto": 0}, "min_rto"),
+        ({"min_rto": 5, "max_rto": 1}, "min_rto"),
+        ({"initial_rto": 0}, "initial_rto"),
+        ({"clock_granularity": -1}, "clock_granularity"),
+    ],
+)
+def test_bad_parameters_are_rejected(kwargs: dict[str, float], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        RttEstimator(**kwargs)

@@ -1,0 +1,162 @@
+"""Closing and the states after ESTABLISHED (RFC 9293 3.6, 3.10.7.4 eighth step), segment by segment.
+
+After `open_client()` our ISS is 1000 (SND.NXT 1001) and the peer's is 5000 (RCV.NXT 5001); ports 50000 -> 80.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from segments import Tester, seg
+
+from stack.tcp.state import TRANSITIONS, InvalidTransition, TcpState, next_state
+
+
+def us(flags: str, **fields: object) -> object:
+    return seg(flags, sport=50000, dport=80, **fields)  # type: ignore[arg-type]
+
+
+def peer(flags: str, **fields: object) -> object:
+    return seg(flags, sport=80, dport=50000, **fields)  # type: ignore[arg-type]
+
+
+def test_active_close_through_time_wait() -> None:
+    t = Tester()
+    sock = t.open_client()
+    sock.close()
+    assert t.connection().state is TcpState.FIN_WAIT_1
+    t.expect(us("FA", seq=1001, ack=5001), at=1.0)
+    t.send(peer("A", seq=5001, ack=1002), at=1.01)
+    t.expect_nothing()
+    assert t.connection().state is TcpState.FIN_WAIT_2
+    t.send(peer("FA", seq=5001, ack=1002), at=1.02)
+    t.expect(us("A", seq=1002, ack=5002, win=63999))
+    assert t.connection().state is TcpState.TIME_WAIT
+    assert t.layer.tables().bound[0].state == "TIME_WAIT"  # the port stays taken
+    assert t.deadline() == pytest.approx(3.02)  # time_wait=2.0 in the test config
+    t.expect_nothing(at=3.02)
+    assert t.layer.connections == {} and t.layer.tables().bound == ()
+    assert t.deadline() is None
+
+
+def test_passive_close() -> None:
+    t = Tester()
+    sock = t.open_client()
+    t.send(peer("FA", seq=5001, ack=1001), at=0.5)
+    t.expect(us("A", seq=1001, ack=5002, win=63999))  # a FIN is acknowledged at once
+    assert sock.state == "CLOSE_WAIT" and sock.readable and sock.recv(100) == b""
+    assert sock.send(b"late") == 4  # CLOSE_WAIT still sends
+    t.expect(us("PA", seq=1001, ack=5002, win=63999, data=b"late"))
+    sock.close()
+    t.expect(us("FA", seq=1005, ack=5002, win=63999))
+    assert t.connection().state is TcpState.LAST_ACK
+    t.send(peer("A", seq=5002, ack=1006))
+    t.expect_nothing()
+    assert sock.state == "CLOSED" and t.layer.connections == {}
+
+
+def test_simultaneous_close_goes_through_closing() -> None:
+    t = Tester()
+    sock = t.open_client()
+    sock.close()
+    t.expect(us("FA", seq=1001, ack=5001))
+    t.send(peer("FA", seq=5001, ack=1001))  # the peer's FIN crossed ours
+    t.expect(us("A", seq=1002, ack=5002, win=63999))
+    assert t.connection().state is TcpState.CLOSING
+    t.send(peer("A", seq=5002, ack=1002))
+    t.expect_nothing()
+    assert t.connection().state is TcpState.TIME_WAIT
+
+
+def test_fin_acking_our_fin_goes_straight_to_time_wait() -> None:
+    t = Tester()
+    t.open_client().close()
+    t.expect(us("FA", seq=1001, ack=5001))
+    t.send(peer("FA", seq=5001, ack=1002))
+    t.expect(us("A", seq=1002, ack=5002, win=63999))
+    assert t.connection().state is TcpState.TIME_WAIT
+
+
+def test_half_close_keeps_receiving() -> None:
+    t = Tester()
+    sock = t.open_client()
+    sock.shutdown(socket.SHUT_WR)
+    t.expect(us("FA", seq=1001, ack=5001))
+    with pytest.raises(BrokenPipeError):
+        sock.send(b"x")
+    t.send(peer("A", seq=5001, ack=1002))
+    t.send(peer("PA", seq=5001, ack=1002, data=b"still talking"), at=0.1)
+    t.expect(us("A", seq=1002, ack=5014, win=63987), at=0.14)
+    assert sock.recv(100) == b"still talking"
+    assert t.connection().state is TcpState.FIN_WAIT_2
+    t.send(peer("FA", seq=5014, ack=1002), at=0.2)
+    t.expect(us("A", seq=1002, ack=5015, win=63986))
+    assert sock.recv(100) == b""
+
+
+def test_time_wait_acknowledges_a_retransmitted_fin_and_restarts() -> None:
+    t = Tester()
+    t.open_client().close()
+    t.poll()
+    t.send(peer("FA", seq=5001, ack=1002), at=0.1)
+    t.expect(us("A", seq=1002, ack=5002, win=63999))
+    t.send(peer("FA", seq=5001, ack=1002), at=1.5)  # our ACK was lost
+    t.expect(us("A", seq=1002, ack=5002, win=63999))
+    assert t.deadline() == pytest.approx(3.5)
+    t.expect_nothing(at=3.4)
+    assert t.connection().state is TcpState.TIME_WAIT
+    t.expect_nothing(at=3.5)
+    assert t.layer.connections == {}
+
+
+def test_orphaned_fin_wait_2_times_out() -> None:
+    t = Tester(fin_timeout=5.0)
+    t.open_client().close()
+    t.poll()
+    t.send(peer("A", seq=5001, ack=1002), at=0.1)
+    t.poll()
+    assert t.connection().state is TcpState.FIN_WAIT_2
+    t.expect_nothing(at=5.1)
+    assert t.layer.connections == {}
+
+
+def test_half_closed_fin_wait_2_waits_for_the_peer() -> None:
+    t = Tester(fin_timeout=5.0)
+    sock = t.open_client()
+    sock.shutdown(socket.SHUT_WR)
+    t.poll()
+    t.send(peer("A", seq=5001, ack=1002), at=0.1)
+    t.expect_nothing(at=100.0)
+    assert sock.state == "FIN_WAIT_2"
+
+
+def test_fin_after_data_in_order_and_out_of_order() -> None:
+    t = Tester()
+    sock = t.open_client()
+    t.send(peer("FA", seq=5004, ack=1001))  # FIN beyond a hole: held until the hole fills
+    t.expect(us("A", seq=1001, ack=5001))
+    assert sock.state == "ESTABLISHED"
+    t.send(peer("PA", seq=5001, ack=1001, data=b"abc"))
+    t.expect(us("A", seq=1001, ack=5005, win=63996))
+    assert sock.state == "CLOSE_WAIT"
+    assert sock.recv(10) == b"abc" and sock.recv(10) == b""
+
+
+def test_close_in_syn_sent_just_forgets() -> None:
+    t = Tester()
+    sock = t.connect(80)
+    t.poll()
+    sock.close()
+    t.expect_nothing()
+    assert t.layer.connections == {} and t.layer.tables().bound == ()
+
+
+def test_transition_table_rejects_impossible_moves() -> None:
+    assert next_state(TcpState.FIN_WAIT_2, "rcv_fin") is TcpState.TIME_WAIT
+    with pytest.raises(InvalidTransition):
+        next_state(TcpState.LISTEN, "rcv_fin")
+    # Every state but CLOSED and LISTEN can be reset or aborted.
+    for state in TcpState:
+        if state not in (TcpState.CLOSED, TcpState.LISTEN):
+            assert TRANSITIONS[(state, "abort")] is TcpState.CLOSED
