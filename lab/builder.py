@@ -280,9 +280,11 @@ def pystack_settings(plan: LabPlan, node: NodePlan, state_dir: str) -> dict:
     """The settings file a pystack node's stack process reads (`<state dir>/nodes/<node>.json`).
 
     Schema (version 1): lab, node, namespace, tap, bridge, offload (open the TAP with
-    IFF_VNET_HDR), interface {name, address "a.b.c.d/len", mac, mtu, egress, ingress}
-    (impairments as in `lab.plan.Impairment`, in ms / percent / Mbit/s), gateway (or null),
-    routes [{destination, gateway}], apps [{app, port, bytes}], state_dir.
+    IFF_VNET_HDR), process (false: `lab up` starts no stack process),
+    interface {name, address "a.b.c.d/len", mac, mtu, egress, ingress}
+    (impairments as in `lab.plan.Impairment`, in ms / percent / Mbit/s), gateway (the
+    default route's next hop, or null), routes [{destination, gateway}] (the other routes: the
+    default is never repeated here), apps [{app, port, bytes}], state_dir.
     """
     iface = node.interfaces[0]
     return {
@@ -293,12 +295,14 @@ def pystack_settings(plan: LabPlan, node: NodePlan, state_dir: str) -> dict:
         "tap": PYSTACK_TAP,
         "bridge": PYSTACK_BRIDGE,
         "offload": node.offload,
+        "process": node.process,
         "interface": {
             "name": iface.name, "address": str(iface.address), "mac": iface.mac, "mtu": iface.mtu,
             "egress": impairment_json(iface.egress), "ingress": impairment_json(iface.ingress),
         },
         "gateway": str(node.gateway) if node.gateway else None,
-        "routes": [{"destination": str(r.destination), "gateway": str(r.gateway)} for r in node.routes],
+        "routes": [{"destination": str(r.destination), "gateway": str(r.gateway)}
+                   for r in node.routes if r.destination.prefixlen > 0],  # the default is `gateway`
         "apps": [{"app": a.app, "port": a.port, "bytes": a.bytes} for a in node.apps],
         "state_dir": state_dir,
     }
@@ -322,7 +326,8 @@ class UpResult:
     changed: bool  # False: the identical lab was already up
     message: str
     seconds: float
-    objects: int  # objects journaled (namespaces, veths, bridges, taps, qdiscs)
+    objects: int  # objects journaled (namespaces, veths, bridges, taps, qdiscs, processes)
+    restarted: tuple[str, ...] = ()  # stack processes a repeated `up` found dead and started again
 
 
 @dataclass(frozen=True)
@@ -375,7 +380,9 @@ def up(plan: LabPlan, *, root: Path | None = None, progress: ProgressFn | None =
                 remove_lock_file(state)
                 raise
             state.write_plan(plan_json, digest, PHASE_UP)
-    return UpResult(plan.name, True, f"lab {plan.name} is up ({len(plan.nodes)} nodes)",
+    stacks = sum(1 for node in plan.nodes if node.kind == "pystack" and node.process)
+    running = f", {stacks} stack process{'es' if stacks > 1 else ''} answering" if stacks else ""
+    return UpResult(plan.name, True, f"lab {plan.name} is up ({len(plan.nodes)} nodes{running})",
                     time.perf_counter() - started, count)
 
 
@@ -399,6 +406,12 @@ def _up_again(state: LabState, plan: LabPlan, existing: dict | None, started: fl
     if missing:
         raise LabError(f"lab {plan.name} is up but {len(missing)} of its objects are gone "
                        f"(first: {missing[0]}); run `lab down {plan.name}` first")
+    from lab.processes import restart_dead_nodes
+
+    restarted = tuple(restart_dead_nodes(state, plan))
+    if restarted:
+        return UpResult(plan.name, False, f"lab {plan.name} is already up with this topology; "
+                        + "; ".join(restarted), time.perf_counter() - started, 0, restarted)
     return UpResult(plan.name, False, f"lab {plan.name} is already up with this topology; nothing changed",
                     time.perf_counter() - started, 0)
 
@@ -407,6 +420,18 @@ def _check_capabilities(plan: LabPlan, wiring: Wiring) -> None:
     privileges = check_privileges()
     if not privileges.ok:
         raise CapabilityMissing(f"lab {plan.name}: {privileges.detail}")
+    if any(node.kind == "pystack" and node.process for node in plan.nodes):
+        from importlib.util import find_spec
+
+        from lab.processes import node_module
+
+        try:
+            found = find_spec(node_module()) is not None
+        except ModuleNotFoundError:  # the parent package is missing too
+            found = False
+        if not found:
+            raise CapabilityMissing(f"lab {plan.name}: the stack node program (python -m {node_module()}) "
+                                    "is not installed; give the pystack nodes `process: false`")
     if wiring.needs_tun:
         tun = check_tun_device()
         if not tun.ok:
@@ -456,7 +481,7 @@ def _build(
     """
     tag = lab_tag(plan.name)
     batches = journal_entries(wiring)
-    phases = 7
+    phases = 8
     done = 0
 
     def step(what: str) -> None:
@@ -495,7 +520,7 @@ def _build(
             sysctls.setdefault(port.namespace, []).extend(
                 (f"net.ipv6.conf.{port.name}.{key}", value) for key, value in SILENT_PORT_SYSCTLS)
     for namespace, settings in sysctls.items():
-        nl.write_sysctls(namespace, settings)
+        nl.write_sysctls(namespace, settings, skip_missing=True)  # no IPv6 at all below MTU 1280
     requests: dict[str, list[tuple]] = {}
     for port in wiring.ports:
         requests.setdefault(port.namespace, []).append(("port", port, tag))
@@ -518,7 +543,12 @@ def _build(
             settings_json = pystack_settings(plan, node, str(state.directory))
             write_json_atomic(state.node_settings_path(node.name), settings_json, indent=1)
     step("impairments and settings")
-    return sum(len(batch) for batch in batches.values())
+
+    from lab.processes import process_nodes, start_nodes
+
+    start_nodes(state, plan, journal)  # journaled one by one before each runs
+    step(f"{len(process_nodes(plan))} stack processes")
+    return sum(len(batch) for batch in batches.values()) + len(process_nodes(plan))
 
 
 def _commit_all(nl: Netlink, requests: dict[str, list[tuple]]) -> None:
@@ -583,12 +613,20 @@ def _teardown(nl: Netlink, state: LabState) -> tuple[list[str], list[str], tuple
     contents = read_journal(state.journal_path)
     journaled_namespaces = {e.namespace for e in contents.entries if e.kind == "namespace"}
     removed: list[str] = []
-    _stop_namespace_processes(nl, state.name, journaled_namespaces)
-    for entry in removal_order(contents.entries):
+    ordered = removal_order(contents.entries)
+    # First the processes the journal names (pid + start time: a reused pid is never signalled),
+    # then anything else still running in the lab's namespaces (`lab exec` servers, strays).
+    for entry in ordered:
         if entry.kind == "process":
             if _stop_process(entry.pid, entry.start_ticks):
                 removed.append(entry.describe())
-        elif entry.kind == "namespace":
+            if entry.name and entry.pid is not None:  # a node's stack, started by `up` (maybe this process)
+                _reap(entry.pid)
+    _stop_namespace_processes(nl, state.name, journaled_namespaces)
+    for entry in ordered:
+        if entry.kind == "process":
+            continue
+        if entry.kind == "namespace":
             if _remove_own_namespace(nl, entry.namespace, tag):
                 removed.append(entry.describe())
         elif entry.kind == "file":
@@ -655,6 +693,12 @@ def _stop_process(pid: int | None, start_ticks: int | None) -> bool:
     if pid is None or process_start_ticks(pid) is None or process_start_ticks(pid) != start_ticks:
         return False
     return bool(_terminate([pid]))
+
+
+def _reap(pid: int) -> None:
+    """Collect a stopped child's exit status (a stack this process started), else leave it to init."""
+    with suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
 
 
 def namespace_pids(namespaces: set[str]) -> dict[str, list[int]]:

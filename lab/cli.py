@@ -40,7 +40,8 @@ DEFAULT_TOPOLOGY = "pair"
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Network-namespace lab: kernel nodes and pystack nodes wired by netlink.")
-bench_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Benchmarks of the lab itself.")
+bench_app = typer.Typer(add_completion=False,
+                        help="The stack against the kernel; `lab bench up`: lab up/down times.")
 app.add_typer(bench_app, name="bench")
 
 # Piped output (tests, `| less`) gets wide tables instead of rich's 80-column default.
@@ -358,6 +359,10 @@ def bench_up(
         table.add_row(str(row["nodes"]), str(row["links"]), f"{row['up_seconds']:.3f}",
                       f"{row['down_seconds']:.3f}")
     out.print(table)
+
+
+# `lab stack`, `lab run`, `lab bench` (without a subcommand) live in their own module.
+from lab import cli_stack  # noqa: E402, F401  (registers its commands on `app`)
 
 
 def main() -> None:

@@ -354,8 +354,13 @@ class Netlink:
         return sorted(infos.values(), key=lambda i: i.index)
 
     # --- sysctls and qdiscs -----------------------------------------------------------------
-    def write_sysctls(self, namespace: str, settings: list[tuple[str, str]]) -> None:
-        """Write /proc/sys/<name> as seen from inside `namespace` (net.* sysctls are per namespace)."""
+    def write_sysctls(self, namespace: str, settings: list[tuple[str, str]], *,
+                      skip_missing: bool = False) -> None:
+        """Write /proc/sys/<name> as seen from inside `namespace` (net.* sysctls are per namespace).
+
+        `skip_missing` passes over sysctls that do not exist instead of failing (an interface
+        below IPv6's minimum MTU of 1280 has no net.ipv6.conf.<name>: its IPv6 is off already).
+        """
         if not settings:
             return
         with self.inside(namespace):
@@ -365,6 +370,8 @@ class Netlink:
                     with open(path, "w") as handle:
                         handle.write(f"{value}\n")
                 except FileNotFoundError:
+                    if skip_missing:
+                        continue
                     raise NetlinkOpError(f"sysctl {name} does not exist (in {namespace})") from None
                 except OSError as error:
                     raise NetlinkOpError(f"sysctl {name}={value} in {namespace}: {error.strerror}") from None

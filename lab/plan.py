@@ -85,6 +85,7 @@ class NodePlan:
     sysctls: tuple[tuple[str, str], ...] = ()  # (name, value) pairs, e.g. ("net.ipv4.ip_forward", "1")
     apps: tuple[AppPlan, ...] = ()  # pystack only
     offload: bool = True  # pystack only: open the TAP with IFF_VNET_HDR + TSO
+    process: bool = True  # pystack only: `lab up` starts the stack process (False: a script attaches)
 
     @property
     def gateway(self) -> IPv4Address | None:
@@ -105,7 +106,7 @@ class LinkPlan:
 @dataclass(frozen=True)
 class LabPlan:
     name: str
-    source: str  # the topology file it came from ("" when generated)
+    source: str  # the topology file it came from ("" for a plan built in code, like a chain)
     nodes: tuple[NodePlan, ...]
     links: tuple[LinkPlan, ...]
 
@@ -134,3 +135,39 @@ def interface_mac(lab: str, node: str, interface: str) -> str:
     """A stable locally administered unicast MAC, so pcaps and ARP tables read the same each run."""
     digest = hashlib.sha256(f"{lab}/{node}/{interface}".encode()).digest()
     return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
+
+
+def plan_from_json(data: dict) -> LabPlan:
+    """The inverse of `LabPlan.to_json`: rebuild a plan from `plan.json` of a running lab.
+
+    `lab run --lab NAME` and `lab stack` work on a lab that is already up; its plan file is the
+    only description they have (the topology file may have changed or gone since).
+    """
+    def impairment(raw: dict | None) -> Impairment:
+        return Impairment(**raw) if raw else Impairment()
+
+    nodes = []
+    for node in data["nodes"]:
+        interfaces = tuple(
+            InterfacePlan(
+                node=i["node"], name=i["name"], address=IPv4Interface(i["address"]), mac=i["mac"],
+                mtu=int(i["mtu"]), link=int(i["link"]), egress=impairment(i.get("egress")),
+                ingress=impairment(i.get("ingress")),
+            )
+            for i in node["interfaces"]
+        )
+        nodes.append(NodePlan(
+            name=node["name"], kind=node["kind"], namespace=node["namespace"], interfaces=interfaces,
+            routes=tuple(RoutePlan(IPv4Network(r["destination"]), IPv4Address(r["gateway"]))
+                         for r in node.get("routes", ())),
+            sysctls=tuple((k, v) for k, v in node.get("sysctls", ())),
+            apps=tuple(AppPlan(a["app"], int(a["port"]), a.get("bytes")) for a in node.get("apps", ())),
+            offload=bool(node.get("offload", True)),
+            process=bool(node.get("process", True)),
+        ))
+    links = tuple(
+        LinkPlan(index=int(link["index"]), endpoints=tuple(tuple(e) for e in link["endpoints"]),
+                 subnet=IPv4Network(link["subnet"]), mtu=int(link["mtu"]))
+        for link in data["links"]
+    )
+    return LabPlan(name=data["name"], source=data.get("source", ""), nodes=tuple(nodes), links=links)

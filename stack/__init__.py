@@ -3,7 +3,23 @@
 ``Host`` is one sans-IO host (Ethernet, ARP, IPv4, ICMP, TCP); ``host.socket()`` gives a BSD-style
 socket. Drive hosts with the deterministic ``Runner`` over ``MemoryWire``s (virtual time), a
 ``ThreadedDriver`` (real time, blocking calls from other threads) or ``stack.aio`` (asyncio streams).
+A ``Router`` joins subnets in a simulation (gateways, TTL, path MTU discovery).
 The socket constants (``SHUT_WR``, ``SO_LINGER``, ``TCP_NODELAY``, ...) are re-exported here.
+
+Two hosts back to back on a virtual clock (blocking calls run the simulated network until they can
+complete, so one thread plays both sides):
+
+>>> from stack import Host, MemoryWire, Runner
+>>> a = Host("10.0.0.1/24", "02:00:00:00:00:01", seed=1)
+>>> b = Host("10.0.0.2/24", "02:00:00:00:00:02", seed=2)
+>>> runner = Runner([a, b], [MemoryWire(a, b)])
+>>> listener = b.socket(); listener.bind(("10.0.0.2", 7)); listener.listen()
+>>> client = a.socket(); client.connect(("10.0.0.2", 7))
+>>> server, peer = listener.accept()
+>>> client.sendall(b"hello"); server.recv(100)
+b'hello'
+>>> [(entry.port, entry.accept_queue) for entry in b.tables().listening]
+[(7, 0)]
 
 Names are imported lazily, so ``import stack.wire`` stays light and free of import cycles.
 """
@@ -16,6 +32,7 @@ from typing import Any
 _CLASSES = {
     "Host": "stack.host",
     "Socket": "stack.socket",
+    "Router": "stack.router",
     "Runner": "stack.runner",
     "MemoryWire": "stack.memory",
     "Impairment": "stack.impairment",

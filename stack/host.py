@@ -15,7 +15,6 @@ import ipaddress
 import os
 import random
 import socket as _socket
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from stack.arp import ArpCache, ArpTimings, NeighbourEntry
@@ -23,6 +22,8 @@ from stack.ip import EchoReply, Ipv4Layer
 from stack.routing import Route, RoutingTable
 from stack.tcp.config import TcpConfig
 from stack.tcp.layer import IcmpError, TcpLayer
+from stack.tcp.snapshot import ConnectionSnapshot, TablesSnapshot
+from stack.tcp.trace import TraceSink
 from stack.wire.arp import ARP_REPLY, ARP_REQUEST, arp_reply_for, arp_request, build_arp, parse_arp
 from stack.wire.buffer import BytesLike
 from stack.wire.errors import MalformedPacket
@@ -81,7 +82,7 @@ class Host:
 
     def __init__(self, ip: str = "10.0.0.2/24", mac: str = "02:00:00:00:00:02", gateway: str | None = None, *,
                  mtu: int = 1500, tcp: TcpConfig | None = None, seed: int | None = None,
-                 secret: bytes | None = None, trace: Callable[[Any], None] | None = None,
+                 secret: bytes | None = None, trace: TraceSink | None = None,
                  routes: tuple[tuple[str, str | None], ...] = (), gratuitous_arp: bool = True,
                  tx_checksum: ChecksumMode = "full", name: str | None = None, **arp_options: float) -> None:
         try:
@@ -125,6 +126,10 @@ class Host:
         self._pings: list[tuple[str, int, int, bytes]] = []
         self._pings_sent: dict[tuple[str, int, int], float] = {}
         self._announce = gratuitous_arp
+        # TSO super-segments of the frames being sent: id(frame) -> gso_size (the connection's payload
+        # limit), for the device that cuts them (see gso_size_of); the frames of the latest poll only.
+        self._gso_pending: dict[int, int] = {}
+        self._gso_sizes: dict[int, int] = {}
         self._now = 0.0  # the latest time a driver told us: next_deadline's "at once"
         self._address_cache: dict[bytes, str] = {}
 
@@ -184,7 +189,13 @@ class Host:
                 self.ip_layer.receive(packet, now)
         self._run_arp(now)  # requests for neighbours first needed just now leave with this batch
         frames, self._outbox = self._outbox, []
+        self._gso_sizes, self._gso_pending = self._gso_pending, {}
         return frames
+
+    def gso_size_of(self, frame: bytes) -> int | None:
+        """For a frame of the latest ``poll``: the segment size a TSO device must cut it into, or None when
+        the frame is a single packet. Only a TCP configured with ``tso_max_bytes`` sends such frames."""
+        return self._gso_sizes.get(id(frame))
 
     def _run_arp(self, now: float) -> None:
         requests, failures = self.arp.poll(now)
@@ -254,16 +265,17 @@ class Host:
         """nstat-like counters: Eth*, Arp*, Ip*, Icmp* from the host; Tcp*/TcpExt* from the TCP layer."""
         merged = dict.fromkeys(ZERO_COUNTERS, 0)
         merged.update(self._counters)
+        merged["ArpQueueDrops"] = self.arp.stats.queue_drops  # packets dropped while resolving (unres_qlen)
         for key, value in self.tcp.counters().items():
             name = f"Tcp{key}" if key in TCP_MIB else f"TcpExt{key}"
             merged[name] = merged.get(name, 0) + value  # TcpInErrs: the layer's plus our parse failures
         return dict(sorted(merged.items()))
 
-    def tables(self) -> Any:
+    def tables(self) -> TablesSnapshot:
         """The seeds' three tables: bound sockets, listeners (SYN/accept queues, backlog), established."""
         return self.tcp.tables()
 
-    def snapshots(self) -> list[Any]:
+    def snapshots(self) -> list[ConnectionSnapshot]:
         return self.tcp.snapshots()
 
     def neighbours(self) -> list[NeighbourEntry]:
@@ -333,9 +345,27 @@ class Host:
                     counters["IpOutRequests"] += 1
                     self._outbox.append(frame)
                     return
+                gso_size = self._tso_segment_size(src_ip, dst_ip, segment)
+                if gso_size is not None:
+                    counters["IpOutRequests"] += 1
+                    counters["IpOutTsoFrames"] += 1
+                    self._gso_pending[id(frame)] = gso_size
+                    self._outbox.append(frame)
+                    return
         src = _socket.inet_aton(src_ip)
         tcp = build_tcp(segment, src, dst, self.tx_checksum)
         self.ip_layer.send(dst, PROTO_TCP, tcp, now, dont_fragment=True, dst_str=dst_ip)
+
+    def _tso_segment_size(self, src_ip: str, dst_ip: str, segment: TcpSegment) -> int | None:
+        """The MSS a TSO super-segment is to be cut into, or None when this segment is not one (TSO off,
+        or no connection owns it: then it is too big for the path and IP refuses it as usual)."""
+        if not self.tcp.config.tso_max_bytes:
+            return None
+        connection = self.tcp.connections.get((src_ip, segment.src_port, dst_ip, segment.dst_port))
+        if connection is None:
+            return None
+        mss = connection.payload_limit()
+        return mss if len(segment.payload) > mss else None
 
     def _is_local_address(self, address: str) -> bool:
         return address == self.ip

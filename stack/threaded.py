@@ -93,7 +93,7 @@ class ThreadedDriver:
             self.wakeup()  # the caller may have changed a host just before waiting
             while not predicate():
                 if self.failure is not None:
-                    raise RuntimeError("the driver thread failed") from self.failure
+                    raise RuntimeError(f"the driver thread failed: {self.failure!r}") from self.failure
                 if not self._running:
                     raise NoDriverError("the threaded driver is stopped")
                 if end is None:
@@ -124,8 +124,8 @@ class ThreadedDriver:
                         with contextlib.suppress(BlockingIOError):
                             while os.read(self._wake_read, 4096):
                                 pass
-        except BaseException as exc:  # surface the failure to waiters instead of hanging them
+        except Exception as exc:  # a bug in a node: hand it to the waiters instead of hanging them
             with self._lock:
                 self.failure = exc
+                self._running = False
                 self._changed.notify_all()
-            raise

@@ -229,7 +229,7 @@ def _resolve_node(lab: str, name: str, node: NodeSpec, wiring: _Wiring, lines: S
                 key=True,
             )
     else:
-        for key in ("apps", "offload"):
+        for key in ("apps", "offload", "process"):
             if key in node.model_fields_set:
                 raise lines.error(
                     (*path, key),
@@ -247,6 +247,7 @@ def _resolve_node(lab: str, name: str, node: NodeSpec, wiring: _Wiring, lines: S
         sysctls=_sysctls(node, interfaces, lines, path),
         apps=_apps(node, lines, path),
         offload=True if node.offload is None else node.offload,
+        process=True if node.process is None else node.process,
     )
 
 

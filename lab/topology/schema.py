@@ -63,6 +63,7 @@ class NodeSpec(_Strict):
     sysctls: dict[str, SysctlValue] = {}
     apps: list[AppSpec] = []
     offload: bool | None = None
+    process: bool | None = None  # pystack: False = `lab up` starts no stack process (a script attaches)
 
 
 class EndpointSpec(_Strict):

@@ -53,6 +53,7 @@ _FIELD_HINTS: dict[str, str] = {
     "sysctls": "a mapping of sysctl names to values, like net.ipv4.ip_forward: 1",
     "apps": "a list of apps like {app: echo, port: 7}",
     "offload": "true or false",
+    "process": "true or false",
     "app": "echo, discard, source or http",
     "port": "a port number from 1 to 65535",
     "bytes": "a byte count of 0 or more",

@@ -35,7 +35,12 @@ from stack.drivers.virtio_net import (
     VirtioNetHdr,
     build_virtio_net_hdr,
     complete_checksum,
+    locate_tcp,
     parse_virtio_net_hdr,
+    segment_gso_frame,
+    tcp_checksum_trusted,
+    tx_header_for_frame,
+    write_partial_tcp_checksum,
 )
 from stack.network import FrameNode
 
@@ -313,11 +318,17 @@ class TapMedium:
     medium has no timers of its own (`next_deadline()` is None): frames arrive when the kernel sends them, so
     whoever runs the loop must also wait on `fileno()` (select/poll, or asyncio's add_reader).
 
-    In offload mode the kernel hands over frames whose TCP checksum it never computed (NEEDS_CSUM) and TCP
-    super-segments of up to 64 KB. A node whose `receive_frame` verifies checksums would drop the former,
-    so the medium completes those checksums in software: one C-speed sum per frame, however large, and
-    still one `receive_frame` per 64 KB instead of 45. The node's own frames go out as written (full
-    checksums, `NO_OFFLOAD` header).
+    Offload mode, receiving: the kernel hands over TCP super-segments of up to 64 KB whose checksum it
+    never computed (NEEDS_CSUM) or already verified (DATA_VALID). The kernel vouches for those, so the
+    medium tells the node `checksum_verified=True` (`tcp_checksum_trusted`) and Python never sums the
+    payload. Anything else marked NEEDS_CSUM has its checksum completed in software, so a node that verifies
+    still accepts it.
+
+    Offload mode, sending: a node built with `tx_checksum="partial"` (a Host) leaves TCP checksums to the
+    device; each such frame goes out with NEEDS_CSUM, and with GSO (gso_size = the connection's MSS) when it
+    carries more than one segment's payload (`gso_size_of(frame)`, if the node has it). Other frames (ARP,
+    ICMP, full checksums) go out as written. In plain mode, frames with partial checksums or larger than a
+    segment are finished in software (`segment_gso_frame`), so a node need not know the device's mode.
     """
 
     def __init__(self, node: FrameNode, tap: TapDevice, batch: int = 64) -> None:
@@ -325,7 +336,12 @@ class TapMedium:
         self.node = node
         self.tap = tap
         self.batch = batch
-        self.checksums_completed = 0
+        self.checksums_trusted = 0  # received frames whose TCP checksum the kernel vouched for
+        self.checksums_completed = 0  # received frames whose checksum Python had to finish
+        self.gso_frames_sent = 0  # super-segments the kernel cut into MSS-sized packets for us
+        self.segmented_in_software = 0  # frames finished by Python because the device is in plain mode
+        self._partial = getattr(node, "tx_checksum", "full") == "partial"
+        self._gso_size_of = getattr(node, "gso_size_of", None)
 
     def fileno(self) -> int:
         return self.tap.fileno()
@@ -334,21 +350,56 @@ class TapMedium:
         """Frames moved: written from the node, then read for it (at most `batch`)."""
         moved = 0
         for frame in self.node.poll(now):
-            self.tap.write(frame)
+            self._send(frame)
             moved += 1
         for hdr, frame in self.tap.read_batch(self.batch):
-            if hdr is not None and hdr.needs_csum:
-                try:
-                    data = complete_checksum(frame, hdr)
-                except VirtioNetError:
-                    self.tap.counters.rx_bad_header += 1
-                    continue
-                self.checksums_completed += 1
-            else:
-                data = frame.obj if frame.nbytes == len(frame.obj) else bytes(frame)  # plain mode: no copy
-            self.node.receive_frame(data, now)
-            moved += 1
+            if self._receive(hdr, frame, now):
+                moved += 1
         return moved
+
+    def _receive(self, hdr: VirtioNetHdr | None, frame: memoryview, now: float) -> bool:
+        """Hand one frame read from the TAP to the node; False when it was dropped (a broken header)."""
+        node = self.node
+        if hdr is None:
+            node.receive_frame(frame.obj if frame.nbytes == len(frame.obj) else bytes(frame), now)
+        elif tcp_checksum_trusted(hdr, frame):
+            self.checksums_trusted += 1
+            node.receive_frame(frame, now, checksum_verified=True)  # type: ignore[call-arg]
+        elif hdr.needs_csum:
+            try:
+                data = complete_checksum(frame, hdr)
+            except VirtioNetError:
+                self.tap.counters.rx_bad_header += 1
+                return False
+            self.checksums_completed += 1
+            node.receive_frame(data, now)
+        else:
+            node.receive_frame(frame, now)
+        return True
+
+    def _send(self, frame: bytes) -> None:
+        gso_size = self._gso_size_of(frame) if self._gso_size_of is not None else None
+        if not self._partial and gso_size is None:
+            self.tap.write(frame)
+            return
+        layout = locate_tcp(frame)
+        if layout is None:
+            self.tap.write(frame)  # ARP, ICMP...: always complete as built
+            return
+        if gso_size is None:
+            gso_size = layout.payload_len or 1
+        if not self._partial:
+            frame = bytearray(frame)
+            write_partial_tcp_checksum(frame)  # NEEDS_CSUM wants the pseudo-header sum in the field
+        hdr = tx_header_for_frame(frame, gso_size)
+        if self.tap.offload:
+            if hdr.is_gso:
+                self.gso_frames_sent += 1
+            self.tap.write(frame, hdr)
+            return
+        self.segmented_in_software += 1
+        for packet in segment_gso_frame(frame, hdr):
+            self.tap.write(packet)
 
     def next_deadline(self) -> float | None:
         return None

@@ -15,8 +15,8 @@ SEQ=SND.UNA-1 and no data; Nagle is Minshall's variant; out-of-window ACKs are r
 500 ms; accept queue full means len > backlog and drops SYNs and handshake ACKs silently; the SYN queue is
 bounded by the backlog with SYN cookies on overflow; ICMP errors abort only a connect() in SYN_SENT;
 timestamps use a per-address-pair offset; a newer SYN may end TIME_WAIT early; an orphaned FIN_WAIT_2
-lasts tcp_fin_timeout.  Urgent data is not supported: the URG bit and pointer are ignored and the bytes
-are delivered in line (as with SO_OOBINLINE).
+lasts tcp_fin_timeout.  Urgent data is received in line (as with SO_OOBINLINE) and its mark remembered
+(`TcpSocket.urgent_pending`); sending urgent data is not offered.
 """
 
 from stack.tcp.config import TcpConfig

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 CONGESTION_CHOICES = ("cubic", "newreno")
+# An IPv4 packet is at most 65535 bytes: less a 20-byte IP header and a 60-byte TCP header (options).
+TSO_MAX_PAYLOAD = 65535 - 20 - 60
 
 
 @dataclass(slots=True)
@@ -62,6 +64,10 @@ class TcpConfig:
     user_timeout: float | None = None
     # Nagle's algorithm is on unless TCP_NODELAY.
     nagle: bool = True
+    # TSO: the largest payload one segment of new data may carry when the device segments for us (a TAP in
+    # offload mode cuts it into MSS-sized packets, like Linux's gso_max_size).  0: off, every segment is at
+    # most one MSS (what the wire sees is the same either way).
+    tso_max_bytes: int = 0
 
     def __post_init__(self) -> None:
         if self.congestion not in CONGESTION_CHOICES:
@@ -73,6 +79,8 @@ class TcpConfig:
         for name in ("initial_rto", "min_rto", "max_rto", "delayed_ack", "time_wait"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)!r}: must not be negative")
+        if not 0 <= self.tso_max_bytes <= TSO_MAX_PAYLOAD:
+            raise ValueError(f"tso_max_bytes={self.tso_max_bytes!r}: must be 0 (off) up to {TSO_MAX_PAYLOAD}")
         if self.rcvbuf < 256 or self.sndbuf < 256:
             raise ValueError(f"rcvbuf={self.rcvbuf}, sndbuf={self.sndbuf}: buffers need at least 256 bytes")
 

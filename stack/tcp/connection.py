@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable
+from types import MappingProxyType
 
 from stack.tcp.buffers import ReceiveBuffer, SendBuffer
 from stack.tcp.config import TcpConfig
@@ -37,6 +38,7 @@ from stack.tcp.trace import (
     TraceSink,
     segment_fields,
 )
+from stack.tcp.urgent import forget_passed_mark, note_urgent_pointer
 from stack.wire.tcp import TcpFlags, TcpOptions, TcpSegment
 
 S = TcpState
@@ -45,9 +47,10 @@ ACK = int(TcpFlags.ACK)
 SYN = int(TcpFlags.SYN)
 FIN = int(TcpFlags.FIN)
 RST = int(TcpFlags.RST)
+URG = int(TcpFlags.URG)
 
 #: Linux's errno for an accepted RST, by state (tcp_reset()): refused while connecting, EPIPE in CLOSE_WAIT.
-RESET_ERRNO = {S.SYN_SENT: errno.ECONNREFUSED, S.CLOSE_WAIT: errno.EPIPE}
+RESET_ERRNO = MappingProxyType({S.SYN_SENT: errno.ECONNREFUSED, S.CLOSE_WAIT: errno.EPIPE})
 #: Linux (net.ipv4.tcp_invalid_ratelimit): at most one ACK per 500 ms answers out-of-window segments
 #: without data (RFC 5961 section 7 asks for such a limit on challenge ACKs).
 OUT_OF_WINDOW_ACK_INTERVAL = 0.5
@@ -80,6 +83,8 @@ class Connection(RecoveryMixin, OutputMixin, TimersMixin):
         self.passive = False  # created by a listener (SYN_RECEIVED entry of a SYN queue)
         self.orphaned = False  # the application closed its socket; nobody will read or write
         self.on_state_change: Callable[[Connection, TcpState, TcpState], None] | None = None
+        # Called once R1 retransmissions of one segment went unanswered (timers.py): the layer's route advice.
+        self.on_negative_advice: Callable[[Connection], None] | None = None
 
         # Send sequence space.
         self.iss = iss & SEQ_MASK
@@ -104,6 +109,7 @@ class Connection(RecoveryMixin, OutputMixin, TimersMixin):
         self.reassembly = ReassemblyQueue(limit=config.rcvbuf)
         self.peer_fin_seq: int | None = None  # sequence number of the peer's FIN once seen, even out of order
         self.eof = False  # the peer's FIN has been consumed: recv() returns b""
+        self.rcv_up: int | None = None  # RCV.UP: first octet after urgent data, while unread (urgent.py)
         self.rcv_mss = min(536, mss_for_mtu(mtu))  # largest segment the peer sent (Linux tcp_measure_rcv_mss)
         self.bytes_since_ack = 0
         self.ack_now = False
@@ -278,6 +284,8 @@ class Connection(RecoveryMixin, OutputMixin, TimersMixin):
 
     def recv(self, limit: int) -> bytes:
         data = self.recv_buffer.read(limit)
+        if self.rcv_up is not None:
+            forget_passed_mark(self)
         if data and self.state in RECEIVES_DATA:
             self.maybe_window_update()
         return data
@@ -484,6 +492,8 @@ class Connection(RecoveryMixin, OutputMixin, TimersMixin):
             return
         if self.state is S.CLOSED:
             return
+        if flags & URG:
+            note_urgent_pointer(self, seg, now)  # sixth step
         self.process_text_and_fin(seg, seg.seq, now)
 
     def sample_handshake_rtt(self, seg: TcpSegment, now: float) -> None:

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from stack.tcp.addresses import can_be_a_peer
 from stack.tcp.config import TcpConfig
 from stack.tcp.connection import Connection
 from stack.tcp.isn import initial_sequence_number, timestamp_offset
@@ -78,6 +79,8 @@ class TcpLayer:
         trace: TraceSink | None = None,
         isn_source: IsnSource | None = None,
         is_local_address: Callable[[str], bool] | None = None,
+        is_broadcast_address: Callable[[str], bool] | None = None,
+        negative_advice: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config if config is not None else TcpConfig()
         self.secret = secret
@@ -85,6 +88,11 @@ class TcpLayer:
         self.route = route
         self.trace_sink = trace
         self.is_local_address = is_local_address
+        # The host's directed-broadcast test (addresses.py): such an address is never a TCP peer.
+        self.is_broadcast_address = is_broadcast_address
+        # RFC 9293 3.8.3 R1: called with the remote address when a connection's retransmissions reach R1, so
+        # the host can re-check its route to it (Linux: dst_negative_advice, a fresh neighbour lookup).
+        self.negative_advice = negative_advice
         if isn_source is None:
 
             def isn_source(lip: str, lport: int, rip: str, rport: int, now: float) -> int:
@@ -134,6 +142,11 @@ class TcpLayer:
                 connection.on_segment(segment, now)
                 self._dirty[connection] = None
                 return
+        if not can_be_a_peer(src_ip, self.is_broadcast_address):
+            # RFC 9293 3.9.2.3 (MUST-63): a SYN from a broadcast, multicast or otherwise invalid source is
+            # ignored, and nothing (not even a RST) is sent back to such an address.
+            self.counter["InvalidSourceDrops"] += 1
+            return
         listener = self.find_listener(dst_ip, segment.dst_port)
         if listener is not None:
             self.passive.segment_arrives(listener, src_ip, dst_ip, segment, now)
@@ -257,7 +270,12 @@ class TcpLayer:
             self.on_state_change(key, conn, old, new)
 
         connection.on_state_change = on_state_change
+        connection.on_negative_advice = self.give_negative_advice
         return connection
+
+    def give_negative_advice(self, connection: Connection) -> None:
+        if self.negative_advice is not None:
+            self.negative_advice(connection.remote_ip)
 
     def on_state_change(self, key: FourTuple, connection: Connection, old: TcpState, new: TcpState) -> None:
         if new is S.SYN_SENT:

@@ -245,6 +245,7 @@ class OutputMixin:
             self.cc.on_idle_restart(now)
             self.last_data_sent = None
         cwnd = self.congestion_window()
+        tso_max = self.config.tso_max_bytes
         while True:
             offset = seq_sub(self.snd_nxt, self.snd_una)
             unsent = buffered - offset
@@ -262,7 +263,13 @@ class OutputMixin:
             if cwnd - self.flight_size() <= 0 or wnd_room <= 0:
                 break
             flight = seq_sub(self.snd_nxt, self.snd_una)
-            length = min(mss, unsent, wnd_room)
+            limit = mss
+            if tso_max > mss:
+                # TSO: as many whole segments as cwnd, the peer's window and the device allow, in one
+                # super-segment (at least one segment, as without TSO).
+                room = min(cwnd - self.flight_size(), wnd_room, tso_max)
+                limit = max(mss, room - room % mss)
+            length = min(limit, unsent, wnd_room)
             if length < mss:
                 if length < unsent:
                     # Window- or cwnd-limited fragment: sender SWS avoidance allows it only when nothing is
@@ -277,6 +284,8 @@ class OutputMixin:
             if fin:
                 flags |= TcpFlags.FIN
             self.emit(self.snd_nxt, flags, payload, now)
+            if length > mss:
+                self.counters["OutSegs"] += (length - 1) // mss  # the packets the device makes of it
             end = seq_add(self.snd_nxt, length)
             if length < mss:
                 self.snd_sml = end

@@ -24,10 +24,12 @@ import socket as _socket
 import struct
 from typing import TYPE_CHECKING
 
+from stack.tcp.addresses import can_be_a_peer
 from stack.tcp.config import CONGESTION_CHOICES
 from stack.tcp.congestion import create_congestion_control
 from stack.tcp.listener import Listener
 from stack.tcp.state import TcpState
+from stack.tcp.urgent import urgent_pending
 
 if TYPE_CHECKING:
     from stack.tcp.connection import Connection
@@ -157,6 +159,15 @@ class TcpSocket:
         space = conn.send_space
         return space > 0 and space >= len(conn.send_buffer) // 2
 
+    @property
+    def urgent_pending(self) -> int:
+        """Urgent octets not yet read (the bytes before the urgent mark; 0 if none): SIOCATMARK's question.
+
+        Urgent data arrives in line (SO_OOBINLINE); this says how much of what recv() returns next is
+        urgent (stack/tcp/urgent.py)."""
+        conn = self._conn
+        return 0 if conn is None else urgent_pending(conn)
+
     def fileno(self) -> int:
         return -1
 
@@ -239,6 +250,9 @@ class TcpSocket:
         if ip == WILDCARD or port == 0:
             raise _error(errno.ECONNREFUSED if port == 0 else errno.ENETUNREACH)
         layer = self._layer
+        if not can_be_a_peer(ip, layer.is_broadcast_address):
+            # RFC 9293 3.9.1.1 (MUST-46); Linux's tcp_v4_connect answers a broadcast route with ENETUNREACH.
+            raise _error(errno.ENETUNREACH, f"{ip} is a broadcast or multicast address")
         found = layer.route(ip)
         if found is None:
             raise _error(errno.ENETUNREACH, f"no route to {ip}")

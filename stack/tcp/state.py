@@ -10,7 +10,9 @@ asks it for every move, so a reader can check the whole diagram in one place.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import Enum
+from types import MappingProxyType
 
 
 class TcpState(Enum):
@@ -40,40 +42,46 @@ ACCEPTS_SEND = frozenset({S.SYN_SENT, S.SYN_RECEIVED, S.ESTABLISHED, S.CLOSE_WAI
 #: States after our FIN was queued.
 FIN_QUEUED = frozenset({S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSING, S.LAST_ACK, S.TIME_WAIT})
 
-#: (state, event) -> next state: RFC 9293 figure 5 plus the RST and timeout edges it leaves implicit.
-TRANSITIONS: dict[tuple[TcpState, str], TcpState] = {
-    (S.CLOSED, "passive_open"): S.LISTEN,
-    (S.CLOSED, "active_open"): S.SYN_SENT,
-    (S.LISTEN, "rcv_syn"): S.SYN_RECEIVED,
-    (S.SYN_SENT, "rcv_syn_ack"): S.ESTABLISHED,
-    (S.SYN_SENT, "rcv_syn"): S.SYN_RECEIVED,  # simultaneous open
-    (S.SYN_SENT, "rcv_rst"): S.CLOSED,
-    (S.SYN_SENT, "close"): S.CLOSED,
-    (S.SYN_SENT, "timeout"): S.CLOSED,
-    (S.SYN_RECEIVED, "rcv_ack"): S.ESTABLISHED,
-    (S.SYN_RECEIVED, "rcv_fin"): S.CLOSE_WAIT,
-    (S.SYN_RECEIVED, "close"): S.FIN_WAIT_1,
-    (S.SYN_RECEIVED, "rcv_rst"): S.CLOSED,
-    (S.SYN_RECEIVED, "timeout"): S.CLOSED,
-    (S.ESTABLISHED, "close"): S.FIN_WAIT_1,
-    (S.ESTABLISHED, "rcv_fin"): S.CLOSE_WAIT,
-    (S.FIN_WAIT_1, "rcv_ack_of_fin"): S.FIN_WAIT_2,
-    (S.FIN_WAIT_1, "rcv_fin"): S.CLOSING,  # simultaneous close
-    (S.FIN_WAIT_1, "rcv_fin_ack_of_fin"): S.TIME_WAIT,
-    (S.FIN_WAIT_2, "rcv_fin"): S.TIME_WAIT,
-    (S.FIN_WAIT_2, "timeout"): S.CLOSED,  # Linux's tcp_fin_timeout for orphaned sockets
-    (S.CLOSE_WAIT, "close"): S.LAST_ACK,
-    (S.CLOSING, "rcv_ack_of_fin"): S.TIME_WAIT,
-    (S.LAST_ACK, "rcv_ack_of_fin"): S.CLOSED,
-    (S.TIME_WAIT, "timeout"): S.CLOSED,
-    (S.TIME_WAIT, "rcv_rst"): S.CLOSED,  # Linux's default (tcp_rfc1337=0); RFC 1337 would ignore it
-}
-# Any synchronized state falls to CLOSED on an accepted RST, an abort, or a retransmission timeout.
-for _state in SYNCHRONIZED | {S.SYN_RECEIVED, S.SYN_SENT}:
-    TRANSITIONS.setdefault((_state, "rcv_rst"), S.CLOSED)
-    TRANSITIONS.setdefault((_state, "abort"), S.CLOSED)
-    TRANSITIONS.setdefault((_state, "timeout"), S.CLOSED)
-del _state
+def _diagram() -> dict[tuple[TcpState, str], TcpState]:
+    """RFC 9293 figure 5 plus the RST and timeout edges it leaves implicit."""
+    # Any synchronized state falls to CLOSED on an accepted RST, an abort, or a retransmission timeout.
+    table = {
+        (state, event): S.CLOSED
+        for state in SYNCHRONIZED | {S.SYN_RECEIVED, S.SYN_SENT}
+        for event in ("rcv_rst", "abort", "timeout")
+    }
+    table.update({
+        (S.CLOSED, "passive_open"): S.LISTEN,
+        (S.CLOSED, "active_open"): S.SYN_SENT,
+        (S.LISTEN, "rcv_syn"): S.SYN_RECEIVED,
+        (S.SYN_SENT, "rcv_syn_ack"): S.ESTABLISHED,
+        (S.SYN_SENT, "rcv_syn"): S.SYN_RECEIVED,  # simultaneous open
+        (S.SYN_SENT, "rcv_rst"): S.CLOSED,
+        (S.SYN_SENT, "close"): S.CLOSED,
+        (S.SYN_SENT, "timeout"): S.CLOSED,
+        (S.SYN_RECEIVED, "rcv_ack"): S.ESTABLISHED,
+        (S.SYN_RECEIVED, "rcv_fin"): S.CLOSE_WAIT,
+        (S.SYN_RECEIVED, "close"): S.FIN_WAIT_1,
+        (S.SYN_RECEIVED, "rcv_rst"): S.CLOSED,
+        (S.SYN_RECEIVED, "timeout"): S.CLOSED,
+        (S.ESTABLISHED, "close"): S.FIN_WAIT_1,
+        (S.ESTABLISHED, "rcv_fin"): S.CLOSE_WAIT,
+        (S.FIN_WAIT_1, "rcv_ack_of_fin"): S.FIN_WAIT_2,
+        (S.FIN_WAIT_1, "rcv_fin"): S.CLOSING,  # simultaneous close
+        (S.FIN_WAIT_1, "rcv_fin_ack_of_fin"): S.TIME_WAIT,
+        (S.FIN_WAIT_2, "rcv_fin"): S.TIME_WAIT,
+        (S.FIN_WAIT_2, "timeout"): S.CLOSED,  # Linux's tcp_fin_timeout for orphaned sockets
+        (S.CLOSE_WAIT, "close"): S.LAST_ACK,
+        (S.CLOSING, "rcv_ack_of_fin"): S.TIME_WAIT,
+        (S.LAST_ACK, "rcv_ack_of_fin"): S.CLOSED,
+        (S.TIME_WAIT, "timeout"): S.CLOSED,
+        (S.TIME_WAIT, "rcv_rst"): S.CLOSED,  # Linux's default (tcp_rfc1337=0); RFC 1337 would ignore it
+    })
+    return table
+
+
+#: (state, event) -> next state, read-only.
+TRANSITIONS: Mapping[tuple[TcpState, str], TcpState] = MappingProxyType(_diagram())
 
 
 class InvalidTransition(RuntimeError):

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from stack.tcp.connection import Connection
 
 S = TcpState
+#: RFC 9293 3.8.3's R1 (Linux net.ipv4.tcp_retries1): after this many timeouts of one segment (or SYN) the
+#: path may be broken, so IP is asked to re-check it ("negative advice": forget the neighbour, the path MTU).
+RETRIES1 = 3
 #: States in which keepalive probes make sense (data could flow in at least one direction).
 KEEPALIVE_STATES = frozenset({S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_1, S.FIN_WAIT_2})
 
@@ -75,13 +78,21 @@ class TimersMixin:
         self.trace(TCP_RTO_FIRE, now, rto=self.rtt.rto, retries=self.rto_retries)
         if self.state in (S.SYN_SENT, S.SYN_RECEIVED):
             limit = self.config.syn_retries if self.state is S.SYN_SENT else self.config.synack_retries
-            if self.syn_retries >= limit:
+            if self.user_timeout is not None and not self.passive:
+                # Linux (tcp_write_timeout): TCP_USER_TIMEOUT bounds a connect() too, so the application
+                # can set R2 for SYNs as for data (RFC 9293 MUST-21, MUST-22).
+                expired = now - self.syn_sent_time >= self.user_timeout
+            else:
+                expired = self.syn_retries >= limit
+            if expired:
                 if self.passive:
                     self.terminate(now, 0)  # Linux drops the SYN queue entry silently
                 else:
                     self.timed_out(now)
                 return
             self.syn_retries += 1
+            if self.syn_retries == RETRIES1:
+                self.give_negative_advice()  # the same mechanism for SYNs (MUST-22)
             self.rtt.backoff()
             self.send_syn(now)
             return
@@ -97,6 +108,14 @@ class TimersMixin:
             self.timed_out(now)
             return
         self.on_retransmission_timeout(now)
+        if self.rto_retries == RETRIES1:
+            self.give_negative_advice()
+
+    def give_negative_advice(self: Connection) -> None:
+        """RFC 9293 3.8.3 (MUST-20): R1 retransmissions went unanswered; tell IP (through the layer)."""
+        self.counters["TCPNegativeAdvice"] += 1
+        if self.on_negative_advice is not None:
+            self.on_negative_advice(self)
 
     def on_persist_timer(self: Connection, now: float) -> None:
         unsent = len(self.send_buffer) - seq_sub(self.snd_nxt, self.snd_una)

@@ -1,8 +1,8 @@
 """Trace events, named like Linux's TCP tracepoints so both sides of an experiment read alike.
 
 Names: `inet_sock_set_state`, `tcp_probe`, `tcp_retransmit_skb`, `tcp_retransmit_synack`, `tcp_send_reset`,
-`tcp_receive_reset` (as in the kernel), plus `tcp_segment_in`, `tcp_segment_out`, `tcp_rto_fire` and
-`tcp_cwnd_change`, which the kernel has no tracepoint for.
+`tcp_receive_reset` (as in the kernel), plus `tcp_segment_in`, `tcp_segment_out`, `tcp_rto_fire`,
+`tcp_cwnd_change` and `tcp_urgent` (an urgent mark arrived), which the kernel has no tracepoint for.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ TCP_SEGMENT_IN = "tcp_segment_in"
 TCP_SEGMENT_OUT = "tcp_segment_out"
 TCP_RTO_FIRE = "tcp_rto_fire"
 TCP_CWND_CHANGE = "tcp_cwnd_change"
+TCP_URGENT = "tcp_urgent"
 
 
 @dataclass(frozen=True, slots=True)

@@ -335,11 +335,13 @@ def test_wire_partial_mode_is_what_the_offload_header_expects(payload: bytes, se
 
 
 class FakeTap:
-    """Duck-types the part of TapDevice the medium uses: queued reads, recorded writes."""
+    """Duck-types the part of TapDevice the medium uses: queued reads, recorded writes with their headers."""
 
-    def __init__(self, incoming: list[tuple[VirtioNetHdr | None, memoryview]]) -> None:
+    def __init__(self, incoming: list[tuple[VirtioNetHdr | None, memoryview]], offload: bool = True) -> None:
         self.incoming = incoming
+        self.offload = offload
         self.written: list[bytes] = []
+        self.headers: list[VirtioNetHdr | None] = []
         self.counters = TapCounters()
 
     def read_batch(self, max_frames: int) -> list[tuple[VirtioNetHdr | None, memoryview]]:
@@ -348,6 +350,7 @@ class FakeTap:
 
     def write(self, frame: bytes, hdr: VirtioNetHdr | None = None) -> bool:
         self.written.append(bytes(frame))
+        self.headers.append(hdr)
         return True
 
     def fileno(self) -> int:
@@ -355,12 +358,15 @@ class FakeTap:
 
 
 class RecordingNode:
-    def __init__(self, outgoing: list[bytes]) -> None:
+    def __init__(self, outgoing: list[bytes], tx_checksum: str = "full",
+                 gso_sizes: dict[bytes, int] | None = None) -> None:
         self.outgoing = outgoing
-        self.received: list[bytes] = []
+        self.tx_checksum = tx_checksum
+        self.gso_sizes = gso_sizes or {}
+        self.received: list[tuple[bytes, bool]] = []
 
-    def receive_frame(self, frame: bytes, now: float) -> None:
-        self.received.append(bytes(frame))
+    def receive_frame(self, frame: bytes, now: float, *, checksum_verified: bool = False) -> None:
+        self.received.append((bytes(frame), checksum_verified))
 
     def poll(self, now: float) -> list[bytes]:
         frames, self.outgoing = self.outgoing, []
@@ -369,19 +375,61 @@ class RecordingNode:
     def next_deadline(self) -> float | None:
         return None
 
+    def gso_size_of(self, frame: bytes) -> int | None:
+        return self.gso_sizes.get(frame)
 
-def test_medium_completes_offloaded_checksums_for_the_node() -> None:
+
+def test_medium_trusts_the_kernels_checksums_and_completes_the_rest() -> None:
     big = bytearray(tcp_frame(b"q" * 20000, checksum=False))
     write_partial_tcp_checksum(big)
     tso = VirtioNetHdr(VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, 54, 1460, 34, 16)
     broken = VirtioNetHdr(VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, 0, 0, 34, 4000)  # points past the frame
+    elsewhere = VirtioNetHdr(VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, 0, 0, 34, 6)  # not the TCP checksum field
     plain = tcp_frame(b"already fine")
-    tap = FakeTap([(tso, memoryview(bytes(big))), (broken, memoryview(plain)), (None, memoryview(plain))])
+    odd = bytearray(plain)
+    tap = FakeTap([(tso, memoryview(bytes(big))), (broken, memoryview(plain)), (None, memoryview(plain)),
+                   (elsewhere, memoryview(bytes(odd)))])
     node = RecordingNode([b"out-1", b"out-2"])
     medium = TapMedium(node, tap, batch=2)
     assert medium.step(0.0) == 2 + 1  # two written; of the two read, the broken one is dropped
-    assert tap.written == [b"out-1", b"out-2"]
-    assert node.received == [tcp_frame(b"q" * 20000)]  # one 20 KB segment, checksum completed, not cut
-    assert tap.counters.rx_bad_header == 1 and medium.checksums_completed == 1
-    assert medium.step(0.1) == 1 and node.received[-1] == plain
+    assert tap.written == [b"out-1", b"out-2"] and tap.headers == [None, None]
+    # One 20 KB segment handed over as the kernel wrote it (partial sum in the field), marked verified.
+    assert node.received == [(bytes(big), True)]
+    assert tap.counters.rx_bad_header == 1 and medium.checksums_trusted == 1
+    assert medium.step(0.1) == 2
+    assert node.received[1] == (plain, False)
+    completed, verified = node.received[2]
+    assert not verified and medium.checksums_completed == 1 and completed != plain  # summed in software
     assert medium.next_deadline() is None and medium.nodes == (node,)
+
+
+def partial_frame(payload: bytes) -> bytes:
+    frame = bytearray(tcp_frame(payload, checksum=False))
+    write_partial_tcp_checksum(frame)
+    return bytes(frame)
+
+
+def test_medium_sends_partial_checksums_with_needs_csum_and_super_segments_with_gso() -> None:
+    small, large = partial_frame(b"s" * 100), partial_frame(b"L" * 5000)
+    arp_like = b"\xff" * 60
+    node = RecordingNode([small, large, arp_like], tx_checksum="partial", gso_sizes={large: 1448})
+    tap = FakeTap([])
+    medium = TapMedium(node, tap)
+    assert medium.step(0.0) == 3
+    assert tap.written == [small, large, arp_like]
+    needs_csum, gso, none = tap.headers
+    assert needs_csum == VirtioNetHdr(VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, 0, 0, 34, 16)
+    assert gso is not None and gso.gso_type == VIRTIO_NET_HDR_GSO_TCPV4 and gso.gso_size == 1448
+    assert gso.hdr_len == 54 and none is None and medium.gso_frames_sent == 1
+
+
+def test_medium_in_plain_mode_finishes_offloaded_frames_in_software() -> None:
+    small, large = partial_frame(b"s" * 100), partial_frame(b"L" * 3000)
+    node = RecordingNode([small, large], tx_checksum="partial", gso_sizes={large: 1000})
+    tap = FakeTap([], offload=False)
+    medium = TapMedium(node, tap)
+    medium.step(0.0)
+    assert tap.written[0] == tcp_frame(b"s" * 100)  # the checksum completed
+    assert [len(frame) - 54 for frame in tap.written[1:]] == [1000, 1000, 1000]
+    assert all(reference_tcp_checksum_ok(frame) for frame in tap.written)
+    assert tap.headers == [None] * 4 and medium.segmented_in_software == 2

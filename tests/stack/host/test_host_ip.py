@@ -235,3 +235,19 @@ def test_bad_host_options_are_clear_errors() -> None:
         Host("10.0.0.2/24", gateway="192.0.2.1")
     with pytest.raises(TypeError, match="arp_bogus"):
         Host(arp_bogus=1)
+
+
+def test_icmp_errors_are_rate_limited_like_linux() -> None:
+    host, raw, runner = beside_raw()
+    teach_raw_mac(host, raw, runner)
+    for port in range(100):
+        udp = port.to_bytes(2, "big") + b"\x00\x35\x00\x08\x00\x00"
+        raw.inject(ipv4_frame(host.mac, "10.0.0.9", "10.0.0.2", PROTO_UDP, udp))
+    runner.step()
+    assert len(raw.ipv4_packets()) == 50  # icmp_msgs_burst
+    assert host.counters()["IcmpOutRateLimited"] == 50
+    runner.run_for(1.0)  # the bucket refills at icmp_msgs_per_sec
+    raw.received.clear()
+    raw.inject(ipv4_frame(host.mac, "10.0.0.9", "10.0.0.2", PROTO_UDP, b"\x00\x01\x00\x35\x00\x08\x00\x00"))
+    runner.step()
+    assert len(raw.ipv4_packets()) == 1

@@ -28,9 +28,9 @@ profiles = st.builds(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(a_to_b=profiles, b_to_a=profiles, seed=st.integers(0, 2**32 - 1),
-       sizes=st.tuples(st.integers(0, 200_000), st.integers(0, 200_000)))
+       sizes=st.tuples(st.integers(0, 300_000), st.integers(0, 300_000)))
 def test_impaired_wire_delivers_exact_bytes_both_ways(a_to_b: Impairment, b_to_a: Impairment, seed: int,
                                                       sizes: tuple[int, int]) -> None:
     config = TcpConfig(time_wait=1.0)

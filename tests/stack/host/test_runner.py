@@ -122,3 +122,12 @@ def test_waiting_without_timeout_is_bounded_even_while_timers_keep_running() -> 
     with pytest.raises(SimulationStalled, match="86400 virtual seconds"):
         runner.run_until(lambda: False)
     assert runner.now <= 86400.0
+
+
+def test_the_package_docstring_example_runs() -> None:
+    import doctest
+
+    import stack
+
+    failures, tried = doctest.testmod(stack, verbose=False)
+    assert tried >= 8 and failures == 0

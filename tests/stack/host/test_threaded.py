@@ -147,3 +147,24 @@ def test_a_readable_file_descriptor_wakes_the_idle_loop() -> None:
         reply = parse_ethernet(theirs.recv(65536))
         assert time.monotonic() - start < 1.0
         assert reply.ethertype == ETHERTYPE_ARP and parse_arp(reply.payload).op == ARP_REPLY
+
+
+def test_a_failing_node_fails_the_waiters_instead_of_hanging_them() -> None:
+    class Broken:
+        driver = None
+
+        def receive_frame(self, frame: bytes, now: float) -> None:
+            raise ValueError("node bug")
+
+        def poll(self, now: float) -> list[bytes]:
+            return []
+
+        def next_deadline(self) -> float | None:
+            return None
+
+    host = Host("10.0.0.1/24", "02:00:00:00:00:01", seed=1)
+    broken = Broken()
+    with ThreadedDriver([host, broken], [MemoryWire(host, broken)]) as driver:
+        with pytest.raises(RuntimeError, match="node bug"):
+            host.ping("10.0.0.2", timeout=5.0)
+        assert isinstance(driver.failure, ValueError)

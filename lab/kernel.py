@@ -1,0 +1,298 @@
+"""The kernel side of an experiment: sockets inside a node's namespace, and what TCP_INFO says.
+
+A socket belongs to the network namespace of the thread that created it, for its whole life.
+`namespace_socket` moves the calling thread into the node's namespace for the one `socket()`
+call and back (a few microseconds; `pyroute2.netns.create_socket` forks a helper per socket,
+milliseconds, too slow for an accept-rate benchmark). The socket is then usable from any thread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from lab.netlink import namespace_path
+
+CLONE_NEWNET = 0x40000000
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+# Linux's enum in include/net/tcp_states.h, by the names `ss` prints (and the stack's TcpState uses).
+KERNEL_TCP_STATES = {
+    1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2", 6: "TIME_WAIT",
+    7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING", 12: "NEW_SYN_RECV",
+}
+
+# tcpi_options bits (include/uapi/linux/tcp.h).
+TCPI_OPT_TIMESTAMPS = 1
+TCPI_OPT_SACK = 2
+TCPI_OPT_WSCALE = 4
+TCPI_OPT_ECN = 8
+
+# struct tcp_info up to tcpi_total_retrans (present since Linux 2.6), then later fields by size.
+_TCP_INFO_HEAD = struct.Struct("<8B24I")
+_HEAD_FIELDS = (
+    "rto", "ato", "snd_mss", "rcv_mss", "unacked", "sacked", "lost", "retrans", "fackets",
+    "last_data_sent", "last_ack_sent", "last_data_recv", "last_ack_recv", "pmtu", "rcv_ssthresh",
+    "rtt", "rttvar", "snd_ssthresh", "snd_cwnd", "advmss", "reordering", "rcv_rtt", "rcv_space",
+    "total_retrans",
+)
+# (struct code, name) after the head, in the kernel's order; parsed as far as the kernel filled.
+_TAIL_FIELDS = (
+    ("Q", "pacing_rate"), ("Q", "max_pacing_rate"), ("Q", "bytes_acked"), ("Q", "bytes_received"),
+    ("I", "segs_out"), ("I", "segs_in"), ("I", "notsent_bytes"), ("I", "min_rtt"),
+    ("I", "data_segs_in"), ("I", "data_segs_out"), ("Q", "delivery_rate"), ("Q", "busy_time"),
+    ("Q", "rwnd_limited"), ("Q", "sndbuf_limited"), ("I", "delivered"), ("I", "delivered_ce"),
+    ("Q", "bytes_sent"), ("Q", "bytes_retrans"), ("I", "dsack_dups"), ("I", "reord_seen"),
+    ("I", "rcv_ooopack"), ("I", "snd_wnd"), ("I", "rcv_wnd"),
+)
+TCP_INFO_BUFFER = 512
+
+
+def parse_tcp_info(raw: bytes) -> dict[str, Any]:
+    """struct tcp_info as a dict; times in microseconds as the kernel gives them (rto, rtt, ...)."""
+    if len(raw) < _TCP_INFO_HEAD.size:
+        raise ValueError(f"tcp_info of {len(raw)} bytes, expected at least {_TCP_INFO_HEAD.size}")
+    head = _TCP_INFO_HEAD.unpack_from(raw)
+    state, ca_state, retransmits, probes, backoff, options, wscale, _flags = head[:8]
+    info: dict[str, Any] = {
+        "state": KERNEL_TCP_STATES.get(state, str(state)), "ca_state": ca_state,
+        "retransmits": retransmits, "probes": probes, "backoff": backoff,
+        "options": {
+            "timestamps": bool(options & TCPI_OPT_TIMESTAMPS), "sack": bool(options & TCPI_OPT_SACK),
+            "wscale": bool(options & TCPI_OPT_WSCALE), "ecn": bool(options & TCPI_OPT_ECN),
+        },
+        "snd_wscale": wscale & 0x0F, "rcv_wscale": wscale >> 4,
+    }
+    info.update(zip(_HEAD_FIELDS, head[8:], strict=True))
+    offset = _TCP_INFO_HEAD.size
+    for code, name in _TAIL_FIELDS:
+        size = struct.calcsize(code)
+        if offset + size > len(raw):
+            break
+        (info[name],) = struct.unpack_from("<" + code, raw, offset)
+        offset += size
+    return info
+
+
+def tcp_info(sock: socket.socket) -> dict[str, Any]:
+    """TCP_INFO of a kernel TCP socket, parsed (see `parse_tcp_info`)."""
+    return parse_tcp_info(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_BUFFER))
+
+
+@contextmanager
+def inside_namespace(namespace: str) -> Iterator[None]:
+    """Run the block with the calling thread in `namespace`, then return it where it was."""
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    target = os.open(namespace_path(namespace), os.O_RDONLY)
+    try:
+        if _LIBC.setns(target, CLONE_NEWNET) != 0:
+            error = ctypes.get_errno()
+            raise OSError(error, f"enter namespace {namespace}: {os.strerror(error)}")
+        try:
+            yield
+        finally:
+            if _LIBC.setns(home, CLONE_NEWNET) != 0:  # a thread left in a lab namespace is a leak
+                error = ctypes.get_errno()
+                raise OSError(error, f"return from namespace {namespace}: {os.strerror(error)}")
+    finally:
+        os.close(target)
+        os.close(home)
+
+
+def namespace_socket(namespace: str, family: int = socket.AF_INET,
+                     type: int = socket.SOCK_STREAM) -> socket.socket:
+    """A kernel socket created inside `namespace` (it stays there, whatever thread uses it)."""
+    with inside_namespace(namespace):
+        return socket.socket(family, type)
+
+
+# --------------------------------------------------------------------------------------------
+# Data movers used by the experiments: deterministic content, SHA-256 on both ends
+# --------------------------------------------------------------------------------------------
+
+def pattern_chunks(total: int) -> Iterator[memoryview]:
+    """The stack's deterministic content (`stack.apps.content`), the first `total` bytes in pieces,
+    so both ends of a transfer check it against one digest without holding 1 GB at once."""
+    from stack.apps.content import chunks
+
+    return chunks(total)
+
+
+def pattern_sha256(total: int) -> str:
+    """SHA-256 of the first `total` bytes of the content the stack's apps and `connect` send."""
+    from stack.apps.content import pattern_sha256 as content_sha256
+
+    return content_sha256(total)
+
+
+@dataclass
+class Transfer:
+    """What one kernel socket moved: bytes, their SHA-256, and wall time from first to last byte."""
+
+    sent: int = 0
+    received: int = 0
+    sent_sha256: str = ""
+    received_sha256: str = ""
+    seconds: float = 0.0
+    error: str | None = None
+
+    @property
+    def goodput_bps(self) -> float:
+        moved = max(self.sent, self.received)
+        return moved * 8 / self.seconds if self.seconds > 0 else 0.0
+
+
+def send_pattern(sock: socket.socket, total: int, *, verify: bool = True) -> Transfer:
+    """Send `total` bytes of the pattern, SHUT_WR, then read until EOF (the peer's close).
+
+    `verify=False` skips hashing: at kernel-to-kernel speeds SHA-256 in this process, not the
+    link, would set the pace of a benchmark."""
+    result = Transfer()
+    digest = hashlib.sha256()
+    started = time.perf_counter()
+    for chunk in pattern_chunks(total):
+        sock.sendall(chunk)
+        if verify:
+            digest.update(chunk)
+        result.sent += len(chunk)
+    sock.shutdown(socket.SHUT_WR)
+    while sock.recv(1 << 16):
+        pass
+    result.seconds = time.perf_counter() - started
+    result.sent_sha256 = digest.hexdigest()
+    return result
+
+
+def receive_all(sock: socket.socket, *, verify: bool = True) -> Transfer:
+    """Read until EOF, hashing (unless `verify` is False); the clock starts at the first byte."""
+    result = Transfer()
+    digest = hashlib.sha256()
+    buffer = bytearray(1 << 18)
+    view = memoryview(buffer)
+    started = None
+    while True:
+        count = sock.recv_into(buffer)
+        if not count:
+            break
+        if started is None:
+            started = time.perf_counter()
+        if verify:
+            digest.update(view[:count])
+        result.received += count
+    result.seconds = time.perf_counter() - started if started is not None else 0.0
+    result.received_sha256 = digest.hexdigest()
+    return result
+
+
+class BackgroundCall(threading.Thread):
+    """Run one function on a thread and keep its result or exception for `join_result`."""
+
+    def __init__(self, function: Any, *args: Any) -> None:
+        super().__init__(daemon=True)
+        self._function = function
+        self._args = args
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.result = self._function(*self._args)
+        except BaseException as error:  # handed to the joining thread
+            self.error = error
+
+    def join_result(self, timeout: float) -> Any:
+        self.join(timeout)
+        if self.is_alive():
+            name = getattr(self._function, "__name__", "call")
+            raise TimeoutError(f"{name} still running after {timeout:g} s")
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+class StatePoller(threading.Thread):
+    """The fallback when tracefs is unavailable: TCP_INFO polled every `interval` seconds.
+
+    Records each change of state or of total_retrans with its `time.monotonic()` time. Coarser than
+    the tracepoints (a state shorter than the interval can be missed) and it sees one socket only
+    from the moment polling starts; experiments say so when they use it.
+    """
+
+    def __init__(self, sock: socket.socket, interval: float = 0.0005, limit_seconds: float = 60.0) -> None:
+        super().__init__(daemon=True)
+        self._sock = sock
+        self._interval = interval
+        self._limit = limit_seconds
+        self._stop_event = threading.Event()
+        self.samples: list[tuple[float, str, int]] = []  # (time, state, total_retrans)
+
+    def run(self) -> None:
+        deadline = time.monotonic() + self._limit
+        while not self._stop_event.is_set() and time.monotonic() < deadline:
+            try:
+                info = tcp_info(self._sock)
+            except OSError:
+                break  # the socket was closed: its last state stays the last one seen
+            sample = (time.monotonic(), info["state"], info["total_retrans"])
+            if not self.samples or self.samples[-1][1:] != sample[1:]:
+                self.samples.append(sample)
+            self._stop_event.wait(self._interval)
+
+    def finish(self) -> list[str]:
+        """Stop polling; the sequence of distinct states seen."""
+        self._stop_event.set()
+        self.join(2.0)
+        states: list[str] = []
+        for _, state, _ in self.samples:
+            if not states or states[-1] != state:
+                states.append(state)
+        return states
+
+    def retransmission_times(self) -> list[float]:
+        """Times at which total_retrans went up (one entry per retransmission)."""
+        times: list[float] = []
+        previous = 0
+        for moment, _, total in self.samples:
+            times.extend([moment] * max(0, total - previous))
+            previous = total
+        return times
+
+
+def listening_socket(namespace: str, address: tuple[str, int], backlog: int = 128,
+                     timeout: float | None = 30.0) -> socket.socket:
+    """A kernel listener inside `namespace` (SO_REUSEADDR, so a run right after another binds)."""
+    listener = namespace_socket(namespace)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(address)
+        listener.listen(backlog)
+        listener.settimeout(timeout)
+    except OSError:
+        listener.close()
+        raise
+    return listener
+
+
+def serve_source_once(listener: socket.socket, total: int) -> Transfer:
+    """Accept one connection and send it `total` bytes of the pattern (then wait for its close)."""
+    conn, _ = listener.accept()
+    with conn:
+        conn.settimeout(listener.gettimeout())
+        return send_pattern(conn, total)
+
+
+def serve_sink_once(listener: socket.socket, verify: bool = True) -> Transfer:
+    """Accept one connection, read it to EOF hashing, then close."""
+    conn, _ = listener.accept()
+    with conn:
+        conn.settimeout(listener.gettimeout())
+        return receive_all(conn, verify=verify)

@@ -1,0 +1,214 @@
+"""The stack process of a pystack node: started by `lab up`, journaled before it runs, stopped by `down`.
+
+`python -m stack.node --settings <state dir>/nodes/<node>.json` runs inside the node's namespace.
+The order matters for crash safety:
+
+1. fork; the child enters the namespace and then blocks on a pipe, before it execs;
+2. the parent journals the child's pid and start time (`builder.record_process`);
+3. the parent releases the child, which execs the stack.
+
+If `lab up` dies between 1 and 3 (SIGKILL included), the pipe's write end closes with it, the
+child reads end-of-file and exits without ever running the stack, so no unjournaled stack can
+exist. `down` stops journaled processes by pid *and* start time (a reused pid is never
+signalled), then anything still in the lab's namespaces.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab.builder import process_start_ticks
+from lab.journal import Journal, JournalEntry, read_journal
+from lab.netlink import namespace_path
+from lab.plan import LabPlan, NodePlan
+from lab.stackctl import StackClient, StackControlError, control_socket_path, wait_for_hello
+from lab.state import LabError, LabState
+
+CLONE_NEWNET = 0x40000000
+READY_TIMEOUT_SECONDS = 20.0  # interpreter start, imports, TAP open; ~0.5 s on the reference machine
+NODE_MODULE = "stack.node"
+# Another implementation of the control protocol can stand in for the stack (a protocol double in
+# tests of the lab's process handling, or a build of the stack under a profiler).
+NODE_MODULE_ENV = "NSLAB_STACK_NODE_MODULE"
+
+
+class NodeStartFailed(LabError):
+    """A node's stack process did not come up (it exited, or never answered `hello`)."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class NodeProcess:
+    node: str
+    pid: int
+    start_ticks: int | None
+
+
+def is_running(pid: int, start_ticks: int | None) -> bool:
+    """The very process journaled (same pid, same start time) exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    fields = stat.rsplit(")", 1)[1].split()
+    return fields[0] != "Z" and (start_ticks is None or int(fields[19]) == start_ticks)
+
+
+def reap(pid: int) -> None:
+    """Collect the exit status of a child of this process, so it does not linger as a zombie."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass  # not our child (started by an earlier `lab up`): init reaps it
+
+
+def node_module() -> str:
+    return os.environ.get(NODE_MODULE_ENV) or NODE_MODULE
+
+
+def node_command(settings_path: Path) -> list[str]:
+    return [sys.executable, "-m", node_module(), "--settings", str(settings_path)]
+
+
+def node_log_path(state: LabState, node: str) -> Path:
+    return state.nodes_dir / f"{node}.log"
+
+
+def spawn_node(state: LabState, node: NodePlan, journal: Journal) -> NodeProcess:
+    """Fork the node's stack process, journal it, then let it exec (see the module docstring)."""
+    settings = state.node_settings_path(node.name)
+    argv = node_command(settings)
+    log_fd = os.open(node_log_path(state, node.name), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    namespace_fd = os.open(namespace_path(node.namespace), os.O_RDONLY)
+    gate_read, gate_write = os.pipe()
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    project = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = project + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    try:
+        pid = os.fork()
+        if pid == 0:  # child: only async-signal-safe-ish steps until exec
+            _child(argv, env, log_fd, namespace_fd, gate_read, gate_write)
+        os.close(gate_read)
+        gate_read = -1
+        entry = JournalEntry("process", namespace=node.namespace, name=node.name, pid=pid,
+                             start_ticks=process_start_ticks(pid))
+        journal.record([entry])
+        os.write(gate_write, b"go")
+        return NodeProcess(node.name, pid, entry.start_ticks)
+    finally:
+        for fd in (log_fd, namespace_fd, gate_write, gate_read):
+            if fd >= 0:
+                os.close(fd)
+
+
+def _child(argv: list[str], env: dict[str, str], log_fd: int, namespace_fd: int, gate_read: int,
+           gate_write: int) -> None:
+    """In the forked child: leave the terminal's session, enter the namespace, wait, exec."""
+    code = 127
+    try:
+        os.close(gate_write)
+        os.setsid()  # Ctrl-C at the terminal of `lab up` must not reach the stack afterwards
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_DFL)
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.setns(namespace_fd, CLONE_NEWNET) != 0:
+            os.write(log_fd, b"lab: cannot enter the node's namespace\n")
+            os._exit(code)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        os.dup2(gate_read, 3)  # every other inherited descriptor goes: the lab's lock file above all
+        os.closerange(4, 1 << 20)
+        if os.read(3, 2) != b"go":  # the parent died before journaling us: never run
+            os._exit(1)
+        os.close(3)
+        os.execve(argv[0], argv, env)
+    except BaseException:
+        os._exit(code)
+    os._exit(code)
+
+
+def wait_ready(state: LabState, started: list[NodeProcess], *,
+               timeout: float = READY_TIMEOUT_SECONDS) -> dict[str, dict]:
+    """Wait until every started node answers `hello` on its control socket; its answers by node."""
+    answers: dict[str, dict] = {}
+    deadline = time.monotonic() + timeout
+    for process in started:
+        client = StackClient(control_socket_path(state.name, process.node, state.root), timeout=2.0)
+        try:
+            answers[process.node] = wait_for_hello(
+                client, max(0.1, deadline - time.monotonic()),
+                alive=lambda p=process: is_running(p.pid, p.start_ticks))
+        except StackControlError as error:
+            reap(process.pid)
+            raise NodeStartFailed(f"stack process of node {process.node} (pid {process.pid}): {error}; "
+                                  f"its log: {node_log_path(state, process.node)}"
+                                  f"{_log_tail(node_log_path(state, process.node))}") from None
+        finally:
+            client.close()
+    return answers
+
+
+def _log_tail(path: Path) -> str:
+    """The log's last non-empty line, to put the node's own words into the one-line error."""
+    try:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return f" (last line: {lines[-1].strip()[:200]})" if lines else ""
+
+
+def start_nodes(state: LabState, plan: LabPlan, journal: Journal,
+                nodes: list[NodePlan] | None = None) -> dict[str, dict]:
+    """Start the stack process of each pystack node with `process` true; wait for all of them."""
+    wanted = nodes if nodes is not None else process_nodes(plan)
+    started = [spawn_node(state, node, journal) for node in wanted]
+    return wait_ready(state, started)
+
+
+def process_nodes(plan: LabPlan) -> list[NodePlan]:
+    return [node for node in plan.nodes if node.kind == "pystack" and node.process]
+
+
+def journaled_processes(state: LabState) -> dict[str, JournalEntry]:
+    """The latest journaled process of each node (a restart journals a new one)."""
+    latest: dict[str, JournalEntry] = {}
+    for entry in read_journal(state.journal_path).entries:
+        if entry.kind == "process" and entry.name:
+            latest[entry.name] = entry
+    return latest
+
+
+def dead_nodes(state: LabState, plan: LabPlan) -> list[tuple[NodePlan, JournalEntry | None]]:
+    """Nodes whose stack process should run and does not (with the journal entry of the dead one)."""
+    latest = journaled_processes(state)
+    dead = []
+    for node in process_nodes(plan):
+        entry = latest.get(node.name)
+        if entry is None or entry.pid is None or not is_running(entry.pid, entry.start_ticks):
+            if entry is not None and entry.pid is not None:
+                reap(entry.pid)
+            dead.append((node, entry))
+    return dead
+
+
+def restart_dead_nodes(state: LabState, plan: LabPlan) -> list[str]:
+    """Start again every node process found dead; one message per restart (what `lab up` prints)."""
+    dead = dead_nodes(state, plan)
+    if not dead:
+        return []
+    for node, _ in dead:
+        stale = control_socket_path(state.name, node.name, state.root)
+        if stale.exists():
+            stale.unlink()
+    start_nodes(state, plan, Journal(state.journal_path), [node for node, _ in dead])
+    return [f"restarted the stack process of {node.name} (pid {entry.pid} was gone)" if entry and entry.pid
+            else f"started the stack process of {node.name} (none was recorded)" for node, entry in dead]

@@ -1,0 +1,17 @@
+"""Closing helpers shared by the apps: a peer that resets must end the handler quietly, never the node."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+READ_SIZE = 256 * 1024
+# What a reset or vanished peer raises inside a handler: the connection is over, nothing to report.
+PEER_GONE = (ConnectionError, OSError, asyncio.IncompleteReadError)
+
+
+async def close_writer(writer: asyncio.StreamWriter) -> None:
+    """Close and wait until the transport let go (bounded: a dead peer must not pin the handler)."""
+    writer.close()
+    with contextlib.suppress(*PEER_GONE, asyncio.TimeoutError):
+        await asyncio.wait_for(writer.wait_closed(), 30.0)

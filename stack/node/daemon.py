@@ -1,0 +1,144 @@
+"""The node process: settings in, one Host on the node's TAP in one asyncio loop, apps, control socket.
+
+`run(settings)` opens the TAP (offload as the settings ask, plain with the kernel's reason otherwise), puts
+the settings' impairments on the TAP path, starts the apps and the control socket, and serves until
+SIGTERM/SIGINT. Stopping resets the stack's connections, closes the TAP descriptor (the persistent device
+stays: it is the lab's) and removes the control socket. The process writes nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from dataclasses import dataclass
+from typing import Any
+
+from stack.aio import AsyncioDriver
+from stack.drivers.impaired import ImpairedTapMedium
+from stack.drivers.tap import TapDevice, TapError, TapMedium
+from stack.host import Host
+from stack.node.control import ControlServer
+from stack.node.runtime import StackNode
+from stack.node.settings import NodeSettings
+from stack.node.trace_ring import TraceRing
+from stack.tcp.config import TSO_MAX_PAYLOAD, TcpConfig
+from stack.tcp.trace import TraceSink
+
+TAP_BATCH = 256
+# Socket buffers of the node's connections: Linux autotunes a LAN bulk transfer to megabytes (tcp_wmem[2]
+# and tcp_rmem[2] are 4 and 6 MB); with 256 KB the sender stalls after four 64 KB super-segments.
+NODE_SNDBUF = 4 * 1024 * 1024
+NODE_RCVBUF = 4 * 1024 * 1024
+
+
+@dataclass
+class NodeParts:
+    """Everything a running node holds, for `hello` and `stats` and for a clean stop."""
+
+    settings: NodeSettings
+    tap: TapDevice
+    medium: TapMedium
+    node: StackNode
+
+
+def open_tap(settings: NodeSettings) -> TapDevice:
+    """The node's TAP, in this namespace or (run from outside) the settings' namespace."""
+    try:
+        return TapDevice(settings.tap, offload=settings.offload)
+    except TapError as exc:
+        if exc.errno != 19 or not os.path.exists(f"/run/netns/{settings.namespace}"):  # 19: ENODEV
+            raise
+    return TapDevice.open_in_namespace(settings.namespace, settings.tap, offload=settings.offload)
+
+
+def build_host(settings: NodeSettings, offload: bool, trace: TraceSink | None = None) -> Host:
+    """The Host the settings describe; with offload, partial checksums and TSO super-segments."""
+    tcp = TcpConfig(sndbuf=NODE_SNDBUF, rcvbuf=NODE_RCVBUF, tso_max_bytes=TSO_MAX_PAYLOAD if offload else 0)
+    return Host(settings.address, settings.mac, settings.gateway, mtu=settings.mtu, tcp=tcp,
+                routes=settings.routes, tx_checksum="partial" if offload else "full", trace=trace,
+                name=settings.node)
+
+
+def build_medium(settings: NodeSettings, host: Host, tap: TapDevice) -> TapMedium:
+    """The TAP path: impaired (each direction as the settings say) or the plain fast path."""
+    if settings.egress.is_transparent and settings.ingress.is_transparent:
+        return TapMedium(host, tap, batch=TAP_BATCH)
+    return ImpairedTapMedium(host, tap, settings.egress, settings.ingress, batch=TAP_BATCH)
+
+
+def hello_answer(parts: NodeParts) -> dict[str, Any]:
+    s = parts.settings
+    return {"node": s.node, "lab": s.lab, "pid": os.getpid(), "address": s.address, "mac": s.mac,
+            "mtu": s.mtu, "gateway": s.gateway, "offload": parts.tap.offload,
+            "offload_reason": _offload_reason(parts), "apps": [
+                {"app": app, "port": port} for port, app in sorted(parts.node.app_names().items())],
+            "started": parts.node.started, "namespace": s.namespace, "tap": s.tap}
+
+
+def _offload_reason(parts: NodeParts) -> str | None:
+    if parts.tap.offload:
+        return None
+    if not parts.settings.offload:
+        return "offload switched off in the topology"
+    return parts.tap.offload_refused_reason
+
+
+def extra_counters(parts: NodeParts) -> dict[str, int]:
+    c = parts.tap.counters
+    counters = {"TapRxFrames": c.rx_frames, "TapRxBytes": c.rx_bytes, "TapRxBadHeader": c.rx_bad_header,
+                "TapTxFrames": c.tx_frames, "TapTxBytes": c.tx_bytes, "TapTxRejected": c.tx_rejected,
+                "TapRxChecksumsTrusted": parts.medium.checksums_trusted,
+                "TapRxChecksumsCompleted": parts.medium.checksums_completed,
+                "TapTxGsoFrames": parts.medium.gso_frames_sent,
+                "TapTxSegmentedInSoftware": parts.medium.segmented_in_software}
+    if isinstance(parts.medium, ImpairedTapMedium):
+        counters.update(parts.medium.impairment_counters())
+    return counters
+
+
+async def serve(settings: NodeSettings, stop: asyncio.Event) -> None:
+    """Run the node until `stop` is set. TapError and OSError from opening things propagate."""
+    tap = open_tap(settings)
+    trace = TraceRing()
+    host = build_host(settings, tap.offload, trace.sink)
+    medium = build_medium(settings, host, tap)
+    loop = asyncio.get_running_loop()
+    driver = AsyncioDriver([host], [medium])
+    control: ControlServer | None = None
+    try:
+        driver.start()
+        loop.add_reader(tap.fileno(), driver.wakeup)
+        node = StackNode(host, driver, trace)
+        parts = NodeParts(settings, tap, medium, node)
+        for app in settings.apps:
+            await node.listen(app.port, app.app, size=app.bytes)
+        control = ControlServer(node, settings.control_socket, lambda: hello_answer(parts),
+                                lambda: extra_counters(parts))
+        await control.start()
+        print(f"stack node {settings.node}: {settings.address} on {settings.tap} "
+              f"({'offload' if tap.offload else 'plain: ' + str(_offload_reason(parts))}), "
+              f"control {settings.control_socket}", flush=True)
+        await stop.wait()
+        await node.stop()
+    finally:
+        if control is not None:
+            await control.close()
+        with contextlib.suppress(Exception):
+            loop.remove_reader(tap.fileno())
+        driver.close()
+        tap.close()
+
+
+def run(settings: NodeSettings) -> None:
+    """The process's main: one loop, stopped by SIGTERM or SIGINT."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await serve(settings, stop)
+
+    asyncio.run(main())

@@ -1,0 +1,191 @@
+"""The node settings file `lab up` writes (`<state dir>/nodes/<node>.json`, schema version 1), parsed here.
+
+The stack never imports `lab`: this module reads the JSON itself and checks every field it uses, so a bad
+file ends the process with one line naming the file, the field and the value (exit 2) before anything
+is opened. Impairments arrive in the topology's units (ms, percent, Mbit/s) and leave as
+`stack.impairment.Impairment` (seconds, fractions, bit/s).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stack.apps import APP_NAMES
+from stack.impairment import Impairment
+
+SCHEMA_VERSION = 1
+IMPAIRMENT_FIELDS = ("delay_ms", "jitter_ms", "loss_pct", "duplicate_pct", "reorder_pct", "corrupt_pct",
+                     "rate_mbit")
+
+
+class SettingsError(ValueError):
+    """The settings file is unreadable or a field is wrong; the message is one line."""
+
+
+@dataclass(frozen=True, slots=True)
+class AppSettings:
+    app: str
+    port: int
+    bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSettings:
+    lab: str
+    node: str
+    namespace: str
+    tap: str
+    address: str  # "a.b.c.d/len"
+    mac: str
+    mtu: int
+    state_dir: Path
+    offload: bool = True
+    process: bool = True
+    gateway: str | None = None
+    routes: tuple[tuple[str, str], ...] = ()
+    apps: tuple[AppSettings, ...] = ()
+    egress: Impairment = field(default_factory=Impairment)
+    ingress: Impairment = field(default_factory=Impairment)
+    source: Path | None = None
+
+    @property
+    def control_socket(self) -> Path:
+        return self.state_dir / "nodes" / f"{self.node}.sock"
+
+    @property
+    def ip(self) -> str:
+        return self.address.split("/", 1)[0]
+
+
+def load_settings(path: str | Path) -> NodeSettings:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SettingsError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"{path}:{exc.lineno}: not JSON: {exc.msg}") from None
+    return parse_settings(data, path)
+
+
+def parse_settings(data: Any, source: Path | str = "<settings>") -> NodeSettings:
+    """Check and convert the parsed JSON; SettingsError names the first wrong field."""
+    reader = _Fields(data, str(source))
+    version = reader.get("version", int, default=SCHEMA_VERSION)
+    if version != SCHEMA_VERSION:
+        reader.fail("version", version, f"this stack reads schema version {SCHEMA_VERSION}")
+    interface = _Fields(reader.get("interface", dict), str(source), "interface.")
+    address = interface.get("address", str)
+    try:
+        ipaddress.IPv4Interface(address)
+    except ValueError:
+        interface.fail("address", address, "not an IPv4 address/prefix")
+    mtu = interface.get("mtu", int, default=1500)
+    if not 68 <= mtu <= 65535:
+        interface.fail("mtu", mtu, "outside 68..65535")
+    gateway = reader.get("gateway", str, default=None)
+    if gateway is not None:
+        _check_ip(reader, "gateway", gateway)
+    routes = []
+    for index, entry in enumerate(reader.get("routes", list, default=[])):
+        route = _Fields(entry, str(source), f"routes[{index}].")
+        destination = route.get("destination", str)
+        try:
+            ipaddress.IPv4Network(destination)
+        except ValueError:
+            route.fail("destination", destination, "not an IPv4 network")
+        via = route.get("gateway", str)
+        _check_ip(route, "gateway", via)
+        routes.append((destination, via))
+    apps = []
+    ports: set[int] = set()
+    for index, entry in enumerate(reader.get("apps", list, default=[])):
+        app = _Fields(entry, str(source), f"apps[{index}].")
+        name = app.get("app", str)
+        if name not in APP_NAMES:
+            app.fail("app", name, f"choose one of {', '.join(APP_NAMES)}")
+        port = app.get("port", int)
+        if not 1 <= port <= 65535:
+            app.fail("port", port, "outside 1..65535")
+        if port in ports:
+            app.fail("port", port, "two apps on one port")
+        ports.add(port)
+        size = app.get("bytes", int, default=None)
+        if size is not None and size < 0:
+            app.fail("bytes", size, "negative")
+        apps.append(AppSettings(name, port, size))
+    return NodeSettings(
+        lab=reader.get("lab", str), node=reader.get("node", str), namespace=reader.get("namespace", str),
+        tap=reader.get("tap", str), address=address, mac=interface.get("mac", str), mtu=mtu,
+        state_dir=Path(reader.get("state_dir", str)), offload=reader.get("offload", bool, default=True),
+        process=reader.get("process", bool, default=True), gateway=gateway, routes=tuple(routes),
+        apps=tuple(apps), egress=_impairment(interface, "egress"), ingress=_impairment(interface, "ingress"),
+        source=Path(source) if not isinstance(source, Path) else source,
+    )
+
+
+def _check_ip(reader: _Fields, name: str, value: str) -> None:
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        reader.fail(name, value, "not an IPv4 address")
+
+
+def _impairment(interface: _Fields, direction: str) -> Impairment:
+    raw = interface.get(direction, dict, default=None)
+    if raw is None:
+        return Impairment()
+    fields = _Fields(raw, interface.source, f"{interface.prefix}{direction}.")
+    values = {}
+    for name in IMPAIRMENT_FIELDS:
+        value = fields.get(name, (int, float), default=None)
+        if value is not None and value < 0:
+            fields.fail(name, value, "negative")
+        if name.endswith("_pct") and value is not None and value > 100:
+            fields.fail(name, value, "more than 100 percent")
+        values[name] = value
+    rate = values["rate_mbit"]
+    if rate == 0:
+        fields.fail("rate_mbit", rate, "must be positive (leave it out for no limit)")
+    return Impairment(
+        delay=(values["delay_ms"] or 0) / 1000, jitter=(values["jitter_ms"] or 0) / 1000,
+        loss=(values["loss_pct"] or 0) / 100, duplicate=(values["duplicate_pct"] or 0) / 100,
+        reorder=(values["reorder_pct"] or 0) / 100, corrupt=(values["corrupt_pct"] or 0) / 100,
+        rate_bps=None if rate is None else rate * 1e6,
+    )
+
+
+_MISSING = object()
+
+
+class _Fields:
+    """Typed access to one JSON object with errors naming file and dotted field."""
+
+    def __init__(self, data: Any, source: str, prefix: str = "") -> None:
+        self.source = source
+        self.prefix = prefix
+        if not isinstance(data, dict):
+            raise SettingsError(f"{source}: {prefix.rstrip('.') or 'settings'}: expected an object, "
+                                f"got {type(data).__name__}")
+        self.data = data
+
+    def fail(self, name: str, value: object, why: str) -> None:
+        raise SettingsError(f"{self.source}: field {self.prefix}{name}: {value!r}: {why}")
+
+    def get(self, name: str, kind: type | tuple[type, ...], default: Any = _MISSING) -> Any:
+        value = self.data.get(name, _MISSING)
+        if value is _MISSING or (value is None and default is None):
+            if default is _MISSING:
+                raise SettingsError(f"{self.source}: field {self.prefix}{name}: missing")
+            return default
+        bad_bool = isinstance(value, bool) and kind is not bool
+        if bad_bool or not isinstance(value, kind):
+            names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            self.fail(name, value, f"expected {names}")
+        return value

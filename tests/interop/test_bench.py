@@ -1,0 +1,44 @@
+"""`lab bench --json`: one run, the documented keys, figures that are measurements (not asserted
+against the speed targets: those are benchmark figures, not pass/fail), and nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lab.bench import with_ratios
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+KEYS = {
+    "kernel_to_kernel_gbps", "kernel_to_stack_gbps", "stack_to_kernel_gbps",
+    "kernel_to_stack_gbps_no_offload", "stack_to_kernel_gbps_no_offload",
+    "kernel_accept_cps", "stack_accept_cps",
+    "kernel_to_stack_ratio", "stack_to_kernel_ratio", "kernel_to_stack_no_offload_ratio",
+    "stack_to_kernel_no_offload_ratio", "stack_accept_ratio",
+}
+
+
+def test_ratios_are_stack_over_kernel() -> None:
+    figures = with_ratios({"kernel_to_kernel_gbps": 10.0, "kernel_to_stack_gbps": 2.5,
+                           "stack_to_kernel_gbps": 5.0, "kernel_to_stack_gbps_no_offload": 0.5,
+                           "stack_to_kernel_gbps_no_offload": 0.0,
+                           "kernel_accept_cps": 8000.0, "stack_accept_cps": 2000.0})
+    assert set(figures) == KEYS
+    assert figures["kernel_to_stack_ratio"] == 0.25 and figures["stack_to_kernel_ratio"] == 0.5
+    assert figures["stack_to_kernel_no_offload_ratio"] == 0.0 and figures["stack_accept_ratio"] == 0.25
+
+
+@pytest.mark.root
+def test_bench_json_has_every_key_from_one_run() -> None:
+    result = subprocess.run([sys.executable, "-m", "lab", "bench", "--json", "--seconds", "0.5"],
+                            capture_output=True, text=True, timeout=240, cwd=PROJECT_ROOT)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert set(figures) == KEYS
+    assert all(isinstance(v, int | float) and v > 0 for k, v in figures.items()), figures
+    assert not [n for n in os.listdir("/var/run/netns") if n.startswith("bn")]

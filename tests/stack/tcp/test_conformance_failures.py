@@ -1,0 +1,99 @@
+"""RFC 9293 3.8.3 connection failures: the R2 threshold closes the connection for data and for SYNs alike
+(MUST-20, MUST-22), the application can set it (MUST-21), and how the SYN threshold compares with the
+RFC's three minutes (MUST-23).  Our ISS 1000; we are 50000, the peer 80."""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+import pytest
+from segments import Tester, seg
+
+SYN = seg("S", seq=1000, ack=0, sport=50000, dport=80, win=64000, mss=1460)
+
+
+def give_up_time(t: Tester) -> float:
+    """Run a connect() to a silent peer until it fails; the time it failed at."""
+    sock = t.connect(80)
+    t.poll(at=0.0)
+    for _ in range(20):
+        deadline = t.deadline()
+        assert deadline is not None
+        t.poll(at=deadline)
+        if sock.state == "CLOSED":
+            assert sock.error == errno.ETIMEDOUT
+            return deadline
+    raise AssertionError("the connect never gave up")
+
+
+def test_syn_give_up_time_linux_default_and_rfc_setting() -> None:
+    """MUST-23 asks R2 for a SYN to be at least 3 minutes.  Linux's default, kept here (tcp_syn_retries = 6
+    from a 1 s RTO), gives up after 127 s: short of it.  syn_retries = 7 reaches 247 s (the eighth backoff
+    is capped at max_rto = 120 s)."""
+    assert give_up_time(Tester()) == pytest.approx(127.0)
+    rfc_compliant = give_up_time(Tester(syn_retries=7))
+    assert rfc_compliant == pytest.approx(247.0) and rfc_compliant >= 180
+
+
+def test_user_timeout_bounds_a_connect() -> None:
+    """MUST-21 and MUST-22: TCP_USER_TIMEOUT (the application's R2, in time) also ends a connect() to a
+    silent peer, checked when the SYN timer fires, as Linux does."""
+    t = Tester()
+    sock = t.layer.socket()
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 3000)
+    sock.bind(("10.0.0.1", 50000))
+    assert sock.connect_ex(("10.0.0.2", 80)) == errno.EINPROGRESS
+    t.expect(SYN, at=0.0)
+    t.expect(SYN, at=1.0)  # 1 s after the first SYN: within the user timeout, so retransmit
+    assert t.deadline() == pytest.approx(3.0)
+    t.expect_nothing(at=3.0)  # 3 s: the user timeout is over
+    assert sock.state == "CLOSED" and sock.error == errno.ETIMEDOUT
+
+
+def test_user_timeout_does_not_shorten_a_connect_that_answers() -> None:
+    """The user timeout counts only while the SYN is unanswered."""
+    t = Tester()
+    sock = t.layer.socket()
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 1500)
+    sock.bind(("10.0.0.1", 50000))
+    sock.connect_ex(("10.0.0.2", 80))
+    t.expect(SYN, at=0.0)
+    t.expect(SYN, at=1.0)
+    t.send(seg("SA", seq=5000, ack=1001, sport=80, dport=50000, mss=1460), at=1.2)
+    t.poll()
+    t.expect_nothing(at=10.0)
+    assert sock.state == "ESTABLISHED"
+
+
+def test_r1_retransmissions_give_ip_negative_advice_once() -> None:
+    """MUST-20 (R1): after three unanswered timeouts of one segment (Linux's tcp_retries1) the layer calls
+    its `negative_advice` hook with the peer's address, once, so the host can re-check the route; the
+    connection itself goes on until R2."""
+    t = Tester(retries2=6)
+    advised: list[str] = []
+    t.layer.negative_advice = advised.append
+    sock = t.open_client()
+    sock.send(b"anyone there?")
+    t.poll(at=1.0)
+    timeouts = 0
+    while sock.state == "ESTABLISHED":
+        deadline = t.deadline()
+        assert deadline is not None
+        t.poll(at=deadline)
+        timeouts += 1
+        assert advised == ([] if timeouts < 3 else ["10.0.0.2"]), timeouts
+    assert timeouts == 7 and sock.error == errno.ETIMEDOUT  # R2: retries2 = 6 retransmissions, then over
+    assert t.layer.counters()["TCPNegativeAdvice"] == 1
+
+
+def test_r1_applies_to_syns_too() -> None:
+    """MUST-22: the same R1 advice for a SYN that goes unanswered."""
+    t = Tester()
+    advised: list[str] = []
+    t.layer.negative_advice = advised.append
+    t.connect(80)
+    t.expect(SYN, at=0.0)
+    for when, expected in ((1.0, []), (3.0, []), (7.0, ["10.0.0.2"]), (15.0, ["10.0.0.2"])):
+        t.expect(SYN, at=when)
+        assert advised == expected, when
