@@ -189,9 +189,17 @@ class _HostLoop:
     """A Host on the TAP through TapMedium, stepped in real time by this thread (the event loop in small)."""
 
     def __init__(self, pair: ScratchPair, tap: TapDevice) -> None:
-        from stack.host import Host  # imported here: the driver-only figures do not need the full stack
+        # Imported here: the driver-only figures do not need the full stack.
+        from stack.host import Host
+        from stack.tcp.config import TSO_MAX_PAYLOAD, TcpConfig
 
-        self.host = Host(f"{pair.stack_ip}/24", pair.stack_mac.hex(":"), seed=1)
+        if tap.offload:
+            # As the node process does in offload mode: the device finishes TCP checksums and cuts TSO
+            # super-segments, so Host → kernel shows what the offload path is for.
+            self.host = Host(f"{pair.stack_ip}/24", pair.stack_mac.hex(":"), seed=1, tx_checksum="partial",
+                             tcp=TcpConfig(tso_max_bytes=TSO_MAX_PAYLOAD))
+        else:
+            self.host = Host(f"{pair.stack_ip}/24", pair.stack_mac.hex(":"), seed=1)
         self.medium = TapMedium(self.host, tap, batch=256)
 
     def turn(self) -> None:

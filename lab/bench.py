@@ -144,9 +144,11 @@ def kernel_accept_rate(client_namespace: str, server_namespace: str, address: st
         listener.close()
 
 
-def run_bench(seconds: float = 3.0) -> dict[str, float]:
-    """Every figure of `lab bench --json` (keys documented in the README), from one run."""
-    name = bench_name()
+def run_bench(seconds: float = 3.0, name: str | None = None) -> dict[str, float]:
+    """Every figure of `lab bench --json` (keys documented in the README), from one run.
+
+    `name` prefixes the labs it brings up (`<name>o`, `<name>p`, `<name>ok`); default `bn<pid>`."""
+    name = name or bench_name()
     figures: dict[str, float] = {}
     with lab_for_experiment(pair_plan(f"{name}o", offload=True), None) as lab:
         kernel, stack = lab.first("kernel"), lab.first("pystack")

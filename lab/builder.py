@@ -547,8 +547,40 @@ def _build(
     from lab.processes import process_nodes, start_nodes
 
     start_nodes(state, plan, journal)  # journaled one by one before each runs
+    _wait_bridge_ports_up(nl, wiring)
     step(f"{len(process_nodes(plan))} stack processes")
     return sum(len(batch) for batch in batches.values()) + len(process_nodes(plan))
+
+
+BRIDGE_PORT_WAIT_SECONDS = 5.0
+
+
+def _wait_bridge_ports_up(nl: Netlink, wiring: Wiring) -> None:
+    """Wait until every veth enslaved to a bridge is operationally up.
+
+    The kernel applies a new veth's carrier through linkwatch, up to a second later, and until then
+    the bridge keeps the port disabled and drops what arrives on it: the first ARP exchange with a
+    stack (or across a LAN) would cost a one-second retry. A TAP is left out: it comes up when its
+    program opens it, which for a `process: false` node is after `up`.
+    """
+    waiting: dict[str, set[str]] = {}
+    for port in wiring.ports:
+        if port.master and port.name != PYSTACK_TAP:
+            waiting.setdefault(port.namespace, set()).add(port.name)
+    deadline = time.monotonic() + BRIDGE_PORT_WAIT_SECONDS
+    while waiting:
+        for namespace in list(waiting):
+            up = {link.name for link in nl.links(namespace) if link.operstate == "UP"}
+            waiting[namespace] -= up
+            if not waiting[namespace]:
+                del waiting[namespace]
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            namespace, names = next(iter(waiting.items()))
+            raise LabError(f"bridge port {namespace}:{sorted(names)[0]} is still not up after "
+                           f"{BRIDGE_PORT_WAIT_SECONDS:g} s")
+        time.sleep(0.02)
 
 
 def _commit_all(nl: Netlink, requests: dict[str, list[tuple]]) -> None:

@@ -256,16 +256,21 @@ def bench_stack(
     ctx: typer.Context,
     as_json: JsonFlag = False,
     seconds: Annotated[float, typer.Option("--seconds", help="Length of each measurement.")] = 3.0,
+    name: Annotated[str | None, typer.Option("--name", help="Prefix of the labs it brings up.")] = None,
 ) -> None:
     """Goodput and accept rate of the stack next to the kernel (`lab bench up`: lab up/down times)."""
     if ctx.invoked_subcommand is not None:
         return
     from lab.bench import BENCH_TARGETS, run_bench
+    from lab.state import check_lab_name
 
     if not 0.2 <= seconds <= 60:
         fail(f"--seconds: expected 0.2 to 60, got {seconds:g}")
     with errors_to_exit_codes(), sigterm_rolls_back():
-        figures = run_bench(seconds=seconds)
+        if name is not None:
+            check_lab_name(name)
+            check_lab_name(f"{name}ok")  # the longest name it derives: 30 characters at most
+        figures = run_bench(seconds=seconds, name=name)
     if as_json:
         print_json(figures)
         return

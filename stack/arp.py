@@ -148,6 +148,19 @@ class ArpCache:
         entry.queue.clear()
         return waiting
 
+    def mark_stale(self, ip: bytes, now: float) -> bool:
+        """Negative advice (RFC 9293 3.8.3 R1, Linux's dst_negative_advice): stop trusting ``ip``'s MAC.
+
+        A resolved entry becomes STALE, so its next use starts the DELAY/PROBE re-check; the MAC stays
+        usable meanwhile. Returns False when there is no resolved entry (nothing to re-check)."""
+        entry = self._entries.get(ip)
+        if entry is None or entry.mac is None or entry.state is NeighbourState.INCOMPLETE:
+            return False
+        if entry.state is not NeighbourState.PROBE:  # already re-checking: let the probes run
+            entry.state = NeighbourState.STALE
+            entry.deadline = now + self.timings.gc_stale_time
+        return True
+
     # -- timers --------------------------------------------------------------------------------------
 
     def poll(self, now: float) -> tuple[list[ArpRequest], list[ResolutionFailure]]:

@@ -36,7 +36,7 @@ from stack.wire.ethernet import (
     mac_to_str,
     parse_ethernet,
 )
-from stack.wire.frames import build_tcp_frame
+from stack.wire.frames import FrameParts, tcp_frame_headers
 from stack.wire.icmp import QuotedTcp
 from stack.wire.ipv4 import HEADER_LEN as IPV4_HEADER_LEN
 from stack.wire.ipv4 import PROTO_TCP
@@ -72,19 +72,20 @@ class Host:
     ``ip`` is "address/prefix" (a bare address means /32, as with ``ip addr add``); ``gateway`` adds a
     default route. Options: ``mtu`` (1500), ``tcp`` (a ``TcpConfig``), ``seed`` (for every random choice:
     ISNs' clock offsets, ephemeral ports, ARP jitter, IP IDs), ``secret`` (the ISN / SYN-cookie / port
-    key; default from os.urandom), ``trace`` (a callback for TCP trace events), ``routes`` (extra
+    key; default from os.urandom), ``trace`` (a callback for TCP trace events), ``trace_segments`` (True;
+    False leaves the per-segment events out of the trace, so they cost nothing), ``routes`` (extra
     ``(destination, gateway)`` pairs), ``gratuitous_arp`` (True), ``tx_checksum`` ("full"; "partial"
     leaves the TCP checksum to a device with checksum offload, e.g. a TAP with virtio_net_hdr) and the
-    ``arp_*`` timings
-    (``arp_retries``, ``arp_retry_interval``, ``arp_reachable_time``, ``arp_delay_first_probe``,
-    ``arp_gc_stale_time``, ``arp_queue_limit``).
+    ``arp_*`` timings (``arp_retries``, ``arp_retry_interval``, ``arp_reachable_time``,
+    ``arp_delay_first_probe``, ``arp_gc_stale_time``, ``arp_queue_limit``).
     """
 
     def __init__(self, ip: str = "10.0.0.2/24", mac: str = "02:00:00:00:00:02", gateway: str | None = None, *,
                  mtu: int = 1500, tcp: TcpConfig | None = None, seed: int | None = None,
                  secret: bytes | None = None, trace: TraceSink | None = None,
                  routes: tuple[tuple[str, str | None], ...] = (), gratuitous_arp: bool = True,
-                 tx_checksum: ChecksumMode = "full", name: str | None = None, **arp_options: float) -> None:
+                 tx_checksum: ChecksumMode = "full", name: str | None = None, trace_segments: bool = True,
+                 **arp_options: float) -> None:
         try:
             self.interface = ipaddress.IPv4Interface(ip)
         except ValueError as exc:
@@ -99,6 +100,7 @@ class Host:
             raise TypeError(f"host: unknown option(s) {', '.join(unknown)}")
         self.name = name or str(self.interface.ip)
         self.ip = str(self.interface.ip)
+        self._broadcast_text = str(self.interface.network.broadcast_address)
         self.address = self.interface.ip.packed
         self.mtu = mtu
         self.tx_checksum: ChecksumMode = tx_checksum
@@ -120,9 +122,11 @@ class Host:
                                   transmit=self._transmit, tcp_input=self._tcp_input,
                                   tcp_error=self._tcp_error, rng=self.rng)
         self.tcp = TcpLayer(tcp, secret=self.secret, rng=self.rng, route=self._tcp_route, trace=trace,
-                            is_local_address=self._is_local_address)
+                            is_local_address=self._is_local_address,
+                            is_broadcast_address=self._is_broadcast_address,
+                            negative_advice=self._negative_advice, trace_segments=trace_segments)
 
-        self._outbox: list[bytes] = []
+        self._outbox: list[bytes | FrameParts] = []
         self._pings: list[tuple[str, int, int, bytes]] = []
         self._pings_sent: dict[tuple[str, int, int], float] = {}
         self._announce = gratuitous_arp
@@ -168,6 +172,20 @@ class Host:
 
     def poll(self, now: float) -> list[bytes]:
         """Run everything due by ``now`` and return the frames to transmit, in order."""
+        frames = self.poll_parts(now)
+        gso_sizes = self._gso_sizes
+        for index, frame in enumerate(frames):
+            if type(frame) is tuple:
+                joined = frames[index] = frame[0] + frame[1]
+                size = gso_sizes.pop(id(frame), None)
+                if size is not None:
+                    gso_sizes[id(joined)] = size
+        return frames  # type: ignore[return-value]
+
+    def poll_parts(self, now: float) -> list[bytes | FrameParts]:
+        """``poll`` for a device that writes a frame in pieces (a TAP's writev): a TCP frame with data comes
+        as ``(headers, payload)``, the payload a view of the send buffer, so no frame is joined in Python.
+        Write them before the next call into the host."""
         self._now = now
         if self._announce:
             self._announce = False
@@ -192,7 +210,7 @@ class Host:
         self._gso_sizes, self._gso_pending = self._gso_pending, {}
         return frames
 
-    def gso_size_of(self, frame: bytes) -> int | None:
+    def gso_size_of(self, frame: bytes | FrameParts) -> int | None:
         """For a frame of the latest ``poll``: the segment size a TSO device must cut it into, or None when
         the frame is a single packet. Only a TCP configured with ``tso_max_bytes`` sends such frames."""
         return self._gso_sizes.get(id(frame))
@@ -334,14 +352,18 @@ class Host:
         counters = self._counters
         dst = _socket.inet_aton(dst_ip)
         route = self.routes.lookup(dst_ip)
-        # Fast path: a known neighbour and a segment that fits: all layers joined in one copy.
+        # Fast path: a known neighbour and a segment that fits: the headers of all layers in one piece, the
+        # payload beside them, uncopied (``poll`` joins the two, ``poll_parts`` leaves that to the device).
         if route is not None and dst != self.address:
             next_hop = dst if route.gateway is None else _socket.inet_aton(route.gateway)
             mac = self.arp.lookup(next_hop, now)
             if mac is not None:
-                frame = build_tcp_frame(mac, self.mac, self.address, dst, segment,
-                                        ident=self.ip_layer.next_ident(), checksum=self.tx_checksum)
-                if len(frame) - ETHERNET_HEADER_LEN <= (route.mtu or self.mtu):
+                headers = tcp_frame_headers(mac, self.mac, self.address, dst, segment,
+                                            ident=self.ip_layer.next_ident(), checksum=self.tx_checksum)
+                payload = segment.payload
+                length = len(headers) + len(payload)
+                frame: bytes | FrameParts = (headers, payload) if length > len(headers) else headers
+                if length - ETHERNET_HEADER_LEN <= (route.mtu or self.mtu):
                     counters["IpOutRequests"] += 1
                     self._outbox.append(frame)
                     return
@@ -369,6 +391,26 @@ class Host:
 
     def _is_local_address(self, address: str) -> bool:
         return address == self.ip
+
+    def _is_broadcast_address(self, address: str) -> bool:
+        """The interface's directed broadcast (RFC 1122 3.2.1.3 {<Network>, -1}): never a TCP peer.
+
+        /31 (RFC 3021) and /32 interfaces have none: every address of theirs names one host."""
+        network = self.interface.network
+        return network.prefixlen <= 30 and address == self._broadcast_text
+
+    def _negative_advice(self, remote_ip: str) -> None:
+        """RFC 9293 3.8.3 R1: retransmissions to ``remote_ip`` went unanswered, so the path may be broken.
+
+        Like Linux's dst_negative_advice: the next hop's ARP entry becomes STALE (its next use re-probes the
+        neighbour) and a learned path MTU is forgotten (a new route may carry larger packets)."""
+        self._counters["IpNegativeAdvice"] += 1
+        route = self.routes.lookup(remote_ip)
+        if route is None:
+            return
+        next_hop = remote_ip if route.gateway is None else route.gateway
+        self.arp.mark_stale(_socket.inet_aton(next_hop), self._now)
+        self.ip_layer.forget_path_mtu(remote_ip)
 
     def _tcp_route(self, remote_ip: str) -> tuple[str, int] | None:
         """The TCP layer's view of routing: (our address, path MTU) toward ``remote_ip``, or None."""

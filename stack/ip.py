@@ -119,6 +119,11 @@ class Ipv4Layer:
                 mtu = min(mtu, learned[0])
         return mtu
 
+    def forget_path_mtu(self, destination: str) -> bool:
+        """Drop the path MTU learned toward ``destination`` (negative advice: the path may have changed);
+        the route's MTU applies until a new "fragmentation needed" arrives. False when none was cached."""
+        return self._pmtu.pop(destination, None) is not None
+
     def send(self, dst: bytes, protocol: int, payload: BytesLike, now: float, *, dont_fragment: bool,
              dst_str: str | None = None) -> bool:
         """Route, fragment if allowed and transmit one datagram; False when it could not be sent."""

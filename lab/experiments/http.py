@@ -5,7 +5,7 @@
    (HTTP/1.1 keep-alive): one connect for all of them. Every body's SHA-256 is computed from what curl
    wrote to disk and compared with the server's `X-Content-SHA256` header and with the digest of the
    stack's deterministic pattern.
-2. the stack's HTTP client (`http_get` on the control socket) fetches a generated file from a kernel
+2. the stack's HTTP client (`http_get` on the control socket) fetches a file of random bytes from a kernel
    `python -m http.server` started in the kernel node's namespace (and stopped afterwards); the
    digest the stack reports must equal the file's.
 """

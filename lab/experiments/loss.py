@@ -2,7 +2,7 @@
 
 The kernel here has no sch_netem, so a link that touches a pystack node is impaired by the stack itself
 on its TAP path (`stack.impairment`), in both directions, from the topology's `impair`. Each profile
-gets a lab of its own (a generated pair topology with that profile on the link, up and down inside the
+gets a lab of its own (a pair topology made for that profile, up and down inside the
 experiment); the running lab's own link (by default `lossy.yaml`) is measured too, as profile `as-given`.
 
 In every lab two transfers run, so each side is once client and once server:

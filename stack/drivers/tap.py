@@ -43,6 +43,7 @@ from stack.drivers.virtio_net import (
     write_partial_tcp_checksum,
 )
 from stack.network import FrameNode
+from stack.wire.frames import FrameParts
 
 # <linux/if_tun.h>
 IFF_TAP = 0x0002
@@ -342,6 +343,8 @@ class TapMedium:
         self.segmented_in_software = 0  # frames finished by Python because the device is in plain mode
         self._partial = getattr(node, "tx_checksum", "full") == "partial"
         self._gso_size_of = getattr(node, "gso_size_of", None)
+        # A node that hands frames over in pieces (headers, payload) saves joining each one: writev does.
+        self._poll = getattr(node, "poll_parts", node.poll)
 
     def fileno(self) -> int:
         return self.tap.fileno()
@@ -349,7 +352,7 @@ class TapMedium:
     def step(self, now: float) -> int:
         """Frames moved: written from the node, then read for it (at most `batch`)."""
         moved = 0
-        for frame in self.node.poll(now):
+        for frame in self._poll(now):
             self._send(frame)
             moved += 1
         for hdr, frame in self.tap.read_batch(self.batch):
@@ -377,8 +380,21 @@ class TapMedium:
             node.receive_frame(frame, now)
         return True
 
-    def _send(self, frame: bytes) -> None:
+    def _send(self, frame: bytes | FrameParts) -> None:
         gso_size = self._gso_size_of(frame) if self._gso_size_of is not None else None
+        if type(frame) is tuple:
+            # Headers and payload in pieces: one writev, the payload never joined in Python.
+            if not self._partial and gso_size is None:
+                self.tap.write_parts(frame)  # complete as built
+                return
+            if self.tap.offload:
+                headers, payload = frame
+                hdr = tx_header_for_frame(headers, gso_size or len(payload) or 1, len(headers) + len(payload))
+                if hdr.is_gso:
+                    self.gso_frames_sent += 1
+                self.tap.write_parts(frame, hdr if hdr.flags else None)
+                return
+            frame = frame[0] + frame[1]  # plain device: finished in software below
         if not self._partial and gso_size is None:
             self.tap.write(frame)
             return

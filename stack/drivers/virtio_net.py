@@ -129,13 +129,15 @@ class TcpLayout:
         return self.end - self.tcp_offset
 
 
-def locate_tcp(frame: bytes | bytearray | memoryview) -> TcpLayout | None:
+def locate_tcp(frame: bytes | bytearray | memoryview, length: int | None = None) -> TcpLayout | None:
     """Find the TCP header in an Ethernet frame, or None when the frame is not well-formed IPv4/IPv6 + TCP.
 
+    `length`: the whole frame's length when `frame` holds only its headers (a frame sent in pieces).
     Never raises on bad input: the answer None means "treat as a frame without TCP offload".
     """
-    n = len(frame)
-    if n < ETH_HEADER_LEN + 20:
+    have = len(frame)
+    n = have if length is None else length
+    if have < ETH_HEADER_LEN + 20 or n < have:
         return None
     ethertype = (frame[12] << 8) | frame[13]
     ip = ETH_HEADER_LEN
@@ -158,10 +160,10 @@ def locate_tcp(frame: bytes | bytearray | memoryview) -> TcpLayout | None:
             return None
     else:
         return None
-    if end - tcp < 20:
+    if end - tcp < 20 or tcp + 20 > have:
         return None
     data_offset = (frame[tcp + 12] >> 4) * 4
-    if data_offset < 20 or tcp + data_offset > end:
+    if data_offset < 20 or tcp + data_offset > end or tcp + data_offset > have:
         return None
     return TcpLayout(version, ip, tcp, tcp + data_offset, end)
 
@@ -251,7 +253,8 @@ def tcp_checksum_valid(frame: bytes | bytearray | memoryview) -> bool:
 # --- outbound -----------------------------------------------------------------------------------------------
 
 
-def tx_header_for_frame(frame: bytes | bytearray | memoryview, mss: int) -> VirtioNetHdr:
+def tx_header_for_frame(frame: bytes | bytearray | memoryview, mss: int,
+                        length: int | None = None) -> VirtioNetHdr:
     """The virtio_net_hdr for a frame the stack writes to a TAP in offload mode.
 
     * TCP over IPv4/IPv6: NEEDS_CSUM at the TCP checksum field, so Python never sums payload. The frame's TCP
@@ -262,10 +265,12 @@ def tx_header_for_frame(frame: bytes | bytearray | memoryview, mss: int) -> Virt
       segments, advancing the sequence number, IPv4 ID and lengths, keeping FIN/PSH for the last and CWR
       for the first.
     * anything else (ARP, ICMP, ...): `NO_OFFLOAD`; the frame must be complete.
+
+    `length`: as for `locate_tcp`, when `frame` holds the headers of a frame sent in pieces.
     """
     if mss <= 0:
         raise VirtioNetError(f"tx header: mss must be positive, got {mss}")
-    layout = locate_tcp(frame)
+    layout = locate_tcp(frame, length)
     if layout is None:
         return NO_OFFLOAD
     if layout.payload_len <= mss:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from stack.aio import AsyncioDriver, StackServer, open_connection, start_server
+from stack.aio import DEFAULT_LIMIT, AsyncioDriver, StackServer, open_connection, start_server
 from stack.apps import APP_NAMES, handler_for
 from stack.apps import http as http_app
 from stack.apps.content import chunks
@@ -39,6 +39,12 @@ if TYPE_CHECKING:
     from stack.tcp import TcpSocket
 
 RECV_CHUNK = 256 * 1024
+# The bulk apps' StreamReader buffer limit (asyncio pauses the transport at twice the limit). With asyncio's
+# 64 KB, one pump moves only 256 KB from the TCP receive buffer to the app; the buffer then fills, the
+# advertised window shrinks and a kernel sender is window-limited most of the time. http keeps the default:
+# there the limit also bounds a request line.
+BULK_STREAM_LIMIT = 1 << 20
+STREAM_LIMITS = {"discard": BULK_STREAM_LIMIT, "echo": BULK_STREAM_LIMIT}
 SETTLE_AFTER_CLOSE = 1.0  # seconds `connect` waits after closing for CLOSED/TIME_WAIT to show in `states`
 CONNECT_CLOSE_MODES = ("close", "abort", "none")
 
@@ -108,8 +114,9 @@ class StackNode:
                 entry.server = await start_server(self._hold(entry), self.host, self.host.ip, port,
                                                   backlog=backlog)
             else:
+                limit = STREAM_LIMITS.get(app, DEFAULT_LIMIT)
                 entry.server = await start_server(handler_for(app, size), self.host, self.host.ip, port,
-                                                  backlog=backlog)
+                                                  backlog=backlog, limit=limit)
         except OSError as exc:
             raise CommandError(f"listen: port {port}: {exc.strerror or exc}",
                                errno_name(exc.errno) if exc.errno else None) from None

@@ -1,7 +1,9 @@
 """A bounded ring of the stack's TCP trace events, numbered, for the control socket's `trace` command.
 
-Per-segment events (tcp_segment_in/out, tcp_probe) are left out: at gigabit rates they would flush the
-ring in milliseconds and hide the state changes, retransmissions and resets a reader wants.
+Per-segment events (tcp_segment_in/out, tcp_probe) are left out unless asked for (`segments=True`): at
+gigabit rates they would flush the ring in milliseconds and hide the state changes, retransmissions and
+resets a reader wants, and building them costs a dict per segment. The Host is told the same choice
+(`Host(trace_segments=ring.segments)`), so without them they are never built at all.
 """
 
 from __future__ import annotations
@@ -17,14 +19,15 @@ SKIPPED = frozenset({TCP_SEGMENT_IN, TCP_SEGMENT_OUT, TCP_PROBE})
 
 
 class TraceRing:
-    def __init__(self, size: int = RING_SIZE) -> None:
+    def __init__(self, size: int = RING_SIZE, *, segments: bool = False) -> None:
+        self.segments = segments
         self.events: deque[dict[str, Any]] = deque(maxlen=size)
         self.next_seq = 0
         self.state_watchers: list[Callable[[TraceEvent], None]] = []
 
     def sink(self, event: TraceEvent) -> None:
         """The Host's trace callback."""
-        if event.name in SKIPPED:
+        if event.name in SKIPPED and not self.segments:
             return
         if event.name == INET_SOCK_SET_STATE:
             for watcher in self.state_watchers:

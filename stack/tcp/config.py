@@ -11,6 +11,8 @@ from dataclasses import dataclass
 CONGESTION_CHOICES = ("cubic", "newreno")
 # An IPv4 packet is at most 65535 bytes: less a 20-byte IP header and a 60-byte TCP header (options).
 TSO_MAX_PAYLOAD = 65535 - 20 - 60
+# RFC 9293 3.8.6.3 (MUST-40): an ACK must not be delayed by 0.5 s or more.
+MAX_DELAYED_ACK = 0.5
 
 
 @dataclass(slots=True)
@@ -24,9 +26,13 @@ class TcpConfig:
     syn_retries: int = 6
     synack_retries: int = 5
     retries2: int = 15
+    # RFC 9293 3.8.3's R1 (net.ipv4.tcp_retries1): after this many timeouts of one segment (or SYN) the path
+    # may be broken, so IP is asked to re-check it ("negative advice": forget the neighbour, the path MTU).
+    retries1: int = 3
     # Delayed ACK: Linux starts at TCP_ATO_MIN (40 ms) and adapts up to TCP_DELACK_MAX (200 ms).  This stack
     # uses the fixed 40 ms start value, which is what a bulk receiver on Linux shows; 200 ms is the RFC bound.
     # Linux's "quickack" mode (immediate ACKs for the first segments of a connection) is not modelled.
+    # RFC 9293 MUST-40: the delay must stay below 0.5 s.
     delayed_ack: float = 0.04
     # TIME_WAIT lasts 2*MSL; Linux's TCP_TIMEWAIT_LEN is 60 s.  Tests set it short.
     time_wait: float = 60.0
@@ -79,6 +85,11 @@ class TcpConfig:
         for name in ("initial_rto", "min_rto", "max_rto", "delayed_ack", "time_wait"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)!r}: must not be negative")
+        if self.delayed_ack >= MAX_DELAYED_ACK:
+            raise ValueError(f"delayed_ack={self.delayed_ack!r}: must be below {MAX_DELAYED_ACK} s "
+                             "(RFC 9293 MUST-40)")
+        if self.retries1 < 1:
+            raise ValueError(f"retries1={self.retries1!r}: must be at least 1")
         if not 0 <= self.tso_max_bytes <= TSO_MAX_PAYLOAD:
             raise ValueError(f"tso_max_bytes={self.tso_max_bytes!r}: must be 0 (off) up to {TSO_MAX_PAYLOAD}")
         if self.rcvbuf < 256 or self.sndbuf < 256:

@@ -48,6 +48,7 @@ SYN = int(TcpFlags.SYN)
 FIN = int(TcpFlags.FIN)
 RST = int(TcpFlags.RST)
 URG = int(TcpFlags.URG)
+ACK_FLAG = TcpFlags.ACK  # for segments we build: their `flags` stay TcpFlags (readable in reprs and traces)
 
 #: Linux's errno for an accepted RST, by state (tcp_reset()): refused while connecting, EPIPE in CLOSE_WAIT.
 RESET_ERRNO = MappingProxyType({S.SYN_SENT: errno.ECONNREFUSED, S.CLOSE_WAIT: errno.EPIPE})
@@ -72,6 +73,7 @@ class Connection(RecoveryMixin, OutputMixin, TimersMixin):
         ts_offset: int,
         counters: dict[str, int],
         trace: TraceSink | None = None,
+        trace_segments: bool = True,
     ) -> None:
         self.config = config
         self.local_ip, self.local_port = local_ip, local_port
@@ -79,6 +81,9 @@ class Connection(RecoveryMixin, OutputMixin, TimersMixin):
         self.mtu = mtu
         self.counters = counters
         self.trace_sink = trace
+        # Per-segment events (tcp_segment_in/out, tcp_probe) cost a dict per segment: built only for a sink
+        # that wants them, not for one that keeps state changes and retransmissions only.
+        self.trace_segments = trace is not None and trace_segments
         self.state = S.CLOSED
         self.passive = False  # created by a listener (SYN_RECEIVED entry of a SYN queue)
         self.orphaned = False  # the application closed its socket; nobody will read or write
@@ -339,7 +344,7 @@ class Connection(RecoveryMixin, OutputMixin, TimersMixin):
     # ------------------------------------------------------------------ SEGMENT ARRIVES (RFC 9293 3.10.7)
 
     def on_segment(self, seg: TcpSegment, now: float) -> None:
-        if self.trace_sink is not None:
+        if self.trace_segments:
             self.trace(TCP_SEGMENT_IN, now, **segment_fields(seg))
         state = self.state
         if state is S.CLOSED:
@@ -595,7 +600,7 @@ class Connection(RecoveryMixin, OutputMixin, TimersMixin):
                 # arrives, not at the next poll, so a burst delivered at once still gets one ACK per two
                 # segments (the sender's ACK clock, and robustness against a lost ACK, depend on it).
                 if self.bytes_since_ack >= 2 * self.rcv_mss:
-                    self.emit(self.snd_nxt, TcpFlags.ACK, b"", now)
+                    self.emit(self.snd_nxt, ACK_FLAG, b"", now)
                 elif self.delack_deadline is None:
                     self.delack_deadline = now + self.config.delayed_ack
         else:
@@ -606,7 +611,7 @@ class Connection(RecoveryMixin, OutputMixin, TimersMixin):
                 self.counters["TCPOFOQueue"] += 1
             # One duplicate ACK per out-of-order segment, even when several arrive before the next poll:
             # the sender counts them to detect the loss (RFC 5681 4.2, 3.2).
-            self.emit(self.snd_nxt, TcpFlags.ACK, b"", now)
+            self.emit(self.snd_nxt, ACK_FLAG, b"", now)
 
     def consume_fin_if_ready(self, now: float) -> None:
         if self.peer_fin_seq is None or self.eof or self.peer_fin_seq != self.rcv_nxt:

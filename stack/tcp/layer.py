@@ -81,12 +81,16 @@ class TcpLayer:
         is_local_address: Callable[[str], bool] | None = None,
         is_broadcast_address: Callable[[str], bool] | None = None,
         negative_advice: Callable[[str], None] | None = None,
+        trace_segments: bool = True,
     ) -> None:
         self.config = config if config is not None else TcpConfig()
         self.secret = secret
         self.rng = rng
         self.route = route
         self.trace_sink = trace
+        # False: the sink gets state changes, retransmissions, resets and cwnd changes, but no per-segment
+        # events (tcp_segment_in/out, tcp_probe), which are then never built.
+        self.trace_segments = trace_segments
         self.is_local_address = is_local_address
         # The host's directed-broadcast test (addresses.py): such an address is never a TCP peer.
         self.is_broadcast_address = is_broadcast_address
@@ -262,6 +266,7 @@ class TcpLayer:
             ts_offset=timestamp_offset(self.secret, local_ip, remote_ip),
             counters=self.counter,
             trace=self.trace_sink,
+            trace_segments=self.trace_segments,
         )
         key = (local_ip, local_port, remote_ip, remote_port)
         self.connections[key] = connection

@@ -113,7 +113,7 @@ class RecoveryMixin:
             self.trace(TCP_CWND_CHANGE, now, cwnd=self.cc.cwnd, ssthresh=self.cc.ssthresh)
         # RFC 6298 5.2/5.3: stop the timer when all is acknowledged, restart it otherwise.
         self.rto_deadline = None if self.snd_una == self.snd_nxt else now + self.rtt.rto
-        if self.trace_sink is not None:
+        if self.trace_segments:
             self.trace(
                 TCP_PROBE,
                 now,

@@ -23,24 +23,30 @@ def seq_sub(a: int, b: int) -> int:
     return d - SEQ_MODULUS if d >= _HALF else d
 
 
+# The comparisons below are seq_sub's sign, written out: they run several times per segment, and the
+# saved call is a measurable part of the per-segment cost.  d = (a - b) mod 2**32; a is before b when
+# d >= 2**31 (seq_sub negative).
+
+
 def seq_lt(a: int, b: int) -> bool:
     """a comes before b."""
-    return seq_sub(a, b) < 0
+    return ((a - b) & SEQ_MASK) >= _HALF
 
 
 def seq_le(a: int, b: int) -> bool:
     """a comes before b or equals it."""
-    return seq_sub(a, b) <= 0
+    d = (a - b) & SEQ_MASK
+    return d == 0 or d >= _HALF
 
 
 def seq_gt(a: int, b: int) -> bool:
     """a comes after b."""
-    return seq_sub(a, b) > 0
+    return 0 < ((a - b) & SEQ_MASK) < _HALF
 
 
 def seq_ge(a: int, b: int) -> bool:
     """a comes after b or equals it."""
-    return seq_sub(a, b) >= 0
+    return ((a - b) & SEQ_MASK) < _HALF
 
 
 def seq_between(low: int, x: int, high: int) -> bool:

@@ -18,9 +18,6 @@ if TYPE_CHECKING:
     from stack.tcp.connection import Connection
 
 S = TcpState
-#: RFC 9293 3.8.3's R1 (Linux net.ipv4.tcp_retries1): after this many timeouts of one segment (or SYN) the
-#: path may be broken, so IP is asked to re-check it ("negative advice": forget the neighbour, the path MTU).
-RETRIES1 = 3
 #: States in which keepalive probes make sense (data could flow in at least one direction).
 KEEPALIVE_STATES = frozenset({S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_1, S.FIN_WAIT_2})
 
@@ -91,7 +88,7 @@ class TimersMixin:
                     self.timed_out(now)
                 return
             self.syn_retries += 1
-            if self.syn_retries == RETRIES1:
+            if self.syn_retries == self.config.retries1:
                 self.give_negative_advice()  # the same mechanism for SYNs (MUST-22)
             self.rtt.backoff()
             self.send_syn(now)
@@ -108,7 +105,7 @@ class TimersMixin:
             self.timed_out(now)
             return
         self.on_retransmission_timeout(now)
-        if self.rto_retries == RETRIES1:
+        if self.rto_retries == self.config.retries1:
             self.give_negative_advice()
 
     def give_negative_advice(self: Connection) -> None:

@@ -51,9 +51,17 @@ _FLAG_LETTERS = (
 )
 
 
-def flag_letters(flags: TcpFlags) -> str:
-    """tcpdump's flag notation ("S.", "P.", "R"), so traces line up with captures."""
+def _letters(flags: int) -> str:
     return "".join(letter for flag, letter in _FLAG_LETTERS if flags & flag) or "none"
+
+
+# Every 8-bit flags value spelled once, so a segment event costs an index, not enum arithmetic.
+_LETTERS_BY_VALUE = tuple(_letters(value) for value in range(256))
+
+
+def flag_letters(flags: int) -> str:
+    """tcpdump's flag notation ("S.", "P.", "R"), so traces line up with captures."""
+    return _LETTERS_BY_VALUE[flags]
 
 
 def segment_fields(segment: TcpSegment) -> dict[str, Any]:

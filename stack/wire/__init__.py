@@ -31,7 +31,7 @@ from stack.wire.ethernet import (
     mac_to_str,
     parse_ethernet,
 )
-from stack.wire.frames import build_tcp_frame
+from stack.wire.frames import FrameParts, build_tcp_frame, tcp_frame_headers
 from stack.wire.icmp import (
     ICMP_DEST_UNREACHABLE,
     ICMP_ECHO_REPLY,
@@ -90,7 +90,8 @@ __all__ = [
     "ICMP_PARAMETER_PROBLEM", "ICMP_SOURCE_QUENCH", "ICMP_TIME_EXCEEDED", "LINKTYPE_ETHERNET", "LINKTYPE_RAW",
     "NO_OPTIONS", "PROTO_ICMP", "PROTO_TCP", "PROTO_UDP", "TIME_EXCEEDED_REASSEMBLY", "TIME_EXCEEDED_TTL",
     "UNREACH_FRAG_NEEDED", "UNREACH_HOST", "UNREACH_NET", "UNREACH_PORT", "UNREACH_PROTOCOL",
-    "ArpPacket", "ChecksumMode", "EthernetFrame", "FragmentationNeeded", "IcmpMessage", "Ipv4Packet",
+    "ArpPacket", "ChecksumMode", "EthernetFrame", "FragmentationNeeded", "FrameParts", "IcmpMessage",
+    "Ipv4Packet",
     "MalformedPacket", "PcapWriter", "QuotedTcp", "Reassembler", "ReassemblyStats", "TcpFlags", "TcpOptions",
     "TcpSegment", "arp_reply_for", "arp_request", "build_arp", "build_ethernet", "build_icmp", "build_ipv4",
     "build_options", "build_tcp", "build_tcp_frame", "describe_frame", "describe_ipv4",
@@ -99,5 +100,5 @@ __all__ = [
     "is_multicast_mac", "mac_from_str", "mac_to_str", "may_send_error_about", "ones_complement_sum",
     "parse_arp", "parse_ethernet", "parse_icmp", "parse_icmp_error_quote", "parse_ipv4", "parse_options",
     "parse_tcp", "pseudo_header_checksum", "pseudo_header_sum", "read_pcap", "sum_words",
-    "tcp_flag_letters", "tcp_header", "time_exceeded", "verify_checksum",
+    "tcp_flag_letters", "tcp_frame_headers", "tcp_header", "time_exceeded", "verify_checksum",
 ]

@@ -34,11 +34,11 @@ def test_ratios_are_stack_over_kernel() -> None:
 
 
 @pytest.mark.root
-def test_bench_json_has_every_key_from_one_run() -> None:
-    result = subprocess.run([sys.executable, "-m", "lab", "bench", "--json", "--seconds", "0.5"],
-                            capture_output=True, text=True, timeout=240, cwd=PROJECT_ROOT)
+def test_bench_json_has_every_key_from_one_run(lab_name: str) -> None:
+    command = [sys.executable, "-m", "lab", "bench", "--json", "--seconds", "0.5", "--name", lab_name]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=PROJECT_ROOT)
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout)
     assert set(figures) == KEYS
     assert all(isinstance(v, int | float) and v > 0 for k, v in figures.items()), figures
-    assert not [n for n in os.listdir("/var/run/netns") if n.startswith("bn")]
+    assert not [n for n in os.listdir("/var/run/netns") if n.startswith(lab_name)]

@@ -139,7 +139,8 @@ def test_without_tracefs_the_kernel_side_is_polled_and_says_so(pair_lab: Running
     handshake = run_in(pair_lab, "handshake")
     assert_passed(handshake)
     assert handshake.metrics["kernel_states_from"].startswith("TCP_INFO polling")
-    assert handshake.metrics["kernel_to_stack"]["kernel_states"][:3] == ["CLOSE", "SYN_SENT", "ESTABLISHED"]
+    assert "ESTABLISHED" in handshake.metrics["kernel_to_stack"]["kernel_states"]
+    assert any("polled" in check.detail for check in handshake.checks)
     timeout = run_in(pair_lab, "timeout", syn_retries=1)
     assert_passed(timeout)
     assert timeout.metrics["kernel_times_from"].startswith("TCP_INFO polling")

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from tap_scratch import IPPROTO_ICMP, ScratchPair, icmp_echo, scratch_pair
+from .tap_scratch import IPPROTO_ICMP, ScratchPair, icmp_echo, scratch_pair
 
 from stack.drivers.tap import TapDevice, TapMedium
 from stack.host import Host

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from tap_scratch import (
+from .tap_scratch import (
     IPPROTO_ICMP,
     ScratchPair,
     ScriptedTcpPeer,

@@ -7,7 +7,7 @@ import struct
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from tap_scratch import ethernet, internet_checksum, ipv4, parse_ipv4_tcp, tcp
+from .tap_scratch import ethernet, internet_checksum, ipv4, parse_ipv4_tcp, tcp
 
 from stack.drivers.tap import TapCounters, TapMedium
 from stack.drivers.virtio_net import (

@@ -8,7 +8,10 @@ import errno
 import socket
 
 import pytest
-from segments import Tester, seg
+
+from stack.tcp.config import TcpConfig
+
+from .segments import Tester, seg
 
 SYN = seg("S", seq=1000, ack=0, sport=50000, dport=80, win=64000, mss=1460)
 
@@ -97,3 +100,27 @@ def test_r1_applies_to_syns_too() -> None:
     for when, expected in ((1.0, []), (3.0, []), (7.0, ["10.0.0.2"]), (15.0, ["10.0.0.2"])):
         t.expect(SYN, at=when)
         assert advised == expected, when
+
+
+def test_r1_is_a_setting() -> None:
+    """SHLD-10: R1 is `TcpConfig.retries1` (Linux's net.ipv4.tcp_retries1, 3 by default): with 1 the advice
+    comes with the first SYN timeout; a value below 1 is refused."""
+    t = Tester(retries1=1)
+    advised: list[str] = []
+    t.layer.negative_advice = advised.append
+    t.connect(80)
+    t.expect(SYN, at=0.0)
+    t.expect(SYN, at=1.0)
+    assert advised == ["10.0.0.2"]
+    t.expect(SYN, at=3.0)
+    assert advised == ["10.0.0.2"]  # once per segment, not at every timeout
+    with pytest.raises(ValueError, match=r"retries1=0: must be at least 1"):
+        TcpConfig(retries1=0)
+
+
+@pytest.mark.parametrize("delay", [0.5, 0.75, 2.0])
+def test_a_delayed_ack_of_half_a_second_or_more_is_refused(delay: float) -> None:
+    """MUST-40: an ACK must not be delayed 0.5 s or more, so such a setting is an error, not a surprise."""
+    with pytest.raises(ValueError, match=rf"delayed_ack={delay}: must be below 0.5 s \(RFC 9293 MUST-40\)"):
+        TcpConfig(delayed_ack=delay)
+    assert TcpConfig(delayed_ack=0.499).delayed_ack == 0.499

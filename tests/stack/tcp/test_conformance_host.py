@@ -5,11 +5,12 @@ The test plays a peer at 10.0.0.9 beside a Host at 10.0.0.2/24, on a virtual clo
 
 from __future__ import annotations
 
+import errno
 import socket
 
 from stack.host import Host
 from stack.tcp import TcpSocket
-from stack.wire.arp import ARP_REQUEST, ArpPacket, build_arp
+from stack.wire.arp import ARP_REPLY, ARP_REQUEST, ArpPacket, build_arp
 from stack.wire.ethernet import (
     BROADCAST_MAC,
     ETHERTYPE_ARP,
@@ -132,3 +133,61 @@ def test_source_quench_is_silently_discarded() -> None:
     assert client.state == "SYN_SENT" and client.error == 0
     ((_, again),) = tcp_replies(host.poll(1.5))  # the initial RTO is 1 s
     assert again.flags == TcpFlags.SYN and again.seq == syn.seq
+
+
+def test_syn_from_the_subnet_directed_broadcast_is_ignored() -> None:
+    """MUST-63 with the host's own prefix: 10.0.0.255 is the /24's directed broadcast, so a SYN from it gets
+    no SYN-ACK, no RST and no SYN queue entry (the host passes `is_broadcast_address` to its TCP)."""
+    host, _ = host_with_listener()
+    host.receive_frame(tcp_frame(SYN, src="10.0.0.255"), 0.1)
+    assert host.poll(0.1) == []
+    assert host.tables().listening[0].syn_queue == 0
+    assert host.counters()["TcpExtInvalidSourceDrops"] == 1
+    host.receive_frame(tcp_frame(SYN), 0.2)  # the same SYN from a unicast peer is answered
+    ((_, synack),) = tcp_replies(host.poll(0.2))
+    assert synack.flags == TcpFlags.SYN | TcpFlags.ACK
+    assert not host._is_broadcast_address("10.0.0.254") and host._is_broadcast_address("10.0.0.255")
+
+
+def test_connect_to_the_subnet_directed_broadcast_is_refused() -> None:
+    """MUST-46: an OPEN to the interface's directed broadcast fails at once and sends nothing."""
+    host, _ = host_with_listener()
+    client = host.tcp.socket()
+    assert client.connect_ex(("10.0.0.255", 80)) == errno.ENETUNREACH
+    assert host.poll(0.1) == []
+
+
+def test_a_31_or_32_prefix_has_no_directed_broadcast() -> None:
+    """RFC 3021: on a /31 both addresses name hosts, so the "broadcast" one is a valid peer."""
+    for prefix, peer in (("10.0.0.2/31", "10.0.0.3"), ("10.0.0.2/32", "10.0.0.2")):
+        host = Host(prefix, HOST_MAC, seed=1, gratuitous_arp=False)
+        assert not host._is_broadcast_address(peer), prefix
+
+
+def test_r1_negative_advice_marks_the_next_hop_stale_and_forgets_the_path_mtu() -> None:
+    """MUST-20: at R1 (three unanswered timeouts) the host re-checks the path, as Linux's
+    dst_negative_advice: the neighbour's ARP entry turns STALE, so its next use probes it again with a
+    unicast ARP request, and a learned path MTU is dropped."""
+    host, _ = host_with_listener()
+    reply = ArpPacket(ARP_REPLY, PEER_MAC, a(PEER_IP), bytes.fromhex(HOST_MAC.replace(":", "")), a(HOST_IP))
+    host.receive_frame(build_ethernet(EthernetFrame(bytes.fromhex(HOST_MAC.replace(":", "")), PEER_MAC,
+                                                    ETHERTYPE_ARP, build_arp(reply))), 0.1)
+    assert host.arp.entry(a(PEER_IP)).state.value == "REACHABLE"
+    client = host.tcp.socket()
+    client.connect_ex((PEER_IP, 80))
+    assert len(tcp_replies(host.poll(0.2))) == 1  # the SYN
+    host.ip_layer._pmtu[PEER_IP] = (1400, 1e9)  # as if a "fragmentation needed" had taught it
+    assert host.ip_layer.path_mtu(PEER_IP, 0.2) == 1400
+    now = 0.2
+    for timeout in range(1, 4):  # SYN retransmissions 1, 3 and 7 s after connect() (at 0.0, the TCP clock)
+        now = host.next_deadline()
+        frames = host.poll(now)
+        assert len(tcp_replies(frames)) == 1
+        assert host.counters().get("IpNegativeAdvice", 0) == (1 if timeout == 3 else 0), timeout
+        assert host.arp.entry(a(PEER_IP)).state.value == ("DELAY" if timeout == 3 else "REACHABLE")
+    assert now == 7.0 and client.state == "SYN_SENT"
+    assert host.ip_layer.path_mtu(PEER_IP, now) == 1500
+    # The retransmitted SYN used the STALE entry (DELAY); delay_first_probe (5 s) later comes the probe.
+    now = host.next_deadline()
+    ((probe,),) = [[f for f in host.poll(now) if parse_ethernet(f).ethertype == ETHERTYPE_ARP]]
+    assert now == 12.0 and parse_ethernet(probe).dst == PEER_MAC  # unicast to the known MAC (NUD_PROBE)

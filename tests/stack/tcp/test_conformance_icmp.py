@@ -8,7 +8,7 @@ from __future__ import annotations
 import errno
 
 import pytest
-from segments import LOCAL, REMOTE, Tester, seg
+from .segments import LOCAL, REMOTE, Tester, seg
 
 from stack.tcp import IcmpError
 

@@ -8,7 +8,7 @@ import errno
 import socket
 
 import pytest
-from segments import Tester, seg
+from .segments import Tester, seg
 
 from stack.tcp import TcpConfig
 from stack.wire.tcp import TcpSegment

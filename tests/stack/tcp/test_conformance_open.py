@@ -9,7 +9,7 @@ import random
 import socket
 
 import pytest
-from segments import LOCAL, REMOTE, Tester, seg
+from .segments import LOCAL, REMOTE, Tester, seg
 
 from stack.tcp import TcpLayer, TcpSocket
 from stack.wire.tcp import TcpSegment

@@ -12,7 +12,7 @@ import socket
 
 from hypothesis import given
 from hypothesis import strategies as st
-from segments import LOCAL, REMOTE, Tester, Wire, seg
+from .segments import LOCAL, REMOTE, Tester, Wire, seg
 
 from stack.tcp import TcpConfig
 from stack.wire.tcp import (

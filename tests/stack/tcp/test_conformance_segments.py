@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import errno
 
-from segments import Tester, seg
+from .segments import Tester, seg
 
 from stack.wire.tcp import TcpSegment
 

@@ -5,7 +5,7 @@ to read (MUST-33).  Our ISS 1000, the peer's 5000; we are 50000, the peer 80."""
 
 from __future__ import annotations
 
-from segments import Tester, seg
+from .segments import Tester, seg
 
 from stack.wire.tcp import TcpSegment
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import errno
 
 import pytest
-from segments import Tester, seg
+from .segments import Tester, seg
 
 from stack.tcp import TcpSocket
 from stack.tcp.seq import seq_add, seq_le, seq_sub

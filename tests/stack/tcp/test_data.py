@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 
 import pytest
-from segments import Tester, seg
+from .segments import Tester, seg
 
 
 def us(flags: str, **fields: object) -> object:

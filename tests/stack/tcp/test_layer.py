@@ -9,7 +9,7 @@ import random
 import socket
 
 import pytest
-from segments import LOCAL, REMOTE, Tester, Wire, seg
+from .segments import LOCAL, REMOTE, Tester, Wire, seg
 
 from stack.tcp import IcmpError, TcpConfig, TcpSocket
 from stack.wire.tcp import TcpSegment

@@ -4,7 +4,7 @@ SYN ending TIME_WAIT early."""
 from __future__ import annotations
 
 import pytest
-from segments import PEER_PORT, Tester, seg
+from .segments import PEER_PORT, Tester, seg
 
 from stack.tcp.listener import effective_backlog
 

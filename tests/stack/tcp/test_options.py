@@ -4,7 +4,7 @@ offer it, timestamps with PAWS and RTT measurement, SACK-permitted and SACK bloc
 from __future__ import annotations
 
 import pytest
-from segments import PEER_PORT, Tester, seg
+from .segments import PEER_PORT, Tester, seg
 
 from stack.tcp import TcpConfig
 

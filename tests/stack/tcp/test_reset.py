@@ -6,7 +6,7 @@ import errno
 import socket
 
 import pytest
-from segments import PEER_PORT, Tester, seg
+from .segments import PEER_PORT, Tester, seg
 
 from stack.tcp.state import TcpState
 

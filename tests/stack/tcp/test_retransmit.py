@@ -8,7 +8,7 @@ import errno
 import socket
 
 import pytest
-from segments import Tester, seg
+from .segments import Tester, seg
 
 FULL = 1460
 

@@ -6,7 +6,7 @@ import socket
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from segments import Tester
+from .segments import Tester
 
 from stack.tcp import TcpConfig
 from stack.wire.tcp import TcpFlags, TcpOptions, TcpSegment
@@ -78,7 +78,7 @@ def test_impaired_back_to_back_transfer_is_byte_exact_both_ways(
     import hashlib
     import random
 
-    from segments import REMOTE, Wire
+    from .segments import REMOTE, Wire
 
     rng = random.Random(seed)
     config = TcpConfig(sack=sack, timestamps=timestamps, time_wait=1.0)

@@ -127,3 +127,12 @@ def test_max_min_pick_each_side(a: int, n: int) -> None:
     b = seq_add(a, n)
     assert {seq_max(a, b), seq_min(a, b)} == {a, b}
     assert seq_le(seq_min(a, b), seq_max(a, b))
+
+
+@given(seqs, seqs)
+def test_comparisons_are_the_sign_of_seq_sub(a: int, b: int) -> None:
+    """The comparisons are written out for speed; they must stay exactly seq_sub's sign, the half-circle
+    point (distance 2**31) included."""
+    for x, y in ((a, b), (a, seq_add(a, 2**31)), (a, a), (a, seq_add(a, 1)), (a, seq_add(a, -1))):
+        d = seq_sub(x, y)
+        assert (seq_lt(x, y), seq_le(x, y), seq_gt(x, y), seq_ge(x, y)) == (d < 0, d <= 0, d > 0, d >= 0)

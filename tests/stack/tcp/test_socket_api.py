@@ -7,7 +7,7 @@ import socket
 import struct
 
 import pytest
-from segments import LOCAL, Tester, seg
+from .segments import LOCAL, Tester, seg
 
 
 def test_bind_conflicts_and_reuseaddr() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import socket
 
 import pytest
-from segments import Tester, seg
+from .segments import Tester, seg
 
 from stack.tcp.state import TRANSITIONS, InvalidTransition, TcpState, next_state
 

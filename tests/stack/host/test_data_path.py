@@ -1,0 +1,223 @@
+"""The data path's shortcuts keep the bytes and events the same: frames handed to a device in pieces
+(`Host.poll_parts`, `TapMedium` writing headers and payload with one writev) and per-segment trace events
+left out for a sink that does not want them (`trace_segments=False`)."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+from stack.drivers.tap import TapMedium
+from stack.drivers.virtio_net import (
+    NO_OFFLOAD,
+    VirtioNetHdr,
+    locate_tcp,
+    segment_gso_frame,
+    tx_header_for_frame,
+)
+from stack.host import Host
+from stack.runner import Runner
+from stack.tcp.config import TSO_MAX_PAYLOAD, TcpConfig
+from stack.tcp.trace import INET_SOCK_SET_STATE, TCP_PROBE, TCP_SEGMENT_IN, TCP_SEGMENT_OUT, TraceEvent
+
+SERVER = ("10.0.0.2", 8080)
+PER_SEGMENT = {TCP_SEGMENT_IN, TCP_SEGMENT_OUT, TCP_PROBE}
+
+
+class RecordingTap:
+    """Stands in for an offload-mode `TapDevice`: keeps what the medium writes, hands it frames to read."""
+
+    offload = True
+
+    def __init__(self) -> None:
+        self.written: list[tuple[bytes, VirtioNetHdr | None, bool]] = []  # (frame, header, given in pieces)
+        self.inbound: list[tuple[VirtioNetHdr | None, memoryview]] = []
+
+    def fileno(self) -> int:
+        return -1
+
+    def write(self, frame: bytes, hdr: VirtioNetHdr | None = None) -> bool:
+        self.written.append((bytes(frame), hdr, False))
+        return True
+
+    def write_parts(self, parts: tuple[bytes, ...], hdr: VirtioNetHdr | None = None) -> bool:
+        self.written.append((b"".join(parts), hdr, True))
+        return True
+
+    def read_batch(self, max_frames: int = 64) -> list[tuple[VirtioNetHdr | None, memoryview]]:
+        batch, self.inbound = self.inbound[:max_frames], self.inbound[max_frames:]
+        return batch
+
+
+class KernelBehindTap:
+    """A wire: the TSO host's frames go through `TapMedium` into a `RecordingTap`, are cut the way the
+    kernel cuts them (`segment_gso_frame`) and reach a plain peer; the peer's frames come back as reads."""
+
+    def __init__(self, tso_host: Host, peer: Host) -> None:
+        self.nodes = (tso_host, peer)
+        self.tap = RecordingTap()
+        self.medium = TapMedium(tso_host, self.tap)  # type: ignore[arg-type]
+        self.peer = peer
+        self.checked = 0
+
+    def step(self, now: float) -> int:
+        moved = self.medium.step(now)
+        for frame, hdr, in_pieces in self.tap.written:
+            if in_pieces and locate_tcp(frame) is not None:
+                layout = locate_tcp(frame)
+                assert layout is not None
+                mss = hdr.gso_size if hdr is not None and hdr.is_gso else layout.payload_len or 1
+                assert hdr == tx_header_for_frame(frame, mss)  # pieces get the header the whole frame would
+                self.checked += 1
+            for packet in segment_gso_frame(frame, hdr or NO_OFFLOAD):
+                self.peer.receive_frame(packet, now)
+                moved += 1
+        self.tap.written.clear()
+        for frame in self.peer.poll(now):
+            self.tap.inbound.append((NO_OFFLOAD, memoryview(frame)))
+            moved += 1
+        return moved
+
+    def next_deadline(self) -> float | None:
+        return None
+
+
+def bulk(sender: Host, receiver: Host, size: int) -> None:
+    """`size` bytes from `sender` to `receiver` and the close, SHA-256 checked."""
+    listener = receiver.socket()
+    listener.bind(SERVER)
+    listener.listen(4)
+    client = sender.socket()
+    client.settimeout(30)
+    client.connect(SERVER)
+    server, _ = listener.accept()
+    payload = random.Random(5).randbytes(size)
+    client.sendall(payload)
+    client.shutdown(1)
+    received = bytearray()
+    while chunk := server.recv(1 << 20):
+        received += chunk
+    assert hashlib.sha256(received).digest() == hashlib.sha256(payload).digest()
+
+
+def test_poll_parts_joined_are_the_frames_poll_returns() -> None:
+    """Two identical hosts (same seed and secret) doing the same thing: one polled whole, one in pieces;
+    every piece-wise frame joined is byte for byte the whole one, and a super-segment's GSO size is known
+    under either form."""
+    hosts = []
+    for _ in range(2):
+        host = Host("10.0.0.1/24", "02:00:00:00:00:01", seed=3, secret=b"k" * 32, gratuitous_arp=False,
+                    tx_checksum="partial", tcp=TcpConfig(tso_max_bytes=TSO_MAX_PAYLOAD, sndbuf=1 << 20))
+        host.arp.learn(bytes((10, 0, 0, 2)), bytes.fromhex("020000000002"), 0.0, is_reply=True, to_us=True)
+        hosts.append(host)
+    whole_host, parts_host = hosts
+    peer = Host("10.0.0.2/24", "02:00:00:00:00:02", seed=4, secret=b"p" * 32, gratuitous_arp=False,
+                tcp=TcpConfig(rcvbuf=1 << 20))
+    listener = peer.socket()
+    listener.bind(SERVER)
+    listener.listen(1)
+    clients = []
+    for host in hosts:
+        client = host.tcp.socket()
+        client.connect_ex(SERVER)
+        clients.append(client)
+    now, pieces, super_segments, sent = 0.0, 0, 0, False
+    for _ in range(30):
+        now += 0.001
+        whole = whole_host.poll(now)
+        parts = parts_host.poll_parts(now)
+        assert len(whole) == len(parts)
+        for frame, piece in zip(whole, parts, strict=True):
+            if isinstance(piece, tuple):
+                pieces += 1
+                assert isinstance(piece[1], memoryview | bytes) and len(piece[1]) > 0
+                assert piece[0] + bytes(piece[1]) == frame
+            else:
+                assert piece == frame
+            assert whole_host.gso_size_of(frame) == parts_host.gso_size_of(piece)
+            super_segments += whole_host.gso_size_of(frame) is not None
+        for frame in whole:  # only the first host talks to the peer; the second gets the same answers
+            hdr = tx_header_for_frame(frame, whole_host.gso_size_of(frame) or 1460)
+            for packet in segment_gso_frame(frame, hdr):  # checksums finished as the device would
+                peer.receive_frame(packet, now)
+        for reply in peer.poll(now):
+            for host in hosts:
+                host.receive_frame(reply, now)
+        if clients[0].state == "ESTABLISHED" and not sent:
+            sent = True
+            for client in clients:
+                client.send(random.Random(1).randbytes(300_000))
+    assert sent and pieces > 5 and super_segments > 0, (clients[0].state, pieces)
+
+
+def test_tso_transfer_through_the_tap_medium_in_pieces() -> None:
+    """A TSO host behind `TapMedium` (offload): data frames leave as (headers, payload) with the
+    virtio_net_hdr the joined frame would get (NEEDS_CSUM, GSO for super-segments); cut as the kernel cuts
+    them, 2 MB arrive intact."""
+    sender = Host("10.0.0.1/24", "02:00:00:00:00:01", seed=1, tx_checksum="partial",
+                  tcp=TcpConfig(tso_max_bytes=TSO_MAX_PAYLOAD, sndbuf=1 << 20))
+    receiver = Host("10.0.0.2/24", "02:00:00:00:00:02", seed=2, tcp=TcpConfig(rcvbuf=1 << 20))
+    wire = KernelBehindTap(sender, receiver)
+    Runner([sender, receiver], [wire])
+    bulk(sender, receiver, 2_000_000)
+    assert wire.checked > 20
+    assert wire.medium.gso_frames_sent > 0
+
+
+def test_locate_tcp_on_headers_alone_matches_the_whole_frame() -> None:
+    """`locate_tcp(headers, length)` gives the whole frame's layout, and a piece too short for its headers
+    is refused (None), never an IndexError."""
+    host = Host("10.0.0.1/24", "02:00:00:00:00:01", seed=1, gratuitous_arp=False, tx_checksum="partial")
+    host.arp.learn(bytes((10, 0, 0, 2)), bytes.fromhex("020000000002"), 0.0, is_reply=True, to_us=True)
+    sock = host.tcp.socket()
+    sock.connect_ex(SERVER)
+    (syn,) = host.poll(0.0)
+    assert isinstance(syn, bytes)
+    for extra in (0, 1, 1448, 65000):
+        layout = locate_tcp(syn + bytes(extra))
+        assert layout is not None
+        assert locate_tcp(syn, len(syn) + extra) == layout
+    for cut in range(len(syn)):
+        assert locate_tcp(syn[:cut], len(syn)) is None
+    assert locate_tcp(syn, len(syn) - 1) is None  # a length shorter than the headers given
+
+
+def events_of(trace_segments: bool) -> list[TraceEvent]:
+    events: list[TraceEvent] = []
+    sender = Host("10.0.0.1/24", "02:00:00:00:00:01", seed=1, trace=events.append,
+                  trace_segments=trace_segments)
+    receiver = Host("10.0.0.2/24", "02:00:00:00:00:02", seed=2)
+    from stack.memory import MemoryWire
+
+    Runner([sender, receiver], [MemoryWire(sender, receiver)])
+    bulk(sender, receiver, 100_000)
+    return events
+
+
+def test_trace_segments_false_leaves_out_only_the_per_segment_events() -> None:
+    """The same transfer traced twice: without per-segment events the sink still gets every state change
+    (and the rest), exactly as with them."""
+    everything = events_of(True)
+    lean = events_of(False)
+    assert {e.name for e in everything} & PER_SEGMENT == PER_SEGMENT
+    assert not {e.name for e in lean} & PER_SEGMENT
+    kept = [(e.name, e.fields) for e in everything if e.name not in PER_SEGMENT]
+    assert [(e.name, e.fields) for e in lean] == kept
+    assert any(e.name == INET_SOCK_SET_STATE for e in lean)
+
+
+def test_the_node_trace_ring_keeps_segment_events_only_when_asked() -> None:
+    """The node's ring drops per-segment events by default (and the node's Host then never builds them);
+    `TraceRing(segments=True)` keeps them."""
+    from stack.node.trace_ring import TraceRing
+
+    segment = TraceEvent(TCP_SEGMENT_IN, 1.0, "10.0.0.2", 7, "10.0.0.1", 40000, {"flags": "S"})
+    state = TraceEvent(INET_SOCK_SET_STATE, 1.0, "10.0.0.2", 7, "10.0.0.1", 40000,
+                       {"oldstate": "LISTEN", "newstate": "SYN_RECV"})
+    lean, full = TraceRing(), TraceRing(segments=True)
+    for ring in (lean, full):
+        ring.sink(segment)
+        ring.sink(state)
+    assert [e["name"] for e in lean.since(0)[0]] == [INET_SOCK_SET_STATE]
+    assert [e["name"] for e in full.since(0)[0]] == [TCP_SEGMENT_IN, INET_SOCK_SET_STATE]
+    assert not lean.segments and full.segments
