@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages the tests and experiments use as peers (command -> package).
-PEER_COMMANDS := tcpdump:tcpdump iperf3:iperf3 curl:curl ip:iproute2 dot:graphviz
+PEER_COMMANDS := tcpdump:tcpdump iperf3:iperf3 curl:curl ip:iproute2 dot:graphviz ping:iputils-ping
 
 .PHONY: venv peers test test-unit lint demo bench clean
 
@@ -44,8 +44,12 @@ lint: venv
 demo: venv
 	$(BIN)/python -m lab.demo
 
+# Each benchmark prints nslab's figure next to the kernel's (or a C baseline), measured in the same run.
 bench: venv
+	$(BIN)/lab bench
 	$(BIN)/python benchmarks/bench_up.py
+	$(BIN)/python benchmarks/bench_memory.py --bytes 200000000
+	$(BIN)/python benchmarks/bench_wire.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

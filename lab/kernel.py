@@ -115,6 +115,19 @@ def namespace_socket(namespace: str, family: int = socket.AF_INET,
         return socket.socket(family, type)
 
 
+def kernel_snmp(namespace: str) -> dict[str, int]:
+    """The namespace's /proc/net/snmp counters as {"TcpRetransSegs": n, ...} (what `nstat` reads)."""
+    # /proc/thread-self/net shows the calling thread's namespace.
+    with inside_namespace(namespace), open("/proc/thread-self/net/snmp", encoding="ascii") as snmp:
+        lines = snmp.read().splitlines()
+    counters: dict[str, int] = {}
+    for header, values in zip(lines[::2], lines[1::2], strict=False):
+        group, _, names = header.partition(":")
+        for name, value in zip(names.split(), values.partition(":")[2].split(), strict=False):
+            counters[f"{group}{name}"] = int(value)
+    return counters
+
+
 # --------------------------------------------------------------------------------------------
 # Data movers used by the experiments: deterministic content, SHA-256 on both ends
 # --------------------------------------------------------------------------------------------

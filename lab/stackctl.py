@@ -263,3 +263,49 @@ def find_connection(connections: list[dict[str, Any]], *, local: tuple[str, int]
 def trace_cursor(client: StackClient) -> int:
     """The trace ring's next sequence number: read events after it to see only what comes next."""
     return int(client.trace(since=FAR_FUTURE_SEQ).get("next", 0))
+
+
+def endpoint_port(text: object) -> int | None:
+    """The port of an "ip:port" endpoint string, as the control socket writes them."""
+    _, _, port = str(text).rpartition(":")
+    return int(port) if port.isdigit() else None
+
+
+def counter_value(counters: dict[str, Any], name: str) -> int:
+    """A counter from `stats` by its nstat name ("TcpExtListenOverflows", "TcpRetransSegs"), whether the
+    node groups counters (tcp: {...}) or not and whether it keeps the Tcp/TcpExt prefix; 0 when absent."""
+    bare = name.removeprefix("TcpExt") if name.startswith("TcpExt") else name.removeprefix("Tcp")
+    for key in (name, bare, f"Tcp{bare}", f"TcpExt{bare}"):
+        value = counters.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return int(value)
+    for group in counters.values():
+        if isinstance(group, dict):
+            found = counter_value(group, name)
+            if found:
+                return found
+    return 0
+
+
+def event_ports(event: dict[str, Any]) -> tuple[int | None, int | None]:
+    """(local port, remote port) of a stack trace event."""
+    local = event.get("local_port", endpoint_port(event.get("local", "")))
+    remote = event.get("remote_port", endpoint_port(event.get("remote", "")))
+    return local, remote
+
+
+def read_trace(client: StackClient, since: int) -> tuple[list[dict[str, Any]], int]:
+    """Trace events after `since`, and the cursor to pass next time."""
+    answer = client.trace(since)
+    return list(answer.get("events", [])), int(answer.get("next", since))
+
+
+def retransmissions_by_local_port(events: list[dict[str, Any]], remote_port: int,
+                                  name: str = "tcp_retransmit_skb") -> dict[int, int]:
+    """How many `name` events each connection to `remote_port` logged, by its local port."""
+    counts: dict[int, int] = {}
+    for event in events:
+        local, remote = event_ports(event)
+        if event.get("name") == name and remote == remote_port and local is not None:
+            counts[local] = counts.get(local, 0) + 1
+    return counts

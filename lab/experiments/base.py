@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from lab.kernel import namespace_socket
 from lab.netlink import namespace_path, setns_to
 from lab.plan import LabPlan, NodePlan, plan_from_json
-from lab.stackctl import StackClient, control_socket_path
+from lab.stackctl import StackClient, StackCommandFailed, StackControlError, control_socket_path
 from lab.state import LabError, LabState
 
 
@@ -58,6 +58,17 @@ class ExperimentResult:
     def to_json(self) -> dict[str, Any]:
         return {"experiment": self.experiment, "passed": self.passed,
                 "checks": [c.to_json() for c in self.checks], "metrics": self.metrics}
+
+
+# What one step of an experiment may fail with at run time: a kernel socket error or timeout, or the
+# stack's control socket failing. The step becomes a failed check and the experiment goes on; bad input
+# (ExperimentError) is not caught, it is exit 2.
+STEP_ERRORS = (OSError, StackControlError, StackCommandFailed)
+
+
+def step_failed(step: str, error: BaseException) -> Check:
+    """The failed check that stands for a step that raised one of STEP_ERRORS."""
+    return Check(f"{step}: ran to the end", False, f"{type(error).__name__}: {error}")
 
 
 class RunningLab:

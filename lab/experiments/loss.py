@@ -234,16 +234,3 @@ def measure_profile(lab: RunningLab, profile: str, impair: dict[str, Any], drops
         stack_retrans_segs=stack_after - stack_before, stack_in_errs=errs_after - errs_before,
         stack_error=answer.get("error"),
     )
-
-
-def kernel_snmp(namespace: str) -> dict[str, int]:
-    """The namespace's /proc/net/snmp counters as {"TcpRetransSegs": n, ...} (what `nstat` reads)."""
-    # /proc/thread-self/net shows the calling thread's namespace.
-    with inside_namespace(namespace), open("/proc/thread-self/net/snmp", encoding="ascii") as snmp:
-        lines = snmp.read().splitlines()
-    counters: dict[str, int] = {}
-    for header, values in zip(lines[::2], lines[1::2], strict=False):
-        group, _, names = header.partition(":")
-        for name, value in zip(names.split(), values.partition(":")[2].split(), strict=False):
-            counters[f"{group}{name}"] = int(value)
-    return counters
