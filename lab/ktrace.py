@@ -150,10 +150,17 @@ class KernelTrace:
 
 
 @contextmanager
-def kernel_trace(lab: str, ports: Iterable[int]) -> Iterator[KernelTrace]:
-    trace = KernelTrace(lab, ports).start()
+def optional_kernel_trace(lab: str, ports: Iterable[int]) -> Iterator[tuple[KernelTrace | None, str]]:
+    """A started session over `ports` for the block, stopped after it: `(trace, "")`; or `(None, why)`
+    where tracefs cannot be used, so an experiment falls back to coarser views (sock_diag, TCP_INFO
+    polling) and says so instead of failing."""
     try:
-        yield trace
+        trace = KernelTrace(lab, ports).start()
+    except TraceUnavailable as error:
+        yield None, str(error)
+        return
+    try:
+        yield trace, ""
     finally:
         trace.stop()
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
-from typing import Literal
+from typing import Any, Literal
 
 NodeKind = Literal["kernel", "pystack"]
 
@@ -116,15 +116,48 @@ class LabPlan:
                 return node
         raise KeyError(name)
 
-    def to_json(self) -> dict:
-        """A JSON-ready dict (addresses as strings), also used for the digest."""
-        return json.loads(json.dumps(asdict(self), default=str))
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (addresses as strings): `plan.json` of a running lab, and the digest's input.
+
+        Written out field by field: `dataclasses.asdict` plus a JSON round trip took a third of the
+        time of `up` for 100 nodes. The shape is exactly what that gave (a test holds the two equal),
+        so the digests of labs already up stay valid.
+        """
+        return {"name": self.name, "source": self.source,
+                "nodes": [_node_json(node) for node in self.nodes],
+                "links": [{"index": link.index, "endpoints": [list(end) for end in link.endpoints],
+                           "subnet": str(link.subnet), "mtu": link.mtu} for link in self.links]}
 
     def digest(self) -> str:
         """A short fingerprint of everything the builder makes (not of where the file was)."""
-        data = self.to_json()
-        data.pop("source")
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+        return plan_json_digest(self.to_json())
+
+
+def plan_json_digest(plan_json: dict[str, Any]) -> str:
+    """The digest of a plan from its `to_json()` form; `up` serialises the plan once and uses it twice."""
+    data = {key: value for key, value in plan_json.items() if key != "source"}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def impairment_json(impairment: Impairment) -> dict[str, Any]:
+    """One direction's impairment as JSON (ms, percent, Mbit/s): in `plan.json` and in node settings."""
+    return {"delay_ms": impairment.delay_ms, "jitter_ms": impairment.jitter_ms,
+            "loss_pct": impairment.loss_pct, "duplicate_pct": impairment.duplicate_pct,
+            "reorder_pct": impairment.reorder_pct, "corrupt_pct": impairment.corrupt_pct,
+            "rate_mbit": impairment.rate_mbit}
+
+
+def _node_json(node: NodePlan) -> dict[str, Any]:
+    return {
+        "name": node.name, "kind": node.kind, "namespace": node.namespace,
+        "interfaces": [{"node": i.node, "name": i.name, "address": str(i.address), "mac": i.mac,
+                        "mtu": i.mtu, "link": i.link, "egress": impairment_json(i.egress),
+                        "ingress": impairment_json(i.ingress)} for i in node.interfaces],
+        "routes": [{"destination": str(r.destination), "gateway": str(r.gateway)} for r in node.routes],
+        "sysctls": [[name, value] for name, value in node.sysctls],
+        "apps": [{"app": a.app, "port": a.port, "bytes": a.bytes} for a in node.apps],
+        "offload": node.offload, "process": node.process,
+    }
 
 
 def namespace_name(lab: str, node: str) -> str:

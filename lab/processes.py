@@ -1,16 +1,17 @@
-"""The stack process of a pystack node: started by `lab up`, journaled before it runs, stopped by `down`.
+"""The processes of a lab: a pystack node's stack process started by `lab up` (journaled before it
+runs), and stopping what runs in a lab's namespaces when it goes down.
 
 `python -m stack.node --settings <state dir>/nodes/<node>.json` runs inside the node's namespace.
 The order matters for crash safety:
 
 1. fork; the child enters the namespace and then blocks on a pipe, before it execs;
-2. the parent journals the child's pid and start time (`builder.record_process`);
+2. the parent journals the child's pid and start time (as `record_process` does for other programs);
 3. the parent releases the child, which execs the stack.
 
 If `lab up` dies between 1 and 3 (SIGKILL included), the pipe's write end closes with it, the
 child reads end-of-file and exits without ever running the stack, so no unjournaled stack can
 exist. `down` stops journaled processes by pid *and* start time (a reused pid is never
-signalled), then anything still in the lab's namespaces.
+signalled), then anything still in the lab's namespaces (`stop_namespace_processes`).
 """
 
 from __future__ import annotations
@@ -20,17 +21,18 @@ import os
 import signal
 import sys
 import time
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.builder import process_start_ticks
 from lab.journal import Journal, JournalEntry, read_journal
-from lab.netlink import namespace_path
+from lab.netlink import Netlink, is_mounted_namespace, lab_tag, namespace_path
 from lab.plan import LabPlan, NodePlan
 from lab.stackctl import StackClient, StackControlError, control_socket_path, wait_for_hello
 from lab.state import LabError, LabState
 
 CLONE_NEWNET = 0x40000000
+STOP_GRACE_SECONDS = 1.0  # SIGTERM first; SIGKILL for what still runs after this
 READY_TIMEOUT_SECONDS = 20.0  # interpreter start, imports, TAP open; ~0.5 s on the reference machine
 NODE_MODULE = "stack.node"
 # Another implementation of the control protocol can stand in for the stack (a protocol double in
@@ -51,22 +53,34 @@ class NodeProcess:
     start_ticks: int | None
 
 
-def is_running(pid: int, start_ticks: int | None) -> bool:
-    """The very process journaled (same pid, same start time) exists and is not a zombie."""
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat after the command name (field 3 on), or None when there is no such process."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
-        return False
-    fields = stat.rsplit(")", 1)[1].split()
-    return fields[0] != "Z" and (start_ticks is None or int(fields[19]) == start_ticks)
+        return None
+    return stat.rsplit(")", 1)[1].split()
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """Field 22 of /proc/<pid>/stat: with the pid, it names one process for its whole life."""
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields is not None else None
+
+
+def is_running(pid: int, start_ticks: int | None) -> bool:
+    """The very process journaled (same pid, same start time; None: any) exists and is not a zombie.
+
+    A zombie no longer pins a namespace. Never reaps: a child's exit status is its parent's to read.
+    """
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] != "Z" and (start_ticks is None or int(fields[19]) == start_ticks)
 
 
 def reap(pid: int) -> None:
     """Collect the exit status of a child of this process, so it does not linger as a zombie."""
-    try:
+    with suppress(ChildProcessError):  # not our child (started by an earlier `lab up`): init reaps it
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass  # not our child (started by an earlier `lab up`): init reaps it
 
 
 def node_module() -> str:
@@ -212,3 +226,82 @@ def restart_dead_nodes(state: LabState, plan: LabPlan) -> list[str]:
     start_nodes(state, plan, Journal(state.journal_path), [node for node, _ in dead])
     return [f"restarted the stack process of {node.name} (pid {entry.pid} was gone)" if entry and entry.pid
             else f"started the stack process of {node.name} (none was recorded)" for node, entry in dead]
+
+
+# --------------------------------------------------------------------------------------------
+# Other programs in a lab, and stopping everything when the lab goes down
+# --------------------------------------------------------------------------------------------
+
+
+def record_process(name: str, namespace: str, pid: int, *, root: Path | None = None) -> None:
+    """Journal a process the lab started in one of its namespaces, so `down` stops it.
+
+    Call it right after the process is spawned (its pid exists only then), before it serves.
+    """
+    state = LabState.for_lab(name, root)
+    Journal(state.journal_path).record(
+        [JournalEntry("process", namespace=namespace, pid=pid, start_ticks=process_start_ticks(pid))]
+    )
+
+
+def stop_journaled_process(pid: int | None, start_ticks: int | None) -> bool:
+    """Stop the journaled process if it is still the very one (same start time): a reused pid is spared."""
+    ticks = process_start_ticks(pid) if pid is not None else None
+    if pid is None or ticks is None or ticks != start_ticks:
+        return False
+    return bool(terminate([pid]))
+
+
+def namespace_pids(namespaces: set[str]) -> dict[str, list[int]]:
+    """Processes whose network namespace is one of `namespaces` (matched by nsfs inode)."""
+    inodes: dict[tuple[int, int], str] = {}
+    for namespace in namespaces:
+        if is_mounted_namespace(namespace):
+            st = os.stat(namespace_path(namespace))
+            inodes[(st.st_dev, st.st_ino)] = namespace
+    found: dict[str, list[int]] = {}
+    if not inodes:
+        return found
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            st = os.stat(f"/proc/{entry}/ns/net")
+        except OSError:
+            continue
+        namespace = inodes.get((st.st_dev, st.st_ino))
+        if namespace is not None:
+            found.setdefault(namespace, []).append(int(entry))
+    return found
+
+
+def stop_namespace_processes(nl: Netlink, lab: str, namespaces: set[str]) -> None:
+    """Stop processes left in the lab's namespaces (servers from `lab exec`, stacks): they pin them.
+
+    Only namespaces carrying the lab's marker are searched, and this process is never signalled.
+    """
+    tag = lab_tag(lab)
+    own = {ns for ns in namespaces if nl.namespace_marker(ns) == tag}
+    pids = [pid for group in namespace_pids(own).values() for pid in group if pid != os.getpid()]
+    terminate(pids)
+
+
+def terminate(pids: list[int]) -> list[int]:
+    """SIGTERM, a bounded grace period, then SIGKILL. Returns the pids that were signalled."""
+    signalled = []
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+            signalled.append(pid)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    alive = list(signalled)
+    while alive and time.monotonic() < deadline:
+        alive = [pid for pid in alive if is_running(pid, None)]
+        if alive:
+            time.sleep(0.01)
+    for pid in alive:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return signalled

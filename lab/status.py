@@ -14,10 +14,11 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from lab.builder import lan_namespace, namespace_pids, process_start_ticks
 from lab.journal import JournalEntry, read_journal
 from lab.netlink import LinkInfo, Netlink, NetlinkOpError, is_mounted_namespace, lab_tag, list_namespaces
+from lab.processes import namespace_pids, process_start_ticks
 from lab.state import LabError, LabState, list_labs
+from lab.wiring import lan_namespace
 
 
 @dataclass

@@ -20,16 +20,21 @@ from __future__ import annotations
 import errno
 import select
 import socket
-import struct
 import threading
 import time
-from dataclasses import asdict, dataclass
-from ipaddress import IPv4Address
+from dataclasses import asdict
 from typing import Any, ClassVar
 
-from lab.experiments.base import Check, Experiment, ExperimentResult, RunningLab
-from lab.kernel import KERNEL_TCP_STATES, inside_namespace
-from lab.stackctl import StackClient, StackCommandFailed, StackControlError
+from lab.experiments.base import STEP_ERRORS, Check, Experiment, ExperimentResult, RunningLab, step_failed
+from lab.sockdiag import kernel_listener, kernel_tcp_sockets
+from lab.stackctl import (
+    StackClient,
+    counter_value,
+    endpoint_port,
+    read_trace,
+    retransmissions_by_local_port,
+    trace_cursor,
+)
 
 # --------------------------------------------------------------------------------------------
 # The experiment

@@ -28,26 +28,19 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
-from lab.experiments.backlog import (
-    STEP_ERRORS,
-    endpoint_port,
-    event_ports,
-    kernel_tcp_sockets,
-    read_trace,
-    step_failed,
-    trace_cursor,
-)
-from lab.experiments.base import Check, Experiment, ExperimentResult, RunningLab
+from lab.experiments.base import STEP_ERRORS, Check, Experiment, ExperimentResult, RunningLab, step_failed
 from lab.kernel import BackgroundCall, receive_all
-from lab.ktrace import KernelTrace, TraceUnavailable, connection_events, kernel_trace, state_sequence
-from lab.stackctl import StackClient
+from lab.ktrace import KernelTrace, connection_events, optional_kernel_trace, state_sequence
+from lab.sockdiag import kernel_tcp_sockets
+from lab.stackctl import StackClient, endpoint_port, event_ports, linux_state, read_trace, trace_cursor
 from stack.apps.content import chunks as pattern_chunks
 from stack.apps.content import pattern, pattern_sha256
 
 SETTLE_SECONDS = 3.0  # how long the final ACKs and FINs may take to land before we judge
 ACCEPT_TIMEOUT = 10.0
+Talked = TypeVar("Talked")  # what a kernel client's conversation returns
 
 
 @dataclass
@@ -66,13 +59,26 @@ class Exchange:
     figures: dict[str, Any] = field(default_factory=dict)  # bytes, digests, errors
 
 
+def end_states(exchange: Exchange) -> tuple[str | None, str | None]:
+    """(the active closer's state, the passive closer's state) after the exchange; None: gone."""
+    if exchange.active == "kernel":
+        return exchange.kernel_state, exchange.stack_state
+    return exchange.stack_state, exchange.kernel_state
+
+
+def closed_as_expected(exchange: Exchange) -> bool:
+    """The end of an orderly close, as `observe` waits for it: the active closer in TIME_WAIT, the
+    passive closer gone."""
+    active, passive = end_states(exchange)
+    return active == "TIME_WAIT" and passive is None
+
+
 def final_states_check(exchange: Exchange) -> Check:
     """The active closer sits in TIME_WAIT, the passive closer is gone (CLOSE)."""
-    states = {"kernel": exchange.kernel_state, "stack": exchange.stack_state}
-    passive = "stack" if exchange.active == "kernel" else "kernel"
-    passed = states[exchange.active] == "TIME_WAIT" and states[passive] in (None, "CLOSE")
+    active, passive = end_states(exchange)
+    passed = active == "TIME_WAIT" and passive in (None, "CLOSE")
     return Check(f"{exchange.name}: TIME_WAIT on the active closer ({exchange.active})", passed,
-                 f"kernel {states['kernel'] or 'gone'}, stack {states['stack'] or 'gone'}; "
+                 f"kernel {exchange.kernel_state or 'gone'}, stack {exchange.stack_state or 'gone'}; "
                  f"stack states {'>'.join(exchange.stack_states) or 'none traced'}")
 
 
@@ -164,11 +170,10 @@ class CloseExperiment(Experiment):
         checks: list[Check] = []
         with lab.stack(scenario.stack_node, timeout=30.0) as stack, ExitStack() as tracing:
             scenario.stack = stack
-            try:
-                scenario.kernel_trace = tracing.enter_context(
-                    kernel_trace(lab.name, [options["port"] + i for i in range(6)]))
-            except TraceUnavailable as error:  # sock_diag still shows the kernel's final states
-                metrics["kernel_trace"] = f"unavailable: {error}"
+            scenario.kernel_trace, unavailable = tracing.enter_context(
+                optional_kernel_trace(lab.name, [options["port"] + i for i in range(6)]))
+            if scenario.kernel_trace is None:  # sock_diag still shows the kernel's final states
+                metrics["kernel_trace"] = f"unavailable: {unavailable}"
             exchanges: list[Exchange] = []
             for step in (scenario.kernel_client_closes_first, scenario.stack_server_closes_first,
                          scenario.stack_client_closes_first, scenario.kernel_server_closes_first,
@@ -210,21 +215,12 @@ class CloseScenarios:
         port = self.port
         exchange = Exchange("kernel client closes first", active="kernel")
         cursor = trace_cursor(self.stack)
-        self.stack.listen(port, app="echo")
-        try:
-            client = self.lab.kernel_socket(self.kernel_node)
-            client.settimeout(ACCEPT_TIMEOUT)
-            client.connect((self.stack_address, port))
-            local_port = client.getsockname()[1]
-            figures = send_shutdown_and_read(client, self.size)
-            client.close()
-        finally:
-            self.stack.close_listener(port)
+        local_port, figures = self.kernel_client(port, "echo", lambda client: send_shutdown_and_read(
+            client, self.size))
         figures["reply_sha256"] = figures["sent_sha256"]  # echo: what comes back is what went out
         figures["peer_received_sha256"] = figures["received_sha256"]
         exchange.figures = figures
-        self.observe(exchange, kernel_port=local_port, stack_port=port, cursor=cursor,
-                     done=lambda e: e.kernel_state == "TIME_WAIT" and e.stack_state is None)
+        self.observe(exchange, kernel_port=local_port, stack_port=port, cursor=cursor)
         return exchange
 
     def stack_server_closes_first(self) -> Exchange:
@@ -232,21 +228,24 @@ class CloseScenarios:
         port = self.port + 1
         exchange = Exchange("stack server closes first", active="stack")
         cursor = trace_cursor(self.stack)
-        self.stack.listen(port, app="source", bytes=self.size)
-        try:
-            client = self.lab.kernel_socket(self.kernel_node)
-            client.settimeout(ACCEPT_TIMEOUT)
-            client.connect((self.stack_address, port))
-            local_port = client.getsockname()[1]
-            received = receive_all(client)
-            client.close()
-        finally:
-            self.stack.close_listener(port)
+        local_port, received = self.kernel_client(port, "source", receive_all, bytes=self.size)
         exchange.figures = {"received": received.received,
                             "sha256_equal": received.received_sha256 == pattern_sha256(self.size)}
-        self.observe(exchange, kernel_port=local_port, stack_port=port, cursor=cursor,
-                     done=lambda e: e.stack_state == "TIME_WAIT" and e.kernel_state is None)
+        self.observe(exchange, kernel_port=local_port, stack_port=port, cursor=cursor)
         return exchange
+
+    def kernel_client(self, port: int, app: str, talk: Callable[[socket.socket], Talked], *,
+                      bytes: int | None = None) -> tuple[int, Talked]:
+        """Serve `app` on the stack's `port`, connect a kernel client and let `talk` use it; returns the
+        client's port and what `talk` returned. The listener goes away whatever happens."""
+        self.stack.listen(port, app=app, bytes=bytes)
+        try:
+            with self.lab.kernel_socket(self.kernel_node) as client:
+                client.settimeout(ACCEPT_TIMEOUT)
+                client.connect((self.stack_address, port))
+                return client.getsockname()[1], talk(client)
+        finally:
+            self.stack.close_listener(port)
 
     # --- the kernel is the server ----------------------------------------------------------
 
@@ -263,11 +262,7 @@ class CloseScenarios:
             conn.close()
             return {"peer_received_sha256": got.received_sha256}
 
-        cursor = trace_cursor(self.stack)
-        with KernelServer(self.lab, self.kernel_node, port, serve) as server:
-            answer = self.stack.connect(self.kernel_address, port, send=self.size, shutdown=True, recv="eof",
-                                        close="close", timeout=10.0)
-            served = server.result()
+        answer, served, cursor = self.stack_client(port, serve, send=self.size, shutdown=True, recv="eof")
         exchange.figures = {
             "sent": answer.get("sent", 0), "sent_sha256": answer.get("sent_sha256"),
             "received_sha256": answer.get("received_sha256"),
@@ -275,9 +270,8 @@ class CloseScenarios:
             "received_after_shutdown": answer.get("received", 0), "stack_error": answer.get("error"),
             **served,
         }
-        stack_port = endpoint_port(answer.get("local", "")) or 0
-        self.observe(exchange, kernel_port=port, stack_port=stack_port, cursor=cursor,
-                     done=lambda e: e.stack_state == "TIME_WAIT" and e.kernel_state is None)
+        self.observe(exchange, kernel_port=port, stack_port=endpoint_port(answer.get("local", "")) or 0,
+                     cursor=cursor)
         return exchange
 
     def kernel_server_closes_first(self) -> Exchange:
@@ -291,18 +285,24 @@ class CloseScenarios:
             conn.close()
             return {}
 
-        cursor = trace_cursor(self.stack)
-        with KernelServer(self.lab, self.kernel_node, port, serve) as server:
-            answer = self.stack.connect(self.kernel_address, port, send=0, recv="eof", close="close",
-                                        timeout=10.0)
-            server.result()
+        answer, _, cursor = self.stack_client(port, serve, send=0, recv="eof")
         exchange.figures = {"received": answer.get("received", 0),
                             "sha256_equal": answer.get("received_sha256") == pattern_sha256(self.size),
                             "stack_error": answer.get("error")}
-        stack_port = endpoint_port(answer.get("local", "")) or 0
-        self.observe(exchange, kernel_port=port, stack_port=stack_port, cursor=cursor,
-                     done=lambda e: e.kernel_state == "TIME_WAIT" and e.stack_state is None)
+        self.observe(exchange, kernel_port=port, stack_port=endpoint_port(answer.get("local", "")) or 0,
+                     cursor=cursor)
         return exchange
+
+    def stack_client(self, port: int, serve: Callable[[socket.socket], dict[str, Any]],
+                     **connect: Any) -> tuple[dict[str, Any], dict[str, Any], int]:
+        """A kernel server on `port` running `serve`, and the stack's `connect` to it (`connect` holds the
+        request's data fields). Returns the stack's answer, what `serve` returned, and the trace cursor
+        taken before the connection began."""
+        cursor = trace_cursor(self.stack)
+        with KernelServer(self.lab, self.kernel_node, port, serve) as server:
+            answer = self.stack.connect(self.kernel_address, port, close="close", timeout=10.0, **connect)
+            served = server.result()
+        return answer, served, cursor
 
     # --- RST on close with unread data ------------------------------------------------------
 
@@ -317,11 +317,8 @@ class CloseScenarios:
             conn.close()  # data in the receive queue: tcp_close() sends RST
             return {"unread_bytes": waited}
 
-        cursor = trace_cursor(self.stack)
-        with KernelServer(self.lab, self.kernel_node, port, serve) as server:
-            answer = self.stack.connect(self.kernel_address, port, send=unread, recv=0, hold=1.5,
-                                        close="close", timeout=10.0)
-            exchange.figures = {**server.result(), "stack_error": answer.get("error")}
+        answer, served, cursor = self.stack_client(port, serve, send=unread, recv=0, hold=1.5)
+        exchange.figures = {**served, "stack_error": answer.get("error")}
         self.observe_resets(exchange, port, cursor)
         return exchange
 
@@ -346,28 +343,25 @@ class CloseScenarios:
                 conn.close()
             return {"kernel_error": error}
 
-        cursor = trace_cursor(self.stack)
-        with KernelServer(self.lab, self.kernel_node, port, serve) as server:
-            answer = self.stack.connect(self.kernel_address, port, send=0, recv=0, hold=0.5, close="close",
-                                        timeout=10.0)
-            exchange.figures = {**server.result(), "unread_bytes": unread, "stack_error": answer.get("error")}
+        answer, served, cursor = self.stack_client(port, serve, send=0, recv=0, hold=0.5)
+        exchange.figures = {**served, "unread_bytes": unread, "stack_error": answer.get("error")}
         self.observe_resets(exchange, port, cursor)
         return exchange
 
     # --- observation ----------------------------------------------------------------------
 
-    def observe(self, exchange: Exchange, *, kernel_port: int, stack_port: int, cursor: int,
-                done: Callable[[Exchange], bool]) -> None:
-        """Read both sides until `done` holds or SETTLE_SECONDS pass (the last ACK may be in flight)."""
+    def observe(self, exchange: Exchange, *, kernel_port: int, stack_port: int, cursor: int) -> None:
+        """Read both sides until the active closer sits in TIME_WAIT and the passive closer is gone, or
+        SETTLE_SECONDS pass (the last ACK may be in flight)."""
         deadline = time.monotonic() + SETTLE_SECONDS
         while True:
             exchange.kernel_state = kernel_connection_state(self.kernel_namespace, kernel_port, stack_port)
             exchange.stack_state = stack_connection_state(self.stack.ss(), stack_port, kernel_port)
-            if done(exchange) or time.monotonic() >= deadline:
+            if closed_as_expected(exchange) or time.monotonic() >= deadline:
                 break
             time.sleep(0.05)
         events, _ = read_trace(self.stack, cursor)
-        exchange.stack_states = stack_state_sequence(events, stack_port, kernel_port)
+        exchange.stack_states = stack_states_by_ports(events, stack_port, kernel_port)
         if self.kernel_trace is not None:
             own = connection_events(self.kernel_trace.events(), (self.kernel_address, kernel_port),
                                     (self.stack_address, stack_port))
@@ -381,7 +375,7 @@ class CloseScenarios:
             name = str(event.get("name"))
             if remote == kernel_port and name in ("tcp_send_reset", "tcp_receive_reset"):
                 exchange.stack_resets[name] = exchange.stack_resets.get(name, 0) + 1
-        exchange.stack_states = [normalize_state(str(e.get("newstate"))) for e in events
+        exchange.stack_states = [linux_state(str(e.get("newstate"))) for e in events
                                  if e.get("name") == "inet_sock_set_state"
                                  and event_ports(e)[1] == kernel_port]
         if self.kernel_trace is not None:
@@ -404,25 +398,16 @@ def stack_connection_state(connections: list[dict[str, Any]], local_port: int,
     for row in connections:
         ports = (endpoint_port(row.get("local", "")), endpoint_port(row.get("remote", "")))
         if ports == (local_port, remote_port):
-            return normalize_state(str(row.get("state")))
+            return linux_state(str(row.get("state")))
     return None
 
 
-# The stack's snapshots may spell states the RFC way; its trace uses Linux's names. Compare in Linux's.
-_RFC_TO_LINUX = {"SYN_RECEIVED": "SYN_RECV", "FIN_WAIT_1": "FIN_WAIT1", "FIN_WAIT_2": "FIN_WAIT2",
-                 "CLOSED": "CLOSE"}
-
-
-def normalize_state(state: str) -> str:
-    return _RFC_TO_LINUX.get(state, state)
-
-
-def stack_state_sequence(events: list[dict[str, Any]], local_port: int, remote_port: int) -> list[str]:
+def stack_states_by_ports(events: list[dict[str, Any]], local_port: int, remote_port: int) -> list[str]:
     """The states one stack connection passed through, in order, from its inet_sock_set_state events."""
     states: list[str] = []
     for event in events:
         if event.get("name") == "inet_sock_set_state" and event_ports(event) == (local_port, remote_port):
-            states.append(normalize_state(str(event.get("newstate"))))
+            states.append(linux_state(str(event.get("newstate"))))
     return states
 
 

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from lab.experiments.base import Check, Experiment, ExperimentResult, RunningLab
 from lab.kernel import BackgroundCall, StatePoller, tcp_info
-from lab.ktrace import KernelTrace, TraceUnavailable, connection_events, state_sequence
+from lab.ktrace import KernelTrace, connection_events, optional_kernel_trace, state_sequence
 from lab.stackctl import (
     connection_trace,
     find_connection,
@@ -47,14 +47,12 @@ class HandshakeExperiment(Experiment):
         kernel, stack = lab.first("kernel"), lab.first("pystack")
         checks: list[Check] = []
         metrics: dict[str, Any] = {}
-        trace = _start_trace(lab, (options["stack_port"], options["kernel_port"]))
-        metrics["kernel_states_from"] = "tracepoint" if trace else "TCP_INFO polling (tracefs unavailable)"
-        try:
+        ports = (options["stack_port"], options["kernel_port"])
+        with optional_kernel_trace(lab.name, ports) as (trace, _):
+            metrics["kernel_states_from"] = ("tracepoint" if trace
+                                             else "TCP_INFO polling (tracefs unavailable)")
             checks += self._kernel_to_stack(lab, kernel, stack, options, trace, metrics)
             checks += self._stack_to_kernel(lab, kernel, stack, options, trace, metrics)
-        finally:
-            if trace:
-                trace.stop()
         return ExperimentResult.from_checks(self.name, checks, metrics)
 
     # --- kernel client -> stack server ---------------------------------------------------------
@@ -159,13 +157,6 @@ class HandshakeExperiment(Experiment):
                             accepted=answer.get("received") == len(PAYLOAD)),
             *_option_checks("stack->kernel", kernel_view, stack_view),
         ]
-
-
-def _start_trace(lab: RunningLab, ports: tuple[int, int]) -> KernelTrace | None:
-    try:
-        return KernelTrace(lab.name, ports).start()
-    except TraceUnavailable:
-        return None
 
 
 def _serve_echo_once(listener: socket.socket) -> tuple[dict[str, Any], tuple[str, int], list[str]]:

@@ -21,8 +21,16 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
-from lab.experiments.backlog import STEP_ERRORS, kernel_listener, step_failed
-from lab.experiments.base import Check, Experiment, ExperimentError, ExperimentResult, RunningLab
+from lab.experiments.base import (
+    STEP_ERRORS,
+    Check,
+    Experiment,
+    ExperimentError,
+    ExperimentResult,
+    RunningLab,
+    step_failed,
+)
+from lab.sockdiag import kernel_listener
 from lab.stackctl import StackClient, StackCommandFailed
 from stack.apps.content import pattern_sha256
 

@@ -22,17 +22,19 @@ import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from lab.experiments.backlog import STEP_ERRORS, counter_value, step_failed
 from lab.experiments.base import (
+    STEP_ERRORS,
     Check,
     Experiment,
     ExperimentError,
     ExperimentResult,
     RunningLab,
     lab_for_experiment,
+    step_failed,
 )
 from lab.experiments.close import KernelServer, send_shutdown_and_read
-from lab.kernel import inside_namespace, receive_all, tcp_info
+from lab.kernel import kernel_snmp, receive_all, tcp_info
+from lab.stackctl import counter_value
 from lab.topology import plan_from_data
 from stack.apps.content import chunks as pattern_chunks
 from stack.apps.content import pattern_sha256

@@ -15,7 +15,7 @@ import time
 from typing import Any, ClassVar
 
 from lab.experiments.base import Check, Experiment, ExperimentError, ExperimentResult, RunningLab
-from lab.ktrace import KernelTrace, TraceUnavailable
+from lab.ktrace import optional_kernel_trace
 from lab.stackctl import connection_trace, endpoint, trace_cursor
 
 QUICK_SECONDS = 0.5  # an RST answer arrives in well under this; a timeout takes seconds
@@ -35,23 +35,16 @@ class RefusedExperiment(Experiment):
         listening = {app.port for app in lab.node(stack).apps}
         if stack_port in listening:
             raise ExperimentError(f"experiment refused: stack_port {stack_port} has an app on node {stack}")
-        try:
-            trace: KernelTrace | None = KernelTrace(lab.name, (stack_port, kernel_port)).start()
-        except TraceUnavailable:
-            trace = None
-        try:
-            with lab.stack(stack) as control:
-                cursor = trace_cursor(control)
-                started = time.monotonic()
-                answer = control.connect(lab.address(kernel), kernel_port, timeout=5.0)
-                stack_seconds = time.monotonic() - started
-                kernel_error, kernel_seconds = _kernel_connect(lab, kernel, (lab.address(stack), stack_port))
-                time.sleep(0.1)
-                events = control.trace(since=cursor).get("events", [])
+        with optional_kernel_trace(lab.name, (stack_port, kernel_port)) as (trace, _), \
+                lab.stack(stack) as control:
+            cursor = trace_cursor(control)
+            started = time.monotonic()
+            answer = control.connect(lab.address(kernel), kernel_port, timeout=5.0)
+            stack_seconds = time.monotonic() - started
+            kernel_error, kernel_seconds = _kernel_connect(lab, kernel, (lab.address(stack), stack_port))
+            time.sleep(0.1)
+            events = control.trace(since=cursor).get("events", [])
             kernel_events = trace.events() if trace else []
-        finally:
-            if trace:
-                trace.stop()
         stack_address, kernel_address = lab.address(stack), lab.address(kernel)
         stack_resets_sent = [e for e in events if e.get("name") == "tcp_send_reset"
                              and endpoint(e, "local") == (stack_address, stack_port)]

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 from lab.experiments.base import Check, Experiment, ExperimentError, ExperimentResult, RunningLab
 from lab.kernel import BackgroundCall, StatePoller, inside_namespace, namespace_socket
-from lab.ktrace import KernelTrace, TraceUnavailable
+from lab.ktrace import optional_kernel_trace
 from lab.silent import SilentSetupFailed, silent_address, silent_neighbour
 from lab.stackctl import connection_trace, trace_cursor
 
@@ -56,31 +56,25 @@ class TimeoutExperiment(Experiment):
             "syn_retries": retries, "expected_intervals": expected_intervals(retries),
             "stack_destination": quiet_for_stack, "kernel_destination": quiet_for_kernel,
         }
-        try:
-            trace: KernelTrace | None = KernelTrace(lab.name, (options["kernel_port"],)).start()
-        except TraceUnavailable as error:
-            trace = None
-            metrics["kernel_times_from"] = f"TCP_INFO polling ({error})"
-        else:
-            metrics["kernel_times_from"] = "tracepoint tcp:tcp_retransmit_skb"
-        previous_linear = _set_linear_timeouts(kernel_plan.namespace, "0")
-        try:
-            with silent_address(kernel_plan.namespace, kernel_iface.name, quiet_for_stack), \
-                    silent_neighbour(kernel_plan.namespace, kernel_iface.name, quiet_for_kernel):
-                kernel_side = BackgroundCall(_kernel_connect, kernel_plan.namespace,
-                                             (quiet_for_kernel, options["kernel_port"]), retries)
-                kernel_side.start()
-                stack_times, stack_error, stack_seconds = _stack_connect(
-                    lab, stack, (quiet_for_stack, options["stack_port"]), retries, give_up)
-                kernel_error, kernel_seconds, poller, started = kernel_side.join_result(give_up + 20)
-        except SilentSetupFailed as error:
-            raise ExperimentError(f"experiment timeout: cannot make a silent address: {error}") from None
-        finally:
-            if previous_linear is not None:
-                _set_linear_timeouts(kernel_plan.namespace, previous_linear)
-            events = trace.events() if trace else []
-            if trace:
-                trace.stop()
+        with optional_kernel_trace(lab.name, (options["kernel_port"],)) as (trace, unavailable):
+            metrics["kernel_times_from"] = ("tracepoint tcp:tcp_retransmit_skb" if trace
+                                            else f"TCP_INFO polling ({unavailable})")
+            previous_linear = _set_linear_timeouts(kernel_plan.namespace, "0")
+            try:
+                with silent_address(kernel_plan.namespace, kernel_iface.name, quiet_for_stack), \
+                        silent_neighbour(kernel_plan.namespace, kernel_iface.name, quiet_for_kernel):
+                    kernel_side = BackgroundCall(_kernel_connect, kernel_plan.namespace,
+                                                 (quiet_for_kernel, options["kernel_port"]), retries)
+                    kernel_side.start()
+                    stack_times, stack_error, stack_seconds = _stack_connect(
+                        lab, stack, (quiet_for_stack, options["stack_port"]), retries, give_up)
+                    kernel_error, kernel_seconds, poller, started = kernel_side.join_result(give_up + 20)
+            except SilentSetupFailed as error:
+                raise ExperimentError(f"experiment timeout: cannot make a silent address: {error}") from None
+            finally:
+                if previous_linear is not None:
+                    _set_linear_timeouts(kernel_plan.namespace, previous_linear)
+                events = trace.events() if trace else []
         if trace:
             kernel_times = [started] + [e.time for e in events if e.name == "tcp_retransmit_skb"
                                         and e.fields.get("daddr") == quiet_for_kernel]

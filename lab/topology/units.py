@@ -53,17 +53,19 @@ def parse_rate_mbit(value: object) -> float:
 
 def format_duration(ms: float) -> str:
     """The inverse of `parse_duration_ms`, for graphs and files written by code (`lab.chain`)."""
-    if ms >= 1000 and ms % 1000 == 0:
-        return f"{ms / 1000:.12g}s"
-    if ms < 1:
-        return f"{ms * 1000:.12g}us"
-    return f"{ms:.12g}ms"
+    return _format_scaled(ms, ("s", "ms", "us"))
 
 
 def format_rate(mbit: float) -> str:
     """The inverse of `parse_rate_mbit`, for graphs and files written by code (`lab.chain`)."""
-    if mbit >= 1000 and mbit % 1000 == 0:
-        return f"{mbit / 1000:.12g}gbit"
-    if mbit < 1:
-        return f"{mbit * 1000:.12g}kbit"
-    return f"{mbit:.12g}mbit"
+    return _format_scaled(mbit, ("gbit", "mbit", "kbit"))
+
+
+def _format_scaled(value: float, units: tuple[str, str, str]) -> str:
+    """`value` (in units[1]) in the unit that reads best: units[0] for whole thousands, units[2] below one."""
+    larger, same, smaller = units
+    if value >= 1000 and value % 1000 == 0:
+        return f"{value / 1000:.12g}{larger}"
+    if value < 1:
+        return f"{value * 1000:.12g}{smaller}"
+    return f"{value:.12g}{same}"

@@ -16,14 +16,14 @@ class SendBuffer:
     __slots__ = ("_chunks", "_head_offset", "_length")
 
     def __init__(self) -> None:
-        self._chunks: deque[bytes] = deque()
+        self._chunks: deque[bytes | memoryview] = deque()  # views only over immutable bytes
         self._head_offset = 0  # bytes of _chunks[0] already acknowledged
         self._length = 0
 
     def __len__(self) -> int:
         return self._length
 
-    def append(self, data: bytes) -> None:
+    def append(self, data: bytes | memoryview) -> None:
         if data:
             self._chunks.append(data)
             self._length += len(data)

@@ -274,13 +274,19 @@ class Connection(RecoveryMixin, OutputMixin, TimersMixin):
 
     # ------------------------------------------------------------------ user calls
 
-    def send(self, data: bytes) -> int:
-        """Queue as much of `data` as the send buffer takes; the caller checks the state first."""
+    def send(self, data: bytes | memoryview) -> int:
+        """Queue as much of `data` as the send buffer takes; the caller checks the state first.
+
+        The buffer keeps its own copy, since the caller may reuse a bytearray, except of a byte view over
+        an immutable bytes object, which nobody can change: that is kept as it is (no copy per write)."""
         room = self.sndbuf - len(self.send_buffer)
         if room <= 0:
             return 0
         taken = data if len(data) <= room else data[:room]
-        self.send_buffer.append(bytes(taken))
+        if not (type(taken) is memoryview and type(taken.obj) is bytes and taken.format == "B"
+                and taken.c_contiguous):
+            taken = bytes(taken)
+        self.send_buffer.append(taken)
         return len(taken)
 
     @property

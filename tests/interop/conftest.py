@@ -2,8 +2,8 @@
 
 `pair_lab` is one pair lab (kernel h1, stack s1 with its node process) shared by a test module, so a
 module pays for one `lab up`; `make_lab` brings up a lab from topology text for one test (MTU, offload,
-router variants). Both take their lab down whatever happened, including a failed `up` half way (the
-builder rolls that back itself) and a failing test.
+router variants); `kernel_pair` is two kernel nodes without a stack. All take their lab down whatever
+happened, including a failed `up` half way (the builder rolls that back itself) and a failing test.
 """
 
 from __future__ import annotations
@@ -38,6 +38,18 @@ def pair_lab() -> Iterator[RunningLab]:
 
 MakeLab = Callable[[str], RunningLab]
 
+# Two kernel nodes and no stack: the kernel-side tools of an experiment (sock_diag, curl, a kernel
+# server) are checked alone, so a failure of the experiment itself points at the stack.
+KERNEL_PAIR = """
+name: kpair
+nodes:
+  a: {kind: kernel}
+  b: {kind: kernel}
+links:
+  - endpoints: [a:eth0, b:eth0]
+    subnet: 10.9.0.0/24
+"""
+
 
 @pytest.fixture
 def make_lab() -> Iterator[MakeLab]:
@@ -51,6 +63,12 @@ def make_lab() -> Iterator[MakeLab]:
             return labs.enter_context(context)
 
         yield make
+
+
+@pytest.fixture
+def kernel_pair(make_lab: MakeLab) -> RunningLab:
+    """KERNEL_PAIR up for one test: nodes `a` and `b`, one link, taken down when the test ends."""
+    return make_lab(KERNEL_PAIR)
 
 
 def _run_in(lab: RunningLab, experiment: str, **options: object) -> ExperimentResult:

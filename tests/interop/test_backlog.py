@@ -12,28 +12,10 @@ import time
 
 import pytest
 
-from lab.experiments.backlog import (
-    TCP_SYNCNT,
-    counter_value,
-    judge_listener_side,
-    kernel_listener,
-    kernel_tcp_sockets,
-    read_sock_diag_dump,
-    retransmissions_by_local_port,
-    stack_listener_row,
-    wait_for_connects,
-)
-
-KERNEL_PAIR = """
-name: kpair
-nodes:
-  a: {kind: kernel}
-  b: {kind: kernel}
-links:
-  - endpoints: [a:eth0, b:eth0]
-    subnet: 10.9.0.0/24
-"""
-
+from lab.experiments.backlog import TCP_SYNCNT, judge_listener_side, stack_listener_row, wait_for_connects
+from lab.experiments.base import RunningLab
+from lab.sockdiag import kernel_listener, kernel_tcp_sockets, read_sock_diag_dump
+from lab.stackctl import counter_value, retransmissions_by_local_port
 
 # --- verdict rules (no root) ----------------------------------------------------------------
 
@@ -116,8 +98,8 @@ def test_sock_diag_error_is_an_oserror() -> None:
 
 
 @pytest.mark.root
-def test_sock_diag_reads_a_full_kernel_accept_queue(make_lab) -> None:
-    lab = make_lab(KERNEL_PAIR)
+def test_sock_diag_reads_a_full_kernel_accept_queue(kernel_pair: RunningLab) -> None:
+    lab = kernel_pair
     server_ns = lab.node("b").namespace
     listener = lab.kernel_socket("b")
     clients: list[socket.socket] = []

@@ -11,6 +11,7 @@ import socket
 
 import pytest
 
+from lab.experiments.base import RunningLab
 from lab.experiments.close import (
     Exchange,
     KernelServer,
@@ -18,22 +19,12 @@ from lab.experiments.close import (
     final_states_check,
     half_close_check,
     kernel_connection_state,
-    normalize_state,
     path_check,
     reset_check,
     stack_connection_state,
-    stack_state_sequence,
+    stack_states_by_ports,
 )
-
-KERNEL_PAIR = """
-name: kpair
-nodes:
-  a: {kind: kernel}
-  b: {kind: kernel}
-links:
-  - endpoints: [a:eth0, b:eth0]
-    subnet: 10.9.1.0/24
-"""
+from lab.stackctl import linux_state
 
 
 def _events(states: list[str], local: int = 7100, remote: int = 40000) -> list[dict]:
@@ -120,21 +111,21 @@ def test_half_close_rules() -> None:
 
 def test_reading_states_from_trace_and_ss() -> None:
     events = _events(["SYN_RECV", "ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSE"])
-    assert stack_state_sequence(events, 7100, 40000) == ["SYN_RECV", "ESTABLISHED", "CLOSE_WAIT",
+    assert stack_states_by_ports(events, 7100, 40000) == ["SYN_RECV", "ESTABLISHED", "CLOSE_WAIT",
                                                          "LAST_ACK", "CLOSE"]
     rows = [{"state": "FIN_WAIT_2", "local": "10.0.0.2:7100", "remote": "10.0.0.1:40000"},
             {"state": "TIME_WAIT", "local": "10.0.0.2:7101", "remote": "10.0.0.1:40001"}]
     assert stack_connection_state(rows, 7100, 40000) == "FIN_WAIT2"
     assert stack_connection_state(rows, 7100, 40001) is None
-    assert normalize_state("SYN_RECEIVED") == "SYN_RECV" and normalize_state("LISTEN") == "LISTEN"
+    assert linux_state("SYN_RECEIVED") == "SYN_RECV" and linux_state("LISTEN") == "LISTEN"
 
 
 # --- kernel-side observation (root, two kernel nodes) ---------------------------------------
 
 
 @pytest.mark.root
-def test_sock_diag_sees_time_wait_on_the_kernel_active_closer(make_lab) -> None:
-    lab = make_lab(KERNEL_PAIR)
+def test_sock_diag_sees_time_wait_on_the_kernel_active_closer(kernel_pair: RunningLab) -> None:
+    lab = kernel_pair
 
     def serve(conn: socket.socket) -> dict:
         assert conn.recv(100) == b"bye"

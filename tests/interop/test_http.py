@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from lab.experiments.base import RunningLab
 from lab.experiments.http import (
     KEEPALIVE_SIZES,
     file_sha256,
@@ -23,16 +24,6 @@ from lab.experiments.http import (
     wait_for_listener,
 )
 from stack.apps.content import pattern_sha256
-
-KERNEL_PAIR = """
-name: kpair
-nodes:
-  a: {kind: kernel}
-  b: {kind: kernel}
-links:
-  - endpoints: [a:eth0, b:eth0]
-    subnet: 10.9.3.0/24
-"""
 
 
 def test_curl_report_lines_are_parsed() -> None:
@@ -58,8 +49,8 @@ def test_body_verdicts(tmp_path: Path) -> None:
 
 
 @pytest.mark.root
-def test_kernel_http_server_and_curl_between_kernel_nodes(make_lab, tmp_path: Path) -> None:
-    lab = make_lab(KERNEL_PAIR)
+def test_kernel_http_server_and_curl_between_kernel_nodes(kernel_pair: RunningLab, tmp_path: Path) -> None:
+    lab = kernel_pair
     (tmp_path / "f.bin").write_bytes(b"nslab" * 1000)
     server = lab.popen("b", [sys.executable, "-m", "http.server", "8001", "--bind", lab.address("b"),
                              "--directory", str(tmp_path)],

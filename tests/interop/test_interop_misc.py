@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from pyroute2 import IPRoute
 
-from lab.experiments.backlog import counter_value
 from lab.experiments.base import RunningLab
 from lab.experiments.close import KernelServer, send_shutdown_and_read, stack_connection_state
 from lab.kernel import BackgroundCall, inside_namespace, tcp_info
+from lab.stackctl import counter_value
 from stack.apps.content import pattern_sha256
 
 pytestmark = pytest.mark.root

@@ -32,6 +32,7 @@ from lab.chain import chain_yaml
 from lab.doctor import netem_available
 from lab.netlink import Netlink, NetlinkOpError, RtnlBatch, lab_tag, list_namespaces, setns_to
 from lab.plan import RoutePlan
+from lab.processes import record_process
 from lab.state import LabError, LabState, state_root
 from lab.status import lab_status
 from lab.topology import load_topology
@@ -342,7 +343,7 @@ def test_down_stops_processes_in_the_labs_namespaces(lab_name: str) -> None:
     assert builder.up(load_topology(PROJECT_ROOT / "topologies/pair.yaml", name=lab_name)).changed
     path = f"/var/run/netns/{lab_name}-h1"
     journaled = subprocess.Popen(["sleep", "60"], preexec_fn=lambda: setns_to(path))
-    builder.record_process(lab_name, f"{lab_name}-h1", journaled.pid)
+    record_process(lab_name, f"{lab_name}-h1", journaled.pid)
     stray = subprocess.Popen(["sleep", "60"], preexec_fn=lambda: setns_to(path))  # as if from `lab exec`
     status = lab_status(lab_name)
     in_h1 = [p for p in status["processes"] if p["namespace"] == f"{lab_name}-h1"]  # s1 runs its stack

@@ -3,23 +3,33 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 from ipaddress import IPv4Interface, IPv4Network
 from pathlib import Path
 
 import pytest
 
-from lab.builder import (
+from lab.chain import chain_plan
+from lab.journal import Journal, JournalEntry, read_journal, removal_order
+from lab.plan import (
+    Impairment,
+    InterfacePlan,
+    LabPlan,
+    LinkPlan,
+    NodePlan,
+    interface_mac,
+    plan_from_json,
+    plan_json_digest,
+)
+from lab.topology import TOPOLOGY_DIR, load_topology
+from lab.wiring import (
     PlanNotBuildable,
     journal_entries,
     lan_port_name,
-    plan_digest,
     plan_wiring,
     pystack_settings,
     qdisc_parameters,
 )
-from lab.journal import Journal, JournalEntry, read_journal, removal_order
-from lab.plan import Impairment, InterfacePlan, LabPlan, LinkPlan, NodePlan, interface_mac
 
 
 def test_record_then_read_round_trip(tmp_path: Path) -> None:
@@ -184,4 +194,21 @@ def test_lan_port_names_fit_the_kernel_limit() -> None:
 
 def test_the_builders_digest_is_the_plans_digest() -> None:
     for plan in (router_plan(), _pair("p", Impairment(rate_mbit=20)), _pair("q", Impairment(delay_ms=1))):
-        assert plan_digest(plan.to_json()) == plan.digest()
+        assert plan_json_digest(plan.to_json()) == plan.digest()
+
+
+def test_the_digest_is_stable_across_versions() -> None:
+    # A lab that is up keeps its digest in plan.json: a repeated `up` must still recognise it.
+    assert router_plan().digest() == "827b493c343e5542"
+    assert _pair("p", Impairment(rate_mbit=20)).digest() == "bd20cabd916b2a88"
+    assert _pair("q", Impairment(delay_ms=1)).digest() == "6120a4ba881087f5"
+    assert chain_plan(100, name="x").digest() == "fb28ba8eacfedb0f"
+
+
+def test_the_plans_json_is_the_generic_dataclass_form() -> None:
+    # to_json is written field by field for speed; it must give what asdict + a JSON round trip gives.
+    plans = [router_plan(), _pair("p", Impairment(delay_ms=5, loss_pct=1.5, rate_mbit=20)), chain_plan(5),
+             *(load_topology(path) for path in sorted(TOPOLOGY_DIR.glob("*.yaml")))]
+    for plan in plans:
+        assert plan.to_json() == json.loads(json.dumps(asdict(plan), default=str)), plan.name
+        assert plan_from_json(plan.to_json()) == plan

@@ -316,7 +316,7 @@ def test_a_plan_reads_back_from_its_json_with_the_same_digest() -> None:
 
 def test_node_settings_name_the_default_route_once() -> None:
     """The stack process adds `gateway` as its default route; `routes` holds only the others."""
-    from lab.builder import pystack_settings
+    from lab.wiring import pystack_settings
 
     plan = plan_from_text(Path("topologies/router.yaml").read_text(), source="router.yaml", name="rt")
     node = next(n for n in plan.nodes if n.kind == "pystack")

@@ -221,3 +221,35 @@ def test_the_node_trace_ring_keeps_segment_events_only_when_asked() -> None:
     assert [e["name"] for e in lean.since(0)[0]] == [INET_SOCK_SET_STATE]
     assert [e["name"] for e in full.since(0)[0]] == [TCP_SEGMENT_IN, INET_SOCK_SET_STATE]
     assert not lean.segments and full.segments
+
+
+def test_send_keeps_a_view_of_immutable_bytes_and_copies_anything_else() -> None:
+    """`Connection.send` keeps a view over a bytes object (nobody can change it) instead of copying it,
+    and still copies a bytearray, whose owner may reuse it at once; the peer gets the bytes as written."""
+    sender = Host("10.0.0.1/24", "02:00:00:00:00:01", seed=1)
+    receiver = Host("10.0.0.2/24", "02:00:00:00:00:02", seed=2)
+    from stack.memory import MemoryWire
+
+    Runner([sender, receiver], [MemoryWire(sender, receiver)])
+    listener = receiver.socket()
+    listener.bind(SERVER)
+    listener.listen(1)
+    client = sender.socket()
+    client.settimeout(5)
+    client.connect(SERVER)
+    server, _ = listener.accept()
+    connection = next(iter(sender.tcp.connections.values()))
+    immutable = random.Random(2).randbytes(3000)
+    reused = bytearray(b"x" * 2000)
+    assert connection.send(memoryview(immutable)[1000:]) == 2000
+    assert connection.send(reused) == 2000
+    chunks = list(connection.send_buffer._chunks)
+    assert type(chunks[0]) is memoryview and chunks[0].obj is immutable  # kept, not copied
+    assert type(chunks[1]) is bytes  # copied
+    reused[:] = b"y" * 2000  # the application reuses its buffer before the data left
+    sender.tcp.touch(connection)
+    server.settimeout(5)
+    received = bytearray()
+    while len(received) < 4000:
+        received += server.recv(1 << 16)
+    assert bytes(received) == immutable[1000:] + b"x" * 2000

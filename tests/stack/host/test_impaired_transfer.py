@@ -33,7 +33,11 @@ profiles = st.builds(
        sizes=st.tuples(st.integers(0, 300_000), st.integers(0, 300_000)))
 def test_impaired_wire_delivers_exact_bytes_both_ways(a_to_b: Impairment, b_to_a: Impairment, seed: int,
                                                       sizes: tuple[int, int]) -> None:
-    config = TcpConfig(time_wait=1.0)
+    # More SYN-ACK retries than Linux's 5: when every ACK of the handshake is lost (hypothesis finds such
+    # seeds: seed=1017 with ~15% loss), the server rightly drops its SYN_RECV entry while the client, with
+    # nothing to send before accept() returns, waits forever, as it would on Linux. The property is about
+    # delivering data, so the handshake gets enough chances to complete.
+    config = TcpConfig(time_wait=1.0, synack_retries=12)
     a = Host("10.0.0.1/24", "02:00:00:00:00:01", seed=seed, tcp=config)
     b = Host("10.0.0.2/24", "02:00:00:00:00:02", seed=seed + 1, tcp=config)
     runner = Runner([a, b], [MemoryWire(a, b, a_to_b, b_to_a, seed=seed)])
