@@ -606,3 +606,13 @@ def test_subnet_overlap_check_agrees_with_a_full_scan(raw: list[tuple[int, int]]
             accepted.append(subnet)
         else:
             assert clash[0] in overlapping
+
+
+def test_the_readmes_topologies_load_as_documented() -> None:
+    """Every whole topology in topologies/README.md is valid, and the `process: false` example says so."""
+    readme = (TOPOLOGY_DIR / "README.md").read_text()
+    blocks = [block.split("```", 1)[0] for block in readme.split("```yaml\n")[1:]]
+    plans = [plan_from_text(block, source="README.md") for block in blocks if block.startswith("name:")]
+    assert len(plans) >= 2
+    nodes = [node for plan in plans for node in plan.nodes]
+    assert [node.name for node in nodes if node.kind == "pystack" and not node.process] == ["s1"]

@@ -11,11 +11,12 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from .tap_scratch import IPPROTO_ICMP, ScratchPair, icmp_echo, scratch_pair
 
 from stack.drivers.tap import TapDevice, TapMedium
 from stack.host import Host
 from stack.tcp.config import TcpConfig
+
+from .tap_scratch import IPPROTO_ICMP, ScratchPair, icmp_echo, scratch_pair
 
 pytestmark = pytest.mark.root
 

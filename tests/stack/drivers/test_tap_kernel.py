@@ -12,16 +12,6 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from .tap_scratch import (
-    IPPROTO_ICMP,
-    ScratchPair,
-    ScriptedTcpPeer,
-    ethernet,
-    icmp_echo,
-    ipv4,
-    parse_ipv4_tcp,
-    scratch_pair,
-)
 
 from stack.drivers import tap as tap_module
 from stack.drivers.tap import TapDevice, TapError, network_namespace
@@ -32,6 +22,17 @@ from stack.drivers.virtio_net import (
     segment_gso_frame,
     tcp_checksum_trusted,
     tcp_checksum_valid,
+)
+
+from .tap_scratch import (
+    IPPROTO_ICMP,
+    ScratchPair,
+    ScriptedTcpPeer,
+    ethernet,
+    icmp_echo,
+    ipv4,
+    parse_ipv4_tcp,
+    scratch_pair,
 )
 
 pytestmark = pytest.mark.root

@@ -7,7 +7,6 @@ import struct
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from .tap_scratch import ethernet, internet_checksum, ipv4, parse_ipv4_tcp, tcp
 
 from stack.drivers.tap import TapCounters, TapMedium
 from stack.drivers.virtio_net import (
@@ -34,6 +33,8 @@ from stack.drivers.virtio_net import (
 )
 from stack.wire.frames import build_tcp_frame
 from stack.wire.tcp import TcpFlags, TcpOptions, TcpSegment
+
+from .tap_scratch import ethernet, internet_checksum, ipv4, parse_ipv4_tcp, tcp
 
 MAC_A = bytes.fromhex("020000000001")
 MAC_B = bytes.fromhex("020000000002")

@@ -8,9 +8,10 @@ import errno
 import socket
 
 import pytest
-from .segments import Tester, seg
 
 from stack.tcp import TcpSocket
+
+from .segments import Tester, seg
 
 
 def peer(flags: str, **fields: object) -> object:

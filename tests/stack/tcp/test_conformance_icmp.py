@@ -8,9 +8,10 @@ from __future__ import annotations
 import errno
 
 import pytest
-from .segments import LOCAL, REMOTE, Tester, seg
 
 from stack.tcp import IcmpError
+
+from .segments import LOCAL, REMOTE, Tester, seg
 
 SOFT_ERRORS = [
     ("unreachable", 0, errno.ENETUNREACH),  # net unreachable

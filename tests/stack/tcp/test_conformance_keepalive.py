@@ -8,10 +8,11 @@ import errno
 import socket
 
 import pytest
-from .segments import Tester, seg
 
 from stack.tcp import TcpConfig
 from stack.wire.tcp import TcpSegment
+
+from .segments import Tester, seg
 
 PROBE = seg("A", seq=1000, ack=5001, sport=50000, dport=80)  # SEG.SEQ = SND.NXT - 1, no data (SHLD-12)
 TWO_HOURS = 7200.0

@@ -9,10 +9,11 @@ import random
 import socket
 
 import pytest
-from .segments import LOCAL, REMOTE, Tester, seg
 
 from stack.tcp import TcpLayer, TcpSocket
 from stack.wire.tcp import TcpSegment
+
+from .segments import LOCAL, REMOTE, Tester, seg
 
 SECOND_LOCAL = "10.0.0.3"  # another address of the same host
 SUBNET_BROADCAST = "10.0.0.255"

@@ -12,7 +12,6 @@ import socket
 
 from hypothesis import given
 from hypothesis import strategies as st
-from .segments import LOCAL, REMOTE, Tester, Wire, seg
 
 from stack.tcp import TcpConfig
 from stack.wire.tcp import (
@@ -25,6 +24,8 @@ from stack.wire.tcp import (
     parse_options,
     parse_tcp,
 )
+
+from .segments import LOCAL, REMOTE, Tester, Wire, seg
 
 SRC, DST = socket.inet_aton(REMOTE), socket.inet_aton(LOCAL)
 

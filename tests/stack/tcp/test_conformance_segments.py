@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import errno
 
-from .segments import Tester, seg
-
 from stack.wire.tcp import TcpSegment
+
+from .segments import Tester, seg
 
 
 def us(flags: str, **fields: object) -> TcpSegment:

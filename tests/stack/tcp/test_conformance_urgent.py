@@ -5,9 +5,9 @@ to read (MUST-33).  Our ISS 1000, the peer's 5000; we are 50000, the peer 80."""
 
 from __future__ import annotations
 
-from .segments import Tester, seg
-
 from stack.wire.tcp import TcpSegment
+
+from .segments import Tester, seg
 
 
 def peer(flags: str, *, urgent: int = 0, **fields: object) -> TcpSegment:

@@ -7,11 +7,12 @@ from __future__ import annotations
 import errno
 
 import pytest
-from .segments import Tester, seg
 
 from stack.tcp import TcpSocket
 from stack.tcp.seq import seq_add, seq_le, seq_sub
 from stack.wire.tcp import TcpSegment
+
+from .segments import Tester, seg
 
 FULL = 1460
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 
 import pytest
+
 from .segments import PEER_PORT, Tester, seg
 
 CLIENT = 50000

@@ -9,10 +9,11 @@ import random
 import socket
 
 import pytest
-from .segments import LOCAL, REMOTE, Tester, Wire, seg
 
 from stack.tcp import IcmpError, TcpConfig, TcpSocket
 from stack.wire.tcp import TcpSegment
+
+from .segments import LOCAL, REMOTE, Tester, Wire, seg
 
 
 def serve(wire: Wire, port: int = 80) -> TcpSocket:

@@ -4,9 +4,10 @@ SYN ending TIME_WAIT early."""
 from __future__ import annotations
 
 import pytest
-from .segments import PEER_PORT, Tester, seg
 
 from stack.tcp.listener import effective_backlog
+
+from .segments import PEER_PORT, Tester, seg
 
 
 def syn_from(port: int, isn: int = 5000) -> object:

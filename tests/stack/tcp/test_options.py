@@ -4,9 +4,10 @@ offer it, timestamps with PAWS and RTT measurement, SACK-permitted and SACK bloc
 from __future__ import annotations
 
 import pytest
-from .segments import PEER_PORT, Tester, seg
 
 from stack.tcp import TcpConfig
+
+from .segments import PEER_PORT, Tester, seg
 
 
 def us(flags: str, **fields: object) -> object:

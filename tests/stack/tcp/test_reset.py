@@ -6,9 +6,10 @@ import errno
 import socket
 
 import pytest
-from .segments import PEER_PORT, Tester, seg
 
 from stack.tcp.state import TcpState
+
+from .segments import PEER_PORT, Tester, seg
 
 
 def us(flags: str, **fields: object) -> object:

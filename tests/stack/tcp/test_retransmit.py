@@ -8,6 +8,7 @@ import errno
 import socket
 
 import pytest
+
 from .segments import Tester, seg
 
 FULL = 1460

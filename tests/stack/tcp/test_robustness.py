@@ -6,10 +6,11 @@ import socket
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from .segments import Tester
 
 from stack.tcp import TcpConfig
 from stack.wire.tcp import TcpFlags, TcpOptions, TcpSegment
+
+from .segments import Tester
 
 sequence = st.one_of(st.integers(0, 2**32 - 1), st.sampled_from([999, 1000, 1001, 1002, 5000, 5001, 5002]))
 options = st.builds(

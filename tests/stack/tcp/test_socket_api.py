@@ -7,6 +7,7 @@ import socket
 import struct
 
 import pytest
+
 from .segments import LOCAL, Tester, seg
 
 

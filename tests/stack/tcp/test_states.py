@@ -8,9 +8,10 @@ from __future__ import annotations
 import socket
 
 import pytest
-from .segments import Tester, seg
 
 from stack.tcp.state import TRANSITIONS, InvalidTransition, TcpState, next_state
+
+from .segments import Tester, seg
 
 
 def us(flags: str, **fields: object) -> object:
