@@ -4,7 +4,6 @@ left out for a sink that does not want them (`trace_segments=False`)."""
 
 from __future__ import annotations
 
-import hashlib
 import random
 
 from stack.drivers.tap import TapMedium
@@ -19,6 +18,8 @@ from stack.host import Host
 from stack.runner import Runner
 from stack.tcp.config import TSO_MAX_PAYLOAD, TcpConfig
 from stack.tcp.trace import INET_SOCK_SET_STATE, TCP_PROBE, TCP_SEGMENT_IN, TCP_SEGMENT_OUT, TraceEvent
+
+from .transfer import bulk
 
 SERVER = ("10.0.0.2", 8080)
 PER_SEGMENT = {TCP_SEGMENT_IN, TCP_SEGMENT_OUT, TCP_PROBE}
@@ -80,24 +81,6 @@ class KernelBehindTap:
 
     def next_deadline(self) -> float | None:
         return None
-
-
-def bulk(sender: Host, receiver: Host, size: int) -> None:
-    """`size` bytes from `sender` to `receiver` and the close, SHA-256 checked."""
-    listener = receiver.socket()
-    listener.bind(SERVER)
-    listener.listen(4)
-    client = sender.socket()
-    client.settimeout(30)
-    client.connect(SERVER)
-    server, _ = listener.accept()
-    payload = random.Random(5).randbytes(size)
-    client.sendall(payload)
-    client.shutdown(1)
-    received = bytearray()
-    while chunk := server.recv(1 << 20):
-        received += chunk
-    assert hashlib.sha256(received).digest() == hashlib.sha256(payload).digest()
 
 
 def test_poll_parts_joined_are_the_frames_poll_returns() -> None:

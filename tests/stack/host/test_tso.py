@@ -7,15 +7,14 @@ MSS-sized packets with complete checksums, and the test sees which frames were s
 
 from __future__ import annotations
 
-import hashlib
-import random
-
 import pytest
 
 from stack.drivers.virtio_net import segment_gso_frame, tx_header_for_frame
 from stack.host import Host
 from stack.runner import Runner
 from stack.tcp.config import TSO_MAX_PAYLOAD, TcpConfig
+
+from .transfer import bulk
 
 SERVER = ("10.0.0.2", 8080)
 MTU = 1500
@@ -57,20 +56,7 @@ def transfer(tso_max_bytes: int, size: int) -> tuple[SegmentingWire, bytes]:
     receiver = Host("10.0.0.2/24", "02:00:00:00:00:02", seed=2, tcp=TcpConfig(rcvbuf=1 << 20))
     wire = SegmentingWire(sender, receiver)
     Runner([sender, receiver], [wire])
-    listener = receiver.socket()
-    listener.bind(SERVER)
-    listener.listen(4)
-    client = sender.socket()
-    client.settimeout(30)
-    client.connect(SERVER)
-    server, _ = listener.accept()
-    payload = random.Random(5).randbytes(size)
-    client.sendall(payload)
-    client.shutdown(1)
-    received = bytearray()
-    while chunk := server.recv(1 << 20):
-        received += chunk
-    assert hashlib.sha256(received).digest() == hashlib.sha256(payload).digest()
+    payload = bulk(sender, receiver, size, SERVER)
     return wire, payload
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import random
+
 import stack
+from stack.host import Host
 from stack.runner import Runner
 from stack.socket import Socket
 
@@ -50,3 +54,22 @@ def exchange(runner: Runner, left: Socket, right: Socket, left_data: bytes, righ
 
         runner.run_until(ready, timeout=deadline - runner.now)
     return bytes(ends[1]["in"]), bytes(ends[0]["in"])
+
+
+def bulk(sender: Host, receiver: Host, size: int, server: tuple[str, int] = ("10.0.0.2", 8080)) -> bytes:
+    """`size` bytes from `sender` to `receiver` and the close, SHA-256 checked; the bytes sent."""
+    listener = receiver.socket()
+    listener.bind(server)
+    listener.listen(4)
+    client = sender.socket()
+    client.settimeout(30)
+    client.connect(server)
+    accepted, _ = listener.accept()
+    payload = random.Random(5).randbytes(size)
+    client.sendall(payload)
+    client.shutdown(1)
+    received = bytearray()
+    while chunk := accepted.recv(1 << 20):
+        received += chunk
+    assert hashlib.sha256(received).digest() == hashlib.sha256(payload).digest()
+    return payload
