@@ -24,10 +24,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from lab import builder, doctor
-from lab.netlink import NetlinkOpError, namespace_path, setns_to
+from lab.netlink import NetlinkOpError
 from lab.plan import LabPlan
 from lab.state import LabError, LabState, list_labs
 from lab.topology import TopologyError, find_topology, load_topology, shipped_topologies
+from stack.devices.namespace import move_to, namespace_path
 
 
 class GraphFormat(StrEnum):
@@ -283,7 +284,7 @@ def exec_command(
         namespace = node_namespace(name, node)
     path = namespace_path(namespace)
     try:
-        completed = subprocess.run(command, preexec_fn=lambda: setns_to(path), check=False)
+        completed = subprocess.run(command, preexec_fn=lambda: move_to(path), check=False)
     except FileNotFoundError:
         fail(f"{command[0]}: command not found", 127)
     except PermissionError:

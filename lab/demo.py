@@ -22,10 +22,10 @@ from rich.rule import Rule
 from lab import builder, doctor
 from lab.experiments import get
 from lab.experiments.base import ExperimentResult, RunningLab
-from lab.netlink import NETNS_DIR
 from lab.plan import LabPlan
 from lab.state import LabError
 from lab.topology import DEFAULT_TOPOLOGY, TopologyError, load_topology
+from stack.devices.namespace import NETNS_DIR
 
 DEMO_LAB = "nslabdemo"
 DEMO_OPTIONS = {"handshake": {}, "bulk": {"bytes": "64M"}}

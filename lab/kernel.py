@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import os
 import socket
 import struct
 import threading
@@ -20,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from lab.netlink import namespace_path
+from stack.devices.namespace import entered, namespace_path
 
 CLONE_NEWNET = 0x40000000
 _LIBC = ctypes.CDLL(None, use_errno=True)
@@ -91,21 +90,8 @@ def tcp_info(sock: socket.socket) -> dict[str, Any]:
 @contextmanager
 def inside_namespace(namespace: str) -> Iterator[None]:
     """Run the block with the calling thread in `namespace`, then return it where it was."""
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    target = os.open(namespace_path(namespace), os.O_RDONLY)
-    try:
-        if _LIBC.setns(target, CLONE_NEWNET) != 0:
-            error = ctypes.get_errno()
-            raise OSError(error, f"enter namespace {namespace}: {os.strerror(error)}")
-        try:
-            yield
-        finally:
-            if _LIBC.setns(home, CLONE_NEWNET) != 0:  # a thread left in a lab namespace is a leak
-                error = ctypes.get_errno()
-                raise OSError(error, f"return from namespace {namespace}: {os.strerror(error)}")
-    finally:
-        os.close(target)
-        os.close(home)
+    with entered(namespace_path(namespace)):
+        yield
 
 
 def namespace_socket(namespace: str, family: int = socket.AF_INET,

@@ -30,7 +30,8 @@ from typing import Any
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-NETNS_DIR = "/var/run/netns"
+from stack.devices.namespace import NETNS_DIR, namespace_path
+
 CLONE_NEWNET = 0x40000000
 MS_BIND = 4096
 MS_REC = 16384
@@ -58,10 +59,6 @@ def _check(result: int, what: str) -> None:
     if result != 0:
         code = ctypes.get_errno()
         raise NetlinkOpError(f"{what}: {os.strerror(code)}")
-
-
-def namespace_path(name: str) -> str:
-    return os.path.join(NETNS_DIR, name)
 
 
 def list_namespaces() -> list[str]:
@@ -447,15 +444,6 @@ def scratch_namespace() -> Iterator[IPRoute]:
             _check(_LIBC.setns(root_fd, CLONE_NEWNET), "return to the root namespace")
     finally:
         os.close(root_fd)
-
-
-def setns_to(path: str) -> None:
-    """Move the calling thread (e.g. a child before exec) into the namespace at `path`."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        _check(_LIBC.setns(fd, CLONE_NEWNET), f"enter namespace {path}")
-    finally:
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,10 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab.journal import Journal, JournalEntry, read_journal
-from lab.netlink import Netlink, is_mounted_namespace, lab_tag, namespace_path
+from lab.netlink import Netlink, is_mounted_namespace, lab_tag
 from lab.plan import LabPlan, NodePlan
 from lab.stackctl import StackClient, StackControlError, control_socket_path, wait_for_hello
 from lab.state import LabError, LabState
+from stack.devices.namespace import namespace_path
 
 CLONE_NEWNET = 0x40000000
 STOP_GRACE_SECONDS = 1.0  # SIGTERM first; SIGKILL for what still runs after this

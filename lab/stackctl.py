@@ -41,7 +41,7 @@ class StackCommandFailed(LabError):
 
 
 def control_socket_path(lab: str, node: str, root: Path | None = None) -> Path:
-    return LabState.for_lab(lab, root).nodes_dir / f"{node}.sock"
+    return LabState.for_lab(lab, root).control_socket_path(node)
 
 
 class StackClient:
@@ -206,15 +206,6 @@ def wait_for_hello(client: StackClient, deadline_seconds: float, *,
 # Reading the answers: trace events and connection snapshots
 # --------------------------------------------------------------------------------------------
 
-# The RFC 9293 spellings some views use, to the Linux names `ss` and the kernel's tracepoints use.
-_RFC_TO_LINUX_STATE = {"SYN_RECEIVED": "SYN_RECV", "FIN_WAIT_1": "FIN_WAIT1", "FIN_WAIT_2": "FIN_WAIT2",
-                       "CLOSED": "CLOSE"}
-
-
-def linux_state(name: str) -> str:
-    return _RFC_TO_LINUX_STATE.get(name, name)
-
-
 def endpoint(record: dict[str, Any], side: str) -> tuple[str, int]:
     """("10.0.0.2", 80) for side "local" or "remote", from `local_ip`/`local_port` or `local: "ip:port"`."""
     if f"{side}_ip" in record:
@@ -238,8 +229,8 @@ def stack_state_sequence(events: list[dict[str, Any]]) -> list[str]:
         if event.get("name") != "inet_sock_set_state":
             continue
         if not states:
-            states.append(linux_state(str(event.get("oldstate", "?"))))
-        states.append(linux_state(str(event.get("newstate", "?"))))
+            states.append(str(event.get("oldstate", "?")))
+        states.append(str(event.get("newstate", "?")))
     return states
 
 

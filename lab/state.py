@@ -1,6 +1,6 @@
 """Where a running lab keeps its state, and the lock that serializes `up`/`down` of one lab.
 
-Each lab owns a directory `<root>/<lab>/` (root: `/run/nslab`, or env `NSLAB_STATE_DIR`):
+Each lab owns a directory `<root>/<lab>/` (root: `stack.node.paths.state_root()`):
 
     journal.jsonl   every object, recorded before it is created (see `lab.journal`)
     plan.json       the plan being built or up, its digest and a phase ("building" / "up")
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-DEFAULT_STATE_ROOT = Path("/run/nslab")
-STATE_ROOT_ENV = "NSLAB_STATE_DIR"
+from stack.node import paths
+from stack.node.paths import state_root
 
 # Lab names become namespace prefixes and ifalias tags: keep them short and shell-safe.
 LAB_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
@@ -42,10 +42,6 @@ class LabError(Exception):
 
 class LabLocked(LabError):
     pass
-
-
-def state_root() -> Path:
-    return Path(os.environ.get(STATE_ROOT_ENV) or DEFAULT_STATE_ROOT)
 
 
 def check_lab_name(name: str) -> str:
@@ -82,14 +78,17 @@ class LabState:
 
     @property
     def nodes_dir(self) -> Path:
-        return self.directory / "nodes"
+        return paths.nodes_dir(self.directory)
 
     @property
     def lock_path(self) -> Path:
         return self.root / f"{self.name}.lock"
 
     def node_settings_path(self, node: str) -> Path:
-        return self.nodes_dir / f"{node}.json"
+        return paths.node_settings_path(self.directory, node)
+
+    def control_socket_path(self, node: str) -> Path:
+        return paths.control_socket_path(self.directory, node)
 
     def exists(self) -> bool:
         return self.directory.is_dir()

@@ -20,12 +20,11 @@ from pathlib import Path
 
 from stack.drivers.tap import TapDevice, TapMedium
 from stack.host import Host
+from stack.node import paths
 from stack.node.daemon import build_host, build_medium
 from stack.node.settings import NodeSettings, SettingsError, load_settings
 from stack.socket import Socket
 from stack.threaded import ThreadedDriver
-
-DEFAULT_STATE_ROOT = "/run/nslab"
 
 
 class AttachError(RuntimeError):
@@ -65,8 +64,8 @@ class AttachedHost:
 
 
 def settings_path(lab: str, node: str, state_root: str | os.PathLike[str] | None = None) -> Path:
-    root = state_root if state_root is not None else os.environ.get("NSLAB_STATE_DIR", DEFAULT_STATE_ROOT)
-    return Path(root) / lab / "nodes" / f"{node}.json"
+    root = Path(state_root) if state_root is not None else paths.state_root()
+    return paths.node_settings_path(root / lab, node)
 
 
 def load_attachable(lab: str, node: str, state_root: str | os.PathLike[str] | None = None) -> NodeSettings:

@@ -54,7 +54,7 @@ TCP_USER_TIMEOUT = getattr(_socket, "TCP_USER_TIMEOUT", 18)
 TCP_CONGESTION = getattr(_socket, "TCP_CONGESTION", 13)
 
 _LINGER = struct.Struct("ii")
-_CLOSED_STATES = frozenset({"CLOSED", "TIME_WAIT"})
+_CLOSED_STATES = frozenset({"CLOSE", "TIME_WAIT"})
 
 
 def _os_error(code: int, detail: str | None = None) -> OSError:
@@ -302,7 +302,7 @@ class Socket:
         driver = self._host.driver
         if linger_on and linger_seconds > 0 and self._timeout != 0.0 and driver is not None:
             tcp = self._tcp
-            driver.wait_until(lambda: tcp.state in _CLOSED_STATES or tcp.state == "FIN_WAIT_2",
+            driver.wait_until(lambda: tcp.state in _CLOSED_STATES or tcp.state == "FIN_WAIT2",
                               float(linger_seconds))
 
     def _linger(self) -> tuple[int, int]:

@@ -56,9 +56,9 @@ def lab_name() -> Iterator[str]:
     # Teardown acts on "the root namespace": the test must have left this thread there.
     left_inside = os.stat("/proc/thread-self/ns/net").st_ino != STARTING_NAMESPACE
     if left_inside:
-        from lab.netlink import setns_to
+        from stack.devices.namespace import move_to
 
-        setns_to(f"/proc/self/fd/{STARTING_NAMESPACE_FD}")
+        move_to(f"/proc/self/fd/{STARTING_NAMESPACE_FD}")
     try:
         builder.down(name)
     except LabError:

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from lab.kernel import namespace_socket
-from lab.netlink import namespace_path, setns_to
 from lab.plan import LabPlan, NodePlan, plan_from_json
 from lab.stackctl import StackClient, StackCommandFailed, StackControlError, control_socket_path
 from lab.state import LabError, LabState
+from stack.devices.namespace import move_to, namespace_path
 
 
 class ExperimentError(LabError):
@@ -126,13 +126,13 @@ class RunningLab:
              input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
         """Run a program inside the node's namespace and wait for it (output captured)."""
         path = namespace_path(self.node(node).namespace)
-        return subprocess.run(list(argv), preexec_fn=lambda: setns_to(path), capture_output=True,
+        return subprocess.run(list(argv), preexec_fn=lambda: move_to(path), capture_output=True,
                               timeout=timeout, input=input, check=False)
 
     def popen(self, node: str, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:
         """Start a program inside the node's namespace; the caller stops it (`lab down` would too)."""
         path = namespace_path(self.node(node).namespace)
-        return subprocess.Popen(list(argv), preexec_fn=lambda: setns_to(path), **kwargs)
+        return subprocess.Popen(list(argv), preexec_fn=lambda: move_to(path), **kwargs)
 
     def first(self, kind: str) -> str:
         """The first node of a kind ("kernel" or "pystack"): most experiments use one of each."""

@@ -34,7 +34,7 @@ from lab.experiments.base import STEP_ERRORS, Check, Experiment, ExperimentResul
 from lab.kernel import BackgroundCall, receive_all
 from lab.ktrace import KernelTrace, connection_events, optional_kernel_trace, state_sequence
 from lab.sockdiag import kernel_tcp_sockets
-from lab.stackctl import StackClient, endpoint_port, event_ports, linux_state, read_trace, trace_cursor
+from lab.stackctl import StackClient, endpoint_port, event_ports, read_trace, trace_cursor
 from stack.apps.content import chunks as pattern_chunks
 from stack.apps.content import pattern, pattern_sha256
 
@@ -375,7 +375,7 @@ class CloseScenarios:
             name = str(event.get("name"))
             if remote == kernel_port and name in ("tcp_send_reset", "tcp_receive_reset"):
                 exchange.stack_resets[name] = exchange.stack_resets.get(name, 0) + 1
-        exchange.stack_states = [linux_state(str(e.get("newstate"))) for e in events
+        exchange.stack_states = [str(e.get("newstate")) for e in events
                                  if e.get("name") == "inet_sock_set_state"
                                  and event_ports(e)[1] == kernel_port]
         if self.kernel_trace is not None:
@@ -398,7 +398,7 @@ def stack_connection_state(connections: list[dict[str, Any]], local_port: int,
     for row in connections:
         ports = (endpoint_port(row.get("local", "")), endpoint_port(row.get("remote", "")))
         if ports == (local_port, remote_port):
-            return linux_state(str(row.get("state")))
+            return str(row.get("state"))
     return None
 
 
@@ -407,7 +407,7 @@ def stack_states_by_ports(events: list[dict[str, Any]], local_port: int, remote_
     states: list[str] = []
     for event in events:
         if event.get("name") == "inet_sock_set_state" and event_ports(event) == (local_port, remote_port):
-            states.append(linux_state(str(event.get("newstate"))))
+            states.append(str(event.get("newstate")))
     return states
 
 

@@ -5,7 +5,7 @@ Host (`TapMedium`); `virtio_net` is the pure codec for that header and the check
 go with it.
 """
 
-from stack.drivers.tap import TapCounters, TapDevice, TapError, TapMedium, network_namespace
+from stack.drivers.tap import TapCounters, TapDevice, TapError, TapMedium
 from stack.drivers.virtio_net import (
     NO_OFFLOAD,
     VIRTIO_NET_HDR_F_DATA_VALID,
@@ -43,7 +43,6 @@ __all__ = [
     "VirtioNetHdr",
     "build_virtio_net_hdr",
     "complete_checksum",
-    "network_namespace",
     "parse_virtio_net_hdr",
     "segment_gso_frame",
     "tcp_checksum_trusted",

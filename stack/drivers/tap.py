@@ -19,16 +19,16 @@ The file descriptor is non-blocking: `read()` returns None when nothing is ready
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import os
 import socket
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
+from stack.devices.namespace import entered, namespace_path
 from stack.drivers.virtio_net import (
     VIRTIO_NET_HDR_LEN,
     VirtioNetError,
@@ -82,32 +82,6 @@ class TapCounters:
     tx_rejected: int = 0
 
 
-@contextlib.contextmanager
-def network_namespace(netns: str) -> Iterator[None]:
-    """Run the body in the named network namespace (/run/netns/NAME), then come back.
-
-    setns() changes only the calling thread, so the namespace to return to is the thread's own
-    (/proc/thread-self), not the process's as pyroute2's pushns() records it: that keeps this safe off the
-    main thread. File descriptors opened inside stay bound to that namespace after leaving it.
-    """
-    from pyroute2 import netns as pyroute2_netns  # imported here: only namespace-hopping callers need it
-
-    if not os.path.exists(f"/run/netns/{netns}"):
-        raise TapError(errno.ENOENT, f"network namespace {netns!r} does not exist (no /run/netns/{netns})")
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        try:
-            pyroute2_netns.setns(netns, flags=0)
-        except OSError as exc:
-            raise TapError(exc.errno, f"cannot enter network namespace {netns!r}: {exc.strerror}") from None
-        try:
-            yield
-        finally:
-            pyroute2_netns.setns(home)
-    finally:
-        os.close(home)
-
-
 class TapDevice:
     """A persistent TAP opened in plain or offload mode; non-blocking reads and writes of whole frames."""
 
@@ -135,8 +109,16 @@ class TapDevice:
     @classmethod
     def open_in_namespace(cls, netns: str, name: str, offload: bool = True) -> TapDevice:
         """Open the TAP `name` living in network namespace `netns`; the process itself stays where it is."""
-        with network_namespace(netns):
-            return cls(name, offload)
+        path = namespace_path(netns)
+        if not os.path.exists(path):
+            raise TapError(errno.ENOENT, f"network namespace {netns!r} does not exist (no {path})")
+        try:
+            with entered(path):
+                return cls(name, offload)
+        except TapError:
+            raise
+        except OSError as exc:
+            raise TapError(exc.errno or errno.EIO, f"TAP {name!r} in namespace {netns!r}: {exc}") from None
 
     # --- opening ------------------------------------------------------------------------------------------
 

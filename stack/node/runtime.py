@@ -45,7 +45,7 @@ RECV_CHUNK = 256 * 1024
 # there the limit also bounds a request line.
 BULK_STREAM_LIMIT = 1 << 20
 STREAM_LIMITS = {"discard": BULK_STREAM_LIMIT, "echo": BULK_STREAM_LIMIT}
-SETTLE_AFTER_CLOSE = 1.0  # seconds `connect` waits after closing for CLOSED/TIME_WAIT to show in `states`
+SETTLE_AFTER_CLOSE = 1.0  # seconds `connect` waits after closing for CLOSE/TIME_WAIT to show in `states`
 CONNECT_CLOSE_MODES = ("close", "abort", "none")
 
 
@@ -298,7 +298,7 @@ class StackNode:
         if key:
             with contextlib.suppress(TimeoutError):
                 await self.driver.wait_for(
-                    lambda: bool(states) and states[-1][1] in ("CLOSE", "CLOSED", "TIME_WAIT"),
+                    lambda: bool(states) and states[-1][1] in ("CLOSE", "TIME_WAIT"),
                     SETTLE_AFTER_CLOSE)
 
     def _snapshot_of(self, key: tuple[str, int, str, int]) -> dict[str, Any] | None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from stack.apps import APP_NAMES
 from stack.impairment import Impairment
+from stack.node.paths import control_socket_path
 
 SCHEMA_VERSION = 1
 IMPAIRMENT_FIELDS = ("delay_ms", "jitter_ms", "loss_pct", "duplicate_pct", "reorder_pct", "corrupt_pct",
@@ -54,7 +55,7 @@ class NodeSettings:
 
     @property
     def control_socket(self) -> Path:
-        return self.state_dir / "nodes" / f"{self.node}.sock"
+        return control_socket_path(self.state_dir, self.node)
 
     @property
     def ip(self) -> str:

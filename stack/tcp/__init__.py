@@ -14,7 +14,7 @@ EPIPE; close() with unread data or SO_LINGER 0 sends RST; zero-window and keepal
 SEQ=SND.UNA-1 and no data; Nagle is Minshall's variant; out-of-window ACKs are rate-limited to one per
 500 ms; accept queue full means len > backlog and drops SYNs and handshake ACKs silently; the SYN queue is
 bounded by the backlog with SYN cookies on overflow; ICMP errors abort only a connect() in SYN_SENT;
-timestamps use a per-address-pair offset; a newer SYN may end TIME_WAIT early; an orphaned FIN_WAIT_2
+timestamps use a per-address-pair offset; a newer SYN may end TIME_WAIT early; an orphaned FIN_WAIT2
 lasts tcp_fin_timeout.  Urgent data is received in line (as with SO_OOBINLINE) and its mark remembered
 (`TcpSocket.urgent_pending`); sending urgent data is not offered.
 """

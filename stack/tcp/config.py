@@ -36,7 +36,7 @@ class TcpConfig:
     delayed_ack: float = 0.04
     # TIME_WAIT lasts 2*MSL; Linux's TCP_TIMEWAIT_LEN is 60 s.  Tests set it short.
     time_wait: float = 60.0
-    # net.ipv4.tcp_fin_timeout: how long an orphaned (closed by the application) socket stays in FIN_WAIT_2.
+    # net.ipv4.tcp_fin_timeout: how long an orphaned (closed by the application) socket stays in FIN_WAIT2.
     fin_timeout: float = 60.0
     # net.ipv4.tcp_keepalive_time / _intvl / _probes (used when SO_KEEPALIVE is set).
     keepalive_time: float = 7200.0

@@ -84,8 +84,8 @@ class Connection(RecoveryMixin, OutputMixin, TimersMixin):
         # Per-segment events (tcp_segment_in/out, tcp_probe) cost a dict per segment: built only for a sink
         # that wants them, not for one that keeps state changes and retransmissions only.
         self.trace_segments = trace is not None and trace_segments
-        self.state = S.CLOSED
-        self.passive = False  # created by a listener (SYN_RECEIVED entry of a SYN queue)
+        self.state = S.CLOSE
+        self.passive = False  # created by a listener (SYN_RECV entry of a SYN queue)
         self.orphaned = False  # the application closed its socket; nobody will read or write
         self.on_state_change: Callable[[Connection, TcpState, TcpState], None] | None = None
         # Called once R1 retransmissions of one segment went unanswered (timers.py): the layer's route advice.
@@ -156,7 +156,7 @@ class Connection(RecoveryMixin, OutputMixin, TimersMixin):
         self.delack_deadline: float | None = None
         self.persist_deadline: float | None = None
         self.keepalive_deadline: float | None = None
-        self.close_deadline: float | None = None  # TIME_WAIT or orphaned FIN_WAIT_2
+        self.close_deadline: float | None = None  # TIME_WAIT or orphaned FIN_WAIT2
         self.persist_backoff = 0
         self.probes_out = 0
         self.syn_retries = 0
@@ -225,7 +225,7 @@ class Connection(RecoveryMixin, OutputMixin, TimersMixin):
         self.send_syn(now)
 
     def open_passive(self, syn: TcpSegment, now: float) -> None:
-        """A listener accepted `syn` into its SYN queue: enter SYN_RECEIVED and answer with a SYN-ACK."""
+        """A listener accepted `syn` into its SYN queue: enter SYN_RECV and answer with a SYN-ACK."""
         self.passive = True
         self.state = S.LISTEN
         self.irs = syn.seq
@@ -311,7 +311,7 @@ class Connection(RecoveryMixin, OutputMixin, TimersMixin):
         self.fin_requested = True
         if self.state in (S.ESTABLISHED, S.CLOSE_WAIT):
             self.move("close", now)
-        # In SYN_RECEIVED the FIN waits for ESTABLISHED (RFC 9293 3.10.4).
+        # In SYN_RECV the FIN waits for ESTABLISHED (RFC 9293 3.10.4).
 
     def close(self, now: float, *, linger_abort: bool = False) -> None:
         """close(): the socket is gone.
@@ -321,18 +321,18 @@ class Connection(RecoveryMixin, OutputMixin, TimersMixin):
         """
         self.orphaned = True
         unread = len(self.recv_buffer) > 0 or not self.reassembly.is_empty
-        if self.state in (S.CLOSED, S.LISTEN):
+        if self.state in (S.CLOSE, S.LISTEN):
             return
         if unread or linger_abort:
             self.abort(now)
             return
         self.shutdown_write(now)
-        if self.state is S.FIN_WAIT_2:
+        if self.state is S.FIN_WAIT2:
             self.close_deadline = now + self.config.fin_timeout
 
     def abort(self, now: float, error: int = 0) -> None:
         """ABORT (RFC 9293 3.10.5): send RST in the states that have a peer, then forget everything."""
-        if (self.state in SYNCHRONIZED and self.state is not S.TIME_WAIT) or self.state is S.SYN_RECEIVED:
+        if (self.state in SYNCHRONIZED and self.state is not S.TIME_WAIT) or self.state is S.SYN_RECV:
             # Linux's active reset carries ACK with SEQ=SND.NXT.
             self.send_reset(self.snd_nxt, self.rcv_nxt, now, with_ack=True)
         self.terminate(now, error)
@@ -344,8 +344,8 @@ class Connection(RecoveryMixin, OutputMixin, TimersMixin):
         self.reassembly = ReassemblyQueue(limit=self.rcvbuf)
         self.send_buffer = SendBuffer()
         self.stop_timers()
-        if self.state is not S.CLOSED:
-            self.set_state(S.CLOSED, now)
+        if self.state is not S.CLOSE:
+            self.set_state(S.CLOSE, now)
 
     # ------------------------------------------------------------------ SEGMENT ARRIVES (RFC 9293 3.10.7)
 
@@ -353,7 +353,7 @@ class Connection(RecoveryMixin, OutputMixin, TimersMixin):
         if self.trace_segments:
             self.trace(TCP_SEGMENT_IN, now, **segment_fields(seg))
         state = self.state
-        if state is S.CLOSED:
+        if state is S.CLOSE:
             return
         if state is S.SYN_SENT:
             self.arrives_in_syn_sent(seg, now)
@@ -399,7 +399,7 @@ class Connection(RecoveryMixin, OutputMixin, TimersMixin):
             if len(seg.payload) or flags & FIN:
                 self.process_text_and_fin(seg, seq_add(seg.seq, 1), now)
             return
-        # Simultaneous open: SYN without ACK.  Answer with SYN-ACK from SYN_RECEIVED.
+        # Simultaneous open: SYN without ACK.  Answer with SYN-ACK from SYN_RECV.
         self.snd_wnd = seg.window
         self.max_snd_wnd = self.snd_wnd
         self.snd_wl1 = seg.seq
@@ -426,10 +426,10 @@ class Connection(RecoveryMixin, OutputMixin, TimersMixin):
         return seg_len > 0 and seq_between(rcv_nxt, seq_add(seg.seq, seg_len - 1), end)
 
     def arrives_synchronized(self, seg: TcpSegment, now: float) -> None:
-        """RFC 9293 3.10.7.4 for SYN_RECEIVED and the synchronized states, steps in the RFC's order."""
+        """RFC 9293 3.10.7.4 for SYN_RECV and the synchronized states, steps in the RFC's order."""
         flags = int(seg.flags)
         state = self.state
-        if state is S.SYN_RECEIVED and flags & SYN and not flags & (ACK | RST) and seg.seq == self.irs:
+        if state is S.SYN_RECV and flags & SYN and not flags & (ACK | RST) and seg.seq == self.irs:
             # Linux: the peer retransmitted its SYN (our SYN-ACK was lost): answer with the SYN-ACK again.
             self.send_syn(now)
             return
@@ -472,7 +472,7 @@ class Connection(RecoveryMixin, OutputMixin, TimersMixin):
             return
         # Fourth: SYN in a synchronized state (RFC 5961 4.2): challenge ACK, whatever its sequence number.
         if flags & SYN:
-            if state is S.SYN_RECEIVED and self.passive:
+            if state is S.SYN_RECV and self.passive:
                 # Linux (tcp_check_req): a new SYN for an embryonic connection resets it.
                 self.send_reset(self.snd_nxt, self.rcv_nxt, now, with_ack=True)
                 self.terminate(now, 0)
@@ -484,7 +484,7 @@ class Connection(RecoveryMixin, OutputMixin, TimersMixin):
             return
         if ts is not None and self.negotiated.timestamps:
             self.update_ts_recent(seg, ts[0])
-        if state is S.SYN_RECEIVED:
+        if state is S.SYN_RECV:
             if not (seq_lt(self.snd_una, seg.ack) and seq_le(seg.ack, self.snd_nxt)):
                 self.send_reset(seg.ack, 0, now, with_ack=False)
                 return
@@ -497,11 +497,11 @@ class Connection(RecoveryMixin, OutputMixin, TimersMixin):
             self.rto_deadline = None
             self.move("rcv_ack", now)
             if self.fin_requested:
-                self.move("close", now)  # close() in SYN_RECEIVED: the FIN goes out now (RFC 9293 3.10.4)
+                self.move("close", now)  # close() in SYN_RECV: the FIN goes out now (RFC 9293 3.10.4)
             state = self.state
         elif not self.process_ack(seg, now):
             return
-        if self.state is S.CLOSED:
+        if self.state is S.CLOSE:
             return
         if flags & URG:
             note_urgent_pointer(self, seg, now)  # sixth step
@@ -525,7 +525,7 @@ class Connection(RecoveryMixin, OutputMixin, TimersMixin):
         self.trace(TCP_RECEIVE_RESET, now)
         if state in (S.ESTABLISHED, S.CLOSE_WAIT):
             self.counters["EstabResets"] += 1
-        if state is S.SYN_RECEIVED:
+        if state is S.SYN_RECV:
             # A passive entry just leaves the SYN queue (RFC 9293: "return to LISTEN"); an active one
             # (simultaneous open) was refused.
             self.counters["AttemptFails"] += 1
@@ -626,15 +626,15 @@ class Connection(RecoveryMixin, OutputMixin, TimersMixin):
         self.eof = True
         self.ack_now = True
         state = self.state
-        if state in (S.SYN_RECEIVED, S.ESTABLISHED):
+        if state in (S.SYN_RECV, S.ESTABLISHED):
             self.move("rcv_fin", now)
-        elif state is S.FIN_WAIT_1:
+        elif state is S.FIN_WAIT1:
             if self.fin_sent and self.snd_una == self.snd_nxt:
                 self.move("rcv_fin_ack_of_fin", now)
                 self.enter_time_wait(now)
             else:
                 self.move("rcv_fin", now)
-        elif state is S.FIN_WAIT_2:
+        elif state is S.FIN_WAIT2:
             self.move("rcv_fin", now)
             self.enter_time_wait(now)
 
@@ -671,7 +671,7 @@ class Connection(RecoveryMixin, OutputMixin, TimersMixin):
         or time-exceeded aborts the attempt (tcp_v4_err), in other states errors are soft: remembered and
         reported only if the connection later times out (RFC 1122 4.2.3.9 allows this).
         """
-        if self.state in (S.CLOSED, S.LISTEN, S.TIME_WAIT):
+        if self.state in (S.CLOSE, S.LISTEN, S.TIME_WAIT):
             return
         if not (seq_ge(seq, self.snd_una) and seq_le(seq, self.snd_nxt)):
             self.counters["OutOfWindowIcmps"] += 1
@@ -687,7 +687,7 @@ class Connection(RecoveryMixin, OutputMixin, TimersMixin):
         err = icmp_errno(kind, code)
         if err is None:
             return
-        if self.state is S.SYN_RECEIVED and self.passive:
+        if self.state is S.SYN_RECV and self.passive:
             # Linux (tcp_req_err): a fatal error drops the SYN queue entry; others are ignored.
             if kind == "unreachable" and code in FATAL_UNREACHABLE:
                 self.terminate(now, 0)
@@ -705,7 +705,7 @@ class Connection(RecoveryMixin, OutputMixin, TimersMixin):
         if self.negotiated.sack and self.snd_una != self.snd_nxt:
             holes = tuple(self.scoreboard.holes(self.snd_una, self.snd_nxt))
         return ConnectionSnapshot(
-            state=self.state.name,
+            state=self.state.value,
             local_ip=self.local_ip,
             local_port=self.local_port,
             remote_ip=self.remote_ip,

@@ -5,7 +5,7 @@ every event and sleeps until `next_deadline()`.  Applications use `socket()` (a 
 
 The three tables, named as in the seeds:
 - **bound**: every socket holding a local (address, port), including connections the application already
-  closed but that still live (FIN_WAIT_2, TIME_WAIT) — they keep their port, as in Linux's bind hash;
+  closed but that still live (FIN_WAIT2, TIME_WAIT) — they keep their port, as in Linux's bind hash;
 - **listening**: one `Listener` per listening (address, port), each with its SYN queue and accept queue;
 - **established** (Linux's "ehash"): every connection with a 4-tuple, from SYN_SENT / SYN_RECV to TIME_WAIT.
 
@@ -135,7 +135,7 @@ class TcpLayer:
                 parent = self.parent_of.get(connection)
                 if (
                     parent is not None
-                    and connection.state is S.SYN_RECEIVED
+                    and connection.state is S.SYN_RECV
                     and int(segment.flags) & ACK
                     and not int(segment.flags) & (RST | SYN)
                     and parent.accept_queue_full()
@@ -202,7 +202,7 @@ class TcpLayer:
             # The connection's timer moved later (or stopped) since this entry was pushed: requeue it.
             heapq.heappop(timers)
             del scheduled[connection]
-            if actual is not None and connection.state is not S.CLOSED:
+            if actual is not None and connection.state is not S.CLOSE:
                 scheduled[connection] = actual
                 heapq.heappush(timers, (actual, next(self._tie), connection))
         return None
@@ -285,14 +285,14 @@ class TcpLayer:
     def on_state_change(self, key: FourTuple, connection: Connection, old: TcpState, new: TcpState) -> None:
         if new is S.SYN_SENT:
             self.counter["ActiveOpens"] += 1
-        elif new is S.SYN_RECEIVED and old is S.LISTEN:
+        elif new is S.SYN_RECV and old is S.LISTEN:
             self.counter["PassiveOpens"] += 1
         parent = self.parent_of.get(connection)
         if parent is not None:
             parent.on_state_change(key, connection, new)
-            if new is not S.SYN_RECEIVED:
+            if new is not S.SYN_RECV:
                 del self.parent_of[connection]
-        if new is S.CLOSED:
+        if new is S.CLOSE:
             if self.connections.get(key) is connection:
                 del self.connections[key]
             self._scheduled.pop(connection, None)
@@ -305,7 +305,7 @@ class TcpLayer:
         self._dirty[connection] = None
 
     def schedule(self, connection: Connection) -> None:
-        if connection.state is S.CLOSED:
+        if connection.state is S.CLOSE:
             self._scheduled.pop(connection, None)
             return
         deadline = connection.next_deadline()

@@ -79,9 +79,9 @@ class Listener:
         Linux keeps a connection that the peer reset in the accept queue: accept() returns it and the
         first recv() reports ECONNRESET.
         """
-        if key in self.syn_queue and new is not TcpState.SYN_RECEIVED:
+        if key in self.syn_queue and new is not TcpState.SYN_RECV:
             del self.syn_queue[key]
-            if new is not TcpState.CLOSED:
+            if new is not TcpState.CLOSE:
                 self.accept_queue.append(connection)
 
     def pop_accepted(self) -> Connection | None:

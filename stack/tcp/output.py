@@ -34,9 +34,9 @@ PSH_ACK = TcpFlags.PSH | TcpFlags.ACK
 FIN_ACK = TcpFlags.FIN | TcpFlags.ACK
 WITH_FIN = {ACK: FIN_ACK, PSH_ACK: TcpFlags.FIN | PSH_ACK}
 #: States that may (re)transmit data or a FIN.
-SENDING_STATES = frozenset({S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_1, S.CLOSING, S.LAST_ACK})
+SENDING_STATES = frozenset({S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT1, S.CLOSING, S.LAST_ACK})
 #: States that answer with bare ACKs.
-ACKING_STATES = SENDING_STATES | {S.FIN_WAIT_2, S.TIME_WAIT, S.SYN_RECEIVED}
+ACKING_STATES = SENDING_STATES | {S.FIN_WAIT2, S.TIME_WAIT, S.SYN_RECV}
 
 
 class OutputMixin:
@@ -108,7 +108,7 @@ class OutputMixin:
             self.trace(TCP_SEGMENT_OUT, now, **segment_fields(segment))
 
     def send_syn(self: Connection, now: float) -> None:
-        """Send (or resend) our SYN in SYN_SENT, or our SYN-ACK in SYN_RECEIVED, and arm the timer."""
+        """Send (or resend) our SYN in SYN_SENT, or our SYN-ACK in SYN_RECV, and arm the timer."""
         retransmission = self.snd_nxt != self.iss
         window = min(self.free_receive_space(), 0xFFFF)  # never scaled in a SYN (RFC 7323 2.2)
         if self.state is S.SYN_SENT:

@@ -62,7 +62,7 @@ class RecoveryMixin:
 
     def on_fin_acked(self: Connection, now: float) -> bool:
         state = self.state
-        if state is S.FIN_WAIT_1:
+        if state is S.FIN_WAIT1:
             self.move("rcv_ack_of_fin", now)
             if self.orphaned:
                 # Linux: an orphaned socket waits tcp_fin_timeout for the peer's FIN, not forever.

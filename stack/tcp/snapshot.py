@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class ConnectionSnapshot:
-    state: str  # RFC 9293 name: "ESTABLISHED", "SYN_RECEIVED", "FIN_WAIT_2", ...
+    state: str  # TcpState value (Linux's names): "ESTABLISHED", "SYN_RECV", "FIN_WAIT2", ...
     local_ip: str
     local_port: int
     remote_ip: str
@@ -39,7 +39,7 @@ class ConnectionSnapshot:
 class BoundEntry:
     ip: str
     port: int
-    state: str  # the socket's state: "CLOSED" (bound only), "LISTEN", "ESTABLISHED", "TIME_WAIT", ...
+    state: str  # the socket's state: "CLOSE" (bound only), "LISTEN", "ESTABLISHED", "TIME_WAIT", ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 S = TcpState
 WILDCARD = "0.0.0.0"
 CONNECTED_STATES = frozenset(
-    {S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2, S.CLOSE_WAIT, S.CLOSING, S.LAST_ACK, S.TIME_WAIT}
+    {S.ESTABLISHED, S.FIN_WAIT1, S.FIN_WAIT2, S.CLOSE_WAIT, S.CLOSING, S.LAST_ACK, S.TIME_WAIT}
 )
 SENDABLE_STATES = frozenset({S.ESTABLISHED, S.CLOSE_WAIT})
 MIN_BUFFER = 2304  # Linux's SOCK_MIN_RCVBUF / 2 ... the smallest buffer setsockopt accepts (doubled: 4608)
@@ -115,10 +115,10 @@ class TcpSocket:
     @property
     def state(self) -> str:
         if self._listener is not None:
-            return S.LISTEN.name
+            return S.LISTEN.value
         if self._conn is not None:
-            return self._conn.state.name
-        return S.CLOSED.name
+            return self._conn.state.value
+        return S.CLOSE.value
 
     @property
     def error(self) -> int:
@@ -143,7 +143,7 @@ class TcpSocket:
             or conn.eof
             or self._shut_rd
             or self.error != 0
-            or conn.state is S.CLOSED
+            or conn.state is S.CLOSE
         )
 
     @property
@@ -151,7 +151,7 @@ class TcpSocket:
         conn = self._conn
         if conn is None:
             return False
-        if conn.state in (S.SYN_SENT, S.SYN_RECEIVED):
+        if conn.state in (S.SYN_SENT, S.SYN_RECV):
             return False
         if conn.state not in SENDABLE_STATES or self._shut_wr or self.error:
             return True  # send() would fail at once rather than block
@@ -234,7 +234,7 @@ class TcpSocket:
             raise _error(errno.EISCONN, "socket is listening")
         conn = self._conn
         if conn is not None:
-            if conn.state in (S.SYN_SENT, S.SYN_RECEIVED):
+            if conn.state in (S.SYN_SENT, S.SYN_RECV):
                 raise _error(errno.EALREADY)
             if self.error:
                 code = self.error
@@ -300,7 +300,7 @@ class TcpSocket:
         code = self._take_error()
         if code:
             raise _error(code)
-        if conn.state in (S.SYN_SENT, S.SYN_RECEIVED) and not self._shut_wr:
+        if conn.state in (S.SYN_SENT, S.SYN_RECV) and not self._shut_wr:
             raise _error(errno.EAGAIN)
         if self._shut_wr or conn.fin_requested or conn.state not in SENDABLE_STATES:
             raise _error(errno.EPIPE)
@@ -335,7 +335,7 @@ class TcpSocket:
         code = self._take_error()
         if code:
             raise _error(code)
-        if conn.eof or self._shut_rd or conn.state is S.CLOSED or bufsize == 0:
+        if conn.eof or self._shut_rd or conn.state is S.CLOSE or bufsize == 0:
             return b""
         raise _error(errno.EAGAIN)
 
@@ -351,7 +351,7 @@ class TcpSocket:
                 self._listener = None
             return
         conn = self._conn
-        if conn is None or conn.state is S.CLOSED:
+        if conn is None or conn.state is S.CLOSE:
             raise _error(errno.ENOTCONN)
         if how in (_socket.SHUT_RD, _socket.SHUT_RDWR):
             self._shut_rd = True
@@ -369,11 +369,11 @@ class TcpSocket:
             layer.close_listener(self._listener, layer.now)
             self._listener = None
         conn = self._conn
-        if conn is not None and conn.state is not S.CLOSED:
+        if conn is not None and conn.state is not S.CLOSE:
             linger_abort = self._linger[0] != 0 and self._linger[1] == 0
             conn.close(layer.now, linger_abort=linger_abort)
             layer.touch(conn)
-            if conn.state is not S.CLOSED:
+            if conn.state is not S.CLOSE:
                 return  # the binding lives on with the connection (FIN_WAIT, TIME_WAIT)
         layer.owner_of.pop(conn, None) if conn is not None else None
         layer.unbind(self)
@@ -407,7 +407,7 @@ class TcpSocket:
         conn.user_timeout = self._user_timeout
         conn.max_segment = self._maxseg
         conn.sndbuf = self._sndbuf
-        if conn.state in (S.CLOSED, S.LISTEN):
+        if conn.state in (S.CLOSE, S.LISTEN):
             conn.rcvbuf = self._rcvbuf
             conn.reassembly.limit = self._rcvbuf
             if conn.cc.name != self._congestion:

@@ -1,4 +1,4 @@
-"""The connection's timers: retransmission, delayed ACK, persist, keepalive, TIME_WAIT and FIN_WAIT_2.
+"""The connection's timers: retransmission, delayed ACK, persist, keepalive, TIME_WAIT and FIN_WAIT2.
 
 Timers are absolute deadlines on the connection (None when stopped); `run_timers(now)` fires the due ones
 and `next_deadline()` is the earliest, so a host sleeps exactly until something has to happen.
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 S = TcpState
 #: States in which keepalive probes make sense (data could flow in at least one direction).
-KEEPALIVE_STATES = frozenset({S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_1, S.FIN_WAIT_2})
+KEEPALIVE_STATES = frozenset({S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT1, S.FIN_WAIT2})
 
 
 class TimersMixin:
@@ -61,7 +61,7 @@ class TimersMixin:
                 self.on_keepalive_timer(now)
         if self.close_deadline is not None and now >= self.close_deadline:
             self.close_deadline = None
-            if self.state in (S.TIME_WAIT, S.FIN_WAIT_2):
+            if self.state in (S.TIME_WAIT, S.FIN_WAIT2):
                 self.terminate(now, 0)
 
     def timed_out(self: Connection, now: float) -> None:
@@ -73,7 +73,7 @@ class TimersMixin:
 
     def on_rto_timer(self: Connection, now: float) -> None:
         self.trace(TCP_RTO_FIRE, now, rto=self.rtt.rto, retries=self.rto_retries)
-        if self.state in (S.SYN_SENT, S.SYN_RECEIVED):
+        if self.state in (S.SYN_SENT, S.SYN_RECV):
             limit = self.config.syn_retries if self.state is S.SYN_SENT else self.config.synack_retries
             if self.user_timeout is not None and not self.passive:
                 # Linux (tcp_write_timeout): TCP_USER_TIMEOUT bounds a connect() too, so the application
@@ -94,7 +94,7 @@ class TimersMixin:
             self.send_syn(now)
             return
         if self.snd_una == self.snd_nxt or self.state not in (
-            S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_1, S.CLOSING, S.LAST_ACK
+            S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT1, S.CLOSING, S.LAST_ACK
         ):
             return
         if self.user_timeout is not None:
@@ -117,7 +117,7 @@ class TimersMixin:
     def on_persist_timer(self: Connection, now: float) -> None:
         unsent = len(self.send_buffer) - seq_sub(self.snd_nxt, self.snd_una)
         if self.fin_sent or (unsent <= 0 and not self.fin_requested) or self.state not in (
-            S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT_1, S.LAST_ACK, S.CLOSING
+            S.ESTABLISHED, S.CLOSE_WAIT, S.FIN_WAIT1, S.LAST_ACK, S.CLOSING
         ):
             return
         # Linux (tcp_probe_timer): unanswered probes count against retries2 / the user timeout.

@@ -24,7 +24,8 @@ from lab.experiments.close import (
     stack_connection_state,
     stack_states_by_ports,
 )
-from lab.stackctl import linux_state
+from lab.kernel import KERNEL_TCP_STATES
+from stack.tcp.state import TcpState
 
 
 def _events(states: list[str], local: int = 7100, remote: int = 40000) -> list[dict]:
@@ -113,11 +114,16 @@ def test_reading_states_from_trace_and_ss() -> None:
     events = _events(["SYN_RECV", "ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSE"])
     assert stack_states_by_ports(events, 7100, 40000) == ["SYN_RECV", "ESTABLISHED", "CLOSE_WAIT",
                                                          "LAST_ACK", "CLOSE"]
-    rows = [{"state": "FIN_WAIT_2", "local": "10.0.0.2:7100", "remote": "10.0.0.1:40000"},
+    rows = [{"state": "FIN_WAIT2", "local": "10.0.0.2:7100", "remote": "10.0.0.1:40000"},
             {"state": "TIME_WAIT", "local": "10.0.0.2:7101", "remote": "10.0.0.1:40001"}]
     assert stack_connection_state(rows, 7100, 40000) == "FIN_WAIT2"
     assert stack_connection_state(rows, 7100, 40001) is None
-    assert linux_state("SYN_RECEIVED") == "SYN_RECV" and linux_state("LISTEN") == "LISTEN"
+
+
+def test_stack_and_kernel_share_one_state_vocabulary() -> None:
+    """Every state the stack reports is spelled as the kernel's sock_diag and tracepoints spell it."""
+    assert {state.value for state in TcpState} <= set(KERNEL_TCP_STATES.values())
+    assert all(state.name == state.value for state in TcpState)
 
 
 # --- kernel-side observation (root, two kernel nodes) ---------------------------------------

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lab.cli import app
-from lab.state import STATE_ROOT_ENV
+from stack.node.paths import STATE_ROOT_ENV
 
 
 @pytest.fixture

@@ -30,12 +30,13 @@ from pyroute2 import IPRoute, netns
 from lab import builder
 from lab.chain import chain_yaml
 from lab.doctor import netem_available
-from lab.netlink import Netlink, NetlinkOpError, RtnlBatch, lab_tag, list_namespaces, setns_to
+from lab.netlink import Netlink, NetlinkOpError, RtnlBatch, lab_tag, list_namespaces
 from lab.plan import RoutePlan
 from lab.processes import record_process
 from lab.state import LabError, LabState, state_root
 from lab.status import lab_status
 from lab.topology import load_topology
+from stack.devices.namespace import move_to
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -95,7 +96,7 @@ def tcp_exchange(client_ns: str, server_ns: str, server_ip: str, port: int, payl
 def sysctl_in(namespace: str, name: str) -> str:
     """Read a net.* sysctl as a process inside `namespace` sees it (a short child, no `ip netns exec`)."""
     path = "/proc/sys/" + name.replace(".", "/")
-    code = (f"from lab.netlink import setns_to; setns_to({f'/var/run/netns/{namespace}'!r}); "
+    code = (f"from stack.devices.namespace import move_to; move_to({f'/var/run/netns/{namespace}'!r}); "
             f"print(open({path!r}).read().strip())")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             cwd=PROJECT_ROOT, env=os.environ | {"PYTHONPATH": str(PROJECT_ROOT)})
@@ -342,9 +343,9 @@ def _last_address(lab: str) -> str:
 def test_down_stops_processes_in_the_labs_namespaces(lab_name: str) -> None:
     assert builder.up(load_topology(PROJECT_ROOT / "topologies/pair.yaml", name=lab_name)).changed
     path = f"/var/run/netns/{lab_name}-h1"
-    journaled = subprocess.Popen(["sleep", "60"], preexec_fn=lambda: setns_to(path))
+    journaled = subprocess.Popen(["sleep", "60"], preexec_fn=lambda: move_to(path))
     record_process(lab_name, f"{lab_name}-h1", journaled.pid)
-    stray = subprocess.Popen(["sleep", "60"], preexec_fn=lambda: setns_to(path))  # as if from `lab exec`
+    stray = subprocess.Popen(["sleep", "60"], preexec_fn=lambda: move_to(path))  # as if from `lab exec`
     status = lab_status(lab_name)
     in_h1 = [p for p in status["processes"] if p["namespace"] == f"{lab_name}-h1"]  # s1 runs its stack
     assert in_h1 == [{"pid": journaled.pid, "namespace": f"{lab_name}-h1", "running": True}]

@@ -202,7 +202,7 @@ def test_reading_snapshots_and_trace_events() -> None:
     assert find_connection(connections, remote=("10.0.0.1", 3)) is None
     events = [
         {"name": "inet_sock_set_state", "local_ip": "10.0.0.2", "local_port": 80, "remote_ip": "10.0.0.1",
-         "remote_port": 1, "oldstate": "LISTEN", "newstate": "SYN_RECEIVED"},
+         "remote_port": 1, "oldstate": "LISTEN", "newstate": "SYN_RECV"},
         {"name": "tcp_segment_in", "local_ip": "10.0.0.2", "local_port": 80, "remote_ip": "10.0.0.1",
          "remote_port": 1},
         {"name": "inet_sock_set_state", "local_ip": "10.0.0.2", "local_port": 80, "remote_ip": "10.0.0.1",

@@ -12,7 +12,6 @@ import pytest
 from lab.state import (
     PHASE_BUILDING,
     PHASE_UP,
-    STATE_ROOT_ENV,
     LabError,
     LabLocked,
     LabState,
@@ -22,6 +21,7 @@ from lab.state import (
     remove_lock_file,
     state_root,
 )
+from stack.node.paths import STATE_ROOT_ENV
 
 
 def test_state_root_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

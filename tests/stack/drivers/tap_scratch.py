@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 from pyroute2 import IPRoute, netns
 
-from stack.drivers.tap import IFF_NO_PI, IFF_TAP, IFF_VNET_HDR, TapDevice, network_namespace
+from stack.devices.namespace import entered, namespace_path
+from stack.drivers.tap import IFF_NO_PI, IFF_TAP, IFF_VNET_HDR, TapDevice
 from stack.drivers.virtio_net import (
     VirtioNetHdr,
     tx_header_for_frame,
@@ -95,9 +96,9 @@ def scratch_pair(mtu: int = 1500) -> Iterator[ScratchPair]:
         for name in (name_a, name_b):
             netns.create(name)
             created.append(name)
-            with network_namespace(name):
+            with entered(namespace_path(name)):
                 _disable_ipv6()
-        with network_namespace(name_a):
+        with entered(namespace_path(name_a)):
             _create_persistent_tap("tap0")
         with IPRoute(netns=name_a, flags=0) as ipr_a:
             ipr_a.link("add", ifname="br0", kind="bridge")

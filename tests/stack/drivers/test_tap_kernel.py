@@ -13,8 +13,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from stack.devices.namespace import entered, namespace_path
 from stack.drivers import tap as tap_module
-from stack.drivers.tap import TapDevice, TapError, network_namespace
+from stack.drivers.tap import TapDevice, TapError
 from stack.drivers.virtio_net import (
     VIRTIO_NET_HDR_F_NEEDS_CSUM,
     VIRTIO_NET_HDR_GSO_TCPV4,
@@ -81,7 +82,7 @@ def test_missing_device_is_an_error_and_creates_nothing(pair: ScratchPair) -> No
     with pytest.raises(TapError, match="no network device named 'tap9'") as caught:
         TapDevice.open_in_namespace(pair.netns_a, "tap9")
     assert caught.value.errno == errno.ENODEV
-    with network_namespace(pair.netns_a), pytest.raises(OSError):
+    with entered(namespace_path(pair.netns_a)), pytest.raises(OSError):
         socket.if_nametoindex("tap9")
 
 

@@ -57,8 +57,8 @@ def test_impaired_wire_delivers_exact_bytes_both_ways(a_to_b: Impairment, b_to_a
 
     client.close()
     server.close()
-    runner.run_until(lambda: {client.state, server.state} <= {"CLOSED", "TIME_WAIT"}, timeout=600.0)
-    assert {client.state, server.state} <= {"CLOSED", "TIME_WAIT"}
+    runner.run_until(lambda: {client.state, server.state} <= {"CLOSE", "TIME_WAIT"}, timeout=600.0)
+    assert {client.state, server.state} <= {"CLOSE", "TIME_WAIT"}
     assert runner.run_until_idle(timeout=3600.0)
     assert a.tcp.next_deadline() is None and b.tcp.next_deadline() is None
     assert a.tables().established == () and b.tables().established == ()

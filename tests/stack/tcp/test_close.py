@@ -23,10 +23,10 @@ def reach(state: str) -> tuple[Tester, TcpSocket, int]:
     t = Tester()
     sock = t.open_client()
     peer_next = 5001
-    if state in ("FIN_WAIT_1", "FIN_WAIT_2", "CLOSING", "TIME_WAIT"):
+    if state in ("FIN_WAIT1", "FIN_WAIT2", "CLOSING", "TIME_WAIT"):
         sock.shutdown(socket.SHUT_WR)
         t.poll()
-        if state in ("FIN_WAIT_2", "TIME_WAIT"):
+        if state in ("FIN_WAIT2", "TIME_WAIT"):
             t.send(peer("A", seq=5001, ack=1002))
         if state in ("CLOSING", "TIME_WAIT"):
             t.send(peer("FA", seq=5001, ack=1001 if state == "CLOSING" else 1002))
@@ -43,8 +43,8 @@ def reach(state: str) -> tuple[Tester, TcpSocket, int]:
 
 RESET_ERRNO = {
     "ESTABLISHED": errno.ECONNRESET,
-    "FIN_WAIT_1": errno.ECONNRESET,
-    "FIN_WAIT_2": errno.ECONNRESET,
+    "FIN_WAIT1": errno.ECONNRESET,
+    "FIN_WAIT2": errno.ECONNRESET,
     "CLOSE_WAIT": errno.EPIPE,  # Linux's tcp_reset()
     "CLOSING": 0,
     "LAST_ACK": 0,
@@ -57,7 +57,7 @@ def test_exact_reset_in_every_synchronized_state(state: str) -> None:
     t, sock, peer_next = reach(state)
     t.send(peer("R", seq=peer_next), at=0.5)
     t.expect_nothing()
-    assert sock.state == "CLOSED" and sock.error == RESET_ERRNO[state]
+    assert sock.state == "CLOSE" and sock.error == RESET_ERRNO[state]
     assert t.layer.connections == {}
 
 
@@ -90,14 +90,14 @@ def test_close_in_syn_received_sends_the_fin_once_established() -> None:
     t = Tester()
     sock = t.connect(80)
     t.poll()
-    t.send(peer("S", seq=7000, mss=1460))  # simultaneous open: we are in SYN_RECEIVED
+    t.send(peer("S", seq=7000, mss=1460))  # simultaneous open: we are in SYN_RECV
     t.poll()
     sock.close()
     t.expect_nothing()
     t.send(peer("A", seq=7001, ack=1001))
     (fin,) = t.poll()
     assert fin.flags == seg("FA").flags and fin.seq == 1001 and fin.ack == 7001
-    assert t.connection().state.name == "FIN_WAIT_1"
+    assert t.connection().state.name == "FIN_WAIT1"
 
 
 def test_abort_in_syn_sent_sends_nothing() -> None:

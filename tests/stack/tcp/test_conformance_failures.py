@@ -24,7 +24,7 @@ def give_up_time(t: Tester) -> float:
         deadline = t.deadline()
         assert deadline is not None
         t.poll(at=deadline)
-        if sock.state == "CLOSED":
+        if sock.state == "CLOSE":
             assert sock.error == errno.ETIMEDOUT
             return deadline
     raise AssertionError("the connect never gave up")
@@ -51,7 +51,7 @@ def test_user_timeout_bounds_a_connect() -> None:
     t.expect(SYN, at=1.0)  # 1 s after the first SYN: within the user timeout, so retransmit
     assert t.deadline() == pytest.approx(3.0)
     t.expect_nothing(at=3.0)  # 3 s: the user timeout is over
-    assert sock.state == "CLOSED" and sock.error == errno.ETIMEDOUT
+    assert sock.state == "CLOSE" and sock.error == errno.ETIMEDOUT
 
 
 def test_user_timeout_does_not_shorten_a_connect_that_answers() -> None:

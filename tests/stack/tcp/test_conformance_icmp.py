@@ -52,7 +52,7 @@ def test_a_soft_error_explains_a_later_timeout(kind: str, code: int, reported: i
     t.layer.icmp_error(icmp(kind, code, seq=1001), now=1.05)
     for when in (1.2, 1.6, 2.5):
         t.poll(at=when)
-    assert sock.state == "CLOSED" and sock.error == reported
+    assert sock.state == "CLOSE" and sock.error == reported
 
 
 def test_source_quench_is_ignored() -> None:
@@ -79,4 +79,4 @@ def test_connect_in_syn_sent_is_aborted_like_linux() -> None:
     sock = t.connect(80)
     t.poll()
     t.layer.icmp_error(icmp("unreachable", 1, seq=1000), now=0.01)
-    assert sock.state == "CLOSED" and sock.error == errno.EHOSTUNREACH
+    assert sock.state == "CLOSE" and sock.error == errno.EHOSTUNREACH

@@ -82,7 +82,7 @@ def test_interval_and_count_are_configurable_per_socket() -> None:
     t.expect(PROBE, at=30.0)
     t.expect(PROBE, at=35.0)
     t.expect(seg("RA", seq=1001, ack=5001, win=0, sport=50000, dport=80), at=40.0)
-    assert sock.state == "CLOSED" and sock.error == errno.ETIMEDOUT
+    assert sock.state == "CLOSE" and sock.error == errno.ETIMEDOUT
 
 
 def test_a_lost_probe_or_ack_is_tolerated() -> None:

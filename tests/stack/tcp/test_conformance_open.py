@@ -1,4 +1,4 @@
-"""RFC 9293 opening rules not covered elsewhere: SYN_RECEIVED remembers where it came from (MUST-11), a
+"""RFC 9293 opening rules not covered elsewhere: SYN_RECV remembers where it came from (MUST-11), a
 passive OPEN leaves other connections alone and may share a port with a connection being opened
 (MUST-41, MUST-42), local addresses in OPEN (MUST-43..45) and address validation (MUST-46, MUST-63)."""
 
@@ -33,7 +33,7 @@ def two_address_layer() -> TcpLayer:
 
 
 def test_simultaneous_open_reset_in_syn_received_refuses_the_connect() -> None:
-    """MUST-11: SYN_RECEIVED reached from SYN_SENT (an active OPEN) goes to CLOSED on a RST and the
+    """MUST-11: SYN_RECV reached from SYN_SENT (an active OPEN) goes to CLOSED on a RST and the
     application learns the connection was refused; reached from LISTEN it would go back to listening
     (test_reset_of_a_syn_queue_entry_just_removes_it)."""
     t = Tester()
@@ -41,9 +41,9 @@ def test_simultaneous_open_reset_in_syn_received_refuses_the_connect() -> None:
     t.poll()
     t.send(seg("S", seq=5000, sport=80, dport=50000, mss=1460))  # the peer's SYN crosses ours
     (synack,) = t.poll()
-    assert sock.state == "SYN_RECEIVED" and synack.flags == seg("SA").flags
+    assert sock.state == "SYN_RECV" and synack.flags == seg("SA").flags
     t.send(seg("R", seq=5001, sport=80, dport=50000))
-    assert sock.state == "CLOSED" and sock.error == errno.ECONNREFUSED
+    assert sock.state == "CLOSE" and sock.error == errno.ECONNREFUSED
     assert t.layer.listeners == {}  # an active open never turns into a listener
 
 

@@ -26,7 +26,7 @@ def test_reset_carrying_data_is_processed() -> None:
     t = Tester()
     sock = t.open_client()
     t.send(peer("R", seq=5001, data=b"connection refused by policy"), at=0.5)
-    assert sock.state == "CLOSED" and sock.error == errno.ECONNRESET
+    assert sock.state == "CLOSE" and sock.error == errno.ECONNRESET
     t.expect_nothing()
 
 
@@ -65,7 +65,7 @@ def test_send_window_is_updated_only_by_newer_segments() -> None:
 
 
 def test_new_syn_for_a_syn_queue_entry_resets_it() -> None:
-    """Fourth step in SYN_RECEIVED after a passive OPEN: the entry leaves the SYN queue (RFC 9293: "return
+    """Fourth step in SYN_RECV after a passive OPEN: the entry leaves the SYN queue (RFC 9293: "return
     to LISTEN"); like Linux (tcp_check_req) a RST tells the peer.  The listener keeps listening."""
     t = Tester()
     listener = t.listen(80)

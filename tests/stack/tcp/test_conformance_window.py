@@ -122,7 +122,7 @@ def test_unanswered_zero_window_probes_end_the_connection_like_linux() -> None:
     deadline = t.deadline()
     assert deadline is not None
     t.poll(at=deadline)
-    assert sock.state == "CLOSED" and sock.error == errno.ETIMEDOUT
+    assert sock.state == "CLOSE" and sock.error == errno.ETIMEDOUT
 
 
 def fill_our_window(t: Tester) -> TcpSocket:
@@ -138,7 +138,7 @@ def test_rst_is_processed_with_a_zero_receive_window() -> None:
     t = Tester(rcvbuf=4000)
     sock = fill_our_window(t)
     t.send(peer("R", seq=9001), at=1.1)
-    assert sock.state == "CLOSED" and sock.error == errno.ECONNRESET
+    assert sock.state == "CLOSE" and sock.error == errno.ECONNRESET
 
 
 def test_ack_is_processed_with_a_zero_receive_window_and_the_text_dropped() -> None:

@@ -90,7 +90,7 @@ def test_reset_in_syn_sent_refuses_only_with_acceptable_ack() -> None:
     assert sock.state == "SYN_SENT"
     t.send(seg("RA", seq=0, ack=1001, sport=80, dport=CLIENT))
     t.expect_nothing()
-    assert sock.state == "CLOSED" and sock.error == errno.ECONNREFUSED and sock.writable
+    assert sock.state == "CLOSE" and sock.error == errno.ECONNREFUSED and sock.writable
     with pytest.raises(ConnectionRefusedError):
         sock.connect(("10.0.0.2", 80))
     assert t.layer.counters()["AttemptFails"] == 1
@@ -103,7 +103,7 @@ def test_simultaneous_open() -> None:
     t.expect(syn_from_us())
     t.send(seg("S", seq=7000, sport=80, dport=CLIENT, mss=1460))
     t.expect(seg("SA", seq=1000, ack=7001, sport=CLIENT, dport=80, mss=1460))
-    assert sock.state == "SYN_RECEIVED"
+    assert sock.state == "SYN_RECV"
     t.send(seg("SA", seq=7000, ack=1001, sport=80, dport=CLIENT, mss=1460))  # the peer's SYN-ACK
     # Its SYN is old now (seq < RCV.NXT): answered with an ACK; its ACK completes our side.
     t.expect(seg("A", seq=1001, ack=7001, sport=CLIENT, dport=80))
@@ -123,7 +123,7 @@ def test_syn_retransmission_backoff_then_etimedout() -> None:
         t.expect(syn_from_us(), at=when)
     t.expect_nothing(at=126.9)
     t.expect_nothing(at=127.0)
-    assert sock.state == "CLOSED" and sock.error == errno.ETIMEDOUT
+    assert sock.state == "CLOSE" and sock.error == errno.ETIMEDOUT
     with pytest.raises(TimeoutError):
         sock.recv(1)
     assert t.layer.counters()["RetransSegs"] == 6

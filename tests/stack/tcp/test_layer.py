@@ -158,7 +158,7 @@ def test_tables_show_the_three_tables() -> None:
     tables = t.layer.tables()
     assert [(e.port, e.state) for e in tables.bound] == [(80, "LISTEN"), (80, "ESTABLISHED")]
     assert [(lst.port, lst.syn_queue, lst.accept_queue) for lst in tables.listening] == [(80, 1, 0)]
-    assert sorted(s.state for s in tables.established) == ["ESTABLISHED", "SYN_RECEIVED"]
+    assert sorted(s.state for s in tables.established) == ["ESTABLISHED", "SYN_RECV"]
     assert child.state == "ESTABLISHED"
 
 
@@ -192,7 +192,7 @@ def test_keepalive_probes_a_silent_peer_then_resets() -> None:
     for when in (20.01, 22.01, 24.01):
         t.expect(probe, at=when)
     t.expect(seg("RA", seq=1001, ack=5001, win=0, sport=50000, dport=80), at=26.01)
-    assert sock.state == "CLOSED" and sock.error == errno.ETIMEDOUT
+    assert sock.state == "CLOSE" and sock.error == errno.ETIMEDOUT
 
 
 # ---------------------------------------------------------------- ICMP errors
@@ -207,7 +207,7 @@ def test_port_unreachable_aborts_a_connect_like_linux() -> None:
     sock = t.connect(80)
     t.poll()
     t.layer.icmp_error(icmp("unreachable", 3, seq=1000), now=0.01)
-    assert sock.state == "CLOSED" and sock.error == errno.ECONNREFUSED
+    assert sock.state == "CLOSE" and sock.error == errno.ECONNREFUSED
 
 
 def test_icmp_with_a_sequence_outside_the_flight_is_ignored() -> None:
@@ -227,7 +227,7 @@ def test_host_unreachable_is_soft_when_established() -> None:
     assert sock.state == "ESTABLISHED"
     t.poll(at=1.2)
     t.poll(at=1.6)
-    assert sock.state == "CLOSED" and sock.error == errno.EHOSTUNREACH  # the soft error explains the timeout
+    assert sock.state == "CLOSE" and sock.error == errno.EHOSTUNREACH  # the soft error explains the timeout
 
 
 def test_fragmentation_needed_lowers_the_mss_and_resends() -> None:

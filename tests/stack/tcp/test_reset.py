@@ -25,7 +25,7 @@ def test_exact_reset_closes_with_econnreset_reported_once() -> None:
     sock = t.open_client()
     t.send(peer("R", seq=5001))
     t.expect_nothing()
-    assert sock.state == "CLOSED" and sock.readable and sock.writable
+    assert sock.state == "CLOSE" and sock.readable and sock.writable
     with pytest.raises(ConnectionResetError):
         sock.recv(10)
     assert sock.recv(10) == b""  # reported once, then EOF (Linux)

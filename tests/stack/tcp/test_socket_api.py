@@ -195,7 +195,7 @@ def test_writable_reflects_connect_outcome() -> None:
 def test_state_names_match_linux() -> None:
     t = Tester()
     s = t.layer.socket()
-    assert s.state == "CLOSED"
+    assert s.state == "CLOSE"
     listener = t.listen(80)
     assert listener.state == "LISTEN"
     assert t.open_client().state == "ESTABLISHED"

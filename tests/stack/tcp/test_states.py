@@ -26,11 +26,11 @@ def test_active_close_through_time_wait() -> None:
     t = Tester()
     sock = t.open_client()
     sock.close()
-    assert t.connection().state is TcpState.FIN_WAIT_1
+    assert t.connection().state is TcpState.FIN_WAIT1
     t.expect(us("FA", seq=1001, ack=5001), at=1.0)
     t.send(peer("A", seq=5001, ack=1002), at=1.01)
     t.expect_nothing()
-    assert t.connection().state is TcpState.FIN_WAIT_2
+    assert t.connection().state is TcpState.FIN_WAIT2
     t.send(peer("FA", seq=5001, ack=1002), at=1.02)
     t.expect(us("A", seq=1002, ack=5002, win=63999))
     assert t.connection().state is TcpState.TIME_WAIT
@@ -54,7 +54,7 @@ def test_passive_close() -> None:
     assert t.connection().state is TcpState.LAST_ACK
     t.send(peer("A", seq=5002, ack=1006))
     t.expect_nothing()
-    assert sock.state == "CLOSED" and t.layer.connections == {}
+    assert sock.state == "CLOSE" and t.layer.connections == {}
 
 
 def test_simultaneous_close_goes_through_closing() -> None:
@@ -90,7 +90,7 @@ def test_half_close_keeps_receiving() -> None:
     t.send(peer("PA", seq=5001, ack=1002, data=b"still talking"), at=0.1)
     t.expect(us("A", seq=1002, ack=5014, win=63987), at=0.14)
     assert sock.recv(100) == b"still talking"
-    assert t.connection().state is TcpState.FIN_WAIT_2
+    assert t.connection().state is TcpState.FIN_WAIT2
     t.send(peer("FA", seq=5014, ack=1002), at=0.2)
     t.expect(us("A", seq=1002, ack=5015, win=63986))
     assert sock.recv(100) == b""
@@ -117,7 +117,7 @@ def test_orphaned_fin_wait_2_times_out() -> None:
     t.poll()
     t.send(peer("A", seq=5001, ack=1002), at=0.1)
     t.poll()
-    assert t.connection().state is TcpState.FIN_WAIT_2
+    assert t.connection().state is TcpState.FIN_WAIT2
     t.expect_nothing(at=5.1)
     assert t.layer.connections == {}
 
@@ -129,7 +129,7 @@ def test_half_closed_fin_wait_2_waits_for_the_peer() -> None:
     t.poll()
     t.send(peer("A", seq=5001, ack=1002), at=0.1)
     t.expect_nothing(at=100.0)
-    assert sock.state == "FIN_WAIT_2"
+    assert sock.state == "FIN_WAIT2"
 
 
 def test_fin_after_data_in_order_and_out_of_order() -> None:
@@ -154,10 +154,10 @@ def test_close_in_syn_sent_just_forgets() -> None:
 
 
 def test_transition_table_rejects_impossible_moves() -> None:
-    assert next_state(TcpState.FIN_WAIT_2, "rcv_fin") is TcpState.TIME_WAIT
+    assert next_state(TcpState.FIN_WAIT2, "rcv_fin") is TcpState.TIME_WAIT
     with pytest.raises(InvalidTransition):
         next_state(TcpState.LISTEN, "rcv_fin")
     # Every state but CLOSED and LISTEN can be reset or aborted.
     for state in TcpState:
-        if state not in (TcpState.CLOSED, TcpState.LISTEN):
-            assert TRANSITIONS[(state, "abort")] is TcpState.CLOSED
+        if state not in (TcpState.CLOSE, TcpState.LISTEN):
+            assert TRANSITIONS[(state, "abort")] is TcpState.CLOSE
