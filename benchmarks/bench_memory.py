@@ -30,9 +30,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from stack.devices.memory import MemoryWire
 from stack.host import Host
-from stack.memory import MemoryWire
-from stack.runner import Runner
+from stack.loops.runner import Runner
 from stack.tcp.config import TcpConfig
 
 CASES = {"mss1460": (1500, False), "seg64k": (65535, False),

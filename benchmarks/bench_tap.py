@@ -38,7 +38,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "tests" / "stack" /
 
 from tap_scratch import ScratchPair, ScriptedTcpPeer, scratch_pair
 
-from stack.drivers.tap import TapDevice, TapMedium
+from stack.devices.tap import TapDevice, TapMedium
 
 CHUNK = 1 << 20  # what a kernel sender hands to sendall at a time
 KERNEL_SIDE_ADDRESS_SUFFIX = 3  # 10.77.x.3 on A's bridge, for the kernel-to-kernel yardstick only

@@ -119,16 +119,16 @@ def kernel_snmp(namespace: str) -> dict[str, int]:
 # --------------------------------------------------------------------------------------------
 
 def pattern_chunks(total: int) -> Iterator[memoryview]:
-    """The stack's deterministic content (`stack.apps.content`), the first `total` bytes in pieces,
+    """The stack's deterministic content (`stack.node.apps.content`), the first `total` bytes in pieces,
     so both ends of a transfer check it against one digest without holding 1 GB at once."""
-    from stack.apps.content import chunks
+    from stack.node.apps.content import chunks
 
     return chunks(total)
 
 
 def pattern_sha256(total: int) -> str:
     """SHA-256 of the first `total` bytes of the content the stack's apps and `connect` send."""
-    from stack.apps.content import pattern_sha256 as content_sha256
+    from stack.node.apps.content import pattern_sha256 as content_sha256
 
     return content_sha256(total)
 

@@ -31,17 +31,17 @@ from typing import Any
 
 _CLASSES = {
     "Host": "stack.host",
-    "Socket": "stack.socket",
-    "Router": "stack.router",
-    "Runner": "stack.runner",
-    "MemoryWire": "stack.memory",
-    "Impairment": "stack.impairment",
-    "ImpairedLink": "stack.impairment",
-    "ThreadedDriver": "stack.threaded",
-    "AsyncioDriver": "stack.aio",
-    "Driver": "stack.network",
-    "NoDriverError": "stack.network",
-    "SimulationStalled": "stack.network",
+    "Socket": "stack.api.socket",
+    "Router": "stack.net.router",
+    "Runner": "stack.loops.runner",
+    "MemoryWire": "stack.devices.memory",
+    "Impairment": "stack.devices.impairment",
+    "ImpairedLink": "stack.devices.impairment",
+    "ThreadedDriver": "stack.loops.threaded",
+    "AsyncioDriver": "stack.loops.asyncio_driver",
+    "Driver": "stack.loops.network",
+    "NoDriverError": "stack.loops.network",
+    "SimulationStalled": "stack.loops.network",
     "TcpConfig": "stack.tcp.config",
 }
 _SOCKET_CONSTANTS = (
@@ -50,7 +50,7 @@ _SOCKET_CONSTANTS = (
     "TCP_NODELAY", "TCP_MAXSEG", "TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT", "TCP_USER_TIMEOUT",
     "TCP_CONGESTION",
 )
-_EXPORTS = {**_CLASSES, **dict.fromkeys(_SOCKET_CONSTANTS, "stack.socket")}
+_EXPORTS = {**_CLASSES, **dict.fromkeys(_SOCKET_CONSTANTS, "stack.api.socket")}
 
 __all__ = sorted(_EXPORTS)
 

@@ -18,13 +18,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from stack.drivers.tap import TapDevice, TapMedium
+from stack.api.socket import Socket
+from stack.devices.tap import TapDevice, TapMedium
 from stack.host import Host
+from stack.loops.threaded import ThreadedDriver
 from stack.node import paths
 from stack.node.daemon import build_host, build_medium
 from stack.node.settings import NodeSettings, SettingsError, load_settings
-from stack.socket import Socket
-from stack.threaded import ThreadedDriver
 
 
 class AttachError(RuntimeError):

@@ -17,9 +17,9 @@ import random
 import socket as _socket
 from typing import TYPE_CHECKING, Any
 
-from stack.arp import ArpCache, ArpTimings, NeighbourEntry
-from stack.ip import EchoReply, Ipv4Layer
-from stack.routing import Route, RoutingTable
+from stack.net.arp import ArpCache, ArpTimings, NeighbourEntry
+from stack.net.ipv4 import EchoReply, Ipv4Layer
+from stack.net.routing import Route, RoutingTable
 from stack.tcp.config import TcpConfig
 from stack.tcp.layer import IcmpError, TcpLayer
 from stack.tcp.snapshot import ConnectionSnapshot, TablesSnapshot
@@ -43,8 +43,8 @@ from stack.wire.ipv4 import PROTO_TCP
 from stack.wire.tcp import ChecksumMode, TcpSegment, build_tcp, parse_tcp
 
 if TYPE_CHECKING:
-    from stack.network import Driver
-    from stack.socket import Socket
+    from stack.api.socket import Socket
+    from stack.loops.network import Driver
 
 ARP_OPTIONS = {"arp_retries": "retries", "arp_retry_interval": "retry_interval",
                "arp_reachable_time": "reachable_time", "arp_delay_first_probe": "delay_first_probe",
@@ -238,8 +238,8 @@ class Host:
     # -- user-facing API -------------------------------------------------------------------------------
 
     def socket(self) -> Socket:
-        """A new BSD-style TCP socket on this host (see ``stack.socket.Socket``)."""
-        from stack.socket import Socket
+        """A new BSD-style TCP socket on this host (see ``stack.api.socket.Socket``)."""
+        from stack.api.socket import Socket
 
         return Socket(self, self.tcp.socket())
 
@@ -302,7 +302,7 @@ class Host:
 
     def _require_driver(self) -> Driver:
         if self.driver is None:
-            from stack.network import NoDriverError
+            from stack.loops.network import NoDriverError
 
             raise NoDriverError(f"{self!r} has no driver: a blocking call needs a Runner or a real-time "
                                 "driver running this host (or use non-blocking calls and drive it yourself)")

@@ -9,7 +9,7 @@ next to kernel-to-kernel goodput measured in the same run on the same kind of li
   brought up and down inside the experiment, moves the same N bytes.
 
 Goodput is measured at the receiver, first byte to last. Both pattern ends are derived from
-`stack.apps.content.pattern`, so each side checks the other against one expected digest.
+`stack.node.apps.content.pattern`, so each side checks the other against one expected digest.
 """
 
 from __future__ import annotations

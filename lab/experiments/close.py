@@ -35,8 +35,8 @@ from lab.kernel import BackgroundCall, receive_all
 from lab.ktrace import KernelTrace, connection_events, optional_kernel_trace, state_sequence
 from lab.sockdiag import kernel_tcp_sockets
 from lab.stackctl import StackClient, endpoint_port, event_ports, read_trace, trace_cursor
-from stack.apps.content import chunks as pattern_chunks
-from stack.apps.content import pattern, pattern_sha256
+from stack.node.apps.content import chunks as pattern_chunks
+from stack.node.apps.content import pattern, pattern_sha256
 
 SETTLE_SECONDS = 3.0  # how long the final ACKs and FINs may take to land before we judge
 ACCEPT_TIMEOUT = 10.0

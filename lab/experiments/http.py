@@ -32,7 +32,7 @@ from lab.experiments.base import (
 )
 from lab.sockdiag import kernel_listener
 from lab.stackctl import StackClient, StackCommandFailed
-from stack.apps.content import pattern_sha256
+from stack.node.apps.content import pattern_sha256
 
 CURL_TIMEOUT = 120.0
 # One line per transfer on stderr; curl >= 7.84 prints response headers with %header{...}.

@@ -1,7 +1,7 @@
 """`loss`: bulk transfers over an impaired link, both ways, byte-exact, with both sides' retransmissions.
 
 The kernel here has no sch_netem, so a link that touches a pystack node is impaired by the stack itself
-on its TAP path (`stack.impairment`), in both directions, from the topology's `impair`. Each profile
+on its TAP path (`stack.devices.impairment`), in both directions, from the topology's `impair`. Each profile
 gets a lab of its own (a pair topology made for that profile, up and down inside the
 experiment); the running lab's own link (by default `lossy.yaml`) is measured too, as profile `as-given`.
 
@@ -36,8 +36,8 @@ from lab.experiments.close import KernelServer, send_shutdown_and_read
 from lab.kernel import kernel_snmp, receive_all, tcp_info
 from lab.stackctl import counter_value
 from lab.topology import plan_from_data
-from stack.apps.content import chunks as pattern_chunks
-from stack.apps.content import pattern_sha256
+from stack.node.apps.content import chunks as pattern_chunks
+from stack.node.apps.content import pattern_sha256
 
 # name -> the `impair` mapping put on the link, both directions alike (topology syntax).
 PROFILES: dict[str, dict[str, str]] = {

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from stack.drivers.tap import TapError
+from stack.devices.tap import TapError
 from stack.node.settings import SettingsError, load_settings
 
 

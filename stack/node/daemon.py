@@ -15,10 +15,10 @@ import signal
 from dataclasses import dataclass
 from typing import Any
 
-from stack.aio import AsyncioDriver
-from stack.drivers.impaired import ImpairedTapMedium
-from stack.drivers.tap import TapDevice, TapError, TapMedium
+from stack.devices.impaired_tap import ImpairedTapMedium
+from stack.devices.tap import TapDevice, TapError, TapMedium
 from stack.host import Host
+from stack.loops.asyncio_driver import AsyncioDriver
 from stack.node.control import ControlServer
 from stack.node.runtime import StackNode
 from stack.node.settings import NodeSettings

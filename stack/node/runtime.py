@@ -15,13 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from stack.aio import DEFAULT_LIMIT, AsyncioDriver, StackServer, open_connection, start_server
-from stack.apps import APP_NAMES, handler_for
-from stack.apps import http as http_app
-from stack.apps.content import chunks
-from stack.node.trace_ring import TraceRing
-from stack.node.views import connection_json
-from stack.socket import (
+from stack.api.socket import (
     IPPROTO_TCP,
     SHUT_WR,
     SO_ERROR,
@@ -31,6 +25,13 @@ from stack.socket import (
     SOL_SOCKET,
     TCP_NODELAY,
 )
+from stack.api.streams import DEFAULT_LIMIT, StackServer, open_connection, start_server
+from stack.loops.asyncio_driver import AsyncioDriver
+from stack.node.apps import APP_NAMES, handler_for
+from stack.node.apps import http as http_app
+from stack.node.apps.content import chunks
+from stack.node.trace_ring import TraceRing
+from stack.node.views import connection_json
 from stack.tcp.config import TcpConfig
 from stack.tcp.trace import TraceEvent
 

@@ -3,7 +3,7 @@
 The stack never imports `lab`: this module reads the JSON itself and checks every field it uses, so a bad
 file ends the process with one line naming the file, the field and the value (exit 2) before anything
 is opened. Impairments arrive in the topology's units (ms, percent, Mbit/s) and leave as
-`stack.impairment.Impairment` (seconds, fractions, bit/s).
+`stack.devices.impairment.Impairment` (seconds, fractions, bit/s).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stack.apps import APP_NAMES
-from stack.impairment import Impairment
+from stack.devices.impairment import Impairment
+from stack.node.apps import APP_NAMES
 from stack.node.paths import control_socket_path
 
 SCHEMA_VERSION = 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stack.arp import NeighbourEntry
+from stack.net.arp import NeighbourEntry
 from stack.tcp.snapshot import ConnectionSnapshot, TablesSnapshot
 from stack.wire.ethernet import mac_to_str
 

@@ -22,8 +22,8 @@ lasts tcp_fin_timeout.  Urgent data is received in line (as with SO_OOBINLINE) a
 from stack.tcp.config import TcpConfig
 from stack.tcp.layer import IcmpError, TcpLayer
 from stack.tcp.snapshot import BoundEntry, ConnectionSnapshot, ListenerSnapshot, TablesSnapshot
-from stack.tcp.socket import TcpSocket
 from stack.tcp.state import TcpState
+from stack.tcp.tcp_socket import TcpSocket
 from stack.tcp.trace import TraceEvent
 
 __all__ = [

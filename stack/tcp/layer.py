@@ -38,7 +38,7 @@ from stack.tcp.trace import TCP_SEND_RESET, TraceEvent, TraceSink
 from stack.wire.tcp import TcpFlags, TcpSegment
 
 if TYPE_CHECKING:
-    from stack.tcp.socket import TcpSocket
+    from stack.tcp.tcp_socket import TcpSocket
 
 S = TcpState
 Route = Callable[[str], "tuple[str, int] | None"]
@@ -208,7 +208,7 @@ class TcpLayer:
         return None
 
     def socket(self) -> TcpSocket:
-        from stack.tcp.socket import TcpSocket
+        from stack.tcp.tcp_socket import TcpSocket
 
         return TcpSocket(self)
 

@@ -25,7 +25,7 @@ from stack.tcp.state import TcpState
 if TYPE_CHECKING:
     from stack.tcp.config import TcpConfig
     from stack.tcp.connection import Connection
-    from stack.tcp.socket import TcpSocket
+    from stack.tcp.tcp_socket import TcpSocket
 
 FourTuple = tuple[str, int, str, int]
 

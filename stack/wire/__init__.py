@@ -69,8 +69,6 @@ from stack.wire.ipv4 import (
     ipv4_header,
     parse_ipv4,
 )
-from stack.wire.ipv4_reassembly import Reassembler, ReassemblyStats
-from stack.wire.pcap import LINKTYPE_ETHERNET, LINKTYPE_RAW, PcapWriter, read_pcap
 from stack.wire.tcp import (
     NO_OPTIONS,
     ChecksumMode,
@@ -87,18 +85,18 @@ from stack.wire.tcp import (
 __all__ = [
     "ARP_REPLY", "ARP_REQUEST", "BROADCAST_MAC", "ETHERTYPE_ARP", "ETHERTYPE_IPV4", "ETHERTYPE_IPV6",
     "ETHERTYPE_VLAN", "ICMP_DEST_UNREACHABLE", "ICMP_ECHO_REPLY", "ICMP_ECHO_REQUEST", "ICMP_ERROR_TYPES",
-    "ICMP_PARAMETER_PROBLEM", "ICMP_SOURCE_QUENCH", "ICMP_TIME_EXCEEDED", "LINKTYPE_ETHERNET", "LINKTYPE_RAW",
+    "ICMP_PARAMETER_PROBLEM", "ICMP_SOURCE_QUENCH", "ICMP_TIME_EXCEEDED",
     "NO_OPTIONS", "PROTO_ICMP", "PROTO_TCP", "PROTO_UDP", "TIME_EXCEEDED_REASSEMBLY", "TIME_EXCEEDED_TTL",
     "UNREACH_FRAG_NEEDED", "UNREACH_HOST", "UNREACH_NET", "UNREACH_PORT", "UNREACH_PROTOCOL",
     "ArpPacket", "ChecksumMode", "EthernetFrame", "FragmentationNeeded", "FrameParts", "IcmpMessage",
     "Ipv4Packet",
-    "MalformedPacket", "PcapWriter", "QuotedTcp", "Reassembler", "ReassemblyStats", "TcpFlags", "TcpOptions",
+    "MalformedPacket", "QuotedTcp", "TcpFlags", "TcpOptions",
     "TcpSegment", "arp_reply_for", "arp_request", "build_arp", "build_ethernet", "build_icmp", "build_ipv4",
     "build_options", "build_tcp", "build_tcp_frame", "describe_frame", "describe_ipv4",
     "destination_unreachable", "echo_reply_for",
     "echo_request", "ethernet_header", "fold", "fragment_ipv4", "internet_checksum", "ipv4_header",
     "is_multicast_mac", "mac_from_str", "mac_to_str", "may_send_error_about", "ones_complement_sum",
     "parse_arp", "parse_ethernet", "parse_icmp", "parse_icmp_error_quote", "parse_ipv4", "parse_options",
-    "parse_tcp", "pseudo_header_checksum", "pseudo_header_sum", "read_pcap", "sum_words",
+    "parse_tcp", "pseudo_header_checksum", "pseudo_header_sum", "sum_words",
     "tcp_flag_letters", "tcp_frame_headers", "tcp_header", "time_exceeded", "verify_checksum",
 ]

@@ -1,6 +1,6 @@
 """IPv4 headers (RFC 791): parse, build and fragment.
 
-Reassembly lives in `stack.wire.ipv4_reassembly` (`Reassembler`). Addresses are 4-byte
+Reassembly lives in `stack.net.reassembly` (`Reassembler`). Addresses are 4-byte
 `bytes`; convert with `socket.inet_aton`/`inet_ntoa` at the edges. Fragment offsets are in
 bytes here (the wire field counts 8-byte units) so callers never multiply by 8 themselves.
 """

@@ -23,7 +23,7 @@ from lab.experiments.http import (
     run_curl,
     wait_for_listener,
 )
-from stack.apps.content import pattern_sha256
+from stack.node.apps.content import pattern_sha256
 
 
 def test_curl_report_lines_are_parsed() -> None:

@@ -20,7 +20,7 @@ from lab.experiments.base import RunningLab
 from lab.experiments.close import KernelServer, send_shutdown_and_read, stack_connection_state
 from lab.kernel import BackgroundCall, inside_namespace, tcp_info
 from lab.stackctl import counter_value
-from stack.apps.content import pattern_sha256
+from stack.node.apps.content import pattern_sha256
 
 pytestmark = pytest.mark.root
 

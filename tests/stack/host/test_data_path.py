@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import random
 
-from stack.drivers.tap import TapMedium
-from stack.drivers.virtio_net import (
+from stack.devices.tap import TapMedium
+from stack.devices.virtio_net import (
     NO_OFFLOAD,
     VirtioNetHdr,
     locate_tcp,
@@ -15,7 +15,7 @@ from stack.drivers.virtio_net import (
     tx_header_for_frame,
 )
 from stack.host import Host
-from stack.runner import Runner
+from stack.loops.runner import Runner
 from stack.tcp.config import TSO_MAX_PAYLOAD, TcpConfig
 from stack.tcp.trace import INET_SOCK_SET_STATE, TCP_PROBE, TCP_SEGMENT_IN, TCP_SEGMENT_OUT, TraceEvent
 
@@ -170,7 +170,7 @@ def events_of(trace_segments: bool) -> list[TraceEvent]:
     sender = Host("10.0.0.1/24", "02:00:00:00:00:01", seed=1, trace=events.append,
                   trace_segments=trace_segments)
     receiver = Host("10.0.0.2/24", "02:00:00:00:00:02", seed=2)
-    from stack.memory import MemoryWire
+    from stack.devices.memory import MemoryWire
 
     Runner([sender, receiver], [MemoryWire(sender, receiver)])
     bulk(sender, receiver, 100_000)
@@ -211,7 +211,7 @@ def test_send_keeps_a_view_of_immutable_bytes_and_copies_anything_else() -> None
     and still copies a bytearray, whose owner may reuse it at once; the peer gets the bytes as written."""
     sender = Host("10.0.0.1/24", "02:00:00:00:00:01", seed=1)
     receiver = Host("10.0.0.2/24", "02:00:00:00:00:02", seed=2)
-    from stack.memory import MemoryWire
+    from stack.devices.memory import MemoryWire
 
     Runner([sender, receiver], [MemoryWire(sender, receiver)])
     listener = receiver.socket()

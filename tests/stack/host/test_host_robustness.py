@@ -14,12 +14,12 @@ import io
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from stack.api.socket import Socket
+from stack.devices.memory import MemoryWire
+from stack.devices.pcap import read_pcap
 from stack.host import Host
-from stack.memory import MemoryWire
-from stack.runner import Runner
-from stack.socket import Socket
+from stack.loops.runner import Runner
 from stack.tcp.config import TcpConfig
-from stack.wire.pcap import read_pcap
 
 A_MAC, B_MAC = "02:00:00:00:00:01", "02:00:00:00:00:02"
 

@@ -9,10 +9,10 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from stack.devices.impairment import Impairment
+from stack.devices.memory import MemoryWire
 from stack.host import Host
-from stack.impairment import Impairment
-from stack.memory import MemoryWire
-from stack.runner import Runner
+from stack.loops.runner import Runner
 from stack.tcp.config import TcpConfig
 
 from .transfer import exchange

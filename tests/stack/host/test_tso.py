@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from stack.drivers.virtio_net import segment_gso_frame, tx_header_for_frame
+from stack.devices.virtio_net import segment_gso_frame, tx_header_for_frame
 from stack.host import Host
-from stack.runner import Runner
+from stack.loops.runner import Runner
 from stack.tcp.config import TSO_MAX_PAYLOAD, TcpConfig
 
 from .transfer import bulk

@@ -6,9 +6,9 @@ import hashlib
 import random
 
 import stack
+from stack.api.socket import Socket
 from stack.host import Host
-from stack.runner import Runner
-from stack.socket import Socket
+from stack.loops.runner import Runner
 
 
 def exchange(runner: Runner, left: Socket, right: Socket, left_data: bytes, right_data: bytes,

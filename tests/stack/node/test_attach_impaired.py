@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from stack.apps.content import pattern, pattern_sha256
 from stack.attach import AttachedHost, attach
+from stack.node.apps.content import pattern, pattern_sha256
 
 pytestmark = pytest.mark.root
 STACK_IP, KERNEL_IP = "10.0.0.2", "10.0.0.1"

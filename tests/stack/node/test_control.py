@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from stack.aio import AsyncioDriver, open_connection, start_server
-from stack.apps import handler_for
-from stack.apps.content import pattern_sha256
+from stack.devices.memory import MemoryWire
 from stack.host import Host
-from stack.memory import MemoryWire
+from stack.node.apps import handler_for
+from stack.node.apps.content import pattern_sha256
 from stack.node.control import ControlServer
 from stack.node.runtime import StackNode
 from stack.node.trace_ring import TraceRing

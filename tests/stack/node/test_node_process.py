@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from stack.apps.content import pattern, pattern_sha256
+from stack.node.apps.content import pattern, pattern_sha256
 
 pytestmark = pytest.mark.root
 PROJECT = Path(__file__).resolve().parents[3]

@@ -26,6 +26,7 @@ from collections.abc import Callable
 
 from pyroute2 import IPRoute
 
+from stack.devices.pcap import PcapWriter
 from stack.wire import (
     ARP_REQUEST,
     ETHERTYPE_ARP,
@@ -39,7 +40,6 @@ from stack.wire import (
     UNREACH_PORT,
     EthernetFrame,
     Ipv4Packet,
-    PcapWriter,
     Reassembler,
     TcpFlags,
     TcpOptions,

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from stack.devices.pcap import PcapWriter
 from stack.wire import (
     ETHERTYPE_IPV4,
     NO_OPTIONS,
@@ -24,7 +25,6 @@ from stack.wire import (
     UNREACH_PORT,
     EthernetFrame,
     Ipv4Packet,
-    PcapWriter,
     TcpFlags,
     TcpOptions,
     TcpSegment,

@@ -14,6 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from stack.devices.pcap import read_pcap
+from stack.net.reassembly import Reassembler
 from stack.wire import (
     ETHERTYPE_ARP,
     ETHERTYPE_IPV4,
@@ -24,7 +26,6 @@ from stack.wire import (
     EthernetFrame,
     Ipv4Packet,
     MalformedPacket,
-    Reassembler,
     TcpFlags,
     TcpOptions,
     TcpSegment,
@@ -44,7 +45,6 @@ from stack.wire import (
     parse_ipv4,
     parse_options,
     parse_tcp,
-    read_pcap,
 )
 
 MAC_A, MAC_B = b"\x02" * 6, b"\x04" * 6

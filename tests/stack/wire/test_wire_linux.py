@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from stack.wire import describe_frame, read_pcap
+from stack.devices.pcap import read_pcap
+from stack.wire import describe_frame
 
 PEER = Path(__file__).with_name("linux_peer.py")
 REPO = Path(__file__).resolve().parents[3]

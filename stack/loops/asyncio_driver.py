@@ -1,0 +1,128 @@
+"""The asyncio driver: hosts and media pumped by the running event loop, in real time (``loop.time()``).
+
+After every event it settles the network at ``loop.time()``, runs the watchers (the stream transports of
+``stack.api.streams`` move bytes between their TCP sockets and protocols there) and arms one
+``loop.call_at`` for the next deadline.  A medium with a file descriptor (a TAP) is watched with
+``loop.add_reader``, so frames from the kernel wake the pump at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager as ContextManager
+
+from stack.loops.network import FrameNetwork, FrameNode, Medium, attach, detach
+
+
+class AsyncioDriver:
+    """Drives hosts and media from the running asyncio loop, in real time (``loop.time()``)."""
+
+    def __init__(self, hosts: Iterable[FrameNode], media: Iterable[Medium] = ()) -> None:
+        self.network = FrameNetwork(hosts, media)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._pump_scheduled = False
+        self._watchers: list[Callable[[], None]] = []
+        self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
+        self.pumps = 0
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            raise RuntimeError("the asyncio driver is not started (use `async with AsyncioDriver(...)`)")
+        return self._loop
+
+    def start(self) -> AsyncioDriver:
+        self._loop = asyncio.get_running_loop()
+        attach(self.network.hosts, self)
+        self.wakeup()
+        return self
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for _, future in self._waiters:
+            if not future.done():
+                future.cancel()
+        self._waiters.clear()
+        detach(self.network.hosts, self)
+
+    async def __aenter__(self) -> AsyncioDriver:
+        return self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the Driver protocol (blocking calls are refused: they would stop the loop that must run) -------
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
+        if predicate():
+            return True
+        if timeout == 0.0:
+            return False
+        raise RuntimeError("a blocking socket call inside the asyncio driver would stall its loop: use "
+                           "stack.aio streams or non-blocking sockets")
+
+    def locked(self) -> ContextManager[object]:
+        return contextlib.nullcontext()
+
+    def clock(self) -> float:
+        return self.loop.time()
+
+    def wakeup(self) -> None:
+        if not self._pump_scheduled and self._loop is not None:
+            self._pump_scheduled = True
+            self._loop.call_soon(self._pump)
+
+    # -- coroutine helpers -----------------------------------------------------------------------------
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float | None = None) -> None:
+        """Wait (without blocking the loop) until ``predicate()`` holds; TimeoutError after ``timeout``."""
+        if predicate():
+            return
+        future: asyncio.Future[None] = self.loop.create_future()
+        entry = (predicate, future)
+        self._waiters.append(entry)
+        self.wakeup()
+        try:
+            await asyncio.wait_for(future, timeout)
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(entry)
+
+    def add_watcher(self, callback: Callable[[], None]) -> None:
+        """``callback()`` runs after every pump (transports and servers use it to move bytes)."""
+        self._watchers.append(callback)
+
+    def remove_watcher(self, callback: Callable[[], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._watchers.remove(callback)
+
+    # -- the pump --------------------------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        self._pump_scheduled = False
+        loop = self.loop
+        self.pumps += 1
+        self.network.settle(loop.time())
+        for watcher in list(self._watchers):
+            watcher()
+        if self._waiters:
+            for predicate, future in list(self._waiters):
+                if not future.done() and predicate():
+                    future.set_result(None)
+        if self._pump_scheduled:
+            return  # a watcher changed a host: pump again at once, the timer is re-armed then
+        if self.network.settle(loop.time()):  # frames the watchers' socket calls produced moved:
+            self.wakeup()  # their receivers' transports must run too
+            return
+        deadline = self.network.next_deadline()
+        if self._timer is not None:
+            if deadline is not None and self._timer.when() == deadline:
+                return
+            self._timer.cancel()
+            self._timer = None
+        if deadline is not None:
+            self._timer = loop.call_at(deadline, self._pump)

@@ -1,0 +1,35 @@
+"""The apps a stack node serves, as asyncio stream handlers over `stack.aio` (or any asyncio streams).
+
+Each handler is `async def handler(reader, writer)`; `handler_for(app, bytes=None)` picks one by the
+name a topology or the control socket's `listen` uses: echo, discard, source, http.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from functools import partial
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+APP_NAMES = ("echo", "discard", "source", "http")
+
+
+def handler_for(app: str, size: int | None = None) -> Handler:
+    """The stream handler of `app` (ValueError for an unknown name); `size` is what `source` sends."""
+    if app == "echo":
+        from stack.node.apps.echo import echo
+
+        return echo
+    if app == "discard":
+        from stack.node.apps.discard import discard
+
+        return discard
+    if app == "source":
+        from stack.node.apps.source import source
+
+        return partial(source, size=size)
+    if app == "http":
+        from stack.node.apps.http import serve_http
+
+        return serve_http
+    raise ValueError(f"unknown app {app!r}: choose one of {', '.join(APP_NAMES)}")

@@ -1,0 +1,135 @@
+"""asyncio streams over the stack: open_connection/start_server driven by the running loop."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+
+import pytest
+
+from stack.aio import AsyncioDriver, open_connection, start_server
+from stack.devices.impairment import Impairment
+from stack.devices.memory import MemoryWire
+from stack.host import Host
+from stack.tcp.config import TcpConfig
+
+
+def hosts() -> tuple[Host, Host, MemoryWire]:
+    config = TcpConfig(time_wait=0.5)
+    a = Host("10.0.0.1/24", "02:00:00:00:00:01", seed=1, tcp=config)
+    b = Host("10.0.0.2/24", "02:00:00:00:00:02", seed=2, tcp=config)
+    return a, b, MemoryWire(a, b, Impairment(delay=0.0005), Impairment(delay=0.0005))
+
+
+async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while data := await reader.read(65536):
+        writer.write(data)
+        await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+
+
+def test_stream_echo_both_ways() -> None:
+    payload = random.Random(3).randbytes(400_000)
+
+    async def main() -> bytes:
+        a, b, wire = hosts()
+        async with AsyncioDriver([a, b], [wire]):
+            server = await start_server(echo, b, "10.0.0.2", 7, backlog=16)
+            reader, writer = await open_connection(a, "10.0.0.2", 7)
+            assert writer.get_extra_info("peername") == ("10.0.0.2", 7)
+
+            async def send() -> None:
+                writer.write(payload)
+                await writer.drain()
+                writer.write_eof()
+
+            sender = asyncio.create_task(send())
+            received = await reader.read()  # until EOF
+            await sender
+            writer.close()
+            await writer.wait_closed()
+            async with server:
+                assert server.accepted == 1
+            return received
+
+    received = asyncio.run(asyncio.wait_for(main(), 20.0))
+    assert hashlib.sha256(received).digest() == hashlib.sha256(payload).digest()
+
+
+def test_refused_and_readexactly() -> None:
+    async def main() -> None:
+        a, b, wire = hosts()
+        async with AsyncioDriver([a, b], [wire]):
+            with pytest.raises(ConnectionRefusedError):
+                await open_connection(a, "10.0.0.2", 9)
+
+            async def greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                name = await reader.readline()
+                writer.write(b"hello " + name)
+                await writer.drain()
+                writer.close()
+
+            server = await start_server(greet, b, "10.0.0.2", 8000)
+            reader, writer = await open_connection(a, "10.0.0.2", 8000)
+            writer.write(b"stack\n")
+            assert await reader.readexactly(12) == b"hello stack\n"
+            assert await reader.read() == b""
+            writer.close()
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(asyncio.wait_for(main(), 10.0))
+
+
+def test_open_connection_needs_an_asyncio_driver() -> None:
+    a, _b, _wire = hosts()
+    with pytest.raises(RuntimeError, match="AsyncioDriver"):
+        asyncio.run(open_connection(a, "10.0.0.2", 7))
+
+
+def test_flow_control_a_reader_that_does_not_read_stops_the_writer() -> None:
+    async def main() -> None:
+        a, b, wire = hosts()
+        accepted: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+
+        async def park(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await accepted.put((reader, writer))
+
+        async with AsyncioDriver([a, b], [wire]):
+            server = await start_server(park, b, "10.0.0.2", 9000)
+            _reader, writer = await open_connection(a, "10.0.0.2", 9000)
+            server_reader, server_writer = await accepted.get()
+            payload = bytes(4_000_000)  # far more than both TCP buffers and the stream buffers hold
+            writer.write(payload)
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(writer.drain(), 0.3)
+            [snapshot] = [s for s in b.snapshots() if s.local_port == 9000]
+            assert snapshot.rcv_wnd < 65536  # the receive window closed behind the paused reader
+            received = await server_reader.readexactly(len(payload))  # reading reopens the window
+            await writer.drain()
+            assert received == payload
+            writer.close()
+            server_writer.close()
+            server.close()
+
+    asyncio.run(asyncio.wait_for(main(), 20.0))
+
+
+def test_echo_over_a_zero_delay_wire() -> None:
+    async def main() -> bytes:
+        a = Host("10.0.0.1/24", "02:00:00:00:00:01", seed=1)
+        b = Host("10.0.0.2/24", "02:00:00:00:00:02", seed=2)
+        async with AsyncioDriver([a, b], [MemoryWire(a, b)]):
+            server = await start_server(echo, b, "10.0.0.2", 7)
+            reader, writer = await open_connection(a, "10.0.0.2", 7)
+            answers = []
+            for line in (b"one\n", b"two\n", b"three\n"):
+                writer.write(line)
+                answers.append(await asyncio.wait_for(reader.readline(), 1.0))
+            writer.close()
+            server.close()
+            return b"".join(answers)
+
+    assert asyncio.run(asyncio.wait_for(main(), 10.0)) == b"one\ntwo\nthree\n"

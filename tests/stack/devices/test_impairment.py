@@ -1,0 +1,104 @@
+"""The seeded link impairment model: each effect alone, then determinism."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+
+from stack.devices.impairment import ImpairedLink, Impairment
+
+
+def run_link(profile: Impairment, frames: list[bytes], seed: int = 1, spacing: float = 0.001,
+             horizon: float = 100.0) -> tuple[ImpairedLink, list[tuple[float, bytes]]]:
+    """Offer ``frames`` ``spacing`` apart, then collect (arrival time, frame) by stepping to each deadline."""
+    link = ImpairedLink(profile, random.Random(seed))
+    arrivals: list[tuple[float, bytes]] = []
+    now = 0.0
+    for frame in frames:
+        link.send(frame, now)
+        arrivals += [(now, f) for f in link.poll(now)]
+        now += spacing
+    while (deadline := link.next_deadline()) is not None and deadline < horizon:
+        now = max(now, deadline)
+        arrivals += [(now, f) for f in link.poll(now)]
+    return link, arrivals
+
+
+FRAMES = [i.to_bytes(4, "big") * 16 for i in range(2000)]
+
+
+def test_transparent_profile_passes_everything_at_once_in_order() -> None:
+    _link, arrivals = run_link(Impairment(), FRAMES)
+    assert [f for _, f in arrivals] == FRAMES
+    assert all(t == pytest.approx(i * 0.001) for i, (t, _) in enumerate(arrivals))
+    assert Impairment().is_transparent and not Impairment(loss=0.1).is_transparent
+
+
+def test_delay_shifts_every_frame_by_exactly_the_delay() -> None:
+    _link, arrivals = run_link(Impairment(delay=0.05), FRAMES[:10])
+    assert [t for t, _ in arrivals] == pytest.approx([0.05 + i * 0.001 for i in range(10)])
+
+
+def test_loss_drops_about_the_configured_fraction() -> None:
+    link, arrivals = run_link(Impairment(loss=0.2), FRAMES)
+    assert 0.17 < link.stats.lost / len(FRAMES) < 0.23
+    assert len(arrivals) == len(FRAMES) - link.stats.lost
+    assert [f for _, f in arrivals] == sorted(f for _, f in arrivals)  # survivors keep their order
+
+
+def test_duplicate_delivers_copies() -> None:
+    link, arrivals = run_link(Impairment(duplicate=0.1), FRAMES)
+    assert len(arrivals) == len(FRAMES) + link.stats.duplicated
+    assert 0.07 < link.stats.duplicated / len(FRAMES) < 0.13
+
+
+def test_corrupt_flips_exactly_one_bit() -> None:
+    link, arrivals = run_link(Impairment(corrupt=0.3), FRAMES)
+    changed = [(a, b) for (_, a), b in zip(arrivals, FRAMES, strict=True) if a != b]
+    assert len(changed) == link.stats.corrupted > 0
+    for got, sent in changed:
+        diff = int.from_bytes(got, "big") ^ int.from_bytes(sent, "big")
+        assert diff.bit_count() == 1
+
+
+def test_reorder_lets_a_fraction_overtake_delayed_frames() -> None:
+    link, arrivals = run_link(Impairment(delay=0.01, reorder=0.25), FRAMES)
+    order = [int.from_bytes(f[:4], "big") for _, f in arrivals]
+    assert sorted(order) == list(range(len(FRAMES)))
+    overtaken = sum(1 for a, b in itertools.pairwise(order) if b < a)
+    assert overtaken > 100
+    assert 0.2 < link.stats.reordered / len(FRAMES) < 0.3
+
+
+def test_jitter_stays_within_bounds() -> None:
+    _link, arrivals = run_link(Impairment(delay=0.02, jitter=0.005), FRAMES[:300], spacing=0.0)
+    assert all(0.015 - 1e-9 <= t <= 0.025 + 1e-9 for t, _ in arrivals)
+    assert len({round(t, 9) for t, _ in arrivals}) > 100
+
+
+def test_rate_serializes_frames_back_to_back() -> None:
+    frame = bytes(1250)  # 10,000 bits: 1 ms at 10 Mbit/s
+    _link, arrivals = run_link(Impairment(rate_bps=10e6), [frame] * 5, spacing=0.0)
+    assert [t for t, _ in arrivals] == pytest.approx([0.001, 0.002, 0.003, 0.004, 0.005])
+
+
+def test_queue_limit_tail_drops() -> None:
+    link, arrivals = run_link(Impairment(delay=1.0, limit=10), FRAMES[:50], spacing=0.0)
+    assert len(arrivals) == 10 and link.stats.queue_drops == 40
+    assert [f for _, f in arrivals] == FRAMES[:10]
+
+
+def test_same_seed_same_run_different_seed_different_run() -> None:
+    profile = Impairment(delay=0.01, jitter=0.004, loss=0.05, duplicate=0.05, reorder=0.1, corrupt=0.05)
+    first = run_link(profile, FRAMES, seed=7)[1]
+    assert run_link(profile, FRAMES, seed=7)[1] == first
+    assert run_link(profile, FRAMES, seed=8)[1] != first
+
+
+@pytest.mark.parametrize(("field", "value"), [("loss", 1.5), ("corrupt", -0.1), ("delay", -1.0),
+                                              ("rate_bps", 0), ("limit", 0)])
+def test_bad_profiles_name_the_field(field: str, value: float) -> None:
+    with pytest.raises(ValueError, match=field):
+        Impairment(**{field: value})
