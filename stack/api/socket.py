@@ -13,12 +13,13 @@ socket is readable or writable (``Driver.wait_until``). With the deterministic `
 peer host answer in virtual time; with a real-time driver another thread moves the frames. Timeouts work
 as in Python: ``settimeout(None)`` blocks, ``settimeout(0)``/``setblocking(False)`` never waits,
 ``settimeout(t)`` raises ``TimeoutError`` ("timed out") after ``t`` seconds of the driver's clock.
+The calls that start or end something on the wire (connect, shutdown, close) happen at the driver's clock
+too: the core is told that time, it never remembers one of its own.
 """
 
 from __future__ import annotations
 
 import errno
-import os
 import socket as _socket
 import struct
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from stack.loops.network import Driver, NoDriverError
+from stack.tcp.errors import socket_error
 
 if TYPE_CHECKING:
     from stack.host import Host
@@ -50,16 +52,9 @@ TCP_MAXSEG = _socket.TCP_MAXSEG
 TCP_KEEPIDLE = _socket.TCP_KEEPIDLE
 TCP_KEEPINTVL = _socket.TCP_KEEPINTVL
 TCP_KEEPCNT = _socket.TCP_KEEPCNT
-TCP_USER_TIMEOUT = getattr(_socket, "TCP_USER_TIMEOUT", 18)
-TCP_CONGESTION = getattr(_socket, "TCP_CONGESTION", 13)
 
 _LINGER = struct.Struct("ii")
 _CLOSED_STATES = frozenset({"CLOSE", "TIME_WAIT"})
-
-
-def _os_error(code: int, detail: str | None = None) -> OSError:
-    """OSError(code, ...) picks the matching subclass (ConnectionRefusedError for ECONNREFUSED, ...)."""
-    return OSError(code, detail or os.strerror(code))
 
 
 class Socket:
@@ -145,6 +140,13 @@ class Socket:
                                 "real-time driver running the host (or setblocking(False) and drive it)")
         return driver
 
+    def _now(self) -> float:
+        """The time of a call that starts or ends something on the wire: the driver's clock.
+
+        The stack keeps no clock of its own, so a connect or shutdown on a host nobody drives has no time
+        to happen at."""
+        return self._driver().clock()
+
     def _call(self, operation: Callable[[], Any]) -> Any:
         """Run one non-blocking operation under the driver's lock and tell the driver something changed."""
         self._check_open()
@@ -179,7 +181,7 @@ class Socket:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise _os_error(errno.EBADF)
+            raise socket_error(errno.EBADF)
 
     # -- the seeds' calls ------------------------------------------------------------------------------
 
@@ -198,7 +200,7 @@ class Socket:
     def connect(self, address: tuple[str, int]) -> None:
         error = self._connect(_address(address))
         if error:
-            raise _os_error(error)
+            raise socket_error(error)
 
     def connect_ex(self, address: tuple[str, int]) -> int:
         """Like connect() but returns the errno (0 on success, EINPROGRESS when non-blocking, EAGAIN when
@@ -215,7 +217,7 @@ class Socket:
     def _connect(self, address: tuple[str, int]) -> int:
         tcp = self._tcp
         try:
-            self._call(lambda: tcp.connect(address))
+            self._call(lambda: tcp.connect(address, self._now()))
             return 0
         except BlockingIOError as exc:
             if exc.errno == errno.EALREADY and self._timeout == 0.0:
@@ -287,8 +289,8 @@ class Socket:
 
     def shutdown(self, how: int) -> None:
         if how not in (SHUT_RD, SHUT_WR, SHUT_RDWR):
-            raise _os_error(errno.EINVAL)
-        self._call(lambda: self._tcp.shutdown(how))
+            raise socket_error(errno.EINVAL)
+        self._call(lambda: self._tcp.shutdown(how, self._now()))
 
     def close(self) -> None:
         """Close the socket. With SO_LINGER on and a timeout > 0, a blocking close waits (like Linux) until
@@ -297,7 +299,9 @@ class Socket:
         if self._closed:
             return
         linger_on, linger_seconds = self._linger()
-        self._call(self._tcp.close)
+        tcp = self._tcp
+        # A socket with nothing left to send closes at no time, even on a host nobody drives.
+        self._call(lambda: tcp.close(self._now() if tcp.has_peer else None))
         self._closed = True
         driver = self._host.driver
         if linger_on and linger_seconds > 0 and self._timeout != 0.0 and driver is not None:

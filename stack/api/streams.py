@@ -174,7 +174,7 @@ class StackTransport(asyncio.Transport):
         if self._eof_requested and not self._eof_sent:
             self._eof_sent = True
             with contextlib.suppress(OSError):
-                sock.shutdown(SHUT_WR)
+                sock.shutdown(SHUT_WR, self._driver.clock())
         if self._closing and not self._lost:
             self._connection_lost(None)
 
@@ -219,7 +219,7 @@ class StackTransport(asyncio.Transport):
         self._closing = True
         self._driver.remove_watcher(self._on_progress)
         with contextlib.suppress(OSError):
-            self._sock.close()
+            self._sock.close(self._driver.clock())
         self._driver.wakeup()
         self._driver.loop.call_soon(self._protocol.connection_lost, exc)
 
@@ -245,7 +245,7 @@ async def open_connection(host: Host, ip: str, port: int, *, limit: int = DEFAUL
         if local_address is not None:
             sock.bind(local_address)
         try:
-            sock.connect((ip, port))
+            sock.connect((ip, port), driver.clock())
         except BlockingIOError as exc:
             if exc.errno != errno.EINPROGRESS:
                 raise
@@ -255,7 +255,7 @@ async def open_connection(host: Host, ip: str, port: int, *, limit: int = DEFAUL
             raise OSError(error, f"Connect call failed {(ip, port)}: {os.strerror(error)}")
     except BaseException:
         with contextlib.suppress(OSError):
-            sock.close()
+            sock.close(driver.clock())
         driver.wakeup()
         raise
     reader, protocol, transport = _streams(driver, sock, limit)
@@ -303,7 +303,7 @@ class StackServer:
         self._serving = False
         self._driver.remove_watcher(self._accept_ready)
         with contextlib.suppress(OSError):
-            self._sock.close()
+            self._sock.close(self._driver.clock())
         self._driver.wakeup()
         if not self._closed.done():
             self._closed.set_result(None)
@@ -341,6 +341,6 @@ async def start_server(client_connected_cb: ClientConnected, host: Host, ip: str
         sock.listen(backlog)
     except BaseException:
         with contextlib.suppress(OSError):
-            sock.close()
+            sock.close(driver.clock())
         raise
     return StackServer(driver, sock, client_connected_cb, limit)

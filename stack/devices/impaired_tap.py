@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import random
 
+from stack.deadlines import earliest
+from stack.devices.contract import FrameNode
 from stack.devices.impairment import ImpairedLink, Impairment
-from stack.devices.tap import TapDevice, TapMedium
-from stack.devices.virtio_net import VirtioNetError, locate_tcp, segment_gso_frame, tx_header_for_frame
-from stack.loops.network import FrameNode
+from stack.devices.tap import TapDevice, TapMedium, wire_packets
+from stack.devices.virtio_net import VirtioNetError, segment_gso_frame
 
 
 class ImpairedTapMedium(TapMedium):
@@ -40,7 +41,7 @@ class ImpairedTapMedium(TapMedium):
             if self.egress is None:
                 self._send(frame)
                 continue
-            for packet in self._wire_packets_out(frame):
+            for packet in wire_packets(frame):
                 self.egress.send(packet, now)
         if self.egress is not None:
             for packet in self.egress.poll(now):
@@ -63,20 +64,8 @@ class ImpairedTapMedium(TapMedium):
                 moved += 1
         return moved
 
-    def _wire_packets_out(self, frame: bytes) -> list[bytes]:
-        """The packets `frame` becomes on the wire, checksums complete."""
-        gso_size = self._gso_size_of(frame) if self._gso_size_of is not None else None
-        if not self._partial and gso_size is None:
-            return [frame]
-        layout = locate_tcp(frame)
-        if layout is None:
-            return [frame]
-        return segment_gso_frame(frame, tx_header_for_frame(frame, gso_size or layout.payload_len or 1))
-
     def next_deadline(self) -> float | None:
-        deadlines = [link.next_deadline() for link in (self.egress, self.ingress) if link is not None]
-        due = [d for d in deadlines if d is not None]
-        return min(due) if due else None
+        return earliest(*(link.next_deadline() for link in (self.egress, self.ingress) if link is not None))
 
     def impairment_counters(self) -> dict[str, int]:
         """The links' statistics, named like nstat counters (ImpairEgressLost, ImpairIngressDelivered...)."""

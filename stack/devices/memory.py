@@ -16,8 +16,10 @@ import random
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from stack.deadlines import earliest
+from stack.devices.contract import FrameNode
 from stack.devices.impairment import ImpairedLink, Impairment
-from stack.loops.network import FrameNode
+from stack.devices.pcap import PcapWriter
 
 
 @dataclass(slots=True)
@@ -54,11 +56,7 @@ class MemoryWire:
         self._b_to_a = _Direction(b, a, self._link(impairment_b_to_a, seed, 2))
         for direction, profile in ((self._a_to_b, impairment_a_to_b), (self._b_to_a, impairment_b_to_a)):
             direction.vouch = checksum_offload and (profile is None or profile.corrupt == 0)
-        self._pcap = None
-        if pcap is not None:
-            from stack.devices.pcap import PcapWriter
-
-            self._pcap = PcapWriter(pcap)
+        self._pcap = PcapWriter(pcap) if pcap is not None else None
 
     @staticmethod
     def _link(profile: Impairment | None, seed: int, direction: int) -> ImpairedLink | None:
@@ -83,7 +81,7 @@ class MemoryWire:
         return self._move(self._a_to_b, now) + self._move(self._b_to_a, now)
 
     def _move(self, direction: _Direction, now: float) -> int:
-        frames = direction.source.poll(now)
+        frames = [frame.joined() for frame in direction.source.poll(now)]  # no scatter-gather on a wire
         link = direction.link
         if link is not None:
             for frame in frames:
@@ -103,13 +101,13 @@ class MemoryWire:
                 stats.bytes += len(frame)
                 if pcap is not None:
                     pcap.write(frame, now)
-                if vouch:
-                    sink.receive_frame(frame, now, checksum_verified=True)  # type: ignore[call-arg]
-                else:
-                    sink.receive_frame(frame, now)
+                sink.receive_frame(frame, now, vouch)
         return moved
 
     def next_deadline(self) -> float | None:
         links = (self._a_to_b.link, self._b_to_a.link)
-        deadlines = [d for d in (link.next_deadline() for link in links if link is not None) if d is not None]
-        return min(deadlines) if deadlines else None
+        return earliest(*(link.next_deadline() for link in links if link is not None))
+
+    def fileno(self) -> None:
+        """A memory wire has no descriptor: only deadlines and wakeups move it."""
+        return None

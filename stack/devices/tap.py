@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
+from stack.devices.contract import FrameNode, OutgoingFrame
 from stack.devices.namespace import entered, namespace_path
 from stack.devices.virtio_net import (
     VIRTIO_NET_HDR_LEN,
@@ -35,15 +36,12 @@ from stack.devices.virtio_net import (
     VirtioNetHdr,
     build_virtio_net_hdr,
     complete_checksum,
-    locate_tcp,
     parse_virtio_net_hdr,
     segment_gso_frame,
     tcp_checksum_trusted,
     tx_header_for_frame,
     write_partial_tcp_checksum,
 )
-from stack.loops.network import FrameNode
-from stack.wire.frames import FrameParts
 
 # <linux/if_tun.h>
 IFF_TAP = 0x0002
@@ -295,11 +293,11 @@ def _explain_open_error(name: str, exc: Exception) -> tuple[int, str]:
 
 
 class TapMedium:
-    """Joins one sans-IO node (a Host) to a `TapDevice`: a `Medium` (`stack.loops.network`) for a device.
+    """Joins one sans-IO node (a Host) to a `TapDevice`: a `Medium` (`stack.devices.contract`) for a device.
 
     `step(now)` hands the node's outgoing frames to the TAP and the frames ready on the TAP to the node. The
     medium has no timers of its own (`next_deadline()` is None): frames arrive when the kernel sends them, so
-    whoever runs the loop must also wait on `fileno()` (select/poll, or asyncio's add_reader).
+    whoever runs the loop also waits on `fileno()` (select/poll, or asyncio's add_reader).
 
     Offload mode, receiving: the kernel hands over TCP super-segments of up to 64 KB whose checksum it
     never computed (NEEDS_CSUM) or already verified (DATA_VALID). The kernel vouches for those, so the
@@ -307,14 +305,11 @@ class TapMedium:
     payload. Anything else marked NEEDS_CSUM has its checksum completed in software, so a node that verifies
     still accepts it.
 
-    Offload mode, sending: a node built with `tx_checksum="partial"` (a Host) leaves TCP checksums to the
-    device; each such frame goes out with NEEDS_CSUM, and with GSO (gso_size = the connection's MSS) when it
-    carries more than one segment's payload (`gso_size_of(frame)`, if the node has it). Other frames (ARP,
-    ICMP, full checksums) go out as written. In plain mode, frames with partial checksums or larger than a
-    segment are finished in software (`segment_gso_frame`), so a node need not know the device's mode.
-
-    A node with `poll_parts` (a Host) hands TCP frames over as (headers, payload): they go out with one
-    writev, so a 64 KB payload is never copied into a joined frame in Python.
+    Sending: each `OutgoingFrame` says what is left to do.  A frame with a partial TCP checksum goes out
+    with NEEDS_CSUM, and a TSO super-segment with GSO (gso_size = the connection's MSS); a wire-ready frame
+    goes out as written.  Frames come in two pieces (headers, payload) and leave with one writev, so a 64 KB
+    payload is never copied into a joined frame in Python.  In plain mode, frames that need the device are
+    finished in software (`segment_gso_frame`), so a node need not know the device's mode.
     """
 
     def __init__(self, node: FrameNode, tap: TapDevice, batch: int = 64) -> None:
@@ -326,10 +321,6 @@ class TapMedium:
         self.checksums_completed = 0  # received frames whose checksum Python had to finish
         self.gso_frames_sent = 0  # super-segments the kernel cut into MSS-sized packets for us
         self.segmented_in_software = 0  # frames finished by Python because the device is in plain mode
-        self._partial = getattr(node, "tx_checksum", "full") == "partial"
-        self._gso_size_of = getattr(node, "gso_size_of", None)
-        # A node that hands frames over in pieces (headers, payload) saves joining each one: writev does.
-        self._poll = getattr(node, "poll_parts", node.poll)
 
     def fileno(self) -> int:
         return self.tap.fileno()
@@ -337,7 +328,7 @@ class TapMedium:
     def step(self, now: float) -> int:
         """Frames moved: written from the node, then read for it (at most `batch`)."""
         moved = 0
-        for frame in self._poll(now):
+        for frame in self.node.poll(now):
             self._send(frame)
             moved += 1
         for hdr, frame in self.tap.read_batch(self.batch):
@@ -352,7 +343,7 @@ class TapMedium:
             node.receive_frame(frame.obj if frame.nbytes == len(frame.obj) else bytes(frame), now)
         elif tcp_checksum_trusted(hdr, frame):
             self.checksums_trusted += 1
-            node.receive_frame(frame, now, checksum_verified=True)  # type: ignore[call-arg]
+            node.receive_frame(frame, now, True)
         elif hdr.needs_csum:
             try:
                 data = complete_checksum(frame, hdr)
@@ -365,42 +356,31 @@ class TapMedium:
             node.receive_frame(frame, now)
         return True
 
-    def _send(self, frame: bytes | FrameParts) -> None:
-        gso_size = self._gso_size_of(frame) if self._gso_size_of is not None else None
-        if type(frame) is tuple:
-            # Headers and payload in pieces: one writev, the payload never joined in Python.
-            if not self._partial and gso_size is None:
-                self.tap.write_parts(frame)  # complete as built
-                return
-            if self.tap.offload:
-                headers, payload = frame
-                hdr = tx_header_for_frame(headers, gso_size or len(payload) or 1, len(headers) + len(payload))
-                if hdr.is_gso:
-                    self.gso_frames_sent += 1
-                self.tap.write_parts(frame, hdr if hdr.flags else None)
-                return
-            frame = frame[0] + frame[1]  # plain device: finished in software below
-        if not self._partial and gso_size is None:
-            self.tap.write(frame)
+    def _send(self, frame: OutgoingFrame) -> None:
+        if not frame.needs_device:
+            self.tap.write_parts(frame.parts())  # complete as built
             return
-        layout = locate_tcp(frame)
-        if layout is None:
-            self.tap.write(frame)  # ARP, ICMP...: always complete as built
-            return
-        if gso_size is None:
-            gso_size = layout.payload_len or 1
-        if not self._partial:
-            frame = bytearray(frame)
-            write_partial_tcp_checksum(frame)  # NEEDS_CSUM wants the pseudo-header sum in the field
-        hdr = tx_header_for_frame(frame, gso_size)
+        hdr = tx_header_for_frame(frame.head, frame.gso_size or len(frame), len(frame))
         if self.tap.offload:
             if hdr.is_gso:
                 self.gso_frames_sent += 1
-            self.tap.write(frame, hdr)
+            self.tap.write_parts(frame.parts(), hdr if hdr.flags else None)
             return
         self.segmented_in_software += 1
-        for packet in segment_gso_frame(frame, hdr):
+        for packet in wire_packets(frame, hdr):
             self.tap.write(packet)
 
     def next_deadline(self) -> float | None:
         return None
+
+
+def wire_packets(frame: OutgoingFrame, hdr: VirtioNetHdr | None = None) -> list[bytes]:
+    """The packets `frame` becomes on the wire, checksums complete (what a device with offload would do)."""
+    if not frame.needs_device:
+        return [frame.joined()]
+    if hdr is None:
+        hdr = tx_header_for_frame(frame.head, frame.gso_size or len(frame), len(frame))
+    data = bytearray(frame.joined())
+    if not frame.partial_checksum:
+        write_partial_tcp_checksum(data)  # NEEDS_CSUM wants the pseudo-header sum in the field
+    return segment_gso_frame(data, hdr)

@@ -13,7 +13,8 @@ import contextlib
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager as ContextManager
 
-from stack.loops.network import FrameNetwork, FrameNode, Medium, attach, detach
+from stack.devices.contract import FrameNode, Medium
+from stack.loops.network import FrameNetwork, attach, detach
 
 
 class AsyncioDriver:
@@ -26,6 +27,7 @@ class AsyncioDriver:
         self._pump_scheduled = False
         self._watchers: list[Callable[[], None]] = []
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
+        self._readers: list[int] = []
         self.pumps = 0
 
     @property
@@ -35,12 +37,20 @@ class AsyncioDriver:
         return self._loop
 
     def start(self) -> AsyncioDriver:
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
         attach(self.network.hosts, self)
+        self._readers = self.network.descriptors()
+        for fd in self._readers:
+            loop.add_reader(fd, self.wakeup)  # frames from the kernel: pump at once
         self.wakeup()
         return self
 
     def close(self) -> None:
+        if self._loop is not None:
+            for fd in self._readers:
+                with contextlib.suppress(Exception):  # the loop or the descriptor may already be closed
+                    self._loop.remove_reader(fd)
+        self._readers = []
         if self._timer is not None:
             self._timer.cancel()
         for _, future in self._waiters:

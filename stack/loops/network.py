@@ -11,7 +11,8 @@ readable. Three drivers exist:
   socket calls;
 - ``stack.loops.asyncio_driver.AsyncioDriver``: real time inside a running asyncio loop, for streams.
 
-All three step a ``FrameNetwork``: hosts plus media (a ``MemoryWire`` now; a TAP device later).
+All three step a ``FrameNetwork``: nodes plus the media joining them (memory wires, TAP devices), under the
+contract of ``stack.devices.contract``.
 """
 
 from __future__ import annotations
@@ -20,22 +21,8 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager as ContextManager
 from typing import Protocol, runtime_checkable
 
-
-class FrameNode(Protocol):
-    """Anything with one interface that exchanges Ethernet frames, sans-IO (a Host, a test double)."""
-
-    def receive_frame(self, frame: bytes, now: float) -> None: ...
-    def poll(self, now: float) -> list[bytes]: ...
-    def next_deadline(self) -> float | None: ...
-
-
-class Medium(Protocol):
-    """Carries frames between nodes: ``step(now)`` pulls frames from its nodes and delivers those due."""
-
-    nodes: tuple[FrameNode, ...]
-
-    def step(self, now: float) -> int: ...  # frames moved; 0 when nothing happened
-    def next_deadline(self) -> float | None: ...  # when frames in flight are due
+from stack.deadlines import earliest
+from stack.devices.contract import FrameNode, Medium
 
 
 @runtime_checkable
@@ -108,22 +95,32 @@ class FrameNetwork:
         raise LivelockError(f"frames still moving after {self.max_rounds} rounds at t={now}")
 
     def next_deadline(self) -> float | None:
-        deadlines = [d for d in (n.next_deadline() for n in self.hosts) if d is not None]
-        deadlines += [d for d in (m.next_deadline() for m in self.media) if d is not None]
-        return min(deadlines) if deadlines else None
+        return earliest(*(node.next_deadline() for node in self.hosts),
+                        *(medium.next_deadline() for medium in self.media))
+
+    def descriptors(self) -> list[int]:
+        """The media's file descriptors a loop waits on (a TAP's), beside its deadlines."""
+        return [fd for fd in (medium.fileno() for medium in self.media) if fd is not None]
 
 
-def attach(hosts: Iterable[object], driver: Driver) -> None:
-    """Make ``driver`` the one that blocking socket calls on these hosts wait on."""
-    for host in hosts:
-        if hasattr(host, "driver"):
-            current = host.driver
+@runtime_checkable
+class Drivable(Protocol):
+    """A node whose blocking calls (sockets, ping) wait on a driver: a Host."""
+
+    driver: Driver | None
+
+
+def attach(nodes: Iterable[FrameNode], driver: Driver) -> None:
+    """Make ``driver`` the one that blocking socket calls on these nodes wait on."""
+    for node in nodes:
+        if isinstance(node, Drivable):
+            current = node.driver
             if current is not None and current is not driver:
-                raise RuntimeError(f"{host!r} is already driven by {current!r}; detach it first")
-            host.driver = driver
+                raise RuntimeError(f"{node!r} is already driven by {current!r}; detach it first")
+            node.driver = driver
 
 
-def detach(hosts: Iterable[object], driver: Driver) -> None:
-    for host in hosts:
-        if getattr(host, "driver", None) is driver:
-            host.driver = None
+def detach(nodes: Iterable[FrameNode], driver: Driver) -> None:
+    for node in nodes:
+        if isinstance(node, Drivable) and node.driver is driver:
+            node.driver = None

@@ -15,7 +15,8 @@ import contextlib
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager as ContextManager
 
-from stack.loops.network import FrameNetwork, FrameNode, Medium, SimulationStalled, attach, detach
+from stack.devices.contract import FrameNode, Medium
+from stack.loops.network import FrameNetwork, SimulationStalled, attach, detach
 
 MAX_WAIT = 24 * 3600.0  # a wait without timeout that lasts a virtual day is a stall, not a long wait
 

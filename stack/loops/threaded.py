@@ -5,9 +5,9 @@ socket calls from other threads hold it (``locked()``) while they touch a host, 
 loop. Waiters sleep on a condition the loop notifies after every step.
 
 The loop sleeps in a selector, not on the lock, until the next deadline, a wakeup (a byte on a self-pipe)
-or a medium's file descriptor becoming readable: a medium that has a ``fileno()`` (a TAP device, next
-issue) is registered, so frames from the kernel wake the loop at once. The memory wire has none and is
-driven by deadlines and wakeups alone.
+or a medium's file descriptor becoming readable: a medium whose ``fileno()`` is a descriptor (a TAP) is
+registered, so frames from the kernel wake the loop at once. The memory wire has none and is driven by
+deadlines and wakeups alone.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager as ContextManager
 
-from stack.loops.network import FrameNetwork, FrameNode, Medium, NoDriverError, attach, detach
+from stack.devices.contract import FrameNode, Medium
+from stack.loops.network import FrameNetwork, NoDriverError, attach, detach
 
 
 class ThreadedDriver:
@@ -39,10 +40,8 @@ class ThreadedDriver:
         os.set_blocking(self._wake_write, False)
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wake_read, selectors.EVENT_READ)
-        for medium in self.network.media:
-            fileno = getattr(medium, "fileno", None)
-            if fileno is not None:
-                self._selector.register(fileno(), selectors.EVENT_READ)
+        for fd in self.network.descriptors():
+            self._selector.register(fd, selectors.EVENT_READ)
         self.failure: BaseException | None = None
         self.steps = 0
 

@@ -15,41 +15,32 @@ from __future__ import annotations
 import ipaddress
 import random
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from stack.deadlines import AT_ONCE
+from stack.devices.contract import OutgoingFrame
 from stack.net.arp import ArpCache, ArpTimings
+from stack.net.counters import Counters
+from stack.net.icmp import IcmpErrorSource, MakeError
+from stack.net.link import EthernetLink
 from stack.net.routing import Route, RoutingTable
-from stack.wire.arp import ARP_REPLY, ARP_REQUEST, arp_reply_for, arp_request, build_arp, parse_arp
 from stack.wire.buffer import BytesLike
 from stack.wire.errors import MalformedPacket
-from stack.wire.ethernet import (
-    BROADCAST_MAC,
-    ETHERTYPE_ARP,
-    ETHERTYPE_IPV4,
-    ethernet_header,
-    mac_from_str,
-    parse_ethernet,
-)
+from stack.wire.ethernet import mac_from_str
 from stack.wire.icmp import (
-    ICMP_DEST_UNREACHABLE,
     ICMP_ECHO_REQUEST,
     TIME_EXCEEDED_TTL,
     UNREACH_FRAG_NEEDED,
     UNREACH_HOST,
     UNREACH_NET,
-    IcmpMessage,
     build_icmp,
     destination_unreachable,
     echo_reply_for,
-    may_send_error_about,
     parse_icmp,
     time_exceeded,
 )
 from stack.wire.ipv4 import PROTO_ICMP, Ipv4Packet, build_ipv4, fragment_ipv4, parse_ipv4
-
-ICMP_MSGS_PER_SEC = 1000  # Linux's net.ipv4.icmp_msgs_per_sec
-ICMP_MSGS_BURST = 50  # Linux's net.ipv4.icmp_msgs_burst
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,48 +66,26 @@ class RouterPort:
         self.mac = mac_from_str(config.mac)
         self.mtu = config.mtu
         self.address = self.interface.ip.packed
-        self.arp = ArpCache(arp, rng=rng)
-        self.outbox: list[bytes] = []
-        self.announce = True
-        self.now = 0.0
+        self.link = EthernetLink(self.mac, self.address, ArpCache(arp, rng=rng), router.counters)
 
     def __repr__(self) -> str:
         return f"RouterPort({self.index}, {self.interface})"
 
-    def receive_frame(self, frame: BytesLike, now: float) -> None:
-        self.now = now
-        self.router.frame_input(self, frame, now)
+    def receive_frame(self, frame: BytesLike, now: float, checksum_verified: bool = False) -> None:
+        payload = self.link.receive(frame, now)
+        if payload is not None:
+            self.router.ipv4_input(self, payload, now)
 
-    def poll(self, now: float) -> list[bytes]:
-        self.now = now
-        if self.announce:
-            self.announce = False
-            self.send_arp(arp_request(self.mac, self.address, self.address), BROADCAST_MAC)
-        requests, failures = self.arp.poll(now)
-        for request in requests:
-            self.send_arp(arp_request(self.mac, self.address, request.target_ip),
-                          request.dst_mac or BROADCAST_MAC)
-        for failure in failures:
-            for packet in failure.packets:  # RFC 1812 4.3.3.1: the next hop did not answer
-                self.router.next_hop_unreachable(packet, now)
-        frames, self.outbox = self.outbox, []
-        return frames
+    def poll(self, now: float) -> list[OutgoingFrame]:
+        for packet in self.link.poll(now):  # RFC 1812 4.3.3.1: the next hop did not answer
+            self.router.next_hop_unreachable(packet, now)
+        return self.link.take_frames()
 
     def next_deadline(self) -> float | None:
-        if self.outbox or self.announce:
-            return self.now
-        return self.arp.next_deadline()
-
-    def send_arp(self, packet: object, dst_mac: bytes) -> None:
-        self.outbox.append(b"".join((ethernet_header(dst_mac, self.mac, ETHERTYPE_ARP),
-                                     build_arp(packet), bytes(18))))  # type: ignore[arg-type]
+        return AT_ONCE if self.link.has_frames else self.link.next_deadline()
 
     def transmit(self, next_hop: bytes, packet: bytes, now: float) -> None:
-        mac = self.arp.lookup(next_hop, now)
-        if mac is None:
-            self.arp.enqueue(next_hop, packet, now)
-        else:
-            self.outbox.append(b"".join((ethernet_header(mac, self.mac, ETHERTYPE_IPV4), packet)))
+        self.link.send_ipv4(next_hop, packet, now)
 
 
 class Router:
@@ -128,6 +97,11 @@ class Router:
             raise ValueError(f"router {name}: needs at least two ports, got {len(ports)}")
         self.name = name
         self.rng = random.Random(seed)
+        self.counters: dict[str, int] = Counters.fromkeys(
+            ("IpInReceives", "IpInHdrErrors", "IpForwDatagrams", "IpInAddrErrors", "IpOutNoRoutes",
+             "IpFragOKs", "IpFragFails", "IpFragCreates", "IcmpOutTimeExcds", "IcmpOutDestUnreachs",
+             "IcmpOutEchoReps", "IcmpOutRateLimited", "EthInErrors", "ArpInErrors"), 0)
+        self.icmp_errors = IcmpErrorSource(self.counters)
         timings = ArpTimings()
         self.ports = [RouterPort(self, index, PortConfig(*spec), self.rng, timings)
                       for index, spec in enumerate(ports)]
@@ -136,13 +110,7 @@ class Router:
             self.routes.add(str(port.interface.network))
         for destination, gateway in routes:
             self.routes.add(destination, gateway)
-        self.counters: dict[str, int] = dict.fromkeys(
-            ("IpInReceives", "IpInHdrErrors", "IpForwDatagrams", "IpInAddrErrors", "IpOutNoRoutes",
-             "IpFragOKs", "IpFragFails", "IpFragCreates", "IcmpOutTimeExcds", "IcmpOutDestUnreachs",
-             "IcmpOutEchoReps", "IcmpOutRateLimited", "EthInErrors", "ArpInErrors"), 0)
         self._addresses = {port.address: port for port in self.ports}
-        self._tokens = float(ICMP_MSGS_BURST)
-        self._tokens_at = 0.0
         self._ident = self.rng.randrange(1 << 16)
 
     def __repr__(self) -> str:
@@ -150,36 +118,7 @@ class Router:
 
     # -- input ---------------------------------------------------------------------------------------
 
-    def frame_input(self, port: RouterPort, frame: BytesLike, now: float) -> None:
-        try:
-            parsed = parse_ethernet(frame)
-        except MalformedPacket:
-            self.counters["EthInErrors"] += 1
-            return
-        if (parsed.dst != port.mac and parsed.dst != BROADCAST_MAC) or parsed.vlan_ids:
-            return
-        if parsed.ethertype == ETHERTYPE_ARP:
-            self._arp_input(port, parsed.payload, now)
-        elif parsed.ethertype == ETHERTYPE_IPV4:
-            self._ipv4_input(port, parsed.payload, now)
-
-    def _arp_input(self, port: RouterPort, payload: BytesLike, now: float) -> None:
-        try:
-            packet = parse_arp(payload)
-        except MalformedPacket:
-            self.counters["ArpInErrors"] += 1
-            return
-        if packet.sender_ip == port.address:
-            return
-        to_us = packet.target_ip == port.address
-        if packet.sender_ip != b"\x00\x00\x00\x00":
-            for waiting in port.arp.learn(packet.sender_ip, packet.sender_mac, now,
-                                          is_reply=packet.op == ARP_REPLY, to_us=to_us):
-                port.transmit(packet.sender_ip, waiting, now)
-        if packet.op == ARP_REQUEST and to_us:
-            port.send_arp(arp_reply_for(packet, port.mac), packet.sender_mac)
-
-    def _ipv4_input(self, port: RouterPort, data: BytesLike, now: float) -> None:
+    def ipv4_input(self, port: RouterPort, data: BytesLike, now: float) -> None:
         self.counters["IpInReceives"] += 1
         try:
             packet = parse_ipv4(data)
@@ -255,15 +194,10 @@ class Router:
 
     # -- ICMP we originate ---------------------------------------------------------------------------
 
-    def _error(self, about: Ipv4Packet, port: RouterPort, make: Callable[[bytes], IcmpMessage],
-               now: float) -> None:
-        original = build_ipv4(about)
-        if not may_send_error_about(original) or not self._rate_allows(now):
-            return
-        message = make(original)
-        unreachable = message.type == ICMP_DEST_UNREACHABLE
-        self.counters["IcmpOutDestUnreachs" if unreachable else "IcmpOutTimeExcds"] += 1
-        self._originate(port.address, about.src, build_icmp(message), now)
+    def _error(self, about: Ipv4Packet, port: RouterPort, make: MakeError, now: float) -> None:
+        message = self.icmp_errors.build(about, make, now)
+        if message is not None:
+            self._originate(port.address, about.src, message, now)
 
     def _originate(self, src: bytes, dst: bytes, payload: bytes, now: float) -> None:
         found = self._route(socket.inet_ntoa(dst))
@@ -274,12 +208,3 @@ class Router:
         packet = Ipv4Packet(src, dst, PROTO_ICMP, payload, ident=self._ident, dont_fragment=False)
         for fragment in fragment_ipv4(packet, out_port.mtu):
             out_port.transmit(next_hop, fragment, now)
-
-    def _rate_allows(self, now: float) -> bool:
-        self._tokens = min(float(ICMP_MSGS_BURST), self._tokens + (now - self._tokens_at) * ICMP_MSGS_PER_SEC)
-        self._tokens_at = now
-        if self._tokens < 1.0:
-            self.counters["IcmpOutRateLimited"] += 1
-            return False
-        self._tokens -= 1.0
-        return True

@@ -9,7 +9,6 @@ stays: it is the lab's) and removes the control socket. The process writes nothi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 from dataclasses import dataclass
@@ -109,12 +108,10 @@ async def serve(settings: NodeSettings, stop: asyncio.Event) -> None:
     trace = TraceRing()
     host = build_host(settings, tap.offload, trace.sink, trace_segments=trace.segments)
     medium = build_medium(settings, host, tap)
-    loop = asyncio.get_running_loop()
     driver = AsyncioDriver([host], [medium])
     control: ControlServer | None = None
     try:
         driver.start()
-        loop.add_reader(tap.fileno(), driver.wakeup)
         node = StackNode(host, driver, trace)
         parts = NodeParts(settings, tap, medium, node)
         for app in settings.apps:
@@ -130,8 +127,6 @@ async def serve(settings: NodeSettings, stop: asyncio.Event) -> None:
     finally:
         if control is not None:
             await control.close()
-        with contextlib.suppress(Exception):
-            loop.remove_reader(tap.fileno())
         driver.close()
         tap.close()
 

@@ -145,7 +145,7 @@ class StackNode:
             entry.server.close()
         if entry.socket is not None:
             with contextlib.suppress(OSError):
-                entry.socket.close()
+                entry.socket.close(self.driver.clock())
         self.driver.wakeup()
         return 1
 
@@ -189,7 +189,7 @@ class StackNode:
             if keepalive:
                 sock.setsockopt(SOL_SOCKET, SO_KEEPALIVE, 1)  # timings: TcpConfig (the `config` command)
             try:
-                sock.connect((addr, port))
+                sock.connect((addr, port), self.driver.clock())
             except BlockingIOError:
                 pass
             except OSError as exc:
@@ -244,7 +244,7 @@ class StackNode:
                     moved = moved or count > 0
                     pending = pending[count:] if count < len(pending) else next(pieces, None)
                 if pending is None and shutdown and not shut:
-                    sock.shutdown(SHUT_WR)
+                    sock.shutdown(SHUT_WR, self.driver.clock())
                     shut = True
                 if reading and not eof:
                     for _ in range(64):
@@ -294,7 +294,7 @@ class StackNode:
         with contextlib.suppress(OSError):
             if close == "abort":
                 sock.setsockopt(SOL_SOCKET, SO_LINGER, (1, 0))
-            sock.close()
+            sock.close(self.driver.clock())
         self.driver.wakeup()
         if key:
             with contextlib.suppress(TimeoutError):
@@ -388,12 +388,12 @@ class StackNode:
         for sock in self.kept_open:
             with contextlib.suppress(OSError):
                 sock.setsockopt(SOL_SOCKET, SO_LINGER, (1, 0))
-                sock.close()
+                sock.close(self.driver.clock())
         self.kept_open.clear()
-        for sock in list(self.host.tcp.owner_of.values()):
+        for sock in self.host.tcp.tables.owned_sockets():
             with contextlib.suppress(OSError):
                 sock.setsockopt(SOL_SOCKET, SO_LINGER, (1, 0))
-                sock.close()
+                sock.close(self.driver.clock())
         self.driver.wakeup()
         await asyncio.sleep(0.01)  # one turn of the loop: the RSTs leave
 

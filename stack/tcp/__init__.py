@@ -3,10 +3,14 @@
 Nothing in this package reads a clock, opens a socket or starts a thread: time (`now`, seconds) and
 randomness (`random.Random`, secret bytes) are passed in.
 
-Map: `layer.TcpLayer` (the host's entry point and the seeds' three tables) -> `socket.TcpSocket` (the
-non-blocking socket) -> `connection.Connection` (one TCB; SEGMENT ARRIVES), with `recovery.py` (ACKs, loss
-recovery), `output.py` (what to send), `timers.py`, `options.py` (negotiation), `buffers.py`,
-`listener.py` / `passive.py` (SYN queue, accept queue, SYN cookies), `state.py` (the state table).
+Map: `layer.TcpLayer` (the entry point IP and applications use) owns `tables.SocketTables` (the seeds'
+three tables: bound, listening, established; the only code that changes them) and makes
+`tcp_socket.TcpSocket`s (the non-blocking socket; its options are a `sockopts.SocketOptions`).  A
+`listener.Listener` holds a SYN queue and an accept queue and does the passive open (with SYN cookies,
+`syncookies.py`).  A `connection.Connection` is one TCB owning its components: `arrival.py` (SEGMENT ARRIVES),
+`output.py` (what to send), `recovery.LossRecovery` (ACKs, loss recovery), `timers.Timers`, `urgent.py`,
+`congestion/` (one file per algorithm), `rtt.py`, `buffers.py`, `reassembly.py`, `sack.py`, `options.py`
+(negotiation).  `state.py` is the state table, in Linux's names.
 
 Where the RFCs allow several behaviours this package does what Linux does; each place says so in its
 docstring ("Linux:").  The main ones: RST in TIME_WAIT ends it (tcp_rfc1337=0); a RST in CLOSE_WAIT reports

@@ -52,6 +52,9 @@ class TcpSegment:
     options: TcpOptions = field(default=NO_OPTIONS)
     payload: bytes | memoryview = b""
     urgent: int = 0
+    # Not a header field: how TCP hands a TSO super-segment down (Linux keeps gso_size beside the skb).
+    # Above 0, the device cuts the payload into segments of this many bytes; 0 means one packet.
+    gso_size: int = field(default=0, compare=False)
 
     @property
     def seg_len(self) -> int:

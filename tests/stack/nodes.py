@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 
+from stack.devices.contract import OutgoingFrame
 from stack.wire.arp import ArpPacket, parse_arp
 from stack.wire.ethernet import ETHERTYPE_ARP, ETHERTYPE_IPV4, EthernetFrame, build_ethernet, parse_ethernet
 from stack.wire.ipv4 import Ipv4Packet, build_ipv4, parse_ipv4
@@ -19,12 +20,12 @@ class RawEndpoint:
         self.outbox: list[bytes] = []
         self.driver = None
 
-    def receive_frame(self, frame: bytes, now: float) -> None:
+    def receive_frame(self, frame: bytes, now: float, checksum_verified: bool = False) -> None:
         self.received.append((now, bytes(frame)))
 
-    def poll(self, now: float) -> list[bytes]:
+    def poll(self, now: float) -> list[OutgoingFrame]:
         frames, self.outbox = self.outbox, []
-        return frames
+        return [OutgoingFrame(frame) for frame in frames]
 
     def next_deadline(self) -> float | None:
         return None
@@ -67,7 +68,7 @@ class ArpOnlyPeer(RawEndpoint):
         self.address = ip(address)
         self.mac = mac
 
-    def receive_frame(self, frame: bytes, now: float) -> None:
+    def receive_frame(self, frame: bytes, now: float, checksum_verified: bool = False) -> None:
         super().receive_frame(frame, now)
         from stack.wire.arp import ARP_REQUEST, arp_reply_for, build_arp
 

@@ -381,10 +381,11 @@ def test_partial_checksums_need_a_wire_that_vouches(offload: bool) -> None:
         server, _ = listener.accept()
         client.sendall(b"x" * 10_000)
         assert server.recv_exactly(10_000) == b"x" * 10_000
-    else:  # without offload every segment fails its checksum: the SYN never counts
+    else:  # without offload every partial checksum fails: the handshake never completes
         with pytest.raises(TimeoutError):
             client.connect(SERVER)
-        assert b.counters()["TcpInErrs"] >= 3
+        # The first SYN waited for ARP and so left complete; its retransmissions and b's SYN-ACKs did not.
+        assert b.counters()["TcpInErrs"] >= 2 and a.counters()["TcpInErrs"] >= 2
 
 
 def test_a_corrupting_direction_never_vouches_for_checksums() -> None:

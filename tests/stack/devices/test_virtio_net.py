@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from stack.devices.contract import OutgoingFrame
 from stack.devices.tap import TapCounters, TapMedium
 from stack.devices.virtio_net import (
     NO_OFFLOAD,
@@ -354,30 +355,29 @@ class FakeTap:
         self.headers.append(hdr)
         return True
 
+    def write_parts(self, parts: tuple[bytes, ...], hdr: VirtioNetHdr | None = None) -> bool:
+        return self.write(b"".join(parts), hdr)
+
     def fileno(self) -> int:
         return -1
 
 
 class RecordingNode:
-    def __init__(self, outgoing: list[bytes], tx_checksum: str = "full",
-                 gso_sizes: dict[bytes, int] | None = None) -> None:
+    """A FrameNode that sends the frames it is given and records what it receives."""
+
+    def __init__(self, outgoing: list[OutgoingFrame]) -> None:
         self.outgoing = outgoing
-        self.tx_checksum = tx_checksum
-        self.gso_sizes = gso_sizes or {}
         self.received: list[tuple[bytes, bool]] = []
 
-    def receive_frame(self, frame: bytes, now: float, *, checksum_verified: bool = False) -> None:
+    def receive_frame(self, frame: bytes, now: float, checksum_verified: bool = False) -> None:
         self.received.append((bytes(frame), checksum_verified))
 
-    def poll(self, now: float) -> list[bytes]:
+    def poll(self, now: float) -> list[OutgoingFrame]:
         frames, self.outgoing = self.outgoing, []
         return frames
 
     def next_deadline(self) -> float | None:
         return None
-
-    def gso_size_of(self, frame: bytes) -> int | None:
-        return self.gso_sizes.get(frame)
 
 
 def test_medium_trusts_the_kernels_checksums_and_completes_the_rest() -> None:
@@ -390,7 +390,7 @@ def test_medium_trusts_the_kernels_checksums_and_completes_the_rest() -> None:
     odd = bytearray(plain)
     tap = FakeTap([(tso, memoryview(bytes(big))), (broken, memoryview(plain)), (None, memoryview(plain)),
                    (elsewhere, memoryview(bytes(odd)))])
-    node = RecordingNode([b"out-1", b"out-2"])
+    node = RecordingNode([OutgoingFrame(b"out-1"), OutgoingFrame(b"out-2")])
     medium = TapMedium(node, tap, batch=2)
     assert medium.step(0.0) == 2 + 1  # two written; of the two read, the broken one is dropped
     assert tap.written == [b"out-1", b"out-2"] and tap.headers == [None, None]
@@ -413,7 +413,9 @@ def partial_frame(payload: bytes) -> bytes:
 def test_medium_sends_partial_checksums_with_needs_csum_and_super_segments_with_gso() -> None:
     small, large = partial_frame(b"s" * 100), partial_frame(b"L" * 5000)
     arp_like = b"\xff" * 60
-    node = RecordingNode([small, large, arp_like], tx_checksum="partial", gso_sizes={large: 1448})
+    node = RecordingNode([OutgoingFrame(small[:54], small[54:], partial_checksum=True),
+                          OutgoingFrame(large[:54], large[54:], gso_size=1448, partial_checksum=True),
+                          OutgoingFrame(arp_like)])
     tap = FakeTap([])
     medium = TapMedium(node, tap)
     assert medium.step(0.0) == 3
@@ -426,7 +428,8 @@ def test_medium_sends_partial_checksums_with_needs_csum_and_super_segments_with_
 
 def test_medium_in_plain_mode_finishes_offloaded_frames_in_software() -> None:
     small, large = partial_frame(b"s" * 100), partial_frame(b"L" * 3000)
-    node = RecordingNode([small, large], tx_checksum="partial", gso_sizes={large: 1000})
+    node = RecordingNode([OutgoingFrame(small, partial_checksum=True),
+                          OutgoingFrame(large, gso_size=1000, partial_checksum=True)])
     tap = FakeTap([], offload=False)
     medium = TapMedium(node, tap)
     medium.step(0.0)

@@ -1,5 +1,5 @@
 """The data path's shortcuts keep the bytes and events the same: frames handed to a device in pieces
-(`Host.poll_parts`, `TapMedium` writing headers and payload with one writev) and per-segment trace events
+(`OutgoingFrame`s, `TapMedium` writing headers and payload with one writev) and per-segment trace events
 left out for a sink that does not want them (`trace_segments=False`)."""
 
 from __future__ import annotations
@@ -64,10 +64,9 @@ class KernelBehindTap:
     def step(self, now: float) -> int:
         moved = self.medium.step(now)
         for frame, hdr, in_pieces in self.tap.written:
-            if in_pieces and locate_tcp(frame) is not None:
-                layout = locate_tcp(frame)
-                assert layout is not None
-                mss = hdr.gso_size if hdr is not None and hdr.is_gso else layout.payload_len or 1
+            layout = locate_tcp(frame)
+            if in_pieces and layout is not None and layout.payload_len:
+                mss = hdr.gso_size if hdr is not None and hdr.is_gso else layout.payload_len
                 assert hdr == tx_header_for_frame(frame, mss)  # pieces get the header the whole frame would
                 self.checked += 1
             for packet in segment_gso_frame(frame, hdr or NO_OFFLOAD):
@@ -75,7 +74,7 @@ class KernelBehindTap:
                 moved += 1
         self.tap.written.clear()
         for frame in self.peer.poll(now):
-            self.tap.inbound.append((NO_OFFLOAD, memoryview(frame)))
+            self.tap.inbound.append((NO_OFFLOAD, memoryview(frame.joined())))
             moved += 1
         return moved
 
@@ -83,54 +82,49 @@ class KernelBehindTap:
         return None
 
 
-def test_poll_parts_joined_are_the_frames_poll_returns() -> None:
-    """Two identical hosts (same seed and secret) doing the same thing: one polled whole, one in pieces;
-    every piece-wise frame joined is byte for byte the whole one, and a super-segment's GSO size is known
-    under either form."""
-    hosts = []
-    for _ in range(2):
-        host = Host("10.0.0.1/24", "02:00:00:00:00:01", seed=3, secret=b"k" * 32, gratuitous_arp=False,
-                    tx_checksum="partial", tcp=TcpConfig(tso_max_bytes=TSO_MAX_PAYLOAD, sndbuf=1 << 20))
-        host.arp.learn(bytes((10, 0, 0, 2)), bytes.fromhex("020000000002"), 0.0, is_reply=True, to_us=True)
-        hosts.append(host)
-    whole_host, parts_host = hosts
+def test_frames_come_in_pieces_with_what_the_device_must_do() -> None:
+    """A TSO host's TCP frames with data leave as (headers, payload view): joined they are the frame a
+    device would send; a super-segment says its GSO size (the MSS) and every frame says whether its TCP
+    checksum is left partial, so the device needs nothing else from the host."""
+    host = Host("10.0.0.1/24", "02:00:00:00:00:01", seed=3, secret=b"k" * 32, gratuitous_arp=False,
+                tx_checksum="partial", tcp=TcpConfig(tso_max_bytes=TSO_MAX_PAYLOAD, sndbuf=1 << 20))
+    host.arp.learn(bytes((10, 0, 0, 2)), bytes.fromhex("020000000002"), 0.0, is_reply=True, to_us=True)
     peer = Host("10.0.0.2/24", "02:00:00:00:00:02", seed=4, secret=b"p" * 32, gratuitous_arp=False,
                 tcp=TcpConfig(rcvbuf=1 << 20))
     listener = peer.socket()
     listener.bind(SERVER)
     listener.listen(1)
-    clients = []
-    for host in hosts:
-        client = host.tcp.socket()
-        client.connect_ex(SERVER)
-        clients.append(client)
+    client = host.tcp.socket()
+    client.connect_ex(SERVER, 0.0)
     now, pieces, super_segments, sent = 0.0, 0, 0, False
     for _ in range(30):
         now += 0.001
-        whole = whole_host.poll(now)
-        parts = parts_host.poll_parts(now)
-        assert len(whole) == len(parts)
-        for frame, piece in zip(whole, parts, strict=True):
-            if isinstance(piece, tuple):
+        for frame in host.poll(now):
+            joined = frame.joined()
+            layout = locate_tcp(joined)
+            assert len(joined) == len(frame) and frame.partial_checksum == (layout is not None)
+            if layout is None:  # an ARP reply: complete as built
+                peer.receive_frame(joined, now)
+                continue
+            if len(frame.payload):
                 pieces += 1
-                assert isinstance(piece[1], memoryview | bytes) and len(piece[1]) > 0
-                assert piece[0] + bytes(piece[1]) == frame
+                assert isinstance(frame.payload, memoryview | bytes)
+                assert frame.parts() == (frame.head, frame.payload)
+            if frame.gso_size:
+                super_segments += 1
+                assert layout.payload_len > frame.gso_size == client._conn.send_mss
             else:
-                assert piece == frame
-            assert whole_host.gso_size_of(frame) == parts_host.gso_size_of(piece)
-            super_segments += whole_host.gso_size_of(frame) is not None
-        for frame in whole:  # only the first host talks to the peer; the second gets the same answers
-            hdr = tx_header_for_frame(frame, whole_host.gso_size_of(frame) or 1460)
-            for packet in segment_gso_frame(frame, hdr):  # checksums finished as the device would
+                assert layout.payload_len <= client._conn.send_mss
+            hdr = tx_header_for_frame(joined, frame.gso_size or len(joined))
+            assert hdr.is_gso == (frame.gso_size > 0)
+            for packet in segment_gso_frame(joined, hdr):  # checksums finished as the device would
                 peer.receive_frame(packet, now)
         for reply in peer.poll(now):
-            for host in hosts:
-                host.receive_frame(reply, now)
-        if clients[0].state == "ESTABLISHED" and not sent:
+            host.receive_frame(reply.joined(), now)
+        if client.state == "ESTABLISHED" and not sent:
             sent = True
-            for client in clients:
-                client.send(random.Random(1).randbytes(300_000))
-    assert sent and pieces > 5 and super_segments > 0, (clients[0].state, pieces)
+            client.send(random.Random(1).randbytes(300_000))
+    assert sent and pieces > 5 and super_segments > 0, (client.state, pieces)
 
 
 def test_tso_transfer_through_the_tap_medium_in_pieces() -> None:
@@ -153,9 +147,10 @@ def test_locate_tcp_on_headers_alone_matches_the_whole_frame() -> None:
     host = Host("10.0.0.1/24", "02:00:00:00:00:01", seed=1, gratuitous_arp=False, tx_checksum="partial")
     host.arp.learn(bytes((10, 0, 0, 2)), bytes.fromhex("020000000002"), 0.0, is_reply=True, to_us=True)
     sock = host.tcp.socket()
-    sock.connect_ex(SERVER)
-    (syn,) = host.poll(0.0)
-    assert isinstance(syn, bytes)
+    sock.connect_ex(SERVER, 0.0)
+    (frame,) = host.poll(0.0)
+    assert not len(frame.payload)  # a SYN: everything is in the head
+    syn = frame.head
     for extra in (0, 1, 1448, 65000):
         layout = locate_tcp(syn + bytes(extra))
         assert layout is not None
@@ -221,7 +216,7 @@ def test_send_keeps_a_view_of_immutable_bytes_and_copies_anything_else() -> None
     client.settimeout(5)
     client.connect(SERVER)
     server, _ = listener.accept()
-    connection = next(iter(sender.tcp.connections.values()))
+    connection = next(iter(sender.tcp.tables.connections()))
     immutable = random.Random(2).randbytes(3000)
     reused = bytearray(b"x" * 2000)
     assert connection.send(memoryview(immutable)[1000:]) == 2000

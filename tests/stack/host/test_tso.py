@@ -32,8 +32,9 @@ class SegmentingWire:
 
     def step(self, now: float) -> int:
         moved = 0
-        for frame in self.tso_host.poll(now):
-            gso_size = self.tso_host.gso_size_of(frame)
+        for outgoing in self.tso_host.poll(now):
+            frame = outgoing.joined()
+            gso_size = outgoing.gso_size or None
             if gso_size is not None:
                 self.super_segments.append((len(frame) - 14 - 20 - 32, gso_size))
             hdr = tx_header_for_frame(frame, gso_size or MTU)
@@ -42,7 +43,7 @@ class SegmentingWire:
                 self.peer.receive_frame(packet, now)
                 moved += 1
         for frame in self.peer.poll(now):
-            self.tso_host.receive_frame(frame, now)
+            self.tso_host.receive_frame(frame.joined(), now)
             moved += 1
         return moved
 

@@ -7,6 +7,7 @@ import struct
 
 import pytest
 
+from stack.devices.contract import OutgoingFrame
 from stack.devices.impairment import Impairment
 from stack.devices.memory import MemoryWire
 from stack.loops.network import FrameNetwork, LivelockError, SimulationStalled
@@ -21,13 +22,13 @@ class Ticker:
         self.received: list[tuple[float, bytes]] = []
         self.driver = None
 
-    def receive_frame(self, frame: bytes, now: float) -> None:
+    def receive_frame(self, frame: bytes, now: float, checksum_verified: bool = False) -> None:
         self.received.append((now, frame))
 
-    def poll(self, now: float) -> list[bytes]:
+    def poll(self, now: float) -> list[OutgoingFrame]:
         out = []
         while self.sent < self.count and self.sent * self.period <= now:
-            out.append(struct.pack("!I", self.sent) + bytes(60))
+            out.append(OutgoingFrame(struct.pack("!I", self.sent) + bytes(60)))
             self.sent += 1
         return out
 
@@ -42,13 +43,13 @@ class Echo(Ticker):
         super().__init__(1.0, 0)
         self.outbox: list[bytes] = []
 
-    def receive_frame(self, frame: bytes, now: float) -> None:
+    def receive_frame(self, frame: bytes, now: float, checksum_verified: bool = False) -> None:
         super().receive_frame(frame, now)
         self.outbox.append(frame)
 
-    def poll(self, now: float) -> list[bytes]:
+    def poll(self, now: float) -> list[OutgoingFrame]:
         out, self.outbox = self.outbox, []
-        return out
+        return [OutgoingFrame(frame) for frame in out]
 
 
 def test_virtual_time_jumps_between_deadlines_and_frames_cross_at_once() -> None:

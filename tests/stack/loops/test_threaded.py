@@ -12,6 +12,7 @@ import time
 import pytest
 
 import stack
+from stack.devices.contract import OutgoingFrame
 from stack.devices.impairment import Impairment
 from stack.devices.memory import MemoryWire
 from stack.host import Host
@@ -120,7 +121,7 @@ class DatagramMedium:
             self.host.receive_frame(frame, now)
             moved += 1
         for frame in self.host.poll(now):
-            self.sock.send(frame)
+            self.sock.send(frame.joined())
             moved += 1
         return moved
 
@@ -153,10 +154,10 @@ def test_a_failing_node_fails_the_waiters_instead_of_hanging_them() -> None:
     class Broken:
         driver = None
 
-        def receive_frame(self, frame: bytes, now: float) -> None:
+        def receive_frame(self, frame: bytes, now: float, checksum_verified: bool = False) -> None:
             raise ValueError("node bug")
 
-        def poll(self, now: float) -> list[bytes]:
+        def poll(self, now: float) -> list[OutgoingFrame]:
             return []
 
         def next_deadline(self) -> float | None:

@@ -85,7 +85,7 @@ def test_ttl_expiry_and_no_route_are_reported_by_icmp() -> None:
     raw.inject(ipv4_frame(router_mac, "10.0.0.9", "10.0.1.2", PROTO_ICMP, ping, ttl=1))
     raw.inject(ipv4_frame(router_mac, "10.0.0.9", "192.0.2.1", PROTO_ICMP, ping))
     # The router must resolve 10.0.0.9 to answer: the raw endpoint does not speak ARP, so teach it.
-    router.ports[0].arp.learn(bytes([10, 0, 0, 9]), RAW_MAC, 0.0, is_reply=True, to_us=True)
+    router.ports[0].link.arp.learn(bytes([10, 0, 0, 9]), RAW_MAC, 0.0, is_reply=True, to_us=True)
     runner.run_for(0.1)
     errors = [parse_icmp(p.payload) for p in raw.ipv4_packets()]
     assert [(m.type, m.code) for m in errors] == [(ICMP_TIME_EXCEEDED, 0), (ICMP_DEST_UNREACHABLE, 0)]

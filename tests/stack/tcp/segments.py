@@ -114,7 +114,7 @@ class Tester:
             self.config,
             secret=b"test-secret-0123",
             rng=random.Random(7),
-            route=lambda ip: (LOCAL, mtu),
+            route=lambda ip, now: (LOCAL, mtu),
             trace=self.events.append,
             isn_source=lambda *_: isn,
         )
@@ -166,7 +166,7 @@ class Tester:
         sock = self.layer.socket()
         sock.bind((LOCAL, local_port))
         try:
-            sock.connect((REMOTE, port))
+            sock.connect((REMOTE, port), self.now)
         except BlockingIOError:
             pass
         return sock
@@ -191,7 +191,7 @@ class Tester:
         return sock
 
     def connection(self) -> Connection:
-        (only,) = self.layer.connections.values()
+        (only,) = self.layer.tables.connections()
         return only
 
     def trace_names(self) -> list[str]:
@@ -226,9 +226,9 @@ class Wire:
         self.now = 0.0
         self.delivered: list[tuple[float, str, TcpSegment]] = []
         self.a = TcpLayer(config_a or TcpConfig(), secret=b"secret-of-host-a", rng=random.Random(seed),
-                          route=lambda ip: (LOCAL, mtu))
+                          route=lambda ip, now: (LOCAL, mtu))
         self.b = TcpLayer(config_b or TcpConfig(), secret=b"secret-of-host-b", rng=random.Random(seed + 1),
-                          route=lambda ip: (REMOTE, mtu))
+                          route=lambda ip, now: (REMOTE, mtu))
         self._flight: list[tuple[float, int, str, str, TcpSegment]] = []
         self._tie = itertools.count()
 

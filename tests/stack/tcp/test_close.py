@@ -24,7 +24,7 @@ def reach(state: str) -> tuple[Tester, TcpSocket, int]:
     sock = t.open_client()
     peer_next = 5001
     if state in ("FIN_WAIT1", "FIN_WAIT2", "CLOSING", "TIME_WAIT"):
-        sock.shutdown(socket.SHUT_WR)
+        sock.shutdown(socket.SHUT_WR, t.now)
         t.poll()
         if state in ("FIN_WAIT2", "TIME_WAIT"):
             t.send(peer("A", seq=5001, ack=1002))
@@ -35,7 +35,7 @@ def reach(state: str) -> tuple[Tester, TcpSocket, int]:
         t.send(peer("FA", seq=5001, ack=1001))
         peer_next = 5002
         if state == "LAST_ACK":
-            sock.shutdown(socket.SHUT_WR)
+            sock.shutdown(socket.SHUT_WR, t.now)
     t.poll()
     assert sock.state == state
     return t, sock, peer_next
@@ -58,7 +58,7 @@ def test_exact_reset_in_every_synchronized_state(state: str) -> None:
     t.send(peer("R", seq=peer_next), at=0.5)
     t.expect_nothing()
     assert sock.state == "CLOSE" and sock.error == RESET_ERRNO[state]
-    assert t.layer.connections == {}
+    assert list(t.layer.tables.connections()) == []
 
 
 @pytest.mark.parametrize("state", ["CLOSE_WAIT", "LAST_ACK", "CLOSING", "TIME_WAIT"])
@@ -92,7 +92,7 @@ def test_close_in_syn_received_sends_the_fin_once_established() -> None:
     t.poll()
     t.send(peer("S", seq=7000, mss=1460))  # simultaneous open: we are in SYN_RECV
     t.poll()
-    sock.close()
+    sock.close(t.now)
     t.expect_nothing()
     t.send(peer("A", seq=7001, ack=1001))
     (fin,) = t.poll()
@@ -105,6 +105,6 @@ def test_abort_in_syn_sent_sends_nothing() -> None:
     sock = t.connect(80)
     t.poll()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, (1, 0))
-    sock.close()
+    sock.close(t.now)
     t.expect_nothing()
-    assert t.layer.connections == {}
+    assert list(t.layer.tables.connections()) == []

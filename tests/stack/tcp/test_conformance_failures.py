@@ -46,7 +46,7 @@ def test_user_timeout_bounds_a_connect() -> None:
     sock = t.layer.socket()
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 3000)
     sock.bind(("10.0.0.1", 50000))
-    assert sock.connect_ex(("10.0.0.2", 80)) == errno.EINPROGRESS
+    assert sock.connect_ex(("10.0.0.2", 80), t.now) == errno.EINPROGRESS
     t.expect(SYN, at=0.0)
     t.expect(SYN, at=1.0)  # 1 s after the first SYN: within the user timeout, so retransmit
     assert t.deadline() == pytest.approx(3.0)
@@ -60,7 +60,7 @@ def test_user_timeout_does_not_shorten_a_connect_that_answers() -> None:
     sock = t.layer.socket()
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 1500)
     sock.bind(("10.0.0.1", 50000))
-    sock.connect_ex(("10.0.0.2", 80))
+    sock.connect_ex(("10.0.0.2", 80), t.now)
     t.expect(SYN, at=0.0)
     t.expect(SYN, at=1.0)
     t.send(seg("SA", seq=5000, ack=1001, sport=80, dport=50000, mss=1460), at=1.2)
@@ -75,7 +75,7 @@ def test_r1_retransmissions_give_ip_negative_advice_once() -> None:
     connection itself goes on until R2."""
     t = Tester(retries2=6)
     advised: list[str] = []
-    t.layer.negative_advice = advised.append
+    t.layer.negative_advice = lambda ip, now: advised.append(ip)
     sock = t.open_client()
     sock.send(b"anyone there?")
     t.poll(at=1.0)
@@ -94,7 +94,7 @@ def test_r1_applies_to_syns_too() -> None:
     """MUST-22: the same R1 advice for a SYN that goes unanswered."""
     t = Tester()
     advised: list[str] = []
-    t.layer.negative_advice = advised.append
+    t.layer.negative_advice = lambda ip, now: advised.append(ip)
     t.connect(80)
     t.expect(SYN, at=0.0)
     for when, expected in ((1.0, []), (3.0, []), (7.0, ["10.0.0.2"]), (15.0, ["10.0.0.2"])):
@@ -107,7 +107,7 @@ def test_r1_is_a_setting() -> None:
     comes with the first SYN timeout; a value below 1 is refused."""
     t = Tester(retries1=1)
     advised: list[str] = []
-    t.layer.negative_advice = advised.append
+    t.layer.negative_advice = lambda ip, now: advised.append(ip)
     t.connect(80)
     t.expect(SYN, at=0.0)
     t.expect(SYN, at=1.0)

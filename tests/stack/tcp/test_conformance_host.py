@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import socket
 
+from stack.devices.contract import OutgoingFrame
 from stack.host import Host
 from stack.tcp import TcpSocket
 from stack.wire.arp import ARP_REPLY, ARP_REQUEST, ArpPacket, build_arp
@@ -55,11 +56,11 @@ def tcp_frame(segment: TcpSegment, *, src: str = PEER_IP, dst: str = HOST_IP, ds
     return build_ethernet(EthernetFrame(mac, PEER_MAC, ETHERTYPE_IPV4, build_ipv4(packet)))
 
 
-def tcp_replies(frames: list[bytes]) -> list[tuple[Ipv4Packet, TcpSegment]]:
+def tcp_replies(frames: list[OutgoingFrame]) -> list[tuple[Ipv4Packet, TcpSegment]]:
     """Parse every TCP frame the host sent, verifying both checksums (MUST-2)."""
     found = []
     for frame in frames:
-        ethernet = parse_ethernet(frame)
+        ethernet = parse_ethernet(frame.joined())
         assert ethernet.ethertype == ETHERTYPE_IPV4, "only IPv4 expected once the peer's MAC is known"
         packet = parse_ipv4(ethernet.payload)  # verifies the header checksum
         assert packet.protocol == PROTO_TCP
@@ -121,7 +122,7 @@ def test_source_quench_is_silently_discarded() -> None:
     retransmitted on schedule."""
     host, _ = host_with_listener()
     client = host.tcp.socket()
-    client.connect_ex((PEER_IP, 80))
+    client.connect_ex((PEER_IP, 80), 0.5)
     ((packet, syn),) = tcp_replies(host.poll(0.5))
     quote = build_ipv4(packet)[:28]  # the IP header and the first 8 bytes of the segment
     quench = IcmpMessage(ICMP_SOURCE_QUENCH, 0, b"\x00\x00\x00\x00", quote)
@@ -146,14 +147,15 @@ def test_syn_from_the_subnet_directed_broadcast_is_ignored() -> None:
     host.receive_frame(tcp_frame(SYN), 0.2)  # the same SYN from a unicast peer is answered
     ((_, synack),) = tcp_replies(host.poll(0.2))
     assert synack.flags == TcpFlags.SYN | TcpFlags.ACK
-    assert not host._is_broadcast_address("10.0.0.254") and host._is_broadcast_address("10.0.0.255")
+    ip_layer = host.ip_layer
+    assert not ip_layer.is_directed_broadcast("10.0.0.254") and ip_layer.is_directed_broadcast("10.0.0.255")
 
 
 def test_connect_to_the_subnet_directed_broadcast_is_refused() -> None:
     """MUST-46: an OPEN to the interface's directed broadcast fails at once and sends nothing."""
     host, _ = host_with_listener()
     client = host.tcp.socket()
-    assert client.connect_ex(("10.0.0.255", 80)) == errno.ENETUNREACH
+    assert client.connect_ex(("10.0.0.255", 80), 0.1) == errno.ENETUNREACH
     assert host.poll(0.1) == []
 
 
@@ -161,7 +163,7 @@ def test_a_31_or_32_prefix_has_no_directed_broadcast() -> None:
     """RFC 3021: on a /31 both addresses name hosts, so the "broadcast" one is a valid peer."""
     for prefix, peer in (("10.0.0.2/31", "10.0.0.3"), ("10.0.0.2/32", "10.0.0.2")):
         host = Host(prefix, HOST_MAC, seed=1, gratuitous_arp=False)
-        assert not host._is_broadcast_address(peer), prefix
+        assert not host.ip_layer.is_directed_broadcast(peer), prefix
 
 
 def test_r1_negative_advice_marks_the_next_hop_stale_and_forgets_the_path_mtu() -> None:
@@ -174,20 +176,21 @@ def test_r1_negative_advice_marks_the_next_hop_stale_and_forgets_the_path_mtu() 
                                                     ETHERTYPE_ARP, build_arp(reply))), 0.1)
     assert host.arp.entry(a(PEER_IP)).state.value == "REACHABLE"
     client = host.tcp.socket()
-    client.connect_ex((PEER_IP, 80))
+    client.connect_ex((PEER_IP, 80), 0.2)
     assert len(tcp_replies(host.poll(0.2))) == 1  # the SYN
     host.ip_layer._pmtu[PEER_IP] = (1400, 1e9)  # as if a "fragmentation needed" had taught it
     assert host.ip_layer.path_mtu(PEER_IP, 0.2) == 1400
     now = 0.2
-    for timeout in range(1, 4):  # SYN retransmissions 1, 3 and 7 s after connect() (at 0.0, the TCP clock)
+    for timeout in range(1, 4):  # SYN retransmissions 1, 3 and 7 s after connect() (at 0.2)
         now = host.next_deadline()
         frames = host.poll(now)
         assert len(tcp_replies(frames)) == 1
         assert host.counters().get("IpNegativeAdvice", 0) == (1 if timeout == 3 else 0), timeout
         assert host.arp.entry(a(PEER_IP)).state.value == ("DELAY" if timeout == 3 else "REACHABLE")
-    assert now == 7.0 and client.state == "SYN_SENT"
+    assert now == 7.2 and client.state == "SYN_SENT"
     assert host.ip_layer.path_mtu(PEER_IP, now) == 1500
     # The retransmitted SYN used the STALE entry (DELAY); delay_first_probe (5 s) later comes the probe.
     now = host.next_deadline()
-    ((probe,),) = [[f for f in host.poll(now) if parse_ethernet(f).ethertype == ETHERTYPE_ARP]]
-    assert now == 12.0 and parse_ethernet(probe).dst == PEER_MAC  # unicast to the known MAC (NUD_PROBE)
+    frames = [frame.joined() for frame in host.poll(now)]
+    ((probe,),) = [[f for f in frames if parse_ethernet(f).ethertype == ETHERTYPE_ARP]]
+    assert now == 12.2 and parse_ethernet(probe).dst == PEER_MAC  # unicast to the known MAC (NUD_PROBE)

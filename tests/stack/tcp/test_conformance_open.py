@@ -25,7 +25,7 @@ def two_address_layer() -> TcpLayer:
     return TcpLayer(
         secret=b"test-secret-0123",
         rng=random.Random(3),
-        route=lambda ip: (LOCAL, 1500),
+        route=lambda ip, now: (LOCAL, 1500),
         is_local_address=lambda ip: ip in (LOCAL, SECOND_LOCAL),
         is_broadcast_address=lambda ip: ip == SUBNET_BROADCAST,
         isn_source=lambda *_: 1000,
@@ -44,7 +44,7 @@ def test_simultaneous_open_reset_in_syn_received_refuses_the_connect() -> None:
     assert sock.state == "SYN_RECV" and synack.flags == seg("SA").flags
     t.send(seg("R", seq=5001, sport=80, dport=50000))
     assert sock.state == "CLOSE" and sock.error == errno.ECONNREFUSED
-    assert t.layer.listeners == {}  # an active open never turns into a listener
+    assert t.layer.tables.snapshot().listening == ()  # an active open never turns into a listener
 
 
 def test_listen_on_a_port_whose_connection_is_still_opening() -> None:
@@ -54,7 +54,7 @@ def test_listen_on_a_port_whose_connection_is_still_opening() -> None:
     client = t.layer.socket()
     client.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     client.bind((LOCAL, 7000))
-    assert client.connect_ex((REMOTE, 80)) == errno.EINPROGRESS
+    assert client.connect_ex((REMOTE, 80), t.now) == errno.EINPROGRESS
     (syn,) = t.poll()
     listener = t.layer.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -68,7 +68,7 @@ def test_listen_on_a_port_whose_connection_is_still_opening() -> None:
     t.send(seg("S", seq=5000, sport=40000, dport=7000, mss=1460))
     (synack,) = t.poll()
     assert synack.flags == seg("SA").flags and synack.dst_port == 40000
-    assert t.layer.tables().listening[0].syn_queue == 1
+    assert t.layer.tables.snapshot().listening[0].syn_queue == 1
     assert client.state == "ESTABLISHED"
 
 
@@ -85,7 +85,7 @@ def test_established_connections_survive_a_new_listener_on_their_port() -> None:
     t = Tester()
     first = reusing_listener(t, 80)
     child = t.accept_one(first)
-    first.close()  # the accepted connection outlives its listener
+    first.close(t.now)  # the accepted connection outlives its listener
     second = reusing_listener(t, 80)
     assert child.state == "ESTABLISHED" and second.state == "LISTEN"
     t.send(seg("PA", seq=5001, ack=1001, dport=80, data=b"still here"), at=0.1)
@@ -102,7 +102,7 @@ def test_syn_leaves_from_the_address_open_names() -> None:
     layer = two_address_layer()
     sock = layer.socket()
     sock.bind((SECOND_LOCAL, 0))
-    assert sock.connect_ex((REMOTE, 80)) == errno.EINPROGRESS
+    assert sock.connect_ex((REMOTE, 80), 0.0) == errno.EINPROGRESS
     ((src, dst, syn),) = layer.poll(0.0)
     assert (src, dst) == (SECOND_LOCAL, REMOTE) and syn.flags == seg("S").flags
     assert sock.getsockname()[0] == SECOND_LOCAL
@@ -116,7 +116,7 @@ def test_syn_without_a_local_address_asks_the_route(bound: str | None) -> None:
     sock = layer.socket()
     if bound is not None:
         sock.bind((bound, 0))
-    assert sock.connect_ex((REMOTE, 80)) == errno.EINPROGRESS
+    assert sock.connect_ex((REMOTE, 80), 0.0) == errno.EINPROGRESS
     ((src, _dst, _syn),) = layer.poll(0.0)
     assert src == LOCAL and sock.getsockname()[0] == LOCAL
 
@@ -128,10 +128,10 @@ def test_open_to_a_broadcast_or_multicast_address_is_refused(address: str) -> No
     layer = two_address_layer()
     sock = layer.socket()
     with pytest.raises(OSError) as info:
-        sock.connect((address, 80))
+        sock.connect((address, 80), 0.0)
     assert info.value.errno == errno.ENETUNREACH
     assert layer.poll(0.0) == []
-    assert layer.connections == {}
+    assert list(layer.tables.connections()) == []
 
 
 @pytest.mark.parametrize("source", ["224.0.0.5", "255.255.255.255", "0.0.0.0", "240.0.0.1", SUBNET_BROADCAST])
@@ -145,7 +145,7 @@ def test_syn_from_an_invalid_source_is_ignored(source: str) -> None:
     syn = seg("S", seq=5000, mss=1460)
     layer.segment_arrives(source, LOCAL, syn, 0.0)
     assert layer.poll(0.0) == []
-    assert layer.tables().listening[0].syn_queue == 0
+    assert layer.tables.snapshot().listening[0].syn_queue == 0
     stray: TcpSegment = seg("A", seq=5001, ack=77, dport=81)  # to a closed port
     layer.segment_arrives(source, LOCAL, stray, 0.1)
     assert layer.poll(0.1) == []

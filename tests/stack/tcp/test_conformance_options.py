@@ -44,7 +44,7 @@ def test_mss_option_never_leaves_on_a_segment_without_syn() -> None:
     listener.bind((REMOTE, 80))
     listener.listen(4)
     client = wire.a.socket()
-    assert client.connect_ex((REMOTE, 80)) == errno.EINPROGRESS
+    assert client.connect_ex((REMOTE, 80), wire.now) == errno.EINPROGRESS
     wire.run_until(lambda: listener.readable, limit=30)
     server, _ = listener.accept()
     data = random.Random(6).randbytes(150_000)
@@ -62,8 +62,8 @@ def test_mss_option_never_leaves_on_a_segment_without_syn() -> None:
             wire.run(wire.now + 0.05)
         assert wire.now < 300, f"transfer stalled at {len(received)} bytes"
     assert bytes(received) == data
-    client.close()
-    server.close()
+    client.close(wire.now)
+    server.close(wire.now)
     wire.run(wire.now + 60)
     segments = [segment for _, _, segment in wire.delivered]
     assert wire.a.counters()["RetransSegs"] > 0 and any(s.options.sack_blocks for s in segments)

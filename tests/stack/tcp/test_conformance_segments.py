@@ -74,7 +74,7 @@ def test_new_syn_for_a_syn_queue_entry_resets_it() -> None:
     t.send(seg("S", seq=7777, mss=1460), at=0.1)  # a different SYN for the same 4-tuple
     (reset,) = t.poll()
     assert reset.flags == seg("RA").flags and reset.seq == synack.seq + 1
-    assert t.layer.tables().listening[0].syn_queue == 0 and listener.state == "LISTEN"
+    assert t.layer.tables.snapshot().listening[0].syn_queue == 0 and listener.state == "LISTEN"
     t.send(seg("S", seq=9000, mss=1460), at=0.2)
     (fresh,) = t.poll()
     assert fresh.flags == seg("SA").flags and fresh.ack == 9001
@@ -102,4 +102,4 @@ def test_listener_drops_segments_that_are_neither_syn_nor_ack() -> None:
     t.send(seg("F", seq=5000), at=0.1)
     t.send(seg("SF", seq=5000, mss=1460), at=0.1)
     t.expect_nothing()
-    assert t.layer.tables().listening[0].syn_queue == 0
+    assert t.layer.tables.snapshot().listening[0].syn_queue == 0

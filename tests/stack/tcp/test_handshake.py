@@ -23,8 +23,8 @@ def test_active_open_sends_syn_and_completes_on_syn_ack() -> None:
     t.send(seg("SA", seq=5000, ack=1001, sport=80, dport=CLIENT, mss=1400), at=0.05)
     t.expect(seg("A", seq=1001, ack=5001, sport=CLIENT, dport=80))
     assert sock.state == "ESTABLISHED" and sock.writable
-    assert sock.connect_ex(("10.0.0.2", 80)) == 0  # Linux: the first call after completion succeeds
-    assert sock.connect_ex(("10.0.0.2", 80)) == errno.EISCONN
+    assert sock.connect_ex(("10.0.0.2", 80), t.now) == 0  # Linux: the first call after completion succeeds
+    assert sock.connect_ex(("10.0.0.2", 80), t.now) == errno.EISCONN
     snap = t.layer.snapshots()[0]
     assert snap.mss == 1400 and snap.srtt == pytest.approx(0.05)
     assert t.layer.counters()["ActiveOpens"] == 1
@@ -33,7 +33,7 @@ def test_active_open_sends_syn_and_completes_on_syn_ack() -> None:
 def test_second_connect_while_in_progress_is_ealready() -> None:
     t = Tester()
     sock = t.connect(80)
-    assert sock.connect_ex(("10.0.0.2", 80)) == errno.EALREADY
+    assert sock.connect_ex(("10.0.0.2", 80), t.now) == errno.EALREADY
 
 
 def test_passive_open_syn_queue_then_accept_queue() -> None:
@@ -41,14 +41,14 @@ def test_passive_open_syn_queue_then_accept_queue() -> None:
     listener = t.listen(80)
     t.send(seg("S", seq=5000, win=30000, mss=1300), at=0.0)
     t.expect(seg("SA", seq=1000, ack=5001, sport=80, dport=PEER_PORT, mss=1460))
-    tables = t.layer.tables()
+    tables = t.layer.tables.snapshot()
     assert (tables.listening[0].syn_queue, tables.listening[0].accept_queue) == (1, 0)
     with pytest.raises(BlockingIOError):
         listener.accept()
     assert not listener.readable
     t.send(seg("A", seq=5001, ack=1001, win=30000), at=0.01)
     t.expect_nothing()
-    tables = t.layer.tables()
+    tables = t.layer.tables.snapshot()
     assert (tables.listening[0].syn_queue, tables.listening[0].accept_queue) == (0, 1)
     assert listener.readable
     child, address = listener.accept()
@@ -92,7 +92,7 @@ def test_reset_in_syn_sent_refuses_only_with_acceptable_ack() -> None:
     t.expect_nothing()
     assert sock.state == "CLOSE" and sock.error == errno.ECONNREFUSED and sock.writable
     with pytest.raises(ConnectionRefusedError):
-        sock.connect(("10.0.0.2", 80))
+        sock.connect(("10.0.0.2", 80), t.now)
     assert t.layer.counters()["AttemptFails"] == 1
     assert "tcp_receive_reset" in t.trace_names()
 
@@ -140,7 +140,7 @@ def test_syn_ack_retransmission_then_silent_drop() -> None:
     for when in (1.0, 3.0, 7.0, 15.0, 31.0):
         t.expect(synack, at=when)
     t.expect_nothing(at=63.0)
-    assert t.layer.tables().listening[0].syn_queue == 0
+    assert t.layer.tables.snapshot().listening[0].syn_queue == 0
     assert "tcp_retransmit_synack" in t.trace_names()
 
 
@@ -190,7 +190,7 @@ def test_final_ack_with_bad_ack_number_is_reset() -> None:
     t.poll()
     t.send(seg("A", seq=5001, ack=1234))
     t.expect(seg("R", seq=1234, ack=0, win=0, sport=80, dport=PEER_PORT))
-    assert t.layer.tables().listening[0].syn_queue == 1
+    assert t.layer.tables.snapshot().listening[0].syn_queue == 1
 
 
 def test_data_on_the_third_handshake_segment_is_delivered() -> None:

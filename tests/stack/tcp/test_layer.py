@@ -25,7 +25,7 @@ def serve(wire: Wire, port: int = 80) -> TcpSocket:
 
 def dial(wire: Wire, port: int = 80) -> TcpSocket:
     client = wire.a.socket()
-    assert client.connect_ex((REMOTE, port)) == errno.EINPROGRESS
+    assert client.connect_ex((REMOTE, port), wire.now) == errno.EINPROGRESS
     return client
 
 
@@ -41,7 +41,7 @@ def pump(wire: Wire, sender: TcpSocket, receiver: TcpSocket, data: bytes, limit:
             except BlockingIOError:
                 pass
         elif not closed:
-            sender.shutdown(socket.SHUT_WR)
+            sender.shutdown(socket.SHUT_WR, wire.now)
             closed = True
         try:
             while True:
@@ -72,13 +72,13 @@ def test_bulk_transfer_both_ways_then_clean_close(congestion: str) -> None:
     assert sha(pump(wire, client, server, upload, limit=30)) == sha(upload)
     download = random.Random(2).randbytes(300_000)
     assert sha(pump(wire, server, client, download, limit=60)) == sha(download)
-    client.close()
-    server.close()
-    listener.close()
+    client.close(wire.now)
+    server.close(wire.now)
+    listener.close(wire.now)
     wire.run(wire.now + 2.0)
-    assert wire.a.connections == {} and wire.b.connections == {}
+    assert list(wire.a.tables.connections()) == [] and list(wire.b.tables.connections()) == []
     assert wire.a.next_deadline() is None and wire.b.next_deadline() is None
-    assert wire.a.tables().bound == () and wire.b.tables().bound == ()
+    assert wire.a.tables.snapshot().bound == () and wire.b.tables.snapshot().bound == ()
     assert wire.a.counters()["RetransSegs"] == 0
 
 
@@ -99,10 +99,10 @@ def test_transfer_survives_random_loss_byte_exact(sack: bool, seed: int) -> None
     data = random.Random(seed).randbytes(300_000)
     assert sha(pump(wire, client, server, data, limit=200)) == sha(data)
     assert wire.a.counters()["RetransSegs"] > 0
-    client.close()
-    server.close()
+    client.close(wire.now)
+    server.close(wire.now)
     wire.run(wire.now + 120)
-    assert wire.a.connections == {} and wire.b.connections == {}
+    assert list(wire.a.tables.connections()) == [] and list(wire.b.tables.connections()) == []
 
 
 def test_reader_that_stops_makes_the_sender_probe_then_resume() -> None:
@@ -133,8 +133,8 @@ def test_simultaneous_open_between_two_layers() -> None:
     a.bind((LOCAL, 5000))
     b = wire.b.socket()
     b.bind((REMOTE, 6000))
-    assert a.connect_ex((REMOTE, 6000)) == errno.EINPROGRESS
-    assert b.connect_ex((LOCAL, 5000)) == errno.EINPROGRESS
+    assert a.connect_ex((REMOTE, 6000), wire.now) == errno.EINPROGRESS
+    assert b.connect_ex((LOCAL, 5000), wire.now) == errno.EINPROGRESS
     wire.run(0.1)
     assert a.state == b.state == "ESTABLISHED"
     a.send(b"hello")
@@ -155,7 +155,7 @@ def test_tables_show_the_three_tables() -> None:
     t.send(seg("S", seq=5000, mss=1460, sport=41000))
     t.poll()
     child = t.accept_one(listener)
-    tables = t.layer.tables()
+    tables = t.layer.tables.snapshot()
     assert [(e.port, e.state) for e in tables.bound] == [(80, "LISTEN"), (80, "ESTABLISHED")]
     assert [(lst.port, lst.syn_queue, lst.accept_queue) for lst in tables.listening] == [(80, 1, 0)]
     assert sorted(s.state for s in tables.established) == ["ESTABLISHED", "SYN_RECV"]
@@ -248,10 +248,10 @@ def test_fatal_icmp_drops_a_syn_queue_entry_and_a_soft_one_does_not() -> None:
     t.poll()
     quoted = IcmpError("unreachable", 1, LOCAL, REMOTE, 80, 40000, 1000)  # host unreachable: soft
     t.layer.icmp_error(quoted, now=0.01)
-    assert t.layer.tables().listening[0].syn_queue == 1
+    assert t.layer.tables.snapshot().listening[0].syn_queue == 1
     quoted = IcmpError("unreachable", 3, LOCAL, REMOTE, 80, 40000, 1000)  # port unreachable: fatal
     t.layer.icmp_error(quoted, now=0.02)
-    assert t.layer.tables().listening[0].syn_queue == 0
+    assert t.layer.tables.snapshot().listening[0].syn_queue == 0
 
 
 @pytest.mark.parametrize("sack", [True, False])

@@ -22,7 +22,7 @@ def complete(t: Tester, port: int, isn: int = 5000) -> None:
 
 
 def queues(t: Tester) -> tuple[int, int]:
-    entry = t.layer.tables().listening[0]
+    entry = t.layer.tables.snapshot().listening[0]
     return entry.syn_queue, entry.accept_queue
 
 
@@ -32,7 +32,7 @@ def test_backlog_is_capped_by_somaxconn_and_negative_means_somaxconn() -> None:
     assert effective_backlog(-1, 4096) == 4096
     t = Tester(somaxconn=16)
     t.listen(80, backlog=100)
-    assert t.layer.tables().listening[0].backlog == 16
+    assert t.layer.tables.snapshot().listening[0].backlog == 16
 
 
 def test_accept_queue_full_drops_new_syns_silently() -> None:
@@ -135,7 +135,7 @@ def test_new_syn_ends_time_wait_early() -> None:
     listener = t.listen(80)
     complete(t, PEER_PORT)
     child, _ = listener.accept()
-    child.close()  # the server closes first: it will hold TIME_WAIT
+    child.close(t.now)  # the server closes first: it will hold TIME_WAIT
     t.poll()
     t.send(seg("A", seq=5001, ack=1002))
     t.send(seg("FA", seq=5001, ack=1002))
@@ -156,9 +156,9 @@ def test_closing_a_listener_resets_unaccepted_connections() -> None:
     complete(t, 40000)
     t.send(syn_from(40001))
     t.poll()
-    listener.close()
+    listener.close(t.now)
     (rst,) = t.poll()
     assert rst.dst_port == 40000 and rst.flags == seg("RA").flags
-    assert t.layer.connections == {} and t.layer.tables().listening == ()
+    assert list(t.layer.tables.connections()) == [] and t.layer.tables.snapshot().listening == ()
     with pytest.raises(OSError):
         listener.accept()

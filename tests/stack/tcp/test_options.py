@@ -97,7 +97,7 @@ def test_tcp_maxseg_clamps_the_segment_size() -> None:
     t = Tester()
     sock = t.layer.socket()
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1000)
-    sock.connect_ex(("10.0.0.2", 80))
+    sock.connect_ex(("10.0.0.2", 80), t.now)
     syn = t.poll()[0]
     t.send(seg("SA", seq=5000, ack=syn.seq + 1, sport=80, dport=syn.src_port, mss=1460))
     t.poll()
@@ -180,7 +180,7 @@ def test_tcp_maxseg_before_connect_lowers_the_announced_mss() -> None:
     t = Tester()
     sock = t.layer.socket()
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1200)
-    sock.connect_ex(("10.0.0.2", 80))
+    sock.connect_ex(("10.0.0.2", 80), t.now)
     (syn,) = t.poll()
     assert syn.options.mss == 1200
 

@@ -115,14 +115,14 @@ def test_reset_in_close_wait_reports_epipe_like_linux() -> None:
 
 def test_reset_in_time_wait_ends_it_like_linux() -> None:
     t = Tester()
-    t.open_client().close()
+    t.open_client().close(t.now)
     t.poll()
     t.send(peer("FA", seq=5001, ack=1002))
     t.poll()
     assert t.connection().state is TcpState.TIME_WAIT
     t.send(peer("R", seq=5002))
     t.expect_nothing()
-    assert t.layer.connections == {}
+    assert list(t.layer.tables.connections()) == []
 
 
 def test_close_with_unread_data_sends_rst() -> None:
@@ -130,9 +130,9 @@ def test_close_with_unread_data_sends_rst() -> None:
     sock = t.open_client()
     t.send(peer("PA", seq=5001, ack=1001, data=b"unread"))
     t.poll()
-    sock.close()
+    sock.close(t.now)
     t.expect(us("RA", seq=1001, ack=5007, win=0))
-    assert t.layer.connections == {} and t.layer.tables().bound == ()
+    assert list(t.layer.tables.connections()) == [] and t.layer.tables.snapshot().bound == ()
     assert "tcp_send_reset" in t.trace_names()
 
 
@@ -140,19 +140,19 @@ def test_linger_zero_close_sends_rst() -> None:
     t = Tester()
     sock = t.open_client()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, (1, 0))
-    sock.close()
+    sock.close(t.now)
     t.expect(us("RA", seq=1001, ack=5001, win=0))
 
 
 def test_data_for_a_closed_socket_is_answered_with_rst() -> None:
     t = Tester()
-    t.open_client().close()
+    t.open_client().close(t.now)
     t.poll()
     t.send(peer("A", seq=5001, ack=1002))
     t.poll()
     t.send(peer("PA", seq=5001, ack=1002, data=b"too late"))
     t.expect(us("RA", seq=1002, ack=5001, win=0))
-    assert t.layer.connections == {}
+    assert list(t.layer.tables.connections()) == []
 
 
 def test_reset_of_a_syn_queue_entry_just_removes_it() -> None:
@@ -162,7 +162,7 @@ def test_reset_of_a_syn_queue_entry_just_removes_it() -> None:
     t.poll()
     t.send(seg("R", seq=5001))
     t.expect_nothing()
-    assert t.layer.tables().listening[0].syn_queue == 0
+    assert t.layer.tables.snapshot().listening[0].syn_queue == 0
     with pytest.raises(BlockingIOError):
         listener.accept()
 

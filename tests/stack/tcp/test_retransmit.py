@@ -114,23 +114,23 @@ def test_three_duplicate_acks_fast_retransmit_and_newreno_partial_ack() -> None:
     assert flight == 11 * FULL
     t.send(peer("A", seq=5001, ack=seg_start[1]), at=1.102)  # third duplicate
     out = t.expect(_data_at(t, seg_start[1]))  # the first unacknowledged segment, resent at once
-    assert conn.in_recovery and conn.cc.ssthresh == max(flight // 2, 2 * FULL)
-    assert conn.cc.cwnd == conn.cc.ssthresh and conn.recovery_inflation == 3 * FULL
+    assert conn.recovery.in_recovery and conn.cc.ssthresh == max(flight // 2, 2 * FULL)
+    assert conn.cc.cwnd == conn.cc.ssthresh and conn.recovery.inflation == 3 * FULL
     # More duplicates inflate the window (RFC 6582) until new data may go out.
     highest = conn.snd_nxt
     for i in range(4):
         t.send(peer("A", seq=5001, ack=seg_start[1]), at=1.103 + i * 0.001)
     sent = t.poll()
-    assert sent and sent[0].seq == highest and conn.recovery_inflation == 7 * FULL
+    assert sent and sent[0].seq == highest and conn.recovery.inflation == 7 * FULL
     # The retransmission fills the first hole: the ACK stops at the second one (a partial ACK)...
     t.send(peer("A", seq=5001, ack=seg_start[4]), at=1.2)
     out = t.poll()
     assert out[0].seq == seg_start[4] and len(out[0].payload) == FULL  # ...which is resent at once
-    assert conn.in_recovery
+    assert conn.recovery.in_recovery
     # A full ACK (covering what was outstanding at the loss) ends recovery: cwnd = ssthresh.
-    t.send(peer("A", seq=5001, ack=conn.recover), at=1.3)
+    t.send(peer("A", seq=5001, ack=conn.recovery.recover), at=1.3)
     t.poll()
-    assert not conn.in_recovery and conn.cc.cwnd == conn.cc.ssthresh
+    assert not conn.recovery.in_recovery and conn.cc.cwnd == conn.cc.ssthresh
     assert t.layer.counters()["TCPFastRetrans"] == 1
 
 
@@ -159,7 +159,7 @@ def test_sack_recovery_resends_only_the_holes() -> None:
     out = t2.poll()
     # IsLost(s[0]) holds (three SACKed segments above it): the first hole is resent.
     assert out[0].seq == s[0]
-    assert conn.in_recovery
+    assert conn.recovery.in_recovery
     assert conn.snapshot().sack_holes[0] == (s[0], s[1])
     t2.send(peer("A", seq=5001, ack=s[0], sack=((s[4], s[6]), (s[1], s[3]))), at=1.103)
     out = t2.poll()
@@ -174,7 +174,7 @@ def test_retransmission_of_the_fin() -> None:
     t = Tester()
     sock = open_with_rtt(t)
     sock.send(b"bye")
-    sock.close()
+    sock.close(t.now)
     t.expect(us("FPA", seq=1001, ack=5001, data=b"bye"), at=1.0)
     t.expect(us("FPA", seq=1001, ack=5001, data=b"bye"), at=1.3)
     t.send(peer("A", seq=5001, ack=1004), at=1.4)  # data ACKed, FIN not

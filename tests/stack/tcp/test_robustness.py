@@ -52,12 +52,12 @@ def test_random_segments_never_raise_and_leave_a_consistent_layer(
             assert 0 <= snapshot.snd_una < 2**32 and 0 <= snapshot.rcv_nxt < 2**32
             assert snapshot.send_queue >= 0 and snapshot.rcv_wnd >= 0
     # Time runs out every timer: whatever state the segments left, the layer ends idle and empty.
-    client.close()
+    client.close(t.now)
     for step in range(1, 400):
         t.poll(at=now + step * 5.0)
     # Only connections nobody closed may remain (accepted-queue children the random SYNs created), idle.
     assert all(
-        c.state.name in ("ESTABLISHED", "CLOSE_WAIT") and not c.orphaned for c in t.layer.connections.values()
+        c.state.name in ("ESTABLISHED", "CLOSE_WAIT") and not c.orphaned for c in t.layer.tables.connections()
     )
     assert t.layer.next_deadline() is None
 
@@ -89,7 +89,7 @@ def test_impaired_back_to_back_transfer_is_byte_exact_both_ways(
     listener.bind((REMOTE, 80))
     listener.listen(4)
     client = wire.a.socket()
-    client.connect_ex((REMOTE, 80))
+    client.connect_ex((REMOTE, 80), wire.now)
     wire.run_until(lambda: listener.readable, limit=200)
     server, _ = listener.accept()
     data = {client: rng.randbytes(sizes[0]), server: rng.randbytes(sizes[1])}
@@ -106,7 +106,7 @@ def test_impaired_back_to_back_transfer_is_byte_exact_both_ways(
                 except BlockingIOError:
                     pass
             if offset[sock] == len(out) and not shut[sock]:
-                sock.shutdown(socket.SHUT_WR)
+                sock.shutdown(socket.SHUT_WR, wire.now)
                 shut[sock] = True
             try:
                 while not eof[sock]:
@@ -120,9 +120,9 @@ def test_impaired_back_to_back_transfer_is_byte_exact_both_ways(
         wire.run(wire.now + 0.01)
     assert hashlib.sha256(got[server]).digest() == hashlib.sha256(data[client]).digest()
     assert hashlib.sha256(got[client]).digest() == hashlib.sha256(data[server]).digest()
-    client.close()
-    server.close()
-    listener.close()
+    client.close(wire.now)
+    server.close(wire.now)
+    listener.close(wire.now)
     wire.run(wire.now + 600)
-    assert wire.a.connections == {} and wire.b.connections == {}
+    assert list(wire.a.tables.connections()) == [] and list(wire.b.tables.connections()) == []
     assert wire.a.next_deadline() is None and wire.b.next_deadline() is None

@@ -29,7 +29,7 @@ def test_bind_conflicts_and_reuseaddr() -> None:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     c.bind((LOCAL, 9000))
     d.bind((LOCAL, 9000))
-    c.close()
+    c.close(t.now)
     d.listen(5)
     e = t.layer.socket()
     e.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -44,7 +44,7 @@ def test_bind_port_zero_picks_an_ephemeral_port() -> None:
     s.bind((LOCAL, 0))
     ip, port = s.getsockname()
     assert ip == LOCAL and 32768 <= port <= 60999
-    assert [entry.port for entry in t.layer.tables().bound] == [port]
+    assert [entry.port for entry in t.layer.tables.snapshot().bound] == [port]
 
 
 def test_bind_rejects_bad_addresses() -> None:
@@ -61,7 +61,7 @@ def test_connect_picks_an_ephemeral_port_from_linux_range() -> None:
     t = Tester()
     s = t.layer.socket()
     assert s.getsockname() == ("0.0.0.0", 0)
-    assert s.connect_ex(("10.0.0.2", 80)) == errno.EINPROGRESS
+    assert s.connect_ex(("10.0.0.2", 80), t.now) == errno.EINPROGRESS
     ip, port = s.getsockname()
     assert ip == LOCAL and 32768 <= port <= 60999
     with pytest.raises(OSError) as info:
@@ -71,9 +71,9 @@ def test_connect_picks_an_ephemeral_port_from_linux_range() -> None:
 
 def test_unreachable_destination_is_enetunreach() -> None:
     t = Tester()
-    t.layer.route = lambda ip: None
+    t.layer.route = lambda ip, now: None
     with pytest.raises(OSError) as info:
-        t.layer.socket().connect(("10.9.9.9", 80))
+        t.layer.socket().connect(("10.9.9.9", 80), t.now)
     assert info.value.errno == errno.ENETUNREACH
 
 
@@ -88,8 +88,8 @@ def test_errors_on_unconnected_and_closed_sockets() -> None:
     with pytest.raises(OSError) as info:
         s.accept()
     assert info.value.errno == errno.EINVAL
-    s.close()
-    s.close()  # idempotent
+    s.close(t.now)
+    s.close(t.now)  # idempotent
     with pytest.raises(OSError) as info:
         s.recv(1)
     assert info.value.errno == errno.EBADF
@@ -111,14 +111,14 @@ def test_recv_would_block_then_data_then_eof() -> None:
 def test_shutdown_read_returns_eof_when_empty_but_keeps_data_like_linux() -> None:
     t = Tester()
     s = t.open_client()
-    s.shutdown(socket.SHUT_RD)
+    s.shutdown(socket.SHUT_RD, t.now)
     assert s.readable and s.recv(10) == b""  # no EAGAIN after SHUT_RD
     t.send(seg("PA", seq=5001, ack=1001, sport=80, dport=50000, data=b"still here"))
     (ack,) = t.poll(at=0.1)
     assert ack.ack == 5011
     assert s.recv(100) == b"still here" and s.recv(10) == b""
     with pytest.raises(OSError) as info:
-        t.layer.socket().shutdown(socket.SHUT_WR)
+        t.layer.socket().shutdown(socket.SHUT_WR, t.now)
     assert info.value.errno == errno.ENOTCONN
 
 
@@ -154,7 +154,7 @@ def test_receive_buffer_option_sets_the_advertised_window() -> None:
     t = Tester()
     s = t.layer.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 10000)
-    s.connect_ex(("10.0.0.2", 80))
+    s.connect_ex(("10.0.0.2", 80), t.now)
     (syn,) = t.poll()
     assert syn.window == 10000
 
@@ -166,7 +166,8 @@ def test_accepted_socket_inherits_listener_options() -> None:
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     child = t.accept_one(listener)
     assert child.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
-    assert child._conn.nodelay and child._conn.keepalive  # type: ignore[attr-defined]
+    assert child.options.nodelay and child.options.keepalive
+    assert child.options is child._conn.options  # one options object for the socket and its connection
     assert child.getsockname() == (LOCAL, 80)
 
 
@@ -174,7 +175,7 @@ def test_listen_twice_and_two_listeners_on_one_port() -> None:
     t = Tester()
     a = t.listen(80, backlog=5)
     a.listen(10)  # only changes the backlog
-    assert t.layer.tables().listening[0].backlog == 10
+    assert t.layer.tables.snapshot().listening[0].backlog == 10
     b = t.layer.socket()
     b.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     with pytest.raises(OSError):

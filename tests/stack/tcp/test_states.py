@@ -25,7 +25,7 @@ def peer(flags: str, **fields: object) -> object:
 def test_active_close_through_time_wait() -> None:
     t = Tester()
     sock = t.open_client()
-    sock.close()
+    sock.close(t.now)
     assert t.connection().state is TcpState.FIN_WAIT1
     t.expect(us("FA", seq=1001, ack=5001), at=1.0)
     t.send(peer("A", seq=5001, ack=1002), at=1.01)
@@ -34,10 +34,10 @@ def test_active_close_through_time_wait() -> None:
     t.send(peer("FA", seq=5001, ack=1002), at=1.02)
     t.expect(us("A", seq=1002, ack=5002, win=63999))
     assert t.connection().state is TcpState.TIME_WAIT
-    assert t.layer.tables().bound[0].state == "TIME_WAIT"  # the port stays taken
+    assert t.layer.tables.snapshot().bound[0].state == "TIME_WAIT"  # the port stays taken
     assert t.deadline() == pytest.approx(3.02)  # time_wait=2.0 in the test config
     t.expect_nothing(at=3.02)
-    assert t.layer.connections == {} and t.layer.tables().bound == ()
+    assert list(t.layer.tables.connections()) == [] and t.layer.tables.snapshot().bound == ()
     assert t.deadline() is None
 
 
@@ -49,18 +49,18 @@ def test_passive_close() -> None:
     assert sock.state == "CLOSE_WAIT" and sock.readable and sock.recv(100) == b""
     assert sock.send(b"late") == 4  # CLOSE_WAIT still sends
     t.expect(us("PA", seq=1001, ack=5002, win=63999, data=b"late"))
-    sock.close()
+    sock.close(t.now)
     t.expect(us("FA", seq=1005, ack=5002, win=63999))
     assert t.connection().state is TcpState.LAST_ACK
     t.send(peer("A", seq=5002, ack=1006))
     t.expect_nothing()
-    assert sock.state == "CLOSE" and t.layer.connections == {}
+    assert sock.state == "CLOSE" and list(t.layer.tables.connections()) == []
 
 
 def test_simultaneous_close_goes_through_closing() -> None:
     t = Tester()
     sock = t.open_client()
-    sock.close()
+    sock.close(t.now)
     t.expect(us("FA", seq=1001, ack=5001))
     t.send(peer("FA", seq=5001, ack=1001))  # the peer's FIN crossed ours
     t.expect(us("A", seq=1002, ack=5002, win=63999))
@@ -72,7 +72,7 @@ def test_simultaneous_close_goes_through_closing() -> None:
 
 def test_fin_acking_our_fin_goes_straight_to_time_wait() -> None:
     t = Tester()
-    t.open_client().close()
+    t.open_client().close(t.now)
     t.expect(us("FA", seq=1001, ack=5001))
     t.send(peer("FA", seq=5001, ack=1002))
     t.expect(us("A", seq=1002, ack=5002, win=63999))
@@ -82,7 +82,7 @@ def test_fin_acking_our_fin_goes_straight_to_time_wait() -> None:
 def test_half_close_keeps_receiving() -> None:
     t = Tester()
     sock = t.open_client()
-    sock.shutdown(socket.SHUT_WR)
+    sock.shutdown(socket.SHUT_WR, t.now)
     t.expect(us("FA", seq=1001, ack=5001))
     with pytest.raises(BrokenPipeError):
         sock.send(b"x")
@@ -98,7 +98,7 @@ def test_half_close_keeps_receiving() -> None:
 
 def test_time_wait_acknowledges_a_retransmitted_fin_and_restarts() -> None:
     t = Tester()
-    t.open_client().close()
+    t.open_client().close(t.now)
     t.poll()
     t.send(peer("FA", seq=5001, ack=1002), at=0.1)
     t.expect(us("A", seq=1002, ack=5002, win=63999))
@@ -108,24 +108,24 @@ def test_time_wait_acknowledges_a_retransmitted_fin_and_restarts() -> None:
     t.expect_nothing(at=3.4)
     assert t.connection().state is TcpState.TIME_WAIT
     t.expect_nothing(at=3.5)
-    assert t.layer.connections == {}
+    assert list(t.layer.tables.connections()) == []
 
 
 def test_orphaned_fin_wait_2_times_out() -> None:
     t = Tester(fin_timeout=5.0)
-    t.open_client().close()
+    t.open_client().close(t.now)
     t.poll()
     t.send(peer("A", seq=5001, ack=1002), at=0.1)
     t.poll()
     assert t.connection().state is TcpState.FIN_WAIT2
     t.expect_nothing(at=5.1)
-    assert t.layer.connections == {}
+    assert list(t.layer.tables.connections()) == []
 
 
 def test_half_closed_fin_wait_2_waits_for_the_peer() -> None:
     t = Tester(fin_timeout=5.0)
     sock = t.open_client()
-    sock.shutdown(socket.SHUT_WR)
+    sock.shutdown(socket.SHUT_WR, t.now)
     t.poll()
     t.send(peer("A", seq=5001, ack=1002), at=0.1)
     t.expect_nothing(at=100.0)
@@ -148,9 +148,9 @@ def test_close_in_syn_sent_just_forgets() -> None:
     t = Tester()
     sock = t.connect(80)
     t.poll()
-    sock.close()
+    sock.close(t.now)
     t.expect_nothing()
-    assert t.layer.connections == {} and t.layer.tables().bound == ()
+    assert list(t.layer.tables.connections()) == [] and t.layer.tables.snapshot().bound == ()
 
 
 def test_transition_table_rejects_impossible_moves() -> None:

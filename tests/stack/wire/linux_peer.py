@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pyroute2 import IPRoute
 
 from stack.devices.pcap import PcapWriter
+from stack.net.reassembly import Reassembler
 from stack.wire import (
     ARP_REQUEST,
     ETHERTYPE_ARP,
@@ -40,7 +41,6 @@ from stack.wire import (
     UNREACH_PORT,
     EthernetFrame,
     Ipv4Packet,
-    Reassembler,
     TcpFlags,
     TcpOptions,
     TcpSegment,
