@@ -1,7 +1,7 @@
 """Bulk TCP transfer between two Hosts in one process over the memory wire: the stack's raw speed.
 
 No device, no kernel: every microsecond measured is the stack's own Python work (Ethernet, IPv4, TCP on
-both sides, plus the wire and the runner). The cases, as issue 3 asks:
+both sides, plus the wire and the runner). The cases:
   - mss1460: MSS 1460 (MTU 1500), what a plain Ethernet link carries;
   - seg64k: 64 KB segments (MTU 65535 on the memory wire), the size the TAP offload path will carry;
   - the same two with "-offload": no Python checksum over payload on either side (the sender leaves the

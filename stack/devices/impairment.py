@@ -1,7 +1,7 @@
 """A seeded, sans-IO model of an impaired link, in the spirit of Linux's netem.
 
 The kernel this lab runs on has no sch_netem, so impairment happens in userspace: on the memory wire in
-tests and, later, on the TAP path of a pystack node. The model is generic over frames (opaque ``bytes``)
+tests and on the TAP path of a pystack node. The model is generic over frames (opaque ``bytes``)
 and never reads the clock: ``send(frame, now)`` offers a frame, ``poll(now)`` returns the frames due by
 ``now``, ``next_deadline()`` says when the next one is due. All randomness comes from one seeded
 ``random.Random``, so a seed replays the same losses, duplicates and delays.

@@ -243,7 +243,7 @@ class Ipv4Layer:
                                                 partial_checksum=self.tx_checksum == "partial"))
                     return
         # The generic way carries complete checksums: the packet may wait for ARP, loop back to us or be
-        # refused, and a frame built whole no longer says that a device must finish it.
+        # refused, and a frame framed from a parked packet does not say that a device must finish it.
         tcp = build_tcp(segment, socket.inet_aton(src_ip), dst)
         self.send(dst, PROTO_TCP, tcp, now, dont_fragment=True, dst_str=dst_ip)
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 from collections import deque
 
 
-class SendBuffer:
-    """Bytes from SND.UNA onwards: sent-but-unacknowledged, then not yet sent."""
+class ChunkQueue:
+    """Bytes as a queue of chunks (views only over immutable bytes), with their total length."""
 
-    __slots__ = ("_chunks", "_head_offset", "_length")
+    __slots__ = ("_chunks", "_length")
 
     def __init__(self) -> None:
-        self._chunks: deque[bytes | memoryview] = deque()  # views only over immutable bytes
-        self._head_offset = 0  # bytes of _chunks[0] already acknowledged
+        self._chunks: deque[bytes | memoryview] = deque()
         self._length = 0
 
     def __len__(self) -> int:
@@ -27,6 +26,16 @@ class SendBuffer:
         if data:
             self._chunks.append(data)
             self._length += len(data)
+
+
+class SendBuffer(ChunkQueue):
+    """Bytes from SND.UNA onwards: sent-but-unacknowledged, then not yet sent."""
+
+    __slots__ = ("_head_offset",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._head_offset = 0  # bytes of _chunks[0] already acknowledged
 
     def drop(self, count: int) -> None:
         """Forget `count` acknowledged bytes from the front."""
@@ -70,22 +79,10 @@ class SendBuffer:
         return b"".join(parts)
 
 
-class ReceiveBuffer:
+class ReceiveBuffer(ChunkQueue):
     """In-order bytes the application has not read yet."""
 
-    __slots__ = ("_chunks", "_length")
-
-    def __init__(self) -> None:
-        self._chunks: deque[bytes | memoryview] = deque()
-        self._length = 0
-
-    def __len__(self) -> int:
-        return self._length
-
-    def append(self, data: bytes | memoryview) -> None:
-        if data:
-            self._chunks.append(data)
-            self._length += len(data)
+    __slots__ = ()
 
     def read(self, limit: int) -> bytes:
         """Up to `limit` bytes from the front, joined once."""

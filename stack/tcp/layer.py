@@ -29,7 +29,7 @@ from stack.tcp.isn import initial_sequence_number, timestamp_offset
 from stack.tcp.listener import Listener
 from stack.tcp.ports import EphemeralPortAllocator
 from stack.tcp.seq import SEQ_MASK, seq_add, seq_gt
-from stack.tcp.snapshot import ConnectionSnapshot, TablesSnapshot
+from stack.tcp.snapshot import ConnectionSnapshot
 from stack.tcp.sockopts import SocketOptions
 from stack.tcp.state import TcpState
 from stack.tcp.tables import SocketTables
@@ -231,9 +231,6 @@ class TcpLayer:
         self._dirty[connection] = None
 
     # ------------------------------------------------------------------ inspection
-
-    def tables_snapshot(self) -> TablesSnapshot:
-        return self.tables.snapshot()
 
     def snapshots(self) -> list[ConnectionSnapshot]:
         return [connection.snapshot() for connection in self.tables.connections()]

@@ -31,7 +31,7 @@ from stack.wire.ethernet import (
     mac_to_str,
     parse_ethernet,
 )
-from stack.wire.frames import FrameParts, build_tcp_frame, tcp_frame_headers
+from stack.wire.frames import build_tcp_frame, tcp_frame_headers
 from stack.wire.icmp import (
     ICMP_DEST_UNREACHABLE,
     ICMP_ECHO_REPLY,
@@ -88,7 +88,7 @@ __all__ = [
     "ICMP_PARAMETER_PROBLEM", "ICMP_SOURCE_QUENCH", "ICMP_TIME_EXCEEDED",
     "NO_OPTIONS", "PROTO_ICMP", "PROTO_TCP", "PROTO_UDP", "TIME_EXCEEDED_REASSEMBLY", "TIME_EXCEEDED_TTL",
     "UNREACH_FRAG_NEEDED", "UNREACH_HOST", "UNREACH_NET", "UNREACH_PORT", "UNREACH_PROTOCOL",
-    "ArpPacket", "ChecksumMode", "EthernetFrame", "FragmentationNeeded", "FrameParts", "IcmpMessage",
+    "ArpPacket", "ChecksumMode", "EthernetFrame", "FragmentationNeeded", "IcmpMessage",
     "Ipv4Packet",
     "MalformedPacket", "QuotedTcp", "TcpFlags", "TcpOptions",
     "TcpSegment", "arp_reply_for", "arp_request", "build_arp", "build_ethernet", "build_icmp", "build_ipv4",

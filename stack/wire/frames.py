@@ -9,13 +9,9 @@ join at all: `tcp_frame_headers` gives the headers alone, and the payload goes o
 
 from __future__ import annotations
 
-from stack.wire.buffer import BytesLike
 from stack.wire.ethernet import ETHERTYPE_IPV4, ethernet_header
 from stack.wire.ipv4 import DEFAULT_TTL, PROTO_TCP, Ipv4Packet, ipv4_header
 from stack.wire.tcp import ChecksumMode, TcpSegment, tcp_header
-
-FrameParts = tuple[bytes, BytesLike]
-"""A frame in two pieces, (Ethernet + IPv4 + TCP headers, payload): joined, they are the frame."""
 
 
 def tcp_frame_headers(dst_mac: bytes, src_mac: bytes, src_ip: bytes, dst_ip: bytes, segment: TcpSegment, *,

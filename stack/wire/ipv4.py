@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from stack.wire.buffer import BytesLike
 from stack.wire.checksum import fold, sum_words
 from stack.wire.errors import MalformedPacket
+from stack.wire.tlv import walk_options
 
 PROTO_ICMP = 1
 PROTO_TCP = 6
@@ -29,8 +30,6 @@ FLAG_DF = 0x4000
 FLAG_MF = 0x2000
 OFFSET_MASK = 0x1FFF
 
-OPTION_END = 0
-OPTION_NOP = 1
 OPTION_COPIED = 0x80  # high bit of the option type: repeat the option in every fragment
 
 _HEADER = struct.Struct("!BBHHHBBH4s4s")
@@ -155,24 +154,8 @@ def copied_options(options: BytesLike) -> bytes:
 
     Malformed option lists are cut at the first bad option rather than looped over.
     """
-    kept = []
-    index = 0
-    length = len(options)
-    while index < length:
-        kind = options[index]
-        if kind == OPTION_END:
-            break
-        if kind == OPTION_NOP:
-            index += 1
-            continue
-        if index + 1 >= length:
-            break
-        size = options[index + 1]
-        if size < 2 or index + size > length:
-            break
-        if kind & OPTION_COPIED:
-            kept.append(bytes(options[index:index + size]))
-        index += size
+    kept = [bytes(options[index:index + size]) for kind, index, size in walk_options(options)
+            if kind & OPTION_COPIED]
     return b"".join(kept)
 
 

@@ -14,6 +14,7 @@ from typing import Literal
 from stack.wire.buffer import BytesLike
 from stack.wire.checksum import fold, pseudo_header_sum, sum_words
 from stack.wire.errors import MalformedPacket
+from stack.wire.tlv import walk_options
 
 
 class TcpFlags(IntFlag):
@@ -111,20 +112,7 @@ def parse_options(options: BytesLike) -> TcpOptions:
     mss = wscale = timestamp = None
     sack_permitted = False
     sack_blocks: tuple[tuple[int, int], ...] = ()
-    index = 0
-    length = len(options)
-    while index < length:
-        kind = options[index]
-        if kind == OPT_EOL:
-            break
-        if kind == OPT_NOP:
-            index += 1
-            continue
-        if index + 1 >= length:
-            break
-        size = options[index + 1]
-        if size < 2 or index + size > length:
-            break
+    for kind, index, size in walk_options(options):
         if kind == OPT_MSS:
             if size == 4:
                 mss = options[index + 2] << 8 | options[index + 3]
@@ -140,7 +128,6 @@ def parse_options(options: BytesLike) -> TcpOptions:
                 sack_blocks = tuple(zip(edges[::2], edges[1::2], strict=True))
         elif kind == OPT_TIMESTAMP and size == 10:
             timestamp = _OPTIONS_TS.unpack_from(options, index + 2)
-        index += size
     if mss is None and wscale is None and timestamp is None and not sack_permitted and not sack_blocks:
         return NO_OPTIONS
     return TcpOptions(mss, wscale, sack_permitted, sack_blocks, timestamp)

@@ -100,7 +100,7 @@ def test_real_time_connect_timeout_to_a_black_hole() -> None:
 
 
 class DatagramMedium:
-    """A medium on a file descriptor (as a TAP will be): one host on a SOCK_DGRAM socketpair end."""
+    """A medium on a file descriptor (as a TAP is): one host on a SOCK_DGRAM socketpair end."""
 
     def __init__(self, host: Host, sock: socket.socket) -> None:
         self.nodes = (host,)
