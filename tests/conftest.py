@@ -50,8 +50,8 @@ def lab_name() -> Iterator[str]:
     """A fresh lab name; whatever the test built under it is taken down afterwards."""
     name = f"t{uuid.uuid4().hex[:8]}"
     yield name
-    from lab import builder
-    from lab.state import LabError
+    from lab.build import builder
+    from lab.build.state import LabError
 
     # Teardown acts on "the root namespace": the test must have left this thread there.
     left_inside = os.stat("/proc/thread-self/ns/net").st_ino != STARTING_NAMESPACE

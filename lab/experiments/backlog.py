@@ -25,16 +25,16 @@ import time
 from dataclasses import asdict
 from typing import Any, ClassVar
 
+from lab.build.control import StackClient
 from lab.experiments.base import STEP_ERRORS, Check, Experiment, ExperimentResult, RunningLab, step_failed
-from lab.sockdiag import kernel_listener, kernel_tcp_sockets
-from lab.stackctl import (
-    StackClient,
+from lab.experiments.stack_answers import (
     counter_value,
     endpoint_port,
     read_trace,
     retransmissions_by_local_port,
     trace_cursor,
 )
+from lab.kernel.sockdiag import kernel_listener, kernel_tcp_sockets
 
 # --------------------------------------------------------------------------------------------
 # The experiment

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from lab.kernel import namespace_socket
-from lab.plan import LabPlan, NodePlan, plan_from_json
-from lab.stackctl import StackClient, StackCommandFailed, StackControlError, control_socket_path
-from lab.state import LabError, LabState
+from lab.build.control import StackClient, StackCommandFailed, StackControlError, control_socket_path
+from lab.build.state import LabError, LabState
+from lab.kernel.sockets import namespace_socket
+from lab.topology.plan import LabPlan, NodePlan, plan_from_json
 from stack.devices.namespace import move_to, namespace_path
 
 
@@ -216,7 +216,7 @@ def parse_option_pairs(pairs: Sequence[str]) -> dict[str, str]:
 def lab_for_experiment(plan: LabPlan | None, lab_name: str | None, *,
                        root: Path | None = None) -> Iterator[RunningLab]:
     """Bring `plan` up and always down again, or use the running lab `lab_name` and leave it up."""
-    from lab import builder
+    from lab.build import builder
 
     if lab_name is not None:
         yield RunningLab.attach(lab_name, root=root)

@@ -18,19 +18,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
+from lab.build import builder
 from lab.experiments.base import Check, Experiment, ExperimentError, ExperimentResult, RunningLab
-from lab.kernel import (
+from lab.kernel.sockets import listening_socket, namespace_socket
+from lab.kernel.transfers import (
     BackgroundCall,
     Transfer,
-    listening_socket,
-    namespace_socket,
     pattern_sha256,
     send_pattern,
     serve_sink_once,
     serve_source_once,
 )
-from lab.plan import LabPlan
-from lab.state import LAB_NAME_PATTERN
+from lab.topology import lab_name_problem, plan_from_data
+from lab.topology.chain import chain_document
+from lab.topology.names import derived_lab_name
+from lab.topology.plan import LabPlan
 
 MIN_SECONDS_ALLOWED = 30.0
 SLOWEST_EXPECTED_BPS = 40e6  # bounds the timeouts: 40 Mbit/s is far below the stack's slowest mode
@@ -124,8 +126,8 @@ def stack_to_kernel(lab: RunningLab, kernel: str, stack: str, port: int, total: 
 
 
 def scratch_lab_name(lab: str) -> str:
-    name = f"{lab[:31]}k"
-    if not LAB_NAME_PATTERN.match(name):
+    name = derived_lab_name(lab, "k")
+    if lab_name_problem(name):
         raise ExperimentError(f"cannot derive a scratch lab name from {lab!r}")
     return name
 
@@ -133,12 +135,8 @@ def scratch_lab_name(lab: str) -> str:
 @contextmanager
 def kernel_pair(lab: RunningLab) -> Iterator[LabPlan]:
     """A scratch lab `<lab>k` of two kernel nodes n1, n2 on one veth link of the lab's MTU."""
-    from lab import builder
-    from lab.chain import chain_document
-    from lab.topology import plan_from_data
-
     document = chain_document(2, scratch_lab_name(lab.name))
-    document["links"][0]["mtu"] = lab.plan.links[0].mtu if lab.plan.links else 1500  # type: ignore[index]
+    document["links"][0]["mtu"] = lab.topology.plan.links[0].mtu if lab.topology.plan.links else 1500  # type: ignore[index]
     plan = plan_from_data(document)
     builder.up(plan, root=lab.root)
     try:

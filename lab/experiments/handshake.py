@@ -19,15 +19,16 @@ import time
 from typing import Any, ClassVar
 
 from lab.experiments.base import Check, Experiment, ExperimentResult, RunningLab
-from lab.kernel import BackgroundCall, StatePoller, tcp_info
-from lab.ktrace import KernelTrace, connection_events, optional_kernel_trace, state_sequence
-from lab.stackctl import (
+from lab.experiments.stack_answers import (
     connection_trace,
     find_connection,
     snapshot_wscale,
     stack_state_sequence,
     trace_cursor,
 )
+from lab.kernel.sockets import StatePoller, tcp_info
+from lab.kernel.tracepoints import KernelTrace, connection_events, optional_kernel_trace, state_sequence
+from lab.kernel.transfers import BackgroundCall
 
 SETTLE_SECONDS = 0.3  # after the last close: FINs and ACKs cross, trace rings catch up
 PAYLOAD = b"nslab handshake\n"

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
+from lab.build.control import StackClient, StackCommandFailed
 from lab.experiments.base import (
     STEP_ERRORS,
     Check,
@@ -30,8 +31,7 @@ from lab.experiments.base import (
     RunningLab,
     step_failed,
 )
-from lab.sockdiag import kernel_listener
-from lab.stackctl import StackClient, StackCommandFailed
+from lab.kernel.sockdiag import kernel_listener
 from stack.apps.content import pattern_sha256
 
 CURL_TIMEOUT = 120.0

@@ -32,10 +32,12 @@ from lab.experiments.base import (
     lab_for_experiment,
     step_failed,
 )
-from lab.experiments.close import KernelServer, send_shutdown_and_read
-from lab.kernel import kernel_snmp, receive_all, tcp_info
-from lab.stackctl import counter_value
+from lab.experiments.kernel_peers import KernelServer, send_shutdown_and_read
+from lab.experiments.stack_answers import counter_value
+from lab.kernel.sockets import kernel_snmp, tcp_info
+from lab.kernel.transfers import receive_all
 from lab.topology import plan_from_data
+from lab.topology.names import derived_lab_name
 from stack.apps.content import chunks as pattern_chunks
 from stack.apps.content import pattern_sha256
 
@@ -138,7 +140,7 @@ class LossExperiment(Experiment):
         except STEP_ERRORS as error:  # a stuck transfer fails its profile, the others still run
             checks.append(step_failed("as-given", error))
         for index, name in enumerate(names):
-            plan = plan_from_data(profile_topology(f"{lab.name[:28]}l{index}", PROFILES[name]))
+            plan = plan_from_data(profile_topology(derived_lab_name(lab.name, f"l{index}"), PROFILES[name]))
             drops = drops_packets(PROFILES[name])
             corrupt = "corrupt" in PROFILES[name]
             with lab_for_experiment(plan, None, root=lab.root) as profile_lab:

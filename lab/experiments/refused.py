@@ -15,8 +15,8 @@ import time
 from typing import Any, ClassVar
 
 from lab.experiments.base import Check, Experiment, ExperimentError, ExperimentResult, RunningLab
-from lab.ktrace import optional_kernel_trace
-from lab.stackctl import connection_trace, endpoint, trace_cursor
+from lab.experiments.stack_answers import connection_trace, endpoint, trace_cursor
+from lab.kernel.tracepoints import optional_kernel_trace
 
 QUICK_SECONDS = 0.5  # an RST answer arrives in well under this; a timeout takes seconds
 

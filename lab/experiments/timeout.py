@@ -7,7 +7,7 @@ time). The kernel's `net.ipv4.tcp_syn_linear_timeouts` (Linux 6.5+: the first SY
 without backoff) is set to 0 in the kernel node's namespace for the run and restored afterwards,
 so both sides follow RFC 6298's doubling and can be compared interval by interval.
 
-Silent destinations (see `lab.silent`): for the kernel client an unused address with a static
+Silent destinations (see `lab.kernel.silent`): for the kernel client an unused address with a static
 neighbour entry; for the stack client an address the kernel node answers ARP for and whose IPv4
 frames it drops at ingress. Neither side ever sees an RST or an ICMP error.
 """
@@ -19,16 +19,17 @@ import socket
 import time
 from ipaddress import IPv4Interface
 from itertools import pairwise
-from pathlib import Path
 from typing import Any, ClassVar
 
 from lab.experiments.base import Check, Experiment, ExperimentError, ExperimentResult, RunningLab
-from lab.kernel import BackgroundCall, StatePoller, inside_namespace, namespace_socket
-from lab.ktrace import optional_kernel_trace
-from lab.silent import SilentSetupFailed, silent_address, silent_neighbour
-from lab.stackctl import connection_trace, trace_cursor
+from lab.experiments.stack_answers import connection_trace, trace_cursor
+from lab.kernel.silent import SilentSetupFailed, silent_address, silent_neighbour
+from lab.kernel.sockets import StatePoller, namespace_socket
+from lab.kernel.sysctls import swap_sysctl
+from lab.kernel.tracepoints import optional_kernel_trace
+from lab.kernel.transfers import BackgroundCall
 
-LINEAR_TIMEOUTS_SYSCTL = "net/ipv4/tcp_syn_linear_timeouts"
+LINEAR_TIMEOUTS_SYSCTL = "net.ipv4.tcp_syn_linear_timeouts"
 INITIAL_RTO = 1.0  # RFC 6298 (and both stacks' default)
 LINUX_SYN_RETRIES = 6
 
@@ -59,7 +60,7 @@ class TimeoutExperiment(Experiment):
         with optional_kernel_trace(lab.name, (options["kernel_port"],)) as (trace, unavailable):
             metrics["kernel_times_from"] = ("tracepoint tcp:tcp_retransmit_skb" if trace
                                             else f"TCP_INFO polling ({unavailable})")
-            previous_linear = _set_linear_timeouts(kernel_plan.namespace, "0")
+            previous_linear = swap_sysctl(kernel_plan.namespace, LINEAR_TIMEOUTS_SYSCTL, "0")
             try:
                 with silent_address(kernel_plan.namespace, kernel_iface.name, quiet_for_stack), \
                         silent_neighbour(kernel_plan.namespace, kernel_iface.name, quiet_for_kernel):
@@ -73,7 +74,7 @@ class TimeoutExperiment(Experiment):
                 raise ExperimentError(f"experiment timeout: cannot make a silent address: {error}") from None
             finally:
                 if previous_linear is not None:
-                    _set_linear_timeouts(kernel_plan.namespace, previous_linear)
+                    swap_sysctl(kernel_plan.namespace, LINEAR_TIMEOUTS_SYSCTL, previous_linear)
                 events = trace.events() if trace else []
         if trace:
             kernel_times = [started] + [e.time for e in events if e.name == "tcp_retransmit_skb"
@@ -107,7 +108,7 @@ def expected_intervals(retries: int) -> list[float]:
 
 def unused_addresses(lab: RunningLab, interface: IPv4Interface, count: int) -> list[str]:
     """Addresses of the interface's subnet that no node of the lab uses, from the top down."""
-    used = {str(i.address.ip) for n in lab.plan.nodes for i in n.interfaces}
+    used = {str(i.address.ip) for n in lab.topology.plan.nodes for i in n.interfaces}
     found: list[str] = []
     network = interface.network
     candidate = network.broadcast_address - 1
@@ -118,18 +119,6 @@ def unused_addresses(lab: RunningLab, interface: IPv4Interface, count: int) -> l
     if len(found) < count:
         raise ExperimentError(f"experiment timeout: subnet {network} has no {count} unused addresses")
     return found
-
-
-def _set_linear_timeouts(namespace: str, value: str) -> str | None:
-    """Write the sysctl inside the namespace; its previous value, or None where the kernel lacks it."""
-    path = Path("/proc/sys") / LINEAR_TIMEOUTS_SYSCTL
-    with inside_namespace(namespace):  # /proc/sys/net/* shows the calling thread's namespace
-        try:
-            previous = path.read_text().strip()
-        except FileNotFoundError:
-            return None
-        path.write_text(value)
-    return previous
 
 
 def _kernel_connect(namespace: str, destination: tuple[str, int], retries: int

@@ -24,7 +24,7 @@ from lab.experiments.close import (
     stack_connection_state,
     stack_states_by_ports,
 )
-from lab.kernel import KERNEL_TCP_STATES
+from lab.kernel.sockets import KERNEL_TCP_STATES
 from stack.tcp.state import TcpState
 
 

@@ -6,9 +6,9 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from lab.chain import MAX_CHAIN, chain_document, chain_plan, chain_yaml
-from lab.plan import LabPlan
 from lab.topology import TopologyError, plan_from_text
+from lab.topology.chain import MAX_CHAIN, chain_document, chain_plan, chain_yaml
+from lab.topology.plan import LabPlan
 
 
 class _Routing:

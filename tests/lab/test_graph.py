@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from lab.chain import chain_plan
-from lab.graph import describe_impairment, render
-from lab.plan import Impairment, LabPlan
+from lab.tools.graph import render
 from lab.topology import TOPOLOGY_DIR, load_topology, plan_from_text
+from lab.topology.chain import chain_plan
+from lab.topology.impairments import describe_impairment
+from lab.topology.plan import Impairment, LabPlan
 
 SHIPPED = sorted(TOPOLOGY_DIR.glob("*.yaml"))
 

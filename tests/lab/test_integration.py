@@ -27,15 +27,18 @@ from pathlib import Path
 import pytest
 from pyroute2 import IPRoute, netns
 
-from lab import builder
-from lab.chain import chain_yaml
-from lab.doctor import netem_available
-from lab.netlink import Netlink, NetlinkOpError, RtnlBatch, lab_tag, list_namespaces
-from lab.plan import RoutePlan
-from lab.processes import record_process
-from lab.state import LabError, LabState, state_root
-from lab.status import lab_status
+from lab.build import builder
+from lab.build.processes import record_process
+from lab.build.state import LabError, LabState, lab_tag, state_root
+from lab.kernel.capabilities import netem_available
+from lab.kernel.errors import NetlinkOpError
+from lab.kernel.namespaces import list_namespaces
+from lab.kernel.netlink import Netlink
+from lab.kernel.rtnl import RtnlBatch
+from lab.tools.status import lab_status
 from lab.topology import load_topology
+from lab.topology.chain import chain_yaml
+from lab.topology.plan import RoutePlan
 from stack.devices.namespace import move_to
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

@@ -9,9 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from lab.chain import chain_plan
-from lab.journal import Journal, JournalEntry, read_journal, removal_order
-from lab.plan import (
+from lab.build.journal import Journal, JournalEntry, read_journal, removal_order
+from lab.build.wiring import (
+    PlanNotBuildable,
+    journal_entries,
+    lan_port_name,
+    plan_wiring,
+    pystack_settings,
+    qdisc_parameters,
+)
+from lab.topology import TOPOLOGY_DIR, load_topology
+from lab.topology.chain import chain_plan
+from lab.topology.plan import (
     Impairment,
     InterfacePlan,
     LabPlan,
@@ -20,15 +29,6 @@ from lab.plan import (
     interface_mac,
     plan_from_json,
     plan_json_digest,
-)
-from lab.topology import TOPOLOGY_DIR, load_topology
-from lab.wiring import (
-    PlanNotBuildable,
-    journal_entries,
-    lan_port_name,
-    plan_wiring,
-    pystack_settings,
-    qdisc_parameters,
 )
 
 

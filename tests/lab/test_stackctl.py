@@ -1,4 +1,4 @@
-"""The control client (`lab.stackctl`) against a protocol double, and the lab's pure helpers for
+"""The control client (`lab.build.control`) against a protocol double, and the lab's pure helpers for
 experiments: TCP_INFO parsing, tracefs line parsing, the silent-address eBPF program, option parsing,
 the experiment registry, and plans read back from a running lab's plan.json. No root needed.
 """
@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+from lab.build.control import StackClient, StackCommandFailed, StackControlError, wait_for_hello
 from lab.experiments import available, get
 from lab.experiments.base import (
     Check,
@@ -23,22 +24,18 @@ from lab.experiments.base import (
     parse_option_pairs,
     parse_size,
 )
-from lab.kernel import parse_tcp_info, tcp_info
-from lab.ktrace import connection_events, parse_trace_line, port_filter, state_sequence
-from lab.plan import plan_from_json
-from lab.silent import drop_program
-from lab.stackctl import (
-    StackClient,
-    StackCommandFailed,
-    StackControlError,
+from lab.experiments.stack_answers import (
     connection_trace,
     endpoint,
     find_connection,
     snapshot_wscale,
     stack_state_sequence,
-    wait_for_hello,
 )
+from lab.kernel.silent import drop_program
+from lab.kernel.sockets import parse_tcp_info, tcp_info
+from lab.kernel.tracepoints import connection_events, parse_trace_line, port_filter, state_sequence
 from lab.topology import plan_from_text
+from lab.topology.plan import plan_from_json
 
 Handler = Callable[[dict[str, Any]], bytes | None]
 
@@ -316,7 +313,7 @@ def test_a_plan_reads_back_from_its_json_with_the_same_digest() -> None:
 
 def test_node_settings_name_the_default_route_once() -> None:
     """The stack process adds `gateway` as its default route; `routes` holds only the others."""
-    from lab.wiring import pystack_settings
+    from lab.build.wiring import pystack_settings
 
     plan = plan_from_text(Path("topologies/router.yaml").read_text(), source="router.yaml", name="rt")
     node = next(n for n in plan.nodes if n.kind == "pystack")

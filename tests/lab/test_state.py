@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.state import (
+from lab.build.state import (
     PHASE_BUILDING,
     PHASE_UP,
     LabError,

@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lab.plan import Impairment, RoutePlan, interface_mac
 from lab.topology import (
     DEFAULT_TOPOLOGY,
     TOPOLOGY_DIR,
@@ -20,6 +19,7 @@ from lab.topology import (
     plan_from_text,
     shipped_topologies,
 )
+from lab.topology.plan import Impairment, RoutePlan, interface_mac
 from lab.topology.sysctls import check_sysctl_name
 from lab.topology.units import (
     format_duration,
@@ -593,10 +593,10 @@ def test_empty_and_odd_documents() -> None:
     )
 )
 def test_subnet_overlap_check_agrees_with_a_full_scan(raw: list[tuple[int, int]]) -> None:
-    from lab.topology.resolve import _SubnetSet
+    from lab.topology.resolve import SubnetSet
 
     accepted: list[IPv4Network] = []
-    subnets = _SubnetSet()
+    subnets = SubnetSet()
     for index, (third_octet, prefix) in enumerate(raw):
         subnet = IPv4Network(f"10.1.{third_octet}.0/{prefix}", strict=False)
         clash = subnets.add(subnet, index)

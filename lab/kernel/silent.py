@@ -25,7 +25,7 @@ from ipaddress import IPv4Address
 
 from pyroute2 import IPRoute
 
-from lab.kernel import inside_namespace
+from lab.kernel.namespaces import inside_namespace
 
 NUD_PERMANENT = 0x80
 SYS_BPF = 321  # x86_64

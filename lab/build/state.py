@@ -2,7 +2,7 @@
 
 Each lab owns a directory `<root>/<lab>/` (root: `stack.node.paths.state_root()`):
 
-    journal.jsonl   every object, recorded before it is created (see `lab.journal`)
+    journal.jsonl   every object, recorded before it is created (see `lab.build.journal`)
     plan.json       the plan being built or up, its digest and a phase ("building" / "up")
     nodes/<n>.json  a pystack node's settings, read by the stack process
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,11 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lab.topology.names import is_plain_name, lab_name_problem
+from stack.devices.namespace import namespace_path
 from stack.node import paths
 from stack.node.paths import state_root
 
-# Lab names become namespace prefixes and ifalias tags: keep them short and shell-safe.
-LAB_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+TAG_PREFIX = "nslab:"
 
 PHASE_BUILDING = "building"
 PHASE_UP = "up"
@@ -45,12 +45,16 @@ class LabLocked(LabError):
 
 
 def check_lab_name(name: str) -> str:
-    if not LAB_NAME_PATTERN.match(name):
-        raise LabError(
-            f"lab name {name!r}: expected 1-32 characters of a-z, 0-9, '-' or '_', "
-            "starting with a letter or digit"
-        )
+    """`name` when it can name a lab (the topology's rule, `lab.topology.names`); LabError otherwise."""
+    problem = lab_name_problem(name)
+    if problem:
+        raise LabError(f"lab name {name!r}: {problem}")
     return name
+
+
+def lab_tag(lab: str) -> str:
+    """The ifalias every lab interface carries (and the namespace marker on its loopback)."""
+    return f"{TAG_PREFIX}{lab}"
 
 
 @dataclass(frozen=True)
@@ -131,7 +135,7 @@ def list_labs(root: Path | None = None) -> list[str]:
         entries = sorted(root.iterdir())
     except FileNotFoundError:
         return []
-    return [e.name for e in entries if e.is_dir() and LAB_NAME_PATTERN.match(e.name)]
+    return [e.name for e in entries if e.is_dir() and is_plain_name(e.name)]
 
 
 @contextmanager
@@ -175,3 +179,16 @@ def remove_lock_file(state: LabState) -> None:
         state.lock_path.unlink()
     except FileNotFoundError:
         pass
+
+
+def node_namespace(name: str, node: str, root: Path | None = None) -> str:
+    """The namespace of a node of a lab that is up (LabError otherwise)."""
+    record = LabState.for_lab(name, root).read_plan()
+    if record is None:
+        raise LabError(f"lab {name} is not up")
+    nodes = {n["name"]: n["namespace"] for n in record["plan"]["nodes"]}
+    if node not in nodes:
+        raise LabError(f"lab {name} has no node {node!r} (nodes: {', '.join(nodes)})")
+    if not os.path.exists(namespace_path(nodes[node])):
+        raise LabError(f"namespace {nodes[node]} of lab {name} is missing; run `lab status {name}`")
+    return nodes[node]

@@ -1,9 +1,9 @@
 """`lab up` / `lab down`: from a `LabPlan` to kernel objects and back, crash-safe.
 
-First the pure step `lab.wiring.plan_wiring()` lists every kernel object the plan needs, so `up`
+First the pure step `lab.build.wiring.plan_wiring()` lists every kernel object the plan needs, so `up`
 checks everything it will need (netem, TAP support, free names) before creating anything. Then `up`
 journals each batch of objects before creating it and starts the stack processes
-(`lab.processes`); `down` stops the lab's processes, replays the journal in reverse and sweeps
+(`lab.build.processes`); `down` stops the lab's processes, replays the journal in reverse and sweeps
 tagged leftovers, so it works after a crash of `up` at any point.
 """
 
@@ -15,20 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.doctor import check_privileges, check_tun_device, netem_available
-from lab.graph import describe_impairment
-from lab.journal import Journal, read_journal, removal_order
-from lab.netlink import (
-    TAG_PREFIX,
-    Netlink,
-    NetlinkOpError,
-    is_stub_file,
-    lab_tag,
-    list_namespaces,
-    namespace_path,
-)
-from lab.plan import PYSTACK_TAP, LabPlan, plan_json_digest
-from lab.processes import (
+from lab.build.drift import journal_drift
+from lab.build.journal import Journal, read_journal, removal_order
+from lab.build.processes import (
     node_module,
     process_nodes,
     reap,
@@ -37,25 +26,35 @@ from lab.processes import (
     stop_journaled_process,
     stop_namespace_processes,
 )
-from lab.state import (
+from lab.build.state import (
     PHASE_BUILDING,
     PHASE_UP,
+    TAG_PREFIX,
     LabError,
     LabState,
     lab_lock,
+    lab_tag,
     list_labs,
     remove_lock_file,
     write_json_atomic,
 )
-from lab.status import journal_drift
-from lab.wiring import (
+from lab.build.wiring import (
     SILENT_PORT_SYSCTLS,
+    Port,
     Wiring,
     journal_entries,
     plan_wiring,
     pystack_settings,
     qdisc_parameters,
 )
+from lab.kernel.capabilities import check_privileges, check_tun_device, netem_available
+from lab.kernel.errors import NetlinkOpError
+from lab.kernel.namespaces import is_stub_file, list_namespaces
+from lab.kernel.netlink import Netlink
+from lab.kernel.rtnl import RtnlBatch
+from lab.topology.impairments import describe_impairment
+from lab.topology.plan import PYSTACK_TAP, LabPlan, plan_json_digest
+from stack.devices.namespace import namespace_path
 
 ProgressFn = Callable[[str, int, int], None]
 
@@ -194,7 +193,7 @@ def _build(
 ) -> int:
     """Create everything in phases; each phase's objects are journaled before the phase runs.
 
-    Requests are batched per namespace (see `lab.netlink.RtnlBatch`) and interface indexes are
+    Requests are batched per namespace (see `lab.kernel.rtnl.RtnlBatch`) and interface indexes are
     chosen up front, so a phase costs one round trip per namespace, not one per object.
     """
     tag = lab_tag(plan.name)
@@ -227,7 +226,7 @@ def _build(
     step(f"{len(wiring.veths)} veth pairs")
 
     journal.record(batches["devices"])
-    _commit_all(nl, {ns: [("bridge", ns, name, mtu)] for ns, name, mtu in wiring.bridges})
+    _create_bridges(nl, wiring)
     for namespace, name, vnet_hdr, mtu in wiring.taps:  # after every assigned index: TAPs take any free one
         nl.add_tap(namespace, name, vnet_hdr=vnet_hdr, mtu=mtu)
     step("bridges and TAPs")
@@ -239,18 +238,14 @@ def _build(
                 (f"net.ipv6.conf.{port.name}.{key}", value) for key, value in SILENT_PORT_SYSCTLS)
     for namespace, settings in sysctls.items():
         nl.write_sysctls(namespace, settings, skip_missing=True)  # no IPv6 at all below MTU 1280
-    requests: dict[str, list[tuple]] = {}
-    for port in wiring.ports:
-        requests.setdefault(port.namespace, []).append(("port", port, tag))
-    _commit_all(nl, requests)
+    _configure_ports(nl, wiring.ports, tag)
     step(f"{len(wiring.ports)} interfaces")
 
     for node in plan.nodes:
         nl.write_sysctls(node.namespace, list(node.sysctls))
     step("sysctls")
 
-    _commit_all(nl, {node.namespace: [("route", route) for route in node.routes]
-                     for node in plan.nodes if node.kind == "kernel" and node.routes})
+    _add_routes(nl, plan)
     step("routes")
 
     journal.record(batches["qdiscs"])
@@ -299,30 +294,42 @@ def _wait_bridge_ports_up(nl: Netlink, wiring: Wiring) -> None:
         time.sleep(0.02)
 
 
-def _commit_all(nl: Netlink, requests: dict[str, list[tuple]]) -> None:
-    """Fill one batch per namespace from (kind, ...) tuples and commit them."""
-    for namespace, items in requests.items():
-        batch = nl.batch(namespace)
-        for kind, *args in items:
-            if kind == "bridge":
-                _, name, mtu = args
-                index = nl.assign_index(namespace, name)
-                batch.new_bridge(index, name, mtu, f"create bridge {namespace}:{name}")
-            elif kind == "port":
-                port, tag = args
-                index = nl.index(namespace, port.name)
-                if index is None:
-                    raise NetlinkOpError(f"interface {namespace}:{port.name} does not exist")
-                if port.address:
-                    batch.add_address(index, port.address,
-                                      f"add address {port.address} to {namespace}:{port.name}")
-                master = nl.index(namespace, port.master) if port.master else None
-                batch.set_link(index, alias=tag, master=master, up=True,
-                               what=f"configure {namespace}:{port.name}")
-            elif kind == "route":
-                (route,) = args
-                batch.add_route(route.destination, str(route.gateway),
-                                f"add route {route.destination} via {route.gateway} in {namespace}")
+def _create_bridges(nl: Netlink, wiring: Wiring) -> None:
+    """Every bridge, one batch per namespace, each with the index assigned to it up front."""
+    batches: dict[str, RtnlBatch] = {}
+    for namespace, name, mtu in wiring.bridges:
+        batch = batches.setdefault(namespace, nl.batch(namespace))
+        batch.new_bridge(nl.assign_index(namespace, name), name, mtu, f"create bridge {namespace}:{name}")
+    for batch in batches.values():
+        batch.commit()
+
+
+def _configure_ports(nl: Netlink, ports: list[Port], tag: str) -> None:
+    """Address, tag, bridge and raise every interface, one batch per namespace."""
+    batches: dict[str, RtnlBatch] = {}
+    for port in ports:
+        namespace = port.namespace
+        batch = batches.setdefault(namespace, nl.batch(namespace))
+        index = nl.index(namespace, port.name)
+        if index is None:
+            raise NetlinkOpError(f"interface {namespace}:{port.name} does not exist")
+        if port.address:
+            batch.add_address(index, port.address, f"add address {port.address} to {namespace}:{port.name}")
+        master = nl.index(namespace, port.master) if port.master else None
+        batch.set_link(index, alias=tag, master=master, up=True, what=f"configure {namespace}:{port.name}")
+    for batch in batches.values():
+        batch.commit()
+
+
+def _add_routes(nl: Netlink, plan: LabPlan) -> None:
+    """The routes of every kernel node, one batch per node (a pystack node's routes are the stack's)."""
+    for node in plan.nodes:
+        if node.kind != "kernel" or not node.routes:
+            continue
+        batch = nl.batch(node.namespace)
+        for route in node.routes:
+            batch.add_route(route.destination, str(route.gateway),
+                            f"add route {route.destination} via {route.gateway} in {node.namespace}")
         batch.commit()
 
 
@@ -415,39 +422,3 @@ def _sweep(nl: Netlink, lab: str, tag: str) -> list[str]:
             nl.remove_namespace(namespace)
             swept.append(f"namespace {namespace}")
     return swept
-
-
-UP_TARGET_SECONDS = {100: 1.5}  # the project's targets for a 100-node chain on a 2-core machine
-DOWN_TARGET_SECONDS = {100: 1.0}
-
-
-def bench_chains(counts: list[int], *, repeat: int = 3, root: Path | None = None) -> list[dict]:
-    """Time `up` and `down` of a chain of N kernel nodes for each N (what `lab bench up` prints).
-
-    Each size runs `repeat` times; the median is reported with the best and worst. Every chain
-    has a lab name of its own (with this process's pid) and is always taken down.
-    """
-    from statistics import median
-
-    from lab.chain import chain_plan
-
-    rows = []
-    for count in counts:
-        name = f"b{os.getpid() % 100000}n{count}"
-        plan = chain_plan(count, name=name)
-        ups, downs = [], []
-        for _ in range(repeat):
-            try:
-                ups.append(up(plan, root=root).seconds)
-            finally:
-                started = time.perf_counter()
-                down(name, root=root)
-                downs.append(time.perf_counter() - started)
-        rows.append({
-            "nodes": count, "links": len(plan.links),
-            "up_seconds": round(median(ups), 4), "up_min": round(min(ups), 4), "up_max": round(max(ups), 4),
-            "down_seconds": round(median(downs), 4), "down_min": round(min(downs), 4),
-            "down_max": round(max(downs), 4), "runs": repeat,
-            "up_target": UP_TARGET_SECONDS.get(count), "down_target": DOWN_TARGET_SECONDS.get(count),
-        })
-    return rows

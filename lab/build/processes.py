@@ -16,7 +16,6 @@ signalled), then anything still in the lab's namespaces (`stop_namespace_process
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import sys
@@ -25,14 +24,14 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.journal import Journal, JournalEntry, read_journal
-from lab.netlink import Netlink, is_mounted_namespace, lab_tag
-from lab.plan import LabPlan, NodePlan
-from lab.stackctl import StackClient, StackControlError, control_socket_path, wait_for_hello
-from lab.state import LabError, LabState
-from stack.devices.namespace import namespace_path
+from lab.build.control import StackClient, StackControlError, control_socket_path, wait_for_hello
+from lab.build.journal import Journal, JournalEntry, read_journal
+from lab.build.state import LabError, LabState, lab_tag
+from lab.kernel.namespaces import is_mounted_namespace
+from lab.kernel.netlink import Netlink
+from lab.topology.plan import LabPlan, NodePlan
+from stack.devices.namespace import namespace_path, open_namespace, setns
 
-CLONE_NEWNET = 0x40000000
 STOP_GRACE_SECONDS = 1.0  # SIGTERM first; SIGKILL for what still runs after this
 READY_TIMEOUT_SECONDS = 20.0  # interpreter start, imports, TAP open; ~0.5 s on the reference machine
 NODE_MODULE = "stack.node"
@@ -101,10 +100,10 @@ def spawn_node(state: LabState, node: NodePlan, journal: Journal) -> NodeProcess
     settings = state.node_settings_path(node.name)
     argv = node_command(settings)
     log_fd = os.open(node_log_path(state, node.name), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    namespace_fd = os.open(namespace_path(node.namespace), os.O_RDONLY)
+    namespace_fd = open_namespace(namespace_path(node.namespace))
     gate_read, gate_write = os.pipe()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    project = str(Path(__file__).resolve().parent.parent)
+    project = str(Path(__file__).resolve().parents[2])  # the checkout holding lab/ and stack/
     env["PYTHONPATH"] = project + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     try:
         pid = os.fork()
@@ -132,8 +131,9 @@ def _child(argv: list[str], env: dict[str, str], log_fd: int, namespace_fd: int,
         os.setsid()  # Ctrl-C at the terminal of `lab up` must not reach the stack afterwards
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, signal.SIG_DFL)
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.setns(namespace_fd, CLONE_NEWNET) != 0:
+        try:
+            setns(namespace_fd, "enter the node's namespace")
+        except OSError:
             os.write(log_fd, b"lab: cannot enter the node's namespace\n")
             os._exit(code)
         null = os.open(os.devnull, os.O_RDONLY)

@@ -1,4 +1,5 @@
-"""`lab bench`: the stack's goodput and accept rate next to the kernel's, measured in one run.
+"""`lab bench`: the stack's goodput and accept rate next to the kernel's, measured in one run;
+`lab bench up`: the times of `lab up` and `lab down` for chains of kernel nodes (`bench_chains`).
 
 Three labs, each up only while it is measured (and always taken down):
 - `<name>o`: the pair topology (kernel h1, stack s1 with TAP offload: 64 KB TSO segments);
@@ -20,13 +21,19 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
+from statistics import median
 from typing import Any
 
+from lab.build import builder
 from lab.experiments.base import ExperimentError, RunningLab, lab_for_experiment
 from lab.experiments.bulk import kernel_pair, kernel_to_stack, kernel_transfer, stack_to_kernel
-from lab.kernel import BackgroundCall, inside_namespace, listening_socket, pattern_sha256
-from lab.plan import LabPlan
+from lab.kernel.namespaces import inside_namespace
+from lab.kernel.sockets import listening_socket
+from lab.kernel.transfers import BackgroundCall, pattern_sha256
 from lab.topology import DEFAULT_TOPOLOGY, plan_from_data
+from lab.topology.chain import chain_plan
+from lab.topology.plan import LabPlan
 
 BENCH_TARGETS = {  # the project's targets on the reference machine (2 cores)
     "kernel_to_stack_gbps": 1.0, "stack_to_kernel_gbps": 1.0,
@@ -196,3 +203,36 @@ def with_ratios(figures: dict[str, float]) -> dict[str, float]:
     ordered["stack_accept_ratio"] = ratio(figures["stack_accept_cps"], kernel_cps)
     return ordered
 
+
+# --- lab bench up: chains of kernel nodes -------------------------------------------------------
+
+UP_TARGET_SECONDS = {100: 1.5}  # the project's targets for a 100-node chain on a 2-core machine
+DOWN_TARGET_SECONDS = {100: 1.0}
+
+
+def bench_chains(counts: list[int], *, repeat: int = 3, root: Path | None = None) -> list[dict]:
+    """Time `up` and `down` of a chain of N kernel nodes for each N (what `lab bench up` prints).
+
+    Each size runs `repeat` times; the median is reported with the best and worst. Every chain
+    has a lab name of its own (with this process's pid) and is always taken down.
+    """
+    rows = []
+    for count in counts:
+        name = f"b{os.getpid() % 100000}n{count}"
+        plan = chain_plan(count, name=name)
+        ups, downs = [], []
+        for _ in range(repeat):
+            try:
+                ups.append(builder.up(plan, root=root).seconds)
+            finally:
+                started = time.perf_counter()
+                builder.down(name, root=root)
+                downs.append(time.perf_counter() - started)
+        rows.append({
+            "nodes": count, "links": len(plan.links),
+            "up_seconds": round(median(ups), 4), "up_min": round(min(ups), 4), "up_max": round(max(ups), 4),
+            "down_seconds": round(median(downs), 4), "down_min": round(min(downs), 4),
+            "down_max": round(max(downs), 4), "runs": repeat,
+            "up_target": UP_TARGET_SECONDS.get(count), "down_target": DOWN_TARGET_SECONDS.get(count),
+        })
+    return rows

@@ -1,33 +1,37 @@
-"""The `lab` command line: a thin layer over `lab.builder`, `lab.status`, `lab.doctor`.
+"""The commands on labs themselves: `up`, `down`, `status`, `list`, `exec`, `graph`, `doctor`.
 
-Exit codes: 0 ok, 1 a check failed (drift in `status`, a failed benchmark run), 2 bad input or a
-missing capability (bad topology, unknown lab or node, no sch_netem for a kernel link). `lab exec`
-passes its command's exit code through. Errors are one line on stderr.
+Each is a thin layer over `lab.build.builder` and the tools (`lab.tools.status`, `lab.tools.graph`,
+`lab.tools.doctor`): it parses, calls, and renders a table or `--json`.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import signal
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from enum import StrEnum
-from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from lab import builder, doctor
-from lab.netlink import NetlinkOpError
-from lab.plan import LabPlan
-from lab.state import LabError, LabState, list_labs
-from lab.topology import TopologyError, find_topology, load_topology, shipped_topologies
+from lab.build import builder
+from lab.build.state import LabError, list_labs, node_namespace
+from lab.cli.output import (
+    JsonFlag,
+    err,
+    errors_to_exit_codes,
+    fail,
+    out,
+    print_json,
+    sigterm_rolls_back,
+    topology_path,
+)
+from lab.cli.tables import plan_rows, plan_table
+from lab.tools import doctor
+from lab.tools.graph import render
+from lab.tools.status import lab_status, labs_summary
+from lab.topology import TopologyError, load_topology, shipped_topologies
 from stack.devices.namespace import move_to, namespace_path
 
 
@@ -37,51 +41,10 @@ class GraphFormat(StrEnum):
 
 
 PROGRESS_THRESHOLD = 20  # nodes: show a progress bar from this size on
-DEFAULT_TOPOLOGY = "pair"
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
-                  help="Network-namespace lab: kernel nodes and pystack nodes wired by netlink.")
-bench_app = typer.Typer(add_completion=False,
-                        help="The stack against the kernel; `lab bench up`: lab up/down times.")
-app.add_typer(bench_app, name="bench")
-
-# Piped output (tests, `| less`) gets wide tables instead of rich's 80-column default.
-PIPE_WIDTH = 160
-out = Console(highlight=False, width=None if sys.stdout.isatty() else PIPE_WIDTH)
-err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else PIPE_WIDTH)
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
-
-
-def fail(message: str, code: int = 2) -> NoReturn:
-    err.print(f"lab: {message}", markup=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-@contextmanager
-def errors_to_exit_codes() -> Iterator[None]:
-    """Turn the lab's own errors into one stderr line and the contract's exit code."""
-    try:
-        yield
-    except TopologyError as error:
-        fail(str(error), 2)
-    except LabError as error:
-        fail(str(error), error.exit_code)
-    except NetlinkOpError as error:
-        fail(f"kernel refused: {error}", 2)
-
-
-def print_json(data: object) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
-def _topology_path(topology: str | None) -> Path:
-    return find_topology(topology or DEFAULT_TOPOLOGY)
 
 
 # --- up / down -------------------------------------------------------------------------------
 
-@app.command()
 def up(
     topology: Annotated[str | None, typer.Argument(help="Topology file or shipped name (pair).")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Lab name (default: the topology's).")] = None,
@@ -89,7 +52,7 @@ def up(
 ) -> None:
     """Create the namespaces, links and bridges of a topology (idempotent)."""
     with errors_to_exit_codes(), sigterm_rolls_back():
-        plan = load_topology(_topology_path(topology), name=name)
+        plan = load_topology(topology_path(topology), name=name)
         if len(plan.nodes) >= PROGRESS_THRESHOLD and not as_json:
             with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                           console=err, transient=True) as bar:
@@ -104,53 +67,12 @@ def up(
         if as_json:
             print_json({"lab": result.lab, "changed": result.changed, "message": result.message,
                         "seconds": round(result.seconds, 4), "objects": result.objects,
-                        "nodes": _plan_rows(plan)})
+                        "nodes": plan_rows(plan)})
             return
         out.print(f"{result.message} [{result.seconds:.2f} s]")
-        out.print(_plan_table(plan))
+        out.print(plan_table(plan))
 
 
-@contextmanager
-def sigterm_rolls_back() -> Iterator[None]:
-    """While `up` builds, SIGTERM raises SystemExit, so the builder rolls back before exiting.
-
-    The handler is removed afterwards, and a forked child that inherits it (pyroute2 forks
-    helpers) dies by SIGTERM as usual instead of unwinding into its parent's code.
-    """
-    owner = os.getpid()
-
-    def handler(signum: int, frame: object) -> None:
-        if os.getpid() != owner:
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        raise SystemExit(128 + signum)
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _plan_rows(plan: LabPlan) -> list[dict]:
-    return [{"node": n.name, "kind": n.kind, "namespace": n.namespace, "interface": i.name,
-             "address": str(i.address), "mac": i.mac}
-            for n in plan.nodes for i in n.interfaces]
-
-
-def _plan_table(plan: LabPlan) -> Table:
-    table = Table("node", "kind", "namespace", "interface", "address", "mac", title=f"lab {plan.name}")
-    for row in _plan_rows(plan):
-        table.add_row(*(str(v) for v in row.values()))
-    return table
-
-
-@app.command()
 def down(
     name: Annotated[str | None, typer.Argument(help="Lab name (default: the only lab that is up).")] = None,
     all_labs: Annotated[bool, typer.Option("--all", help="Take down every lab.")] = False,
@@ -187,14 +109,11 @@ def _only_lab() -> str:
 
 # --- status / list ---------------------------------------------------------------------------
 
-@app.command()
 def status(
     name: Annotated[str | None, typer.Argument(help="Lab name (default: a summary of all labs).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Nodes, namespaces, interfaces, processes, and drift from the journal (exit 1 on drift)."""
-    from lab.status import lab_status, labs_summary
-
     with errors_to_exit_codes():
         if name is None:
             rows = labs_summary()
@@ -246,7 +165,6 @@ def _print_status(report: dict) -> None:
         out.print(f"[yellow]drift: untracked[/yellow] {what}")
 
 
-@app.command("list")
 def list_command(as_json: JsonFlag = False) -> None:
     """Shipped topologies and the labs that are up."""
     with errors_to_exit_codes():
@@ -273,7 +191,6 @@ def list_command(as_json: JsonFlag = False) -> None:
 
 # --- exec ------------------------------------------------------------------------------------
 
-@app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def exec_command(
     name: Annotated[str, typer.Argument(help="Lab name.")],
     node: Annotated[str, typer.Argument(help="Node name.")],
@@ -292,38 +209,20 @@ def exec_command(
     raise typer.Exit(completed.returncode if completed.returncode >= 0 else 128 - completed.returncode)
 
 
-def node_namespace(name: str, node: str) -> str:
-    """The namespace of a node of a lab that is up (LabError otherwise)."""
-    state = LabState.for_lab(name)
-    record = state.read_plan()
-    if record is None:
-        raise LabError(f"lab {name} is not up")
-    nodes = {n["name"]: n["namespace"] for n in record["plan"]["nodes"]}
-    if node not in nodes:
-        raise LabError(f"lab {name} has no node {node!r} (nodes: {', '.join(nodes)})")
-    if not os.path.exists(namespace_path(nodes[node])):
-        raise LabError(f"namespace {nodes[node]} of lab {name} is missing; run `lab status {name}`")
-    return nodes[node]
+# --- graph / doctor ------------------------------------------------------------------------
 
-
-# --- graph / doctor / bench ------------------------------------------------------------------
-
-@app.command()
 def graph(
     topology: Annotated[str | None, typer.Argument(help="Topology file, or a shipped name.")] = None,
     fmt: Annotated[GraphFormat, typer.Option("--format", help="mermaid or dot.")] = GraphFormat.mermaid,
     name: Annotated[str | None, typer.Option("--name", help="Lab name to render under.")] = None,
 ) -> None:
     """Draw a topology as Mermaid or Graphviz dot."""
-    from lab.graph import render
-
     with errors_to_exit_codes():
-        plan = load_topology(_topology_path(topology), name=name)
+        plan = load_topology(topology_path(topology), name=name)
         text = render(plan, fmt.value)
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
-@app.command("doctor")
 def doctor_command(as_json: JsonFlag = False) -> None:
     """Check what the lab needs from this machine (exit 2 if something required is missing)."""
     checks = doctor.run_checks()
@@ -338,38 +237,3 @@ def doctor_command(as_json: JsonFlag = False) -> None:
         out.print(table)
     if not report["ok"]:
         raise typer.Exit(2)
-
-
-@bench_app.command("up")
-def bench_up(
-    sizes: Annotated[str, typer.Option("--sizes", help="Comma-separated chain lengths.")] = "10,50,100",
-    as_json: JsonFlag = False,
-) -> None:
-    """Time `up` and `down` of chains of kernel nodes."""
-    try:
-        counts = [int(s) for s in sizes.split(",") if s.strip()]
-    except ValueError:
-        fail(f"--sizes: expected comma-separated integers like 10,50,100, got {sizes!r}")
-    with errors_to_exit_codes():
-        rows = builder.bench_chains(counts)
-    if as_json:
-        print_json(rows)
-        return
-    table = Table("nodes", "links", "up s", "down s", title="chain up/down")
-    for row in rows:
-        table.add_row(str(row["nodes"]), str(row["links"]), f"{row['up_seconds']:.3f}",
-                      f"{row['down_seconds']:.3f}")
-    out.print(table)
-
-
-# `lab stack`, `lab run`, `lab bench` (without a subcommand) live in their own module.
-from lab import cli_stack  # noqa: E402, F401  (registers its commands on `app`)
-
-
-def main() -> None:
-    """Console-script entry point; click's own usage errors already exit 2."""
-    app()
-
-
-if __name__ == "__main__":
-    main()

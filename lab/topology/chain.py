@@ -19,8 +19,8 @@ from ipaddress import IPv4Address, IPv4Network, summarize_address_range
 
 import yaml
 
-from lab.plan import LabPlan
-from lab.topology import TopologyError, check_lab_name, plan_from_data
+from lab.topology import TopologyError, lab_name_problem, plan_from_data
+from lab.topology.plan import LabPlan
 
 MAX_CHAIN = 65536  # link k uses 10.<k div 256>.<k mod 256>.0/24: room for 65535 links
 _BASE = int(IPv4Address("10.0.0.0"))
@@ -35,7 +35,8 @@ def chain_plan(count: int, name: str = "chain") -> LabPlan:
 def chain_yaml(count: int, name: str = "chain") -> str:
     """The same chain as a topology file (loads to a plan with `chain_plan`'s digest)."""
     header = (
-        f"# A chain of {count} kernel nodes, n1 to n{count}, written by lab.chain.chain_yaml({count}).\n"
+        f"# A chain of {count} kernel nodes, n1 to n{count}, "
+        f"written by lab.topology.chain.chain_yaml({count}).\n"
         f"# Link k joins n<k> (.1) and n<k+1> (.2) on 10.<k div 256>.<k mod 256>.0/24.\n"
     )
     body = yaml.dump(
@@ -50,7 +51,7 @@ def chain_document(count: int, name: str = "chain") -> dict[str, object]:
         raise TopologyError(
             "chain", None, "count", f"expected a node count from 2 to {MAX_CHAIN}, got {count!r}"
         )
-    problem = check_lab_name(name)
+    problem = lab_name_problem(name)
     if problem:
         raise TopologyError("chain", None, "name", f"{problem}, got {name!r}")
     last_link = count - 1

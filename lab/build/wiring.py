@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Interface
 from typing import Any
 
-from lab.journal import JournalEntry
-from lab.plan import (
+from lab.build.journal import JournalEntry
+from lab.topology.plan import (
     PYSTACK_BRIDGE,
     PYSTACK_TAP,
     Impairment,
@@ -34,7 +34,7 @@ from lab.plan import (
     NodePlan,
     impairment_json,
 )
-from lab.state import LabError
+from lab.build.state import LabError
 
 LAN_BRIDGE = "br0"
 MAX_IFNAME = 15
@@ -257,7 +257,7 @@ def pystack_settings(plan: LabPlan, node: NodePlan, state_dir: str) -> dict[str,
     Schema (version 1): lab, node, namespace, tap, bridge, offload (open the TAP with
     IFF_VNET_HDR), process (false: `lab up` starts no stack process),
     interface {name, address "a.b.c.d/len", mac, mtu, egress, ingress}
-    (impairments as in `lab.plan.Impairment`, in ms / percent / Mbit/s), gateway (the
+    (impairments as in `lab.topology.plan.Impairment`, in ms / percent / Mbit/s), gateway (the
     default route's next hop, or null), routes [{destination, gateway}] (the other routes: the
     default is never repeated here), apps [{app, port, bytes}], state_dir.
     """

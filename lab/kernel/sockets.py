@@ -1,4 +1,4 @@
-"""The kernel side of an experiment: sockets inside a node's namespace, and what TCP_INFO says.
+"""Kernel sockets inside a node's namespace, and what TCP_INFO and the SNMP counters say about them.
 
 A socket belongs to the network namespace of the thread that created it, for its whole life.
 `namespace_socket` moves the calling thread into the node's namespace for the one `socket()`
@@ -8,21 +8,13 @@ milliseconds, too slow for an accept-rate benchmark). The socket is then usable 
 
 from __future__ import annotations
 
-import ctypes
-import hashlib
 import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
-from stack.devices.namespace import entered, namespace_path
-
-CLONE_NEWNET = 0x40000000
-_LIBC = ctypes.CDLL(None, use_errno=True)
+from lab.kernel.namespaces import inside_namespace
 
 # Linux's enum in include/net/tcp_states.h, by the names `ss` prints (and the stack's TcpState uses).
 KERNEL_TCP_STATES = {
@@ -87,13 +79,6 @@ def tcp_info(sock: socket.socket) -> dict[str, Any]:
     return parse_tcp_info(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_BUFFER))
 
 
-@contextmanager
-def inside_namespace(namespace: str) -> Iterator[None]:
-    """Run the block with the calling thread in `namespace`, then return it where it was."""
-    with entered(namespace_path(namespace)):
-        yield
-
-
 def namespace_socket(namespace: str, family: int = socket.AF_INET,
                      type: int = socket.SOCK_STREAM) -> socket.socket:
     """A kernel socket created inside `namespace` (it stays there, whatever thread uses it)."""
@@ -112,110 +97,6 @@ def kernel_snmp(namespace: str) -> dict[str, int]:
         for name, value in zip(names.split(), values.partition(":")[2].split(), strict=False):
             counters[f"{group}{name}"] = int(value)
     return counters
-
-
-# --------------------------------------------------------------------------------------------
-# Data movers used by the experiments: deterministic content, SHA-256 on both ends
-# --------------------------------------------------------------------------------------------
-
-def pattern_chunks(total: int) -> Iterator[memoryview]:
-    """The stack's deterministic content (`stack.apps.content`), the first `total` bytes in pieces,
-    so both ends of a transfer check it against one digest without holding 1 GB at once."""
-    from stack.apps.content import chunks
-
-    return chunks(total)
-
-
-def pattern_sha256(total: int) -> str:
-    """SHA-256 of the first `total` bytes of the content the stack's apps and `connect` send."""
-    from stack.apps.content import pattern_sha256 as content_sha256
-
-    return content_sha256(total)
-
-
-@dataclass
-class Transfer:
-    """What one kernel socket moved: bytes, their SHA-256, and wall time from first to last byte."""
-
-    sent: int = 0
-    received: int = 0
-    sent_sha256: str = ""
-    received_sha256: str = ""
-    seconds: float = 0.0
-    error: str | None = None
-
-    @property
-    def goodput_bps(self) -> float:
-        moved = max(self.sent, self.received)
-        return moved * 8 / self.seconds if self.seconds > 0 else 0.0
-
-
-def send_pattern(sock: socket.socket, total: int, *, verify: bool = True) -> Transfer:
-    """Send `total` bytes of the pattern, SHUT_WR, then read until EOF (the peer's close).
-
-    `verify=False` skips hashing: at kernel-to-kernel speeds SHA-256 in this process, not the
-    link, would set the pace of a benchmark."""
-    result = Transfer()
-    digest = hashlib.sha256()
-    started = time.perf_counter()
-    for chunk in pattern_chunks(total):
-        sock.sendall(chunk)
-        if verify:
-            digest.update(chunk)
-        result.sent += len(chunk)
-    sock.shutdown(socket.SHUT_WR)
-    while sock.recv(1 << 16):
-        pass
-    result.seconds = time.perf_counter() - started
-    result.sent_sha256 = digest.hexdigest()
-    return result
-
-
-def receive_all(sock: socket.socket, *, verify: bool = True) -> Transfer:
-    """Read until EOF, hashing (unless `verify` is False); the clock starts at the first byte."""
-    result = Transfer()
-    digest = hashlib.sha256()
-    buffer = bytearray(1 << 18)
-    view = memoryview(buffer)
-    started = None
-    while True:
-        count = sock.recv_into(buffer)
-        if not count:
-            break
-        if started is None:
-            started = time.perf_counter()
-        if verify:
-            digest.update(view[:count])
-        result.received += count
-    result.seconds = time.perf_counter() - started if started is not None else 0.0
-    result.received_sha256 = digest.hexdigest()
-    return result
-
-
-class BackgroundCall(threading.Thread):
-    """Run one function on a thread and keep its result or exception for `join_result`."""
-
-    def __init__(self, function: Any, *args: Any) -> None:
-        super().__init__(daemon=True)
-        self._function = function
-        self._args = args
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self.result = self._function(*self._args)
-        except BaseException as error:  # handed to the joining thread
-            self.error = error
-
-    def join_result(self, timeout: float) -> Any:
-        self.join(timeout)
-        if self.is_alive():
-            name = getattr(self._function, "__name__", "call")
-            raise TimeoutError(f"{name} still running after {timeout:g} s")
-        if self.error is not None:
-            raise self.error
-        return self.result
 
 
 class StatePoller(threading.Thread):
@@ -279,19 +160,3 @@ def listening_socket(namespace: str, address: tuple[str, int], backlog: int = 12
         listener.close()
         raise
     return listener
-
-
-def serve_source_once(listener: socket.socket, total: int) -> Transfer:
-    """Accept one connection and send it `total` bytes of the pattern (then wait for its close)."""
-    conn, _ = listener.accept()
-    with conn:
-        conn.settimeout(listener.gettimeout())
-        return send_pattern(conn, total)
-
-
-def serve_sink_once(listener: socket.socket, verify: bool = True) -> Transfer:
-    """Accept one connection, read it to EOF hashing, then close."""
-    conn, _ = listener.accept()
-    with conn:
-        conn.settimeout(listener.gettimeout())
-        return receive_all(conn, verify=verify)

@@ -11,7 +11,6 @@ Kprobes and function filters are unavailable on the reference machine: tracepoin
 
 from __future__ import annotations
 
-import ctypes
 import os
 import re
 import time
@@ -19,6 +18,9 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from lab.kernel.errors import NetlinkOpError
+from lab.kernel.namespaces import mount
 
 TRACEFS = Path("/sys/kernel/tracing")
 EVENTS = (
@@ -73,10 +75,10 @@ def ensure_tracefs() -> Path:
     """The tracefs mount point, mounting it when it is not mounted yet."""
     if (TRACEFS / "instances").is_dir():
         return TRACEFS
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.mount(b"nodev", str(TRACEFS).encode(), b"tracefs", 0, None) != 0:
-        error = ctypes.get_errno()
-        raise TraceUnavailable(f"tracefs is not mounted at {TRACEFS} and cannot be: {os.strerror(error)}")
+    try:
+        mount("nodev", str(TRACEFS), "tracefs", 0, "mount")
+    except NetlinkOpError as error:
+        raise TraceUnavailable(f"tracefs is not mounted at {TRACEFS} and cannot be: {error}") from None
     if not (TRACEFS / "instances").is_dir():
         raise TraceUnavailable(f"tracefs at {TRACEFS} has no instances directory")
     return TRACEFS

@@ -1,21 +1,23 @@
-"""`lab doctor`: can this machine run a lab? Each check says ok or missing, and what that means.
+"""What this machine's kernel and this process can do for a lab: each check says ok or missing, and why.
 
 Probes are real where that is cheap: a scratch namespace (anonymous, gone when its socket closes)
-is asked to hold a veth pair, a bridge, a tbf and a netem qdisc, exactly what `lab up` would ask.
+is asked to hold a veth pair, a bridge, a TAP, a tbf and a netem qdisc, exactly what `lab up` would
+ask. `lab up` asks for the checks it needs before it creates anything; `lab doctor` shows them all.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from lab.netlink import NetlinkOpError, scratch_namespace
+from lab.kernel.errors import NetlinkOpError
+from lab.kernel.namespaces import scratch_namespace
 
 CAP_NET_ADMIN = 12
 CAP_SYS_ADMIN = 21
@@ -65,7 +67,7 @@ def check_tun_device() -> Check:
     return Check("/dev/net/tun", True, True, "opens read-write")
 
 
-def _probe(name: str, required: bool, meaning: str, action: Callable[[IPRoute], str]) -> Check:
+def probe(name: str, required: bool, meaning: str, action: Callable[[IPRoute], str]) -> Check:
     try:
         with scratch_namespace() as ipr:
             detail = action(ipr)
@@ -75,17 +77,17 @@ def _probe(name: str, required: bool, meaning: str, action: Callable[[IPRoute], 
     return Check(name, True, required, detail)
 
 
-def _make_veth(ipr: IPRoute) -> str:
+def make_veth(ipr: IPRoute) -> str:
     ipr.link("add", ifname="probe0", kind="veth", peer="probe1")
     return "veth pairs can be created"
 
 
-def _make_bridge(ipr: IPRoute) -> str:
+def make_bridge(ipr: IPRoute) -> str:
     ipr.link("add", ifname="probebr", kind="bridge")
     return "bridges can be created"
 
 
-def _make_tap(ipr: IPRoute) -> str:
+def make_tap(ipr: IPRoute) -> str:
     flags = {"no_pi": True, "one_queue": False, "vnet_hdr": True, "multi_queue": False}
     ipr.link("add", ifname="probetap", kind="tuntap", mode="tap", ifr=flags)
     if not ipr.link_lookup(ifname="probetap"):
@@ -93,7 +95,7 @@ def _make_tap(ipr: IPRoute) -> str:
     return "persistent TAP devices (with IFF_VNET_HDR) can be created"
 
 
-def _qdisc_probe(kind: str, params: dict) -> Callable[[IPRoute], str]:
+def qdisc_probe(kind: str, params: dict) -> Callable[[IPRoute], str]:
     def action(ipr: IPRoute) -> str:
         ipr.link("add", ifname="probe0", kind="veth", peer="probe1")
         index = ipr.link_lookup(ifname="probe0")[0]
@@ -104,10 +106,10 @@ def _qdisc_probe(kind: str, params: dict) -> Callable[[IPRoute], str]:
 
 def netem_check() -> Check:
     """sch_netem: kernel-side delay/loss on links between kernel nodes (optional: the stack impairs too)."""
-    return _probe("sch_netem", False,
-                  "kernel links with delay/jitter/loss/duplicate/reorder/corrupt are refused; "
-                  "impairments on pystack links still work (the stack applies them in userspace)",
-                  _qdisc_probe("netem", {"delay": 1000}))
+    return probe("sch_netem", False,
+                 "kernel links with delay/jitter/loss/duplicate/reorder/corrupt are refused; "
+                 "impairments on pystack links still work (the stack applies them in userspace)",
+                 qdisc_probe("netem", {"delay": 1000}))
 
 
 def netem_available() -> bool:
@@ -137,24 +139,3 @@ def check_tracefs() -> Check:
                      "supported, not mounted (mount -t tracefs nodev /sys/kernel/tracing to trace "
                      "kernel TCP)")
     return Check("tracefs", False, False, "not in this kernel: kernel-side TCP tracepoints are unavailable")
-
-
-def run_checks() -> list[Check]:
-    privileges = check_privileges()
-    checks = [privileges, check_tun_device(), check_pyroute2()]
-    if privileges.ok:
-        checks += [
-            _probe("veth", True, "kernel nodes cannot be linked", _make_veth),
-            _probe("bridge", True, "pystack nodes and LANs need a bridge", _make_bridge),
-            _probe("tun/tap", True, "pystack nodes cannot get their TAP", _make_tap),
-            _probe("sch_tbf", False, "links with a `rate` between kernel nodes are refused",
-                   _qdisc_probe("tbf", {"rate": "10mbit", "burst": 16000, "latency": "50ms"})),
-            netem_check(),
-        ]
-    checks.append(check_tracefs())
-    return checks
-
-
-def report(checks: list[Check]) -> dict:
-    return {"ok": all(c.ok for c in checks if c.required),
-            "checks": [asdict(c) | {"status": c.status} for c in checks]}

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from lab.plan import Impairment, InterfacePlan, LabPlan, LinkPlan, NodePlan
-from lab.topology.units import format_duration, format_rate
+from lab.topology.impairments import describe_impairment
+from lab.topology.plan import InterfacePlan, LabPlan, LinkPlan, NodePlan
 
 Format = Literal["mermaid", "dot"]
 FORMATS: tuple[Format, ...] = ("mermaid", "dot")
@@ -25,25 +25,6 @@ def render(plan: LabPlan, fmt: Format) -> str:
     if fmt == "dot":
         return _dot(plan)
     raise ValueError(f"expected a graph format ({', '.join(FORMATS)}), got {fmt!r}")
-
-
-def describe_impairment(impairment: Impairment) -> str:
-    """``delay 20ms ±5ms, loss 1%, rate 100mbit`` (empty for a clean direction)."""
-    parts: list[str] = []
-    if impairment.delay_ms:
-        jitter = f" ±{format_duration(impairment.jitter_ms)}" if impairment.jitter_ms else ""
-        parts.append(f"delay {format_duration(impairment.delay_ms)}{jitter}")
-    for word, pct in (
-        ("loss", impairment.loss_pct),
-        ("duplicate", impairment.duplicate_pct),
-        ("reorder", impairment.reorder_pct),
-        ("corrupt", impairment.corrupt_pct),
-    ):
-        if pct:
-            parts.append(f"{word} {pct:g}%")
-    if impairment.rate_mbit is not None:
-        parts.append(f"rate {format_rate(impairment.rate_mbit)}")
-    return ", ".join(parts)
 
 
 def _directions(interfaces: list[InterfacePlan]) -> list[str]:
