@@ -134,6 +134,11 @@ class RunningLab:
         path = namespace_path(self.node(node).namespace)
         return subprocess.Popen(list(argv), preexec_fn=lambda: move_to(path), **kwargs)
 
+    def kernel_and_stack(self) -> tuple[str, str]:
+        """The first kernel node and the first pystack node with a stack process: the two ends most
+        experiments connect."""
+        return self.first("kernel"), self.first("pystack")
+
     def first(self, kind: str) -> str:
         """The first node of a kind ("kernel" or "pystack"): most experiments use one of each."""
         nodes = self.kernel_nodes() if kind == "kernel" else self.pystack_nodes()
@@ -143,17 +148,27 @@ class RunningLab:
         return nodes[0].name
 
 
-class Experiment:
-    """One interop experiment. Subclasses set `name`, `summary`, `options` and implement `run`.
+Options = dict[str, tuple[Any, str]]  # option -> (default, one-line help)
 
-    `options` maps each accepted option to (default, one-line help); `parse_options` converts the
-    command line's strings to the default's type, so `--option bytes=1000000` arrives as an int.
+
+class Experiment:
+    """One interop experiment. Subclasses set `summary` and `options` and implement `run`.
+
+    `name` is the name of the subclass's module (what `lab run NAME` looks up), unless the subclass
+    sets one. `options` maps each accepted option to (default, one-line help); `parse_options`
+    converts the command line's strings to the default's type, so `--option bytes=1000000` arrives
+    as an int.
     """
 
-    name: str = ""
-    summary: str = ""
-    default_topology: str = "pair"
-    options: ClassVar[dict[str, tuple[Any, str]]] = {}
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    default_topology: ClassVar[str] = "pair"
+    options: ClassVar[Options] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:
+            cls.name = cls.__module__.rpartition(".")[2]
 
     def run(self, lab: RunningLab, options: dict[str, Any]) -> ExperimentResult:
         raise NotImplementedError

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from lab.build import builder
-from lab.experiments.base import Check, Experiment, ExperimentError, ExperimentResult, RunningLab
+from lab.experiments.base import Check, Experiment, ExperimentError, ExperimentResult, Options, RunningLab
 from lab.kernel.sockets import listening_socket, namespace_socket
 from lab.kernel.transfers import (
     BackgroundCall,
@@ -39,9 +39,8 @@ SLOWEST_EXPECTED_BPS = 40e6  # bounds the timeouts: 40 Mbit/s is far below the s
 
 
 class BulkExperiment(Experiment):
-    name = "bulk"
     summary = "N bytes each way, SHA-256 checked, goodput next to kernel-to-kernel"
-    options: ClassVar[dict[str, tuple[Any, str]]] = {
+    options: ClassVar[Options] = {
         "bytes": (64 << 20, "bytes to move each way (suffixes k, K, M, G)"),
         "port": (7200, "kernel listener port (stack->kernel uses port+1)"),
         "baseline": (True, "also measure kernel-to-kernel in a scratch lab <lab>k"),
@@ -51,7 +50,7 @@ class BulkExperiment(Experiment):
         total = options["bytes"]
         if total <= 0:
             raise ExperimentError(f"experiment bulk: option bytes: expected more than 0, got {total}")
-        kernel, stack = lab.first("kernel"), lab.first("pystack")
+        kernel, stack = lab.kernel_and_stack()
         expected = pattern_sha256(total)
         checks: list[Check] = []
         metrics: dict[str, Any] = {"bytes": total, "expected_sha256": expected}

@@ -30,7 +30,15 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 from lab.build.control import StackClient
-from lab.experiments.base import STEP_ERRORS, Check, Experiment, ExperimentResult, RunningLab, step_failed
+from lab.experiments.base import (
+    STEP_ERRORS,
+    Check,
+    Experiment,
+    ExperimentResult,
+    Options,
+    RunningLab,
+    step_failed,
+)
 from lab.experiments.kernel_peers import ACCEPT_TIMEOUT, KernelServer, send_shutdown_and_read
 from lab.experiments.stack_answers import endpoint_port, event_ports, read_trace, trace_cursor
 from lab.kernel.sockdiag import kernel_tcp_sockets
@@ -157,9 +165,8 @@ def exchange_checks(exchange: Exchange) -> list[Check]:
 
 
 class CloseExperiment(Experiment):
-    name = "close"
     summary = "active/passive close both ways, half-close, RST on unread data, TIME_WAIT on the right side"
-    options: ClassVar[dict[str, tuple[Any, str]]] = {
+    options: ClassVar[Options] = {
         "bytes": (262144, "bytes each exchange sends (the half-close data)"),
         "port": (7100, "first of six ports the experiment uses (stack: port, port+1; kernel: port+2..5)"),
     }

@@ -28,6 +28,7 @@ from lab.experiments.base import (
     Experiment,
     ExperimentError,
     ExperimentResult,
+    Options,
     RunningLab,
     step_failed,
 )
@@ -76,16 +77,15 @@ def judge_body(transfer: dict[str, Any], size: int, body_sha256: str) -> tuple[b
 
 
 class HttpExperiment(Experiment):
-    name = "http"
     summary = "curl fetches from the stack's http app (large body, keep-alive); the stack fetches from Linux"
-    options: ClassVar[dict[str, tuple[Any, str]]] = {
+    options: ClassVar[Options] = {
         "bytes": (50_000_000, "size of the large body curl fetches"),
         "file_bytes": (5_000_000, "size of the file the kernel's http.server serves to the stack"),
         "port": (8080, "stack http port when the topology has no http app; the kernel server uses port+1"),
     }
 
     def run(self, lab: RunningLab, options: dict[str, Any]) -> ExperimentResult:
-        kernel_node, stack_node = lab.first("kernel"), lab.first("pystack")
+        kernel_node, stack_node = lab.kernel_and_stack()
         checks: list[Check] = []
         metrics: dict[str, Any] = {}
         with lab.stack(stack_node, timeout=CURL_TIMEOUT) as stack, tempfile.TemporaryDirectory() as scratch:

@@ -28,6 +28,7 @@ from lab.experiments.base import (
     Experiment,
     ExperimentError,
     ExperimentResult,
+    Options,
     RunningLab,
     lab_for_experiment,
     step_failed,
@@ -115,10 +116,9 @@ class ProfileRun:
 
 
 class LossExperiment(Experiment):
-    name = "loss"
     summary = "bulk transfers under loss/reorder/duplicate/corrupt/delay, both ways, SHA-256 exact"
     default_topology = "lossy"
-    options: ClassVar[dict[str, tuple[Any, str]]] = {
+    options: ClassVar[Options] = {
         "bytes": (2 * 1024 * 1024, "bytes per transfer (each of the two transfers moves this both ways)"),
         "profiles": (",".join(PROFILES), f"comma-separated profiles ({', '.join(PROFILES)}) or 'none'"),
         "port": (5200, "port of the stack's echo listener; the kernel server uses port+1"),
@@ -183,7 +183,7 @@ def lab_impairment(lab: RunningLab) -> tuple[dict[str, Any], bool, bool, bool]:
 def measure_profile(lab: RunningLab, profile: str, impair: dict[str, Any], drops: tuple[bool, bool],
                     corrupts: bool, options: dict[str, Any]) -> ProfileRun:
     """Both transfers in `lab`; `drops` says which directions lose packets (kernel→stack, stack→kernel)."""
-    kernel_node, stack_node = lab.first("kernel"), lab.first("pystack")
+    kernel_node, stack_node = lab.kernel_and_stack()
     namespace = lab.node(kernel_node).namespace
     size, port = options["bytes"], options["port"]
     started = time.perf_counter()

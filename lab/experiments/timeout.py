@@ -21,7 +21,7 @@ from ipaddress import IPv4Interface
 from itertools import pairwise
 from typing import Any, ClassVar
 
-from lab.experiments.base import Check, Experiment, ExperimentError, ExperimentResult, RunningLab
+from lab.experiments.base import Check, Experiment, ExperimentError, ExperimentResult, Options, RunningLab
 from lab.experiments.stack_answers import connection_trace, trace_cursor
 from lab.kernel.silent import SilentSetupFailed, silent_address, silent_neighbour
 from lab.kernel.sockets import StatePoller, namespace_socket
@@ -35,9 +35,8 @@ LINUX_SYN_RETRIES = 6
 
 
 class TimeoutExperiment(Experiment):
-    name = "timeout"
     summary = "connect to a silent address both ways: SYN backoff times and ETIMEDOUT compared"
-    options: ClassVar[dict[str, tuple[Any, str]]] = {
+    options: ClassVar[Options] = {
         "syn_retries": (3, "SYN retransmissions before giving up (both sides); 3 takes ~15 s"),
         "tolerance": (0.2, "allowed relative deviation of each backoff interval"),
         "stack_port": (7300, "destination port of the stack's connect"),
@@ -48,7 +47,7 @@ class TimeoutExperiment(Experiment):
         retries = options["syn_retries"]
         if not 1 <= retries <= 5:
             raise ExperimentError(f"experiment timeout: option syn_retries: expected 1 to 5, got {retries}")
-        kernel, stack = lab.first("kernel"), lab.first("pystack")
+        kernel, stack = lab.kernel_and_stack()
         kernel_plan = lab.node(kernel)
         kernel_iface = kernel_plan.interfaces[0]
         quiet_for_stack, quiet_for_kernel = unused_addresses(lab, kernel_iface.address, 2)

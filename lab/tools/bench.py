@@ -70,7 +70,7 @@ def pair_plan(name: str, *, offload: bool) -> LabPlan:
 
 def measure_goodput(lab: RunningLab, seconds: float) -> tuple[float, float]:
     """(kernel->stack, stack->kernel) Gbit/s, each from a transfer sized to last about `seconds`."""
-    kernel, stack = lab.first("kernel"), lab.first("pystack")
+    kernel, stack = lab.kernel_and_stack()
     figures = []
     for direction, port in ((kernel_to_stack, BULK_PORT), (stack_to_kernel, BULK_PORT + 1)):
         probe = _checked(direction(lab, kernel, stack, port, CALIBRATION_BYTES), CALIBRATION_BYTES)
@@ -158,7 +158,7 @@ def run_bench(seconds: float = 3.0, name: str | None = None) -> dict[str, float]
     name = name or bench_name()
     figures: dict[str, float] = {}
     with lab_for_experiment(pair_plan(f"{name}o", offload=True), None) as lab:
-        kernel, stack = lab.first("kernel"), lab.first("pystack")
+        kernel, stack = lab.kernel_and_stack()
         figures["kernel_to_stack_gbps"], figures["stack_to_kernel_gbps"] = measure_goodput(lab, seconds)
         with lab.stack(stack) as control:
             control.listen(ACCEPT_PORT, "discard", backlog=4096)
