@@ -135,7 +135,7 @@ def scratch_lab_name(lab: str) -> str:
 def kernel_pair(lab: RunningLab) -> Iterator[LabPlan]:
     """A scratch lab `<lab>k` of two kernel nodes n1, n2 on one veth link of the lab's MTU."""
     document = chain_document(2, scratch_lab_name(lab.name))
-    document["links"][0]["mtu"] = lab.topology.plan.links[0].mtu if lab.topology.plan.links else 1500  # type: ignore[index]
+    document["links"][0]["mtu"] = lab.plan.links[0].mtu if lab.plan.links else 1500  # type: ignore[index]
     plan = plan_from_data(document)
     builder.up(plan, root=lab.root)
     try:

@@ -107,7 +107,7 @@ def expected_intervals(retries: int) -> list[float]:
 
 def unused_addresses(lab: RunningLab, interface: IPv4Interface, count: int) -> list[str]:
     """Addresses of the interface's subnet that no node of the lab uses, from the top down."""
-    used = {str(i.address.ip) for n in lab.topology.plan.nodes for i in n.interfaces}
+    used = {str(i.address.ip) for n in lab.plan.nodes for i in n.interfaces}
     found: list[str] = []
     network = interface.network
     candidate = network.broadcast_address - 1

@@ -41,7 +41,7 @@ from lab.topology.chain import chain_yaml
 from lab.topology.plan import RoutePlan
 from stack.devices.namespace import move_to
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
 
 def run_lab(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

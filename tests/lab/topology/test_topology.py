@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import lab.topology
 from lab.topology import (
     DEFAULT_TOPOLOGY,
     TOPOLOGY_DIR,
@@ -21,27 +23,21 @@ from lab.topology import (
 )
 from lab.topology.plan import Impairment, RoutePlan, interface_mac
 from lab.topology.sysctls import check_sysctl_name
-from lab.topology.units import (
-    format_duration,
-    format_rate,
-    parse_duration_ms,
-    parse_percent,
-    parse_rate_mbit,
-)
+from lab.topology.units import format_duration, format_rate, parse_duration_ms, parse_percent, parse_rate_mbit
 
 DATA = Path(__file__).parent / "data"
 BAD = DATA / "bad"
 GOOD = DATA / "good"
 
-MINIMAL = """\
-name: pair
-nodes:
-  h1: {kind: kernel}
-  s1: {kind: pystack, apps: [{app: echo, port: 7}]}
-links:
-  - endpoints: [h1:eth0, s1:eth0]
-    subnet: 10.0.0.0/24
-"""
+
+
+def documented_example() -> str:
+    """The smallest useful file as `lab.topology`'s docstring shows it: the tests keep that example true."""
+    block = lab.topology.__doc__.split("::\n\n", 1)[1].split("\n\n", 1)[0]
+    return textwrap.dedent(block) + "\n"
+
+
+MINIMAL = documented_example()
 
 
 def _expected_errors() -> dict[str, str]:

@@ -101,3 +101,12 @@ def test_up_leaves_no_signal_handler_behind(runner: CliRunner, tmp_path: Path) -
     before = signal.getsignal(signal.SIGTERM)
     runner.invoke(app, ["up", str(tmp_path / "nope.yaml")])
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_lab_run_lists_an_experiments_options_without_a_lab() -> None:
+    result = CliRunner().invoke(app, ["run", "timeout", "--options", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["syn_retries"] == {
+        "default": 3, "help": "SYN retransmissions before giving up (both sides); 3 takes ~15 s"}
+    unknown = CliRunner().invoke(app, ["run", "timeout", "--option", "retries=2"])
+    assert unknown.exit_code == 2
