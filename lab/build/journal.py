@@ -23,23 +23,16 @@ OBJECT_KINDS: tuple[str, ...] = ("namespace", "veth", "bridge", "tap", "qdisc", 
 
 @dataclass(frozen=True, slots=True)
 class JournalEntry:
-    """One object the lab created. `namespace` None means the root namespace.
-
-    veth:      namespace/name is one end, peer_namespace/peer_name the other
-    bridge/tap: namespace/name
-    qdisc:     the root qdisc `qdisc` ("tbf", "netem") on namespace/name
-    process:   pid + start_ticks (field 22 of /proc/<pid>/stat, so a reused pid is never killed)
-    file:      name is an absolute path
-    """
+    """One object the lab created; which fields it sets depends on its kind."""
 
     kind: ObjectKind
-    namespace: str | None = None
-    name: str | None = None
-    peer_namespace: str | None = None
-    peer_name: str | None = None
-    qdisc: str | None = None
-    pid: int | None = None
-    start_ticks: int | None = None
+    namespace: str | None = None  # where it lives, None for the root namespace (a veth: its first end)
+    name: str | None = None  # the interface (bridge, TAP, veth end, qdisc's device); a file's absolute path
+    peer_namespace: str | None = None  # a veth's other end ...
+    peer_name: str | None = None  # ... and its name there
+    qdisc: str | None = None  # the root qdisc's kind on namespace/name: "tbf" or "netem"
+    pid: int | None = None  # a process, with start_ticks: field 22 of /proc/<pid>/stat, so that a
+    start_ticks: int | None = None  # pid reused by another process is never signalled
 
     def to_json(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}

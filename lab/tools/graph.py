@@ -21,9 +21,9 @@ FORMATS: tuple[Format, ...] = ("mermaid", "dot")
 def render(plan: LabPlan, fmt: Format) -> str:
     """The lab drawn in ``fmt`` ("mermaid" or "dot"), as text ending in a newline."""
     if fmt == "mermaid":
-        return _mermaid(plan)
+        return _draw(plan, Mermaid())
     if fmt == "dot":
-        return _dot(plan)
+        return _draw(plan, Dot())
     raise ValueError(f"expected a graph format ({', '.join(FORMATS)}), got {fmt!r}")
 
 
@@ -58,36 +58,49 @@ def _link_lines(link: LinkPlan) -> list[str]:
     return [f"{link.subnet} mtu {link.mtu}"]
 
 
-# --- Mermaid -----------------------------------------------------------------------------------------
-
-
-def _mermaid(plan: LabPlan) -> str:
-    out = [
-        "graph LR",
-        f"  %% lab {plan.name}" + (f" from {plan.source}" if plan.source else "").replace("\n", " "),
-    ]
-    for node in plan.nodes:
-        label = _mermaid_text(_node_lines(node))
-        shape = f'(["{label}"])' if node.kind == "pystack" else f'["{label}"]'
-        out.append(f"  {_mermaid_id(node.name)}{shape}")
+def _draw(plan: LabPlan, style: Mermaid | Dot) -> str:
+    """The one walk over a plan both formats share: nodes, then each link as an edge or a LAN."""
+    out = style.header(plan)
+    out += [style.node(node) for node in plan.nodes]
     ends = _link_ends(plan)
     for link in plan.links:
         interfaces = ends[link.index]
         if len(interfaces) == 2:
-            a, b = interfaces
-            text = [
-                f"{a.name} {a.address} — {b.name} {b.address}",
-                *_link_lines(link),
-                *_directions(interfaces),
-            ]
-            out.append(f'  {_mermaid_id(a.node)} ---|"{_mermaid_text(text)}"| {_mermaid_id(b.node)}')
-            continue
+            out.append(style.wire(link, interfaces[0], interfaces[1], _directions(interfaces)))
+        else:
+            out += style.lan(link, interfaces)
+    return "\n".join(out + style.footer()) + "\n"
+
+
+# --- Mermaid -----------------------------------------------------------------------------------------
+
+
+class Mermaid:
+    """Mermaid flowchart text: a pystack node is a stadium, a LAN a hexagon."""
+
+    def header(self, plan: LabPlan) -> list[str]:
+        source = (f" from {plan.source}" if plan.source else "").replace("\n", " ")
+        return ["graph LR", f"  %% lab {plan.name}{source}"]
+
+    def node(self, node: NodePlan) -> str:
+        label = _mermaid_text(_node_lines(node))
+        shape = f'(["{label}"])' if node.kind == "pystack" else f'["{label}"]'
+        return f"  {_mermaid_id(node.name)}{shape}"
+
+    def wire(self, link: LinkPlan, a: InterfacePlan, b: InterfacePlan, directions: list[str]) -> str:
+        text = [f"{a.name} {a.address} — {b.name} {b.address}", *_link_lines(link), *directions]
+        return f'  {_mermaid_id(a.node)} ---|"{_mermaid_text(text)}"| {_mermaid_id(b.node)}'
+
+    def lan(self, link: LinkPlan, interfaces: list[InterfacePlan]) -> list[str]:
         lan = f"lan_{link.index}"
-        out.append(f'  {lan}{{{{"{_mermaid_text(["LAN", *_link_lines(link)])}"}}}}')
+        lines = [f'  {lan}{{{{"{_mermaid_text(["LAN", *_link_lines(link)])}"}}}}']
         for interface in interfaces:
             label = _mermaid_text([f"{interface.name} {interface.address}"])
-            out.append(f'  {_mermaid_id(interface.node)} ---|"{label}"| {lan}')
-    return "\n".join(out) + "\n"
+            lines.append(f'  {_mermaid_id(interface.node)} ---|"{label}"| {lan}')
+        return lines
+
+    def footer(self) -> list[str]:
+        return []
 
 
 def _mermaid_id(node: str) -> str:
@@ -110,35 +123,33 @@ def _mermaid_text(lines: list[str]) -> str:
 # --- Graphviz ----------------------------------------------------------------------------------------
 
 
-def _dot(plan: LabPlan) -> str:
-    out = [
-        f"graph {_dot_quote(plan.name)} {{",
-        "  rankdir=LR;",
-        '  node [fontname="Helvetica"];',
-        '  edge [fontname="Helvetica", fontsize=10];',
-    ]
-    for node in plan.nodes:
+class Dot:
+    """A Graphviz undirected graph: a pystack node is a rounded box, a LAN an ellipse."""
+
+    def header(self, plan: LabPlan) -> list[str]:
+        return [f"graph {_dot_quote(plan.name)} {{", "  rankdir=LR;", '  node [fontname="Helvetica"];',
+                '  edge [fontname="Helvetica", fontsize=10];']
+
+    def node(self, node: NodePlan) -> str:
         style = ", style=rounded" if node.kind == "pystack" else ""
-        out.append(f"  {_dot_quote(node.name)} [shape=box{style}, label={_dot_label(_node_lines(node))}];")
-    ends = _link_ends(plan)
-    for link in plan.links:
-        interfaces = ends[link.index]
-        if len(interfaces) == 2:
-            a, b = interfaces
-            attrs = (
-                f"label={_dot_label([*_link_lines(link), *_directions(interfaces)])}, "
-                f"taillabel={_dot_label([a.name, str(a.address)])}, "
-                f"headlabel={_dot_label([b.name, str(b.address)])}"
-            )
-            out.append(f"  {_dot_quote(a.node)} -- {_dot_quote(b.node)} [{attrs}];")
-            continue
+        return f"  {_dot_quote(node.name)} [shape=box{style}, label={_dot_label(_node_lines(node))}];"
+
+    def wire(self, link: LinkPlan, a: InterfacePlan, b: InterfacePlan, directions: list[str]) -> str:
+        attrs = (f"label={_dot_label([*_link_lines(link), *directions])}, "
+                 f"taillabel={_dot_label([a.name, str(a.address)])}, "
+                 f"headlabel={_dot_label([b.name, str(b.address)])}")
+        return f"  {_dot_quote(a.node)} -- {_dot_quote(b.node)} [{attrs}];"
+
+    def lan(self, link: LinkPlan, interfaces: list[InterfacePlan]) -> list[str]:
         lan = _dot_quote(f"lan{link.index}")
-        out.append(f"  {lan} [shape=ellipse, label={_dot_label(['LAN', *_link_lines(link)])}];")
+        lines = [f"  {lan} [shape=ellipse, label={_dot_label(['LAN', *_link_lines(link)])}];"]
         for interface in interfaces:
-            label = _dot_label([interface.name, str(interface.address)])
-            out.append(f"  {_dot_quote(interface.node)} -- {lan} [taillabel={label}];")
-    out.append("}")
-    return "\n".join(out) + "\n"
+            lines.append(f"  {_dot_quote(interface.node)} -- {lan} "
+                         f"[taillabel={_dot_label([interface.name, str(interface.address)])}];")
+        return lines
+
+    def footer(self) -> list[str]:
+        return ["}"]
 
 
 def _dot_quote(text: str) -> str:

@@ -25,13 +25,13 @@ PYSTACK_BRIDGE = "br0"
 class Impairment:
     """What one direction of a link does to packets (all zero: a clean link)."""
 
-    delay_ms: float = 0.0
-    jitter_ms: float = 0.0
-    loss_pct: float = 0.0
-    duplicate_pct: float = 0.0
-    reorder_pct: float = 0.0
-    corrupt_pct: float = 0.0
-    rate_mbit: float | None = None
+    delay_ms: float = 0.0  # added to each packet's travel time
+    jitter_ms: float = 0.0  # each packet's delay varies by up to this around delay_ms
+    loss_pct: float = 0.0  # percent of packets dropped
+    duplicate_pct: float = 0.0  # percent of packets sent twice
+    reorder_pct: float = 0.0  # percent of packets sent at once, overtaking the delayed ones
+    corrupt_pct: float = 0.0  # percent of packets with one bit flipped
+    rate_mbit: float | None = None  # the direction's rate limit (None: the link's own speed)
 
     @property
     def is_clean(self) -> bool:
