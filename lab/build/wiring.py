@@ -24,6 +24,7 @@ from ipaddress import IPv4Interface
 from typing import Any
 
 from lab.build.journal import JournalEntry
+from lab.build.state import LabError
 from lab.topology.plan import (
     PYSTACK_BRIDGE,
     PYSTACK_TAP,
@@ -34,7 +35,6 @@ from lab.topology.plan import (
     NodePlan,
     impairment_json,
 )
-from lab.build.state import LabError
 
 LAN_BRIDGE = "br0"
 MAX_IFNAME = 15

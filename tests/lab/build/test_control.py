@@ -7,32 +7,11 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 
 from lab.build.control import StackClient, StackCommandFailed, StackControlError, wait_for_hello
-from lab.experiments import available, get
-from lab.experiments.base import (
-    Check,
-    Experiment,
-    ExperimentError,
-    ExperimentResult,
-    parse_option_pairs,
-    parse_size,
-)
-from lab.experiments.stack_answers import (
-    connection_trace,
-    endpoint,
-    find_connection,
-    snapshot_wscale,
-    stack_state_sequence,
-)
-from lab.kernel.silent import drop_program
-from lab.kernel.sockets import parse_tcp_info, tcp_info
-from lab.kernel.tracepoints import connection_events, parse_trace_line, port_filter, state_sequence
-from lab.topology import plan_from_text
-from lab.topology.plan import plan_from_json
 
 Handler = Callable[[dict[str, Any]], bytes | None]
 

@@ -3,33 +3,9 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, replace
-from ipaddress import IPv4Interface, IPv4Network
 from pathlib import Path
 
-import pytest
-
 from lab.build.journal import Journal, JournalEntry, read_journal, removal_order
-from lab.build.wiring import (
-    PlanNotBuildable,
-    journal_entries,
-    lan_port_name,
-    plan_wiring,
-    pystack_settings,
-    qdisc_parameters,
-)
-from lab.topology import TOPOLOGY_DIR, load_topology
-from lab.topology.chain import chain_plan
-from lab.topology.plan import (
-    Impairment,
-    InterfacePlan,
-    LabPlan,
-    LinkPlan,
-    NodePlan,
-    interface_mac,
-    plan_from_json,
-    plan_json_digest,
-)
 
 
 def test_record_then_read_round_trip(tmp_path: Path) -> None:

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from lab.build.wiring import pystack_settings
-from lab.topology import plan_from_text
-
-import json
-from dataclasses import asdict, replace
-from ipaddress import IPv4Interface, IPv4Network
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from lab.build.journal import Journal, JournalEntry, read_journal, removal_order
 from lab.build.wiring import (
     PlanNotBuildable,
     journal_entries,
@@ -23,21 +15,9 @@ from lab.build.wiring import (
     pystack_settings,
     qdisc_parameters,
 )
-from lab.topology import TOPOLOGY_DIR, load_topology
-from lab.topology.chain import chain_plan
-from lab.topology.plan import (
-    Impairment,
-    InterfacePlan,
-    LabPlan,
-    LinkPlan,
-    NodePlan,
-    interface_mac,
-    plan_from_json,
-    plan_json_digest,
-)
-
-
-from tests.lab.plan_examples import interface, pair_plan, router_plan
+from lab.topology import plan_from_text
+from lab.topology.plan import Impairment, interface_mac
+from tests.lab.plan_examples import pair_plan, router_plan
 
 
 def test_router_plan_journals_namespaces_veths_and_pystack_devices() -> None:
