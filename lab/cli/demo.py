@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.rule import Rule
 
 from lab.cli.tables import plan_table, print_result
-from lab.experiments.base import ExperimentResult
+from lab.experiments.results import ExperimentResult
 from lab.kernel.capabilities import Check
 from lab.tools.demo import run_demo
 from lab.topology.plan import LabPlan

@@ -19,7 +19,8 @@ from lab.cli.output import (
     topology_path,
 )
 from lab.cli.tables import print_result
-from lab.experiments.base import Experiment, parse_option_pairs, run_experiment
+from lab.experiments.base import Experiment, parse_option_pairs
+from lab.experiments.running import run_experiment
 from lab.topology import load_topology
 
 

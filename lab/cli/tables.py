@@ -7,7 +7,7 @@ from typing import Any
 from rich.table import Table
 
 from lab.cli.output import out
-from lab.experiments.base import ExperimentResult
+from lab.experiments.results import ExperimentResult
 from lab.topology.plan import LabPlan
 
 

@@ -26,15 +26,9 @@ from dataclasses import asdict
 from typing import Any, ClassVar
 
 from lab.build.control import StackClient
-from lab.experiments.base import (
-    STEP_ERRORS,
-    Check,
-    Experiment,
-    ExperimentResult,
-    Options,
-    RunningLab,
-    step_failed,
-)
+from lab.experiments.base import Experiment, Options
+from lab.experiments.results import STEP_ERRORS, Check, ExperimentResult, step_failed
+from lab.experiments.running import RunningLab
 from lab.experiments.stack_answers import (
     counter_value,
     endpoint_port,

@@ -19,7 +19,9 @@ from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from lab.build import builder
-from lab.experiments.base import Check, Experiment, ExperimentError, ExperimentResult, Options, RunningLab
+from lab.experiments.base import Experiment, ExperimentError, Options
+from lab.experiments.results import Check, ExperimentResult
+from lab.experiments.running import RunningLab
 from lab.kernel.sockets import listening_socket, namespace_socket
 from lab.kernel.transfers import (
     BackgroundCall,

@@ -30,16 +30,10 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 from lab.build.control import StackClient
-from lab.experiments.base import (
-    STEP_ERRORS,
-    Check,
-    Experiment,
-    ExperimentResult,
-    Options,
-    RunningLab,
-    step_failed,
-)
+from lab.experiments.base import Experiment, Options
 from lab.experiments.kernel_peers import ACCEPT_TIMEOUT, KernelServer, send_shutdown_and_read
+from lab.experiments.results import STEP_ERRORS, Check, ExperimentResult, step_failed
+from lab.experiments.running import RunningLab
 from lab.experiments.stack_answers import endpoint_port, event_ports, read_trace, trace_cursor
 from lab.kernel.sockdiag import kernel_tcp_sockets
 from lab.kernel.tracepoints import KernelTrace, connection_events, optional_kernel_trace, state_sequence

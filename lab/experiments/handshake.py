@@ -18,7 +18,9 @@ import socket
 import time
 from typing import Any, ClassVar
 
-from lab.experiments.base import Check, Experiment, ExperimentResult, Options, RunningLab
+from lab.experiments.base import Experiment, Options
+from lab.experiments.results import Check, ExperimentResult
+from lab.experiments.running import RunningLab
 from lab.experiments.stack_answers import (
     connection_trace,
     find_connection,

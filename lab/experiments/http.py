@@ -22,16 +22,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from lab.build.control import StackClient, StackCommandFailed
-from lab.experiments.base import (
-    STEP_ERRORS,
-    Check,
-    Experiment,
-    ExperimentError,
-    ExperimentResult,
-    Options,
-    RunningLab,
-    step_failed,
-)
+from lab.experiments.base import Experiment, ExperimentError, Options
+from lab.experiments.results import STEP_ERRORS, Check, ExperimentResult, step_failed
+from lab.experiments.running import RunningLab
 from lab.kernel.sockdiag import kernel_listener
 from stack.apps.content import pattern_sha256
 

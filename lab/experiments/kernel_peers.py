@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from lab.experiments.base import RunningLab
+from lab.experiments.running import RunningLab
 from lab.kernel.transfers import BackgroundCall, pattern_chunks
 
 ACCEPT_TIMEOUT = 10.0

@@ -22,18 +22,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from lab.experiments.base import (
-    STEP_ERRORS,
-    Check,
-    Experiment,
-    ExperimentError,
-    ExperimentResult,
-    Options,
-    RunningLab,
-    lab_for_experiment,
-    step_failed,
-)
+from lab.experiments.base import Experiment, ExperimentError, Options
 from lab.experiments.kernel_peers import KernelServer, send_shutdown_and_read
+from lab.experiments.results import STEP_ERRORS, Check, ExperimentResult, step_failed
+from lab.experiments.running import RunningLab, lab_for_experiment
 from lab.experiments.stack_answers import counter_value
 from lab.kernel.sockets import kernel_snmp, tcp_info
 from lab.kernel.transfers import receive_all

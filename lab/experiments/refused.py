@@ -14,7 +14,9 @@ import errno
 import time
 from typing import Any, ClassVar
 
-from lab.experiments.base import Check, Experiment, ExperimentError, ExperimentResult, Options, RunningLab
+from lab.experiments.base import Experiment, ExperimentError, Options
+from lab.experiments.results import Check, ExperimentResult
+from lab.experiments.running import RunningLab
 from lab.experiments.stack_answers import connection_trace, endpoint, trace_cursor
 from lab.kernel.tracepoints import optional_kernel_trace
 

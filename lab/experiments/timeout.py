@@ -21,7 +21,9 @@ from ipaddress import IPv4Interface
 from itertools import pairwise
 from typing import Any, ClassVar
 
-from lab.experiments.base import Check, Experiment, ExperimentError, ExperimentResult, Options, RunningLab
+from lab.experiments.base import Experiment, ExperimentError, Options
+from lab.experiments.results import Check, ExperimentResult
+from lab.experiments.running import RunningLab
 from lab.experiments.stack_answers import connection_trace, trace_cursor
 from lab.kernel.silent import SilentSetupFailed, silent_address, silent_neighbour
 from lab.kernel.sockets import StatePoller, namespace_socket

@@ -26,8 +26,9 @@ from statistics import median
 from typing import Any
 
 from lab.build import builder
-from lab.experiments.base import ExperimentError, RunningLab, lab_for_experiment
+from lab.experiments.base import ExperimentError
 from lab.experiments.bulk import kernel_pair, kernel_to_stack, kernel_transfer, stack_to_kernel
+from lab.experiments.running import RunningLab, lab_for_experiment
 from lab.kernel.namespaces import inside_namespace
 from lab.kernel.sockets import listening_socket
 from lab.kernel.transfers import BackgroundCall, pattern_sha256

@@ -21,7 +21,8 @@ from typing import Protocol
 from lab.build import builder
 from lab.build.state import LabError
 from lab.experiments import get
-from lab.experiments.base import ExperimentResult, RunningLab
+from lab.experiments.results import ExperimentResult
+from lab.experiments.running import RunningLab
 from lab.kernel.capabilities import Check
 from lab.tools import doctor
 from lab.topology import DEFAULT_TOPOLOGY, TopologyError, load_topology

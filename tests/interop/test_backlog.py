@@ -14,7 +14,7 @@ import pytest
 from pyroute2.netlink.diag import MarshalDiag
 
 from lab.experiments.backlog import TCP_SYNCNT, judge_listener_side, stack_listener_row, wait_for_connects
-from lab.experiments.base import RunningLab
+from lab.experiments.running import RunningLab
 from lab.experiments.stack_answers import counter_value, retransmissions_by_local_port
 from lab.kernel.sockdiag import kernel_listener, kernel_tcp_sockets, sockets_of_dump
 

@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 from pyroute2 import IPRoute
 
-from lab.experiments.base import ExperimentResult, RunningLab
+from lab.experiments.results import ExperimentResult
+from lab.experiments.running import RunningLab
 from lab.kernel.namespaces import inside_namespace
 from lab.kernel.sockets import namespace_socket
 

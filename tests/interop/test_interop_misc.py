@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from pyroute2 import IPRoute
 
-from lab.experiments.base import RunningLab
 from lab.experiments.close import stack_connection_state
 from lab.experiments.kernel_peers import KernelServer, send_shutdown_and_read
+from lab.experiments.running import RunningLab
 from lab.experiments.stack_answers import counter_value
 from lab.kernel.namespaces import inside_namespace
 from lab.kernel.sockets import tcp_info

@@ -7,14 +7,8 @@ from typing import Any, ClassVar
 import pytest
 
 from lab.experiments import available, get
-from lab.experiments.base import (
-    Check,
-    Experiment,
-    ExperimentError,
-    ExperimentResult,
-    parse_option_pairs,
-    parse_size,
-)
+from lab.experiments.base import Experiment, ExperimentError, parse_option_pairs, parse_size
+from lab.experiments.results import Check, ExperimentResult
 from lab.experiments.stack_answers import (
     connection_trace,
     endpoint,
