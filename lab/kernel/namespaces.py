@@ -35,8 +35,8 @@ def _check(result: int, what: str) -> None:
         raise NetlinkOpError(f"{what}: {os.strerror(ctypes.get_errno())}")
 
 
-def return_to(fd: int, what: str) -> None:
-    """Move the calling thread back into the namespace open as `fd` (NetlinkOpError if refused)."""
+def switch_to(fd: int, what: str) -> None:
+    """Move the calling thread into the namespace open as `fd` (NetlinkOpError if refused)."""
     try:
         setns(fd, what)
     except OSError as error:
@@ -125,6 +125,6 @@ def scratch_namespace() -> Iterator[IPRoute]:
             finally:
                 ipr.close()
         finally:
-            return_to(home, "return to the root namespace")
+            switch_to(home, "return to the root namespace")
     finally:
         os.close(home)

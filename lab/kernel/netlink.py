@@ -33,7 +33,7 @@ from lab.kernel.namespaces import (
     ensure_netns_dir,
     is_mounted_namespace,
     publish_thread_namespace,
-    return_to,
+    switch_to,
     unpublish,
     unshare_network,
 )
@@ -118,13 +118,13 @@ class Netlink:
             yield
             return
         target = self._root_fd if namespace is None else self.ns_fd(namespace)
-        return_to(target, f"enter namespace {namespace or 'root'}")
+        switch_to(target, f"enter namespace {namespace or 'root'}")
         self._current = namespace
         try:
             yield
         finally:
             back = self._root_fd if previous is None else self.ns_fd(previous)
-            return_to(back, f"return to namespace {previous or 'root'}")
+            switch_to(back, f"return to namespace {previous or 'root'}")
             self._current = previous
 
     def ipr(self, namespace: str | None = None) -> IPRoute:
@@ -192,7 +192,7 @@ class Netlink:
             self._next_index[name] = 2  # lo is 1
             self._markers[name] = marker
         finally:
-            return_to(self._root_fd, "return to the root namespace")
+            switch_to(self._root_fd, "return to the root namespace")
 
     def namespace_marker(self, name: str) -> str | None:
         """The loopback ifalias of a namespace (the lab's ownership marker), None if unmarked/absent."""
