@@ -211,6 +211,11 @@ UP_TARGET_SECONDS = {100: 1.5}  # the project's targets for a 100-node chain on 
 DOWN_TARGET_SECONDS = {100: 1.0}
 
 
+def chain_bench_name(count: int) -> str:
+    """The lab name of the chain of `count` nodes that `bench_chains` times (this process's own)."""
+    return f"b{os.getpid() % 100000}n{count}"
+
+
 def bench_chains(counts: list[int], *, repeat: int = 3, root: Path | None = None) -> list[dict]:
     """Time `up` and `down` of a chain of N kernel nodes for each N (what `lab bench up` prints).
 
@@ -219,7 +224,7 @@ def bench_chains(counts: list[int], *, repeat: int = 3, root: Path | None = None
     """
     rows = []
     for count in counts:
-        name = f"b{os.getpid() % 100000}n{count}"
+        name = chain_bench_name(count)
         plan = chain_plan(count, name=name)
         ups, downs = [], []
         for _ in range(repeat):
