@@ -193,11 +193,31 @@ def test_the_layer_finder_knows_every_layer() -> None:
     assert {layer(name) for name in modules} == {"entry", *LAYER_RANKS}
 
 
+def cycle_path(component: list[str], edges: dict[str, list[Import]]) -> list[Import]:
+    """One shortest cycle through the component's first module, as the imports that make it."""
+    start, members = component[0], set(component)
+    paths: dict[str, list[Import]] = {start: []}
+    queue = [start]
+    while queue:
+        module = queue.pop(0)
+        for edge in edges[module]:
+            if edge.imported == start:
+                return [*paths[module], edge]
+            if edge.imported in members and edge.imported not in paths:
+                paths[edge.imported] = [*paths[module], edge]
+                queue.append(edge.imported)
+    return []
+
+
 def test_no_import_cycles_between_lab_modules() -> None:
     modules, edges, _ = graph()
     found = cycles(modules, edges)
-    assert not found, "import cycles (run-time imports, lazy ones included): " + "; ".join(
-        " <-> ".join(component) for component in found)
+    described = []
+    for component in found:
+        steps = " -> ".join(f"{relative(modules[e.importer])}:{e.line} imports {e.imported}"
+                            for e in cycle_path(component, edges))
+        described.append(f"{' <-> '.join(component)} (for one: {steps})")
+    assert not found, "import cycles (run-time imports, lazy ones included):\n" + "\n".join(described)
 
 
 def test_imports_point_down_the_layers() -> None:
