@@ -42,7 +42,7 @@ lint: venv
 	$(BIN)/ruff check lab stack tests benchmarks
 
 demo: venv
-	$(BIN)/python -m lab.demo
+	$(BIN)/python -m lab.cli.demo
 
 # Each benchmark prints nslab's figure next to the kernel's (or a C baseline), measured in the same run.
 bench: venv

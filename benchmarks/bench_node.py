@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lab import builder
+from lab.build import builder
 from lab.topology import load_topology
 
 STACK_IP = "10.0.0.2"

@@ -3,7 +3,7 @@
     python benchmarks/bench_up.py [--sizes 10,50,100] [--repeat 3] [--json]
 
 Each chain is N namespaces, N-1 veth pairs with addresses, routes so n1 reaches nN, and
-ip_forward on the inner nodes (`lab.chain.chain_plan`). `lab bench up` runs the same code.
+ip_forward on the inner nodes (`lab.topology.chain.chain_plan`). `lab bench up` runs the same code.
 Targets (2-core machine): 100 nodes up < 1.5 s, down < 1 s.
 """
 
@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 
-from lab.builder import bench_chains
+from lab.tools.bench import bench_chains
 
 
 def format_table(rows: list[dict]) -> str:

@@ -14,8 +14,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from stack.devices.namespace import THREAD_NAMESPACE
+
 # The namespace pytest started in: tests must leave their thread there (kept open to return to it).
-STARTING_NAMESPACE_FD = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+STARTING_NAMESPACE_FD = os.open(THREAD_NAMESPACE, os.O_RDONLY)
 STARTING_NAMESPACE = os.fstat(STARTING_NAMESPACE_FD).st_ino
 
 
@@ -50,11 +52,11 @@ def lab_name() -> Iterator[str]:
     """A fresh lab name; whatever the test built under it is taken down afterwards."""
     name = f"t{uuid.uuid4().hex[:8]}"
     yield name
-    from lab import builder
-    from lab.state import LabError
+    from lab.build import builder
+    from lab.build.state import LabError
 
     # Teardown acts on "the root namespace": the test must have left this thread there.
-    left_inside = os.stat("/proc/thread-self/ns/net").st_ino != STARTING_NAMESPACE
+    left_inside = os.stat(THREAD_NAMESPACE).st_ino != STARTING_NAMESPACE
     if left_inside:
         from stack.devices.namespace import move_to
 

@@ -1,8 +1,8 @@
 """The project's import graph, read from the source with `ast`, for the tests that keep the layering honest.
 
-Every import counts, also one inside a function (a lazy import still ties the two modules together at run
-time), except those under `if TYPE_CHECKING:` (never executed).  `from package import name` points at the
-submodule `package.name` when there is one, else at the package.
+Every import counts, also one inside a function (a lazy import still ties two modules together at run
+time), except those under `if TYPE_CHECKING:` (never run; its `else` still runs).  `from package import
+name` points at the submodule `package.name` when there is one, else at the package with `name` taken.
 """
 
 from __future__ import annotations
@@ -12,81 +12,130 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("stack", "lab")
 
 
 @dataclass(frozen=True)
 class Import:
     importer: str  # dotted module name
-    imported: str  # dotted module name
-    names: tuple[str, ...]  # the names taken with `from ... import`
+    imported: str  # dotted module name (a module or a package)
+    names: tuple[str, ...]  # names taken from it (`from x import a, b`); empty for `import x`
     line: int
 
 
-def module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+@dataclass
+class Graph:
+    modules: dict[str, Path]  # dotted name -> file
+    edges: dict[str, list[Import]]  # importer -> its imports of project modules
+    bound: dict[str, dict[str, str]]  # importer -> local name -> project module it names
+
+    def all_edges(self) -> list[Import]:
+        return [edge for name in self.modules for edge in self.edges[name]]
+
+    def relative(self, module: str) -> str:
+        return str(self.modules[module].relative_to(ROOT))
+
+
+def module_name(path: Path, root: Path = ROOT) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
 
 
-def modules(package: str) -> dict[str, Path]:
+def package_modules(package: str) -> dict[str, Path]:
     """Every module of `package` (a top-level folder of the project): dotted name -> path."""
     return {module_name(path): path for path in sorted((ROOT / package).rglob("*.py"))}
 
 
-def _type_checking_only(node: ast.If) -> bool:
-    test = node.test
+def is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
         isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
-def _run_time_nodes(tree: ast.AST) -> list[ast.AST]:
+def run_time_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node of the tree except what sits under `if TYPE_CHECKING:`."""
     found: list[ast.AST] = []
-    stack = [tree]
+    stack: list[ast.AST] = [tree]
     while stack:
         node = stack.pop()
-        if isinstance(node, ast.If) and _type_checking_only(node):
+        found.append(node)
+        if isinstance(node, ast.If) and is_type_checking(node.test):
             stack.extend(node.orelse)
             continue
-        found.append(node)
         stack.extend(ast.iter_child_nodes(node))
     return found
 
 
-def imports(package: str, prefixes: tuple[str, ...] = ("stack", "lab")) -> list[Import]:
-    """The run-time imports of `package`'s modules that point into the project (`prefixes`)."""
-    known = {**modules("stack"), **modules("lab")}
-    result: list[Import] = []
-    for name, path in modules(package).items():
-        tree = ast.parse(path.read_text(), str(path))
-        is_package = path.name == "__init__.py"
-        for node in _run_time_nodes(tree):
-            if isinstance(node, ast.Import):
-                for alias in node.names:
-                    if alias.name.split(".")[0] in prefixes:
-                        result.append(Import(name, alias.name, (), node.lineno))
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    anchor = name.split(".") if is_package else name.split(".")[:-1]
-                    anchor = anchor[:len(anchor) - (node.level - 1)]
-                    base = ".".join([*anchor, *([base] if base else [])])
-                if base.split(".")[0] not in prefixes:
-                    continue
-                for alias in node.names:
-                    submodule = f"{base}.{alias.name}"
-                    target = submodule if submodule in known else base
-                    result.append(Import(name, target, (alias.name,), node.lineno))
-    return result
+def resolve_from(importer: str, is_package: bool, node: ast.ImportFrom) -> str:
+    if not node.level:
+        return node.module or ""
+    base = importer.split(".") if is_package else importer.split(".")[:-1]
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
 
 
-def cycles(edges: list[Import]) -> list[list[str]]:
-    """The import cycles among the modules (strongly connected components of more than one module, or a
-    module importing itself), each as a sorted list of module names."""
-    graph: dict[str, set[str]] = {}
-    for edge in edges:
-        graph.setdefault(edge.importer, set()).add(edge.imported)
-        graph.setdefault(edge.imported, set())
+def in_project(module: str) -> bool:
+    return module.split(".")[0] in PACKAGES
+
+
+def imports_of(name: str, path: Path, modules: dict[str, Path]) -> tuple[list[Import], dict[str, str]]:
+    """The project imports of one module, and the local names bound to project modules."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    found: list[Import] = []
+    bound: dict[str, str] = {}
+    for node in run_time_nodes(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if in_project(alias.name):
+                    found.append(Import(name, alias.name, (), node.lineno))
+                    if alias.asname:
+                        bound[alias.asname] = alias.name
+        elif isinstance(node, ast.ImportFrom):
+            source = resolve_from(name, path.name == "__init__.py", node)
+            if not in_project(source):
+                continue
+            plain: list[str] = []
+            for alias in node.names:
+                submodule = f"{source}.{alias.name}"
+                if submodule in modules:  # `from lab.build import builder`: the module itself
+                    found.append(Import(name, submodule, (), node.lineno))
+                    bound[alias.asname or alias.name] = submodule
+                else:
+                    plain.append(alias.name)
+            if plain:
+                found.append(Import(name, source, tuple(plain), node.lineno))
+    found.sort(key=lambda edge: edge.line)
+    return found, bound
+
+
+def graph(*packages: str) -> Graph:
+    """The import graph of the given packages (default: all of the project's)."""
+    modules: dict[str, Path] = {}
+    for package in packages or PACKAGES:
+        modules.update(package_modules(package))
+    known = {**modules, **{n: p for package in PACKAGES for n, p in package_modules(package).items()}}
+    edges: dict[str, list[Import]] = {}
+    bound: dict[str, dict[str, str]] = {}
+    for name, path in modules.items():
+        edges[name], bound[name] = imports_of(name, path, known)
+    return Graph(modules, edges, bound)
+
+
+def is_private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def private_attribute_uses(path: Path, bound: dict[str, str]) -> list[tuple[int, str, str]]:
+    """`builder._teardown` where `builder` names another project module: (line, module, attribute)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    return [(node.lineno, bound[node.value.id], node.attr) for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+            and node.value.id in bound and is_private(node.attr)]
+
+
+def cycles(modules: dict[str, Path], edges: dict[str, list[Import]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (or a module importing itself)."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     on_stack: set[str] = set()
@@ -94,29 +143,73 @@ def cycles(edges: list[Import]) -> list[list[str]]:
     found: list[list[str]] = []
     counter = [0]
 
-    def connect(node: str) -> None:  # Tarjan's algorithm
-        index[node] = low[node] = counter[0]
-        counter[0] += 1
-        stack.append(node)
-        on_stack.add(node)
-        for successor in graph[node]:
-            if successor not in index:
-                connect(successor)
-                low[node] = min(low[node], low[successor])
-            elif successor in on_stack:
-                low[node] = min(low[node], index[successor])
-        if low[node] == index[node]:
-            component = []
-            while True:
-                member = stack.pop()
-                on_stack.discard(member)
-                component.append(member)
-                if member == node:
-                    break
-            if len(component) > 1 or node in graph[node]:
-                found.append(sorted(component))
+    def successors(module: str) -> list[str]:
+        return sorted({edge.imported for edge in edges.get(module, ()) if edge.imported in modules})
 
-    for node in sorted(graph):
-        if node not in index:
-            connect(node)
+    def visit(start: str) -> None:  # iterative Tarjan: deep import chains need no recursion limit
+        work = [(start, iter(successors(start)))]
+        index[start] = low[start] = counter[0]
+        counter[0] += 1
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            node, children = work[-1]
+            advanced = False
+            for child in children:
+                if child not in index:
+                    index[child] = low[child] = counter[0]
+                    counter[0] += 1
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(successors(child))))
+                    advanced = True
+                    break
+                if child in on_stack:
+                    low[node] = min(low[node], index[child])
+            if advanced:
+                continue
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                self_loop = any(edge.imported == node for edge in edges.get(node, ()))
+                if len(component) > 1 or self_loop:
+                    found.append(sorted(component))
+
+    for name in sorted(modules):
+        if name not in index:
+            visit(name)
     return found
+
+
+def cycle_path(component: list[str], edges: dict[str, list[Import]]) -> list[Import]:
+    """One shortest cycle through the component's first module, as the imports that make it."""
+    start, members = component[0], set(component)
+    paths: dict[str, list[Import]] = {start: []}
+    queue = [start]
+    while queue:
+        module = queue.pop(0)
+        for edge in edges[module]:
+            if edge.imported == start:
+                return [*paths[module], edge]
+            if edge.imported in members and edge.imported not in paths:
+                paths[edge.imported] = [*paths[module], edge]
+                queue.append(edge.imported)
+    return []
+
+
+def describe_cycles(found: list[list[str]], project: Graph) -> str:
+    described = []
+    for component in found:
+        steps = " -> ".join(f"{project.relative(e.importer)}:{e.line} imports {e.imported}"
+                            for e in cycle_path(component, project.edges))
+        described.append(f"{' <-> '.join(component)} (for one: {steps})")
+    return "\n".join(described)

@@ -1,7 +1,9 @@
 """Interop experiments between the Python stack and Linux kernel TCP, run by `lab run NAME`.
 
-Each experiment is a module here holding one `lab.experiments.base.Experiment` subclass whose
-`name` equals the module name. The registry imports modules on demand, so a broken or slow
+Each experiment is a module here holding one `lab.experiments.base.Experiment` subclass, named
+after the module. Beside them: `base` (what an experiment is), `running` (the lab it runs in),
+`results` (what it returns), `stack_answers` (reading the stack node's answers) and `kernel_peers`
+(kernel servers and clients). The registry imports modules on demand, so a broken or slow
 experiment never costs the others anything.
 """
 

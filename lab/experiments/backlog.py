@@ -25,16 +25,18 @@ import time
 from dataclasses import asdict
 from typing import Any, ClassVar
 
-from lab.experiments.base import STEP_ERRORS, Check, Experiment, ExperimentResult, RunningLab, step_failed
-from lab.sockdiag import kernel_listener, kernel_tcp_sockets
-from lab.stackctl import (
-    StackClient,
+from lab.build.control import StackClient
+from lab.experiments.base import Experiment, Options
+from lab.experiments.results import STEP_ERRORS, Check, ExperimentResult, step_failed
+from lab.experiments.running import RunningLab
+from lab.experiments.stack_answers import (
     counter_value,
     endpoint_port,
     read_trace,
     retransmissions_by_local_port,
     trace_cursor,
 )
+from lab.kernel.sockdiag import kernel_listener, kernel_tcp_sockets
 
 # --------------------------------------------------------------------------------------------
 # The experiment
@@ -80,16 +82,15 @@ def judge_listener_side(side: str, backlog: int, clients: int, accept_queue: int
 
 
 class BacklogExperiment(Experiment):
-    name = "backlog"
     summary = "a listener that never accepts, more clients than its backlog: stack and Linux side by side"
-    options: ClassVar[dict[str, tuple[Any, str]]] = {
+    options: ClassVar[Options] = {
         "backlog": (2, "listen() backlog of both listeners"),
         "clients": (5, "clients per listener (more than backlog+1 to see drops)"),
         "port": (5100, "stack listener port; the kernel listener uses port+1"),
     }
 
     def run(self, lab: RunningLab, options: dict[str, Any]) -> ExperimentResult:
-        kernel_node, stack_node = lab.first("kernel"), lab.first("pystack")
+        kernel_node, stack_node = lab.kernel_and_stack()
         backlog, clients, port = options["backlog"], options["clients"], options["port"]
         checks: list[Check] = []
         metrics: dict[str, Any] = {"backlog": backlog, "clients": clients}

@@ -18,28 +18,31 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
-from lab.experiments.base import Check, Experiment, ExperimentError, ExperimentResult, RunningLab
-from lab.kernel import (
+from lab.build import builder
+from lab.experiments.base import Experiment, ExperimentError, Options
+from lab.experiments.results import Check, ExperimentResult
+from lab.experiments.running import RunningLab
+from lab.kernel.sockets import listening_socket, namespace_socket
+from lab.kernel.transfers import (
     BackgroundCall,
     Transfer,
-    listening_socket,
-    namespace_socket,
     pattern_sha256,
     send_pattern,
     serve_sink_once,
     serve_source_once,
 )
-from lab.plan import LabPlan
-from lab.state import LAB_NAME_PATTERN
+from lab.topology import lab_name_problem, plan_from_data
+from lab.topology.chain import chain_document
+from lab.topology.names import derived_lab_name
+from lab.topology.plan import LabPlan
 
 MIN_SECONDS_ALLOWED = 30.0
 SLOWEST_EXPECTED_BPS = 40e6  # bounds the timeouts: 40 Mbit/s is far below the stack's slowest mode
 
 
 class BulkExperiment(Experiment):
-    name = "bulk"
     summary = "N bytes each way, SHA-256 checked, goodput next to kernel-to-kernel"
-    options: ClassVar[dict[str, tuple[Any, str]]] = {
+    options: ClassVar[Options] = {
         "bytes": (64 << 20, "bytes to move each way (suffixes k, K, M, G)"),
         "port": (7200, "kernel listener port (stack->kernel uses port+1)"),
         "baseline": (True, "also measure kernel-to-kernel in a scratch lab <lab>k"),
@@ -49,7 +52,7 @@ class BulkExperiment(Experiment):
         total = options["bytes"]
         if total <= 0:
             raise ExperimentError(f"experiment bulk: option bytes: expected more than 0, got {total}")
-        kernel, stack = lab.first("kernel"), lab.first("pystack")
+        kernel, stack = lab.kernel_and_stack()
         expected = pattern_sha256(total)
         checks: list[Check] = []
         metrics: dict[str, Any] = {"bytes": total, "expected_sha256": expected}
@@ -124,8 +127,8 @@ def stack_to_kernel(lab: RunningLab, kernel: str, stack: str, port: int, total: 
 
 
 def scratch_lab_name(lab: str) -> str:
-    name = f"{lab[:31]}k"
-    if not LAB_NAME_PATTERN.match(name):
+    name = derived_lab_name(lab, "k")
+    if lab_name_problem(name):
         raise ExperimentError(f"cannot derive a scratch lab name from {lab!r}")
     return name
 
@@ -133,10 +136,6 @@ def scratch_lab_name(lab: str) -> str:
 @contextmanager
 def kernel_pair(lab: RunningLab) -> Iterator[LabPlan]:
     """A scratch lab `<lab>k` of two kernel nodes n1, n2 on one veth link of the lab's MTU."""
-    from lab import builder
-    from lab.chain import chain_document
-    from lab.topology import plan_from_data
-
     document = chain_document(2, scratch_lab_name(lab.name))
     document["links"][0]["mtu"] = lab.plan.links[0].mtu if lab.plan.links else 1500  # type: ignore[index]
     plan = plan_from_data(document)

@@ -23,23 +23,25 @@ import hashlib
 import socket
 import struct
 import termios
-import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
-from lab.experiments.base import STEP_ERRORS, Check, Experiment, ExperimentResult, RunningLab, step_failed
-from lab.kernel import BackgroundCall, receive_all
-from lab.ktrace import KernelTrace, connection_events, optional_kernel_trace, state_sequence
-from lab.sockdiag import kernel_tcp_sockets
-from lab.stackctl import StackClient, endpoint_port, event_ports, read_trace, trace_cursor
+from lab.build.control import StackClient
+from lab.experiments.base import Experiment, Options
+from lab.experiments.kernel_peers import ACCEPT_TIMEOUT, KernelServer, send_shutdown_and_read
+from lab.experiments.results import STEP_ERRORS, Check, ExperimentResult, step_failed
+from lab.experiments.running import RunningLab
+from lab.experiments.stack_answers import endpoint_port, event_ports, read_trace, trace_cursor
+from lab.kernel.sockdiag import kernel_tcp_sockets
+from lab.kernel.tracepoints import KernelTrace, connection_events, optional_kernel_trace, state_sequence
+from lab.kernel.transfers import receive_all
 from stack.node.apps.content import chunks as pattern_chunks
 from stack.node.apps.content import pattern, pattern_sha256
 
 SETTLE_SECONDS = 3.0  # how long the final ACKs and FINs may take to land before we judge
-ACCEPT_TIMEOUT = 10.0
 Talked = TypeVar("Talked")  # what a kernel client's conversation returns
 
 
@@ -157,9 +159,8 @@ def exchange_checks(exchange: Exchange) -> list[Check]:
 
 
 class CloseExperiment(Experiment):
-    name = "close"
     summary = "active/passive close both ways, half-close, RST on unread data, TIME_WAIT on the right side"
-    options: ClassVar[dict[str, tuple[Any, str]]] = {
+    options: ClassVar[Options] = {
         "bytes": (262144, "bytes each exchange sends (the half-close data)"),
         "port": (7100, "first of six ports the experiment uses (stack: port, port+1; kernel: port+2..5)"),
     }
@@ -411,38 +412,6 @@ def stack_states_by_ports(events: list[dict[str, Any]], local_port: int, remote_
     return states
 
 
-def send_shutdown_and_read(sock: socket.socket, size: int) -> dict[str, Any]:
-    """Send `size` pattern bytes and SHUT_WR on a thread while this one reads to EOF; counts what
-    arrived after the shutdown (the half-close: our FIN is out, the peer's data still comes in)."""
-    shut = threading.Event()
-
-    def send() -> str:
-        digest = hashlib.sha256()
-        try:
-            for chunk in pattern_chunks(size):
-                sock.sendall(chunk)
-                digest.update(chunk)
-            sock.shutdown(socket.SHUT_WR)
-        except BaseException:
-            sock.shutdown(socket.SHUT_RDWR)  # wake the reader; join_result re-raises the cause
-            raise
-        shut.set()
-        return digest.hexdigest()
-
-    sender = BackgroundCall(send)
-    sender.start()
-    digest = hashlib.sha256()
-    received = after = 0
-    while data := sock.recv(1 << 16):
-        digest.update(data)
-        received += len(data)
-        if shut.is_set():
-            after += len(data)
-    sent_sha256 = sender.join_result(ACCEPT_TIMEOUT)
-    return {"sent": size, "sent_sha256": sent_sha256, "received": received,
-            "received_sha256": digest.hexdigest(), "received_after_shutdown": after}
-
-
 def wait_for_bytes(conn: socket.socket, count: int, *, timeout: float) -> int:
     """Wait (without reading) until `count` bytes sit in the receive queue (FIONREAD); returns how many do."""
     deadline = time.monotonic() + timeout
@@ -451,33 +420,3 @@ def wait_for_bytes(conn: socket.socket, count: int, *, timeout: float) -> int:
         if queued >= count or time.monotonic() >= deadline:
             return queued
         time.sleep(0.02)
-
-
-class KernelServer:
-    """A kernel listener in a node's namespace that accepts one connection and runs `serve` on it
-    (on a thread, so the stack's blocking `connect` request can run at the same time)."""
-
-    def __init__(self, lab: RunningLab, node: str, port: int,
-                 serve: Callable[[socket.socket], dict[str, Any]]) -> None:
-        self.listener = lab.kernel_socket(node)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind((lab.address(node), port))
-        self.listener.listen(8)
-        self.listener.settimeout(ACCEPT_TIMEOUT)
-        self._call = BackgroundCall(self._accept_and_serve, serve)
-
-    def _accept_and_serve(self, serve: Callable[[socket.socket], dict[str, Any]]) -> dict[str, Any]:
-        conn, _ = self.listener.accept()
-        conn.settimeout(ACCEPT_TIMEOUT)
-        return serve(conn)
-
-    def __enter__(self) -> KernelServer:
-        self._call.start()
-        return self
-
-    def result(self) -> dict[str, Any]:
-        return self._call.join_result(ACCEPT_TIMEOUT + 5.0)
-
-    def __exit__(self, *exc: object) -> None:
-        self.listener.close()
-        self._call.join(1.0)

@@ -18,16 +18,19 @@ import socket
 import time
 from typing import Any, ClassVar
 
-from lab.experiments.base import Check, Experiment, ExperimentResult, RunningLab
-from lab.kernel import BackgroundCall, StatePoller, tcp_info
-from lab.ktrace import KernelTrace, connection_events, optional_kernel_trace, state_sequence
-from lab.stackctl import (
+from lab.experiments.base import Experiment, Options
+from lab.experiments.results import Check, ExperimentResult
+from lab.experiments.running import RunningLab
+from lab.experiments.stack_answers import (
     connection_trace,
     find_connection,
     snapshot_wscale,
     stack_state_sequence,
     trace_cursor,
 )
+from lab.kernel.sockets import StatePoller, tcp_info
+from lab.kernel.tracepoints import KernelTrace, connection_events, optional_kernel_trace, state_sequence
+from lab.kernel.transfers import BackgroundCall
 
 SETTLE_SECONDS = 0.3  # after the last close: FINs and ACKs cross, trace rings catch up
 PAYLOAD = b"nslab handshake\n"
@@ -35,16 +38,15 @@ TIMESTAMP_OPTION_BYTES = 12
 
 
 class HandshakeExperiment(Experiment):
-    name = "handshake"
     summary = "three-way handshake both ways: state sequences and negotiated options on both sides"
-    options: ClassVar[dict[str, tuple[Any, str]]] = {
+    options: ClassVar[Options] = {
         "stack_port": (7100, "port of the stack's listener (kernel client -> stack)"),
         "kernel_port": (7101, "port of the kernel's listener (stack client -> kernel)"),
         "timeout": (5.0, "seconds allowed for each connection"),
     }
 
     def run(self, lab: RunningLab, options: dict[str, Any]) -> ExperimentResult:
-        kernel, stack = lab.first("kernel"), lab.first("pystack")
+        kernel, stack = lab.kernel_and_stack()
         checks: list[Check] = []
         metrics: dict[str, Any] = {}
         ports = (options["stack_port"], options["kernel_port"])

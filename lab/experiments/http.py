@@ -21,17 +21,11 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
-from lab.experiments.base import (
-    STEP_ERRORS,
-    Check,
-    Experiment,
-    ExperimentError,
-    ExperimentResult,
-    RunningLab,
-    step_failed,
-)
-from lab.sockdiag import kernel_listener
-from lab.stackctl import StackClient, StackCommandFailed
+from lab.build.control import StackClient, StackCommandFailed
+from lab.experiments.base import Experiment, ExperimentError, Options
+from lab.experiments.results import STEP_ERRORS, Check, ExperimentResult, step_failed
+from lab.experiments.running import RunningLab
+from lab.kernel.sockdiag import kernel_listener
 from stack.node.apps.content import pattern_sha256
 
 CURL_TIMEOUT = 120.0
@@ -76,16 +70,15 @@ def judge_body(transfer: dict[str, Any], size: int, body_sha256: str) -> tuple[b
 
 
 class HttpExperiment(Experiment):
-    name = "http"
     summary = "curl fetches from the stack's http app (large body, keep-alive); the stack fetches from Linux"
-    options: ClassVar[dict[str, tuple[Any, str]]] = {
+    options: ClassVar[Options] = {
         "bytes": (50_000_000, "size of the large body curl fetches"),
         "file_bytes": (5_000_000, "size of the file the kernel's http.server serves to the stack"),
         "port": (8080, "stack http port when the topology has no http app; the kernel server uses port+1"),
     }
 
     def run(self, lab: RunningLab, options: dict[str, Any]) -> ExperimentResult:
-        kernel_node, stack_node = lab.first("kernel"), lab.first("pystack")
+        kernel_node, stack_node = lab.kernel_and_stack()
         checks: list[Check] = []
         metrics: dict[str, Any] = {}
         with lab.stack(stack_node, timeout=CURL_TIMEOUT) as stack, tempfile.TemporaryDirectory() as scratch:

@@ -22,20 +22,15 @@ import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from lab.experiments.base import (
-    STEP_ERRORS,
-    Check,
-    Experiment,
-    ExperimentError,
-    ExperimentResult,
-    RunningLab,
-    lab_for_experiment,
-    step_failed,
-)
-from lab.experiments.close import KernelServer, send_shutdown_and_read
-from lab.kernel import kernel_snmp, receive_all, tcp_info
-from lab.stackctl import counter_value
+from lab.experiments.base import Experiment, ExperimentError, Options
+from lab.experiments.kernel_peers import KernelServer, send_shutdown_and_read
+from lab.experiments.results import STEP_ERRORS, Check, ExperimentResult, step_failed
+from lab.experiments.running import RunningLab, lab_for_experiment
+from lab.experiments.stack_answers import counter_value
+from lab.kernel.sockets import kernel_snmp, tcp_info
+from lab.kernel.transfers import receive_all
 from lab.topology import plan_from_data
+from lab.topology.names import derived_lab_name
 from stack.node.apps.content import chunks as pattern_chunks
 from stack.node.apps.content import pattern_sha256
 
@@ -113,10 +108,9 @@ class ProfileRun:
 
 
 class LossExperiment(Experiment):
-    name = "loss"
     summary = "bulk transfers under loss/reorder/duplicate/corrupt/delay, both ways, SHA-256 exact"
     default_topology = "lossy"
-    options: ClassVar[dict[str, tuple[Any, str]]] = {
+    options: ClassVar[Options] = {
         "bytes": (2 * 1024 * 1024, "bytes per transfer (each of the two transfers moves this both ways)"),
         "profiles": (",".join(PROFILES), f"comma-separated profiles ({', '.join(PROFILES)}) or 'none'"),
         "port": (5200, "port of the stack's echo listener; the kernel server uses port+1"),
@@ -138,7 +132,7 @@ class LossExperiment(Experiment):
         except STEP_ERRORS as error:  # a stuck transfer fails its profile, the others still run
             checks.append(step_failed("as-given", error))
         for index, name in enumerate(names):
-            plan = plan_from_data(profile_topology(f"{lab.name[:28]}l{index}", PROFILES[name]))
+            plan = plan_from_data(profile_topology(derived_lab_name(lab.name, f"l{index}"), PROFILES[name]))
             drops = drops_packets(PROFILES[name])
             corrupt = "corrupt" in PROFILES[name]
             with lab_for_experiment(plan, None, root=lab.root) as profile_lab:
@@ -181,7 +175,7 @@ def lab_impairment(lab: RunningLab) -> tuple[dict[str, Any], bool, bool, bool]:
 def measure_profile(lab: RunningLab, profile: str, impair: dict[str, Any], drops: tuple[bool, bool],
                     corrupts: bool, options: dict[str, Any]) -> ProfileRun:
     """Both transfers in `lab`; `drops` says which directions lose packets (kernel→stack, stack→kernel)."""
-    kernel_node, stack_node = lab.first("kernel"), lab.first("pystack")
+    kernel_node, stack_node = lab.kernel_and_stack()
     namespace = lab.node(kernel_node).namespace
     size, port = options["bytes"], options["port"]
     started = time.perf_counter()

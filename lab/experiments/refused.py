@@ -14,23 +14,24 @@ import errno
 import time
 from typing import Any, ClassVar
 
-from lab.experiments.base import Check, Experiment, ExperimentError, ExperimentResult, RunningLab
-from lab.ktrace import optional_kernel_trace
-from lab.stackctl import connection_trace, endpoint, trace_cursor
+from lab.experiments.base import Experiment, ExperimentError, Options
+from lab.experiments.results import Check, ExperimentResult
+from lab.experiments.running import RunningLab
+from lab.experiments.stack_answers import connection_trace, endpoint, trace_cursor
+from lab.kernel.tracepoints import optional_kernel_trace
 
 QUICK_SECONDS = 0.5  # an RST answer arrives in well under this; a timeout takes seconds
 
 
 class RefusedExperiment(Experiment):
-    name = "refused"
     summary = "connect to a closed port both ways: RST and ECONNREFUSED on each side"
-    options: ClassVar[dict[str, tuple[Any, str]]] = {
+    options: ClassVar[Options] = {
         "stack_port": (7401, "a port nothing listens on at the stack"),
         "kernel_port": (7402, "a port nothing listens on at the kernel node"),
     }
 
     def run(self, lab: RunningLab, options: dict[str, Any]) -> ExperimentResult:
-        kernel, stack = lab.first("kernel"), lab.first("pystack")
+        kernel, stack = lab.kernel_and_stack()
         stack_port, kernel_port = options["stack_port"], options["kernel_port"]
         listening = {app.port for app in lab.node(stack).apps}
         if stack_port in listening:

@@ -7,7 +7,7 @@ time). The kernel's `net.ipv4.tcp_syn_linear_timeouts` (Linux 6.5+: the first SY
 without backoff) is set to 0 in the kernel node's namespace for the run and restored afterwards,
 so both sides follow RFC 6298's doubling and can be compared interval by interval.
 
-Silent destinations (see `lab.silent`): for the kernel client an unused address with a static
+Silent destinations (see `lab.kernel.silent`): for the kernel client an unused address with a static
 neighbour entry; for the stack client an address the kernel node answers ARP for and whose IPv4
 frames it drops at ingress. Neither side ever sees an RST or an ICMP error.
 """
@@ -19,24 +19,26 @@ import socket
 import time
 from ipaddress import IPv4Interface
 from itertools import pairwise
-from pathlib import Path
 from typing import Any, ClassVar
 
-from lab.experiments.base import Check, Experiment, ExperimentError, ExperimentResult, RunningLab
-from lab.kernel import BackgroundCall, StatePoller, inside_namespace, namespace_socket
-from lab.ktrace import optional_kernel_trace
-from lab.silent import SilentSetupFailed, silent_address, silent_neighbour
-from lab.stackctl import connection_trace, trace_cursor
+from lab.experiments.base import Experiment, ExperimentError, Options
+from lab.experiments.results import Check, ExperimentResult
+from lab.experiments.running import RunningLab
+from lab.experiments.stack_answers import connection_trace, trace_cursor
+from lab.kernel.silent import SilentSetupFailed, silent_address, silent_neighbour
+from lab.kernel.sockets import StatePoller, namespace_socket
+from lab.kernel.sysctls import swap_sysctl
+from lab.kernel.tracepoints import optional_kernel_trace
+from lab.kernel.transfers import BackgroundCall
 
-LINEAR_TIMEOUTS_SYSCTL = "net/ipv4/tcp_syn_linear_timeouts"
+LINEAR_TIMEOUTS_SYSCTL = "net.ipv4.tcp_syn_linear_timeouts"
 INITIAL_RTO = 1.0  # RFC 6298 (and both stacks' default)
 LINUX_SYN_RETRIES = 6
 
 
 class TimeoutExperiment(Experiment):
-    name = "timeout"
     summary = "connect to a silent address both ways: SYN backoff times and ETIMEDOUT compared"
-    options: ClassVar[dict[str, tuple[Any, str]]] = {
+    options: ClassVar[Options] = {
         "syn_retries": (3, "SYN retransmissions before giving up (both sides); 3 takes ~15 s"),
         "tolerance": (0.2, "allowed relative deviation of each backoff interval"),
         "stack_port": (7300, "destination port of the stack's connect"),
@@ -47,7 +49,7 @@ class TimeoutExperiment(Experiment):
         retries = options["syn_retries"]
         if not 1 <= retries <= 5:
             raise ExperimentError(f"experiment timeout: option syn_retries: expected 1 to 5, got {retries}")
-        kernel, stack = lab.first("kernel"), lab.first("pystack")
+        kernel, stack = lab.kernel_and_stack()
         kernel_plan = lab.node(kernel)
         kernel_iface = kernel_plan.interfaces[0]
         quiet_for_stack, quiet_for_kernel = unused_addresses(lab, kernel_iface.address, 2)
@@ -59,7 +61,7 @@ class TimeoutExperiment(Experiment):
         with optional_kernel_trace(lab.name, (options["kernel_port"],)) as (trace, unavailable):
             metrics["kernel_times_from"] = ("tracepoint tcp:tcp_retransmit_skb" if trace
                                             else f"TCP_INFO polling ({unavailable})")
-            previous_linear = _set_linear_timeouts(kernel_plan.namespace, "0")
+            previous_linear = swap_sysctl(kernel_plan.namespace, LINEAR_TIMEOUTS_SYSCTL, "0")
             try:
                 with silent_address(kernel_plan.namespace, kernel_iface.name, quiet_for_stack), \
                         silent_neighbour(kernel_plan.namespace, kernel_iface.name, quiet_for_kernel):
@@ -73,7 +75,7 @@ class TimeoutExperiment(Experiment):
                 raise ExperimentError(f"experiment timeout: cannot make a silent address: {error}") from None
             finally:
                 if previous_linear is not None:
-                    _set_linear_timeouts(kernel_plan.namespace, previous_linear)
+                    swap_sysctl(kernel_plan.namespace, LINEAR_TIMEOUTS_SYSCTL, previous_linear)
                 events = trace.events() if trace else []
         if trace:
             kernel_times = [started] + [e.time for e in events if e.name == "tcp_retransmit_skb"
@@ -118,18 +120,6 @@ def unused_addresses(lab: RunningLab, interface: IPv4Interface, count: int) -> l
     if len(found) < count:
         raise ExperimentError(f"experiment timeout: subnet {network} has no {count} unused addresses")
     return found
-
-
-def _set_linear_timeouts(namespace: str, value: str) -> str | None:
-    """Write the sysctl inside the namespace; its previous value, or None where the kernel lacks it."""
-    path = Path("/proc/sys") / LINEAR_TIMEOUTS_SYSCTL
-    with inside_namespace(namespace):  # /proc/sys/net/* shows the calling thread's namespace
-        try:
-            previous = path.read_text().strip()
-        except FileNotFoundError:
-            return None
-        path.write_text(value)
-    return previous
 
 
 def _kernel_connect(namespace: str, destination: tuple[str, int], retries: int

@@ -1,4 +1,4 @@
-"""Topology files: the YAML a person writes, checked and resolved into a `lab.plan.LabPlan`.
+"""Topology files: the YAML a person writes, checked and resolved into a `lab.topology.plan.LabPlan`.
 
 The smallest useful file::
 
@@ -29,9 +29,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from lab.plan import LabPlan
 from lab.topology.errors import TopologyError
-from lab.topology.resolve import check_lab_name, resolve
+from lab.topology.names import lab_name_problem
+from lab.topology.plan import LabPlan
+from lab.topology.resolve import resolve
 from lab.topology.schema import TopologySpec
 from lab.topology.validation import schema_error
 from lab.topology.yaml_lines import SourceMap, load_yaml_with_lines
@@ -44,8 +45,8 @@ __all__ = [
     "DEFAULT_TOPOLOGY",
     "TOPOLOGY_DIR",
     "TopologyError",
-    "check_lab_name",
     "find_topology",
+    "lab_name_problem",
     "load_topology",
     "plan_from_data",
     "plan_from_text",

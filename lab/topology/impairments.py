@@ -18,10 +18,10 @@ without delay there is nothing to overtake. Both are errors rather than silent n
 
 from __future__ import annotations
 
-from lab.plan import Impairment
 from lab.topology.errors import FieldPath, format_value
+from lab.topology.plan import Impairment
 from lab.topology.schema import DIRECTION_ARROW, ImpairSpec, LinkSpec
-from lab.topology.units import format_duration
+from lab.topology.units import format_duration, format_rate
 from lab.topology.yaml_lines import SourceMap
 
 Direction = tuple[str, str]  # (sender node, receiver node)
@@ -88,3 +88,22 @@ def to_impairment(spec: ImpairSpec, lines: SourceMap, path: FieldPath) -> Impair
         corrupt_pct=spec.corrupt or 0.0,
         rate_mbit=spec.rate,
     )
+
+
+def describe_impairment(impairment: Impairment) -> str:
+    """``delay 20ms ±5ms, loss 1%, rate 100mbit`` (empty for a clean direction)."""
+    parts: list[str] = []
+    if impairment.delay_ms:
+        jitter = f" ±{format_duration(impairment.jitter_ms)}" if impairment.jitter_ms else ""
+        parts.append(f"delay {format_duration(impairment.delay_ms)}{jitter}")
+    for word, pct in (
+        ("loss", impairment.loss_pct),
+        ("duplicate", impairment.duplicate_pct),
+        ("reorder", impairment.reorder_pct),
+        ("corrupt", impairment.corrupt_pct),
+    ):
+        if pct:
+            parts.append(f"{word} {pct:g}%")
+    if impairment.rate_mbit is not None:
+        parts.append(f"rate {format_rate(impairment.rate_mbit)}")
+    return ", ".join(parts)

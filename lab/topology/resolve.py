@@ -12,7 +12,11 @@ import re
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 
-from lab.plan import (
+from lab.topology.addresses import assign_addresses, parse_subnet
+from lab.topology.errors import FieldPath, TopologyError, format_value
+from lab.topology.impairments import link_impairments
+from lab.topology.names import LAB_NAME_EXPECTED, NODE_NAME_EXPECTED, is_plain_name, lab_name_problem
+from lab.topology.plan import (
     PYSTACK_BRIDGE,
     PYSTACK_TAP,
     AppPlan,
@@ -24,30 +28,13 @@ from lab.plan import (
     interface_mac,
     namespace_name,
 )
-from lab.topology.addresses import assign_addresses, parse_subnet
-from lab.topology.errors import FieldPath, TopologyError, format_value
-from lab.topology.impairments import link_impairments
 from lab.topology.routes import node_routes
 from lab.topology.schema import LinkSpec, NodeSpec, TopologySpec
 from lab.topology.sysctls import check_sysctl_name
 from lab.topology.yaml_lines import SourceMap
 
-MAX_NAME_LENGTH = 12
-_NAME = re.compile(r"[a-z][a-z0-9]*")
 _LAN_NAMESPACE = re.compile(r"lan[0-9]+")  # the runtime names a LAN's bridge namespace <lab>-lan<index>
 _INTERFACE = re.compile(r"[a-z][a-z0-9_-]{0,14}")  # Linux IFNAMSIZ: at most 15 characters
-
-LAB_NAME_EXPECTED = (
-    f"expected a lab name of 1 to {MAX_NAME_LENGTH} lowercase letters and digits starting "
-    f"with a letter (it prefixes namespace names <lab>-<node>)"
-)
-
-
-def check_lab_name(name: object) -> str | None:
-    """None when ``name`` can name a lab; else the "expected ..." text."""
-    if isinstance(name, str) and _NAME.fullmatch(name) and len(name) <= MAX_NAME_LENGTH:
-        return None
-    return LAB_NAME_EXPECTED
 
 
 @dataclass
@@ -72,23 +59,18 @@ def resolve(spec: TopologySpec, lines: SourceMap, source: str, name: str | None)
 
 def _lab_name(spec: TopologySpec, lines: SourceMap, override: str | None) -> str:
     if override is not None:
-        if check_lab_name(override):
+        if lab_name_problem(override):
             raise TopologyError("--name", None, "", f"{LAB_NAME_EXPECTED}, got {format_value(override)}")
         return override
-    if check_lab_name(spec.name):
+    if lab_name_problem(spec.name):
         raise lines.error(("name",), f"{LAB_NAME_EXPECTED}, got {format_value(spec.name)}")
     return spec.name
 
 
 def _check_node_name(name: str, lines: SourceMap) -> None:
     path = ("nodes", name)
-    if not _NAME.fullmatch(name) or len(name) > MAX_NAME_LENGTH:
-        raise lines.error(
-            path,
-            f"expected a node name of 1 to {MAX_NAME_LENGTH} lowercase letters and digits "
-            f"starting with a letter, got {format_value(name)}",
-            key=True,
-        )
+    if not is_plain_name(name):
+        raise lines.error(path, f"{NODE_NAME_EXPECTED}, got {format_value(name)}", key=True)
     if _LAN_NAMESPACE.fullmatch(name):
         raise lines.error(
             path,
@@ -100,7 +82,7 @@ def _check_node_name(name: str, lines: SourceMap) -> None:
 
 def _resolve_links(spec: TopologySpec, lines: SourceMap, lab: str) -> tuple[list[LinkPlan], _Wiring]:
     wiring = _Wiring({node_name: [] for node_name in spec.nodes})
-    subnets = _SubnetSet()
+    subnets = SubnetSet()
     links: list[LinkPlan] = []
     for index, link in enumerate(spec.links):
         path: FieldPath = ("links", index)
@@ -133,7 +115,7 @@ def _resolve_links(spec: TopologySpec, lines: SourceMap, lab: str) -> tuple[list
     return links, wiring
 
 
-class _SubnetSet:
+class SubnetSet:
     """Link subnets kept sorted, so an overlap check costs a bisect, not a scan (chains of 1000s)."""
 
     def __init__(self) -> None:

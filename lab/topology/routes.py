@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv4Network
 
-from lab.plan import InterfacePlan, RoutePlan
 from lab.topology.addresses import parse_host
 from lab.topology.errors import FieldPath, format_value
+from lab.topology.plan import InterfacePlan, RoutePlan
 from lab.topology.schema import NodeSpec
 from lab.topology.yaml_lines import SourceMap
 

@@ -52,12 +52,12 @@ def parse_rate_mbit(value: object) -> float:
 
 
 def format_duration(ms: float) -> str:
-    """The inverse of `parse_duration_ms`, for graphs and files written by code (`lab.chain`)."""
+    """The inverse of `parse_duration_ms`, for graphs and files written by code (`lab.topology.chain`)."""
     return _format_scaled(ms, ("s", "ms", "us"))
 
 
 def format_rate(mbit: float) -> str:
-    """The inverse of `parse_rate_mbit`, for graphs and files written by code (`lab.chain`)."""
+    """The inverse of `parse_rate_mbit`, for graphs and files written by code (`lab.topology.chain`)."""
     return _format_scaled(mbit, ("gbit", "mbit", "kbit"))
 
 

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 NETNS_DIR = "/var/run/netns"  # where iproute2, pyroute2 and the lab bind-mount named namespaces
 CLONE_NEWNET = 0x40000000
-_THREAD_NAMESPACE = "/proc/thread-self/ns/net"
+THREAD_NAMESPACE = "/proc/thread-self/ns/net"
 _LIBC = ctypes.CDLL(None, use_errno=True)
 
 
@@ -44,7 +44,7 @@ def open_namespace(path: str) -> int:
 @contextmanager
 def entered(path: str) -> Iterator[None]:
     """Run the body with this thread in the namespace at `path`, then return it where it was."""
-    home = os.open(_THREAD_NAMESPACE, os.O_RDONLY)
+    home = os.open(THREAD_NAMESPACE, os.O_RDONLY)
     try:
         target = open_namespace(path)
         try:

@@ -3,7 +3,7 @@
 Each request is one line `{"cmd": NAME, ...}`; each answer one line, `{"ok": true, ...}` or
 `{"ok": false, "error": "<one line>", "errno": NAME | null}`. Connections are served concurrently and a
 connection's requests in order, so a long `connect` on one client never holds up `ss` on another.
-`lab/stackctl.py` is the client.
+`lab/build/control.py` is the client.
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """Transmission: what to send now, within the send window, the congestion window, Nagle and SWS avoidance.
 
-Functions of the connection, which is passed in explicitly.  `flush(conn, now)`, after the timers ran, sends
-in this order: a pending fast retransmit; go-back-N
-retransmissions after a timeout or SACK-recovery retransmissions (RFC 6675 NextSeg); new data; the FIN.
-If nothing carried an ACK that is owed, a bare ACK goes last.  Each segment's payload is one slice of the
-send buffer (a memoryview of one chunk in the common case), so the work per segment does not grow with
-its size.  Every other part of the connection sends through the segment builders here (`emit`,
-`send_syn`, `send_reset`) and answers unacceptable segments through `out_of_window_ack` and
-`challenge_ack`.
+Functions of the connection, which is passed in explicitly.  After the timers ran, `flush(conn, now)` sends
+in this order: a pending fast retransmit; go-back-N retransmissions after a timeout or SACK-recovery
+retransmissions (RFC 6675 NextSeg); new data; the FIN.  If nothing carried an ACK that is owed, a bare ACK
+goes last.  Each segment's payload is one slice of the send buffer (a memoryview of one chunk in the common
+case), so the work per segment does not grow with its size.
+
+Every other part of the connection sends through the segment builders here (`emit`, `send_syn`,
+`send_reset`) and answers unacceptable segments through `out_of_window_ack` and `challenge_ack`.
 """
 
 from __future__ import annotations
@@ -160,7 +160,6 @@ def send_reset(conn: Connection, seq: int, ack: int, now: float, *, with_ack: bo
 
 
 # ------------------------------------------------------------------ answering
-
 
 def out_of_window_ack(conn: Connection, seg: TcpSegment, now: float) -> None:
     """Answer an unacceptable segment with an ACK; Linux rate-limits this for segments without data."""

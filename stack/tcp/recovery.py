@@ -234,9 +234,11 @@ class LossRecovery:
         conn.trace(TCP_CWND_CHANGE, now, cwnd=conn.cc.cwnd, ssthresh=conn.cc.ssthresh, reason="rto")
 
     def next_hole(self, conn: Connection) -> tuple[int, int] | None:
-        """RFC 6675 NextSeg rules 1 and 3 for SACK recovery (rule 2, new data, is the output's)."""
+        """RFC 6675 NextSeg rule 1 for SACK recovery: the first lost hole not yet retransmitted (rule 2,
+        new data, is the output's; rule 3 is `sack_rule3`)."""
         mss = conn.send_mss
         return self.scoreboard.next_seg(conn.snd_una, conn.snd_nxt, self.high_rxt, mss)
 
     def sack_rule3(self, conn: Connection) -> tuple[int, int] | None:
+        """RFC 6675 NextSeg rule 3: with no lost hole and no new data to send, the next unSACKed one."""
         return self.scoreboard.next_seg(conn.snd_una, conn.snd_nxt, self.high_rxt, conn.send_mss, rule3=True)

@@ -15,7 +15,8 @@ from contextlib import AbstractContextManager, ExitStack
 import pytest
 
 from lab.experiments import get as get_experiment
-from lab.experiments.base import ExperimentResult, RunningLab, lab_for_experiment
+from lab.experiments.results import ExperimentResult
+from lab.experiments.running import RunningLab, lab_for_experiment
 from lab.topology import DEFAULT_TOPOLOGY, load_topology, plan_from_text
 
 

@@ -11,11 +11,12 @@ import struct
 import time
 
 import pytest
+from pyroute2.netlink.diag import MarshalDiag
 
 from lab.experiments.backlog import TCP_SYNCNT, judge_listener_side, stack_listener_row, wait_for_connects
-from lab.experiments.base import RunningLab
-from lab.sockdiag import kernel_listener, kernel_tcp_sockets, read_sock_diag_dump
-from lab.stackctl import counter_value, retransmissions_by_local_port
+from lab.experiments.running import RunningLab
+from lab.experiments.stack_answers import counter_value, retransmissions_by_local_port
+from lab.kernel.sockdiag import kernel_listener, kernel_tcp_sockets, sockets_of_dump
 
 # --- verdict rules (no root) ----------------------------------------------------------------
 
@@ -74,11 +75,7 @@ def test_sock_diag_dump_is_parsed() -> None:
     dump = (struct.pack("=IHHII", 16 + len(message), 20, 2, 1, 0) + message
             + struct.pack("=IHHII", 20, 3, 2, 1, 0) + bytes(4))
 
-    class OneRead:
-        def recv(self, size: int) -> bytes:
-            return dump
-
-    (row,) = read_sock_diag_dump(OneRead())  # type: ignore[arg-type]
+    (row,) = sockets_of_dump(MarshalDiag().parse(dump))
     assert (row.state, row.local_ip, row.local_port, row.recv_queue, row.send_queue) == (
         "LISTEN", "10.0.0.1", 5101, 3, 2)
 
@@ -86,12 +83,8 @@ def test_sock_diag_dump_is_parsed() -> None:
 def test_sock_diag_error_is_an_oserror() -> None:
     error = struct.pack("=IHHII", 36, 2, 0, 1, 0) + struct.pack("=i", -13) + bytes(16)
 
-    class OneRead:
-        def recv(self, size: int) -> bytes:
-            return error
-
     with pytest.raises(OSError, match="EACCES"):
-        read_sock_diag_dump(OneRead())  # type: ignore[arg-type]
+        sockets_of_dump(MarshalDiag().parse(error))
 
 
 # --- the kernel's queues through sock_diag (root, real namespaces) --------------------------

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.bench import with_ratios
+from lab.tools.bench import with_ratios
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 KEYS = {

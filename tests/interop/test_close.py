@@ -11,7 +11,6 @@ import socket
 
 import pytest
 
-from lab.experiments.base import RunningLab
 from lab.experiments.close import (
     Exchange,
     KernelServer,
@@ -24,7 +23,8 @@ from lab.experiments.close import (
     stack_connection_state,
     stack_states_by_ports,
 )
-from lab.kernel import KERNEL_TCP_STATES
+from lab.experiments.running import RunningLab
+from lab.kernel.sockets import KERNEL_TCP_STATES
 from stack.tcp.state import TcpState
 
 

@@ -21,8 +21,10 @@ from typing import Any
 import pytest
 from pyroute2 import IPRoute
 
-from lab.experiments.base import ExperimentResult, RunningLab
-from lab.kernel import inside_namespace, namespace_socket
+from lab.experiments.results import ExperimentResult
+from lab.experiments.running import RunningLab
+from lab.kernel.namespaces import inside_namespace
+from lab.kernel.sockets import namespace_socket
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,9 +83,9 @@ def test_timeout_both_ways_with_the_same_backoff(pair_lab: RunningLab, run_in: R
 def test_a_silent_address_answers_arp_and_drops_syns(lab_name: str) -> None:
     """Two kernel nodes: one hosts the silent address, the other's connect times out (not refused,
     not unreachable), and the address is gone afterwards."""
-    from lab import builder
-    from lab.chain import chain_plan
-    from lab.silent import silent_address
+    from lab.build import builder
+    from lab.kernel.silent import silent_address
+    from lab.topology.chain import chain_plan
 
     plan = chain_plan(2, name=lab_name)
     builder.up(plan)
@@ -130,7 +132,7 @@ def test_without_tracefs_the_kernel_side_is_polled_and_says_so(pair_lab: Running
                                                                assert_passed: Callable,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """Where tracefs cannot be used, TCP_INFO polling stands in: coarser, and the result says so."""
-    from lab.ktrace import KernelTrace, TraceUnavailable
+    from lab.kernel.tracepoints import KernelTrace, TraceUnavailable
 
     def unavailable(self: KernelTrace) -> KernelTrace:
         raise TraceUnavailable("tracefs is not mounted and cannot be: Operation not permitted")

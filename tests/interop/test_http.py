@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from lab.experiments.base import RunningLab
 from lab.experiments.http import (
     KEEPALIVE_SIZES,
     file_sha256,
@@ -23,6 +22,7 @@ from lab.experiments.http import (
     run_curl,
     wait_for_listener,
 )
+from lab.experiments.running import RunningLab
 from stack.node.apps.content import pattern_sha256
 
 

@@ -16,10 +16,13 @@ from typing import Any
 import pytest
 from pyroute2 import IPRoute
 
-from lab.experiments.base import RunningLab
-from lab.experiments.close import KernelServer, send_shutdown_and_read, stack_connection_state
-from lab.kernel import BackgroundCall, inside_namespace, tcp_info
-from lab.stackctl import counter_value
+from lab.experiments.close import stack_connection_state
+from lab.experiments.kernel_peers import KernelServer, send_shutdown_and_read
+from lab.experiments.running import RunningLab
+from lab.experiments.stack_answers import counter_value
+from lab.kernel.namespaces import inside_namespace
+from lab.kernel.sockets import tcp_info
+from lab.kernel.transfers import BackgroundCall
 from stack.node.apps.content import pattern_sha256
 
 pytestmark = pytest.mark.root

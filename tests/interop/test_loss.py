@@ -10,7 +10,7 @@ import pytest
 
 from lab.experiments.base import ExperimentError
 from lab.experiments.loss import PROFILES, ProfileRun, drops_packets, profile_topology
-from lab.kernel import kernel_snmp
+from lab.kernel.sockets import kernel_snmp
 from lab.topology import TOPOLOGY_DIR, load_topology, plan_from_data
 
 

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from lab.journal import read_journal
-from lab.kernel import BackgroundCall, listening_socket, namespace_socket, pattern_sha256, serve_source_once
-from lab.processes import is_running
-from lab.stackctl import StackClient, control_socket_path
-from lab.state import LabState
+from lab.build.control import StackClient, control_socket_path
+from lab.build.journal import read_journal
+from lab.build.processes import is_running
+from lab.build.state import LabState
+from lab.kernel.sockets import listening_socket, namespace_socket
+from lab.kernel.transfers import BackgroundCall, pattern_sha256, serve_source_once
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LAB = [sys.executable, "-m", "lab"]
@@ -203,8 +204,8 @@ def _background(function: Callable[..., object], *args: object) -> BackgroundCal
 def test_a_stack_whose_journaling_failed_never_runs(lab_name: str, tmp_path: Path) -> None:
     """The child waits behind a pipe until its pid is journaled; if journaling fails (or `up` dies
     there), the pipe closes and the child exits without exec'ing the stack."""
-    from lab.plan import plan_from_json
-    from lab.processes import spawn_node
+    from lab.build.processes import spawn_node
+    from lab.topology.plan import plan_from_json
 
     topology = tmp_path / "scripted.yaml"
     topology.write_text("name: scripted\nnodes:\n  h1: {kind: kernel}\n"

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from stack.devices import tap as tap_module
-from stack.devices.namespace import entered, namespace_path
+from stack.devices.namespace import THREAD_NAMESPACE, entered, namespace_path
 from stack.devices.tap import TapDevice, TapError
 from stack.devices.virtio_net import (
     VIRTIO_NET_HDR_F_NEEDS_CSUM,
@@ -69,13 +69,13 @@ def read_until(
 
 
 def test_open_in_namespace_leaves_the_thread_where_it_was(pair: ScratchPair) -> None:
-    before = os.stat("/proc/thread-self/ns/net").st_ino
+    before = os.stat(THREAD_NAMESPACE).st_ino
     with open_tap(pair, offload=True) as tap:
         assert tap.offload and tap.offload_refused_reason is None and tap.fileno() >= 0
         assert not os.get_blocking(tap.fileno())
         assert tap.read() is None  # non-blocking: nothing there yet
     assert tap.closed
-    assert os.stat("/proc/thread-self/ns/net").st_ino == before
+    assert os.stat(THREAD_NAMESPACE).st_ino == before
 
 
 def test_missing_device_is_an_error_and_creates_nothing(pair: ScratchPair) -> None:

@@ -37,7 +37,7 @@ links:
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[tuple[str, Path, str]]:
-    from lab import builder
+    from lab.build import builder
     from lab.topology import load_topology
 
     name = f"a{uuid.uuid4().hex[:7]}"

@@ -88,7 +88,7 @@ def start_node(settings: Path, namespace: str, log: Path) -> subprocess.Popen[by
 
 @pytest.fixture(params=[True, False], ids=["offload", "plain"])
 def node(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningNode]:
-    from lab import builder
+    from lab.build import builder
     from lab.topology import load_topology
 
     name = f"n{uuid.uuid4().hex[:7]}"

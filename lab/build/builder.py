@@ -1,0 +1,424 @@
+"""`lab up` / `lab down`: from a `LabPlan` to kernel objects and back, crash-safe.
+
+First the pure step `lab.build.wiring.plan_wiring()` lists every kernel object the plan needs, so `up`
+checks everything it will need (netem, TAP support, free names) before creating anything. Then `up`
+journals each batch of objects before creating it and starts the stack processes
+(`lab.build.processes`); `down` stops the lab's processes, replays the journal in reverse and sweeps
+tagged leftovers, so it works after a crash of `up` at any point.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab.build.drift import journal_drift
+from lab.build.journal import Journal, read_journal, removal_order
+from lab.build.processes import (
+    node_module,
+    process_nodes,
+    reap,
+    restart_dead_nodes,
+    start_nodes,
+    stop_journaled_process,
+    stop_namespace_processes,
+)
+from lab.build.state import (
+    PHASE_BUILDING,
+    PHASE_UP,
+    TAG_PREFIX,
+    LabError,
+    LabState,
+    lab_lock,
+    lab_tag,
+    list_labs,
+    remove_lock_file,
+    write_json_atomic,
+)
+from lab.build.wiring import (
+    SILENT_PORT_SYSCTLS,
+    Port,
+    Wiring,
+    journal_entries,
+    plan_wiring,
+    pystack_settings,
+    qdisc_parameters,
+)
+from lab.kernel.capabilities import check_privileges, check_tun_device, netem_available
+from lab.kernel.errors import NetlinkOpError
+from lab.kernel.namespaces import is_stub_file, list_namespaces
+from lab.kernel.netlink import Netlink
+from lab.kernel.rtnl import RtnlBatch
+from lab.topology.impairments import describe_impairment
+from lab.topology.plan import PYSTACK_TAP, LabPlan, plan_json_digest
+from stack.devices.namespace import namespace_path
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+class CapabilityMissing(LabError):
+    """The kernel or the process lacks something the plan needs (exit 2, nothing created)."""
+
+
+@dataclass(frozen=True)
+class UpResult:
+    lab: str
+    changed: bool  # False: the identical lab was already up
+    message: str
+    seconds: float
+    objects: int  # objects journaled (namespaces, veths, bridges, taps, qdiscs, processes)
+    restarted: tuple[str, ...] = ()  # stack processes a repeated `up` found dead and started again
+
+
+@dataclass(frozen=True)
+class DownResult:
+    lab: str
+    removed: tuple[str, ...]  # journaled objects that existed and were removed
+    swept: tuple[str, ...]  # tagged leftovers found without a journal entry
+    skipped_journal_lines: tuple[int, ...]
+    seconds: float
+
+    @property
+    def found_anything(self) -> bool:
+        return bool(self.removed or self.swept)
+
+
+def _no_progress(step: str, done: int, total: int) -> None:
+    return None
+
+
+def up(plan: LabPlan, *, root: Path | None = None, progress: ProgressFn | None = None) -> UpResult:
+    """Build the lab, or do nothing if the identical lab is up; never leaves half a lab behind.
+
+    A second `up` with the same plan digest changes nothing; with a different digest it is refused.
+    Any failure (including Ctrl-C) rolls back everything the journal recorded, then re-raises.
+    """
+    started = time.perf_counter()
+    state = LabState.for_lab(plan.name, root)
+    wiring = plan_wiring(plan)
+    with lab_lock(state):
+        existing = state.read_plan()
+        if existing is not None or state.exists():
+            return _up_again(state, plan, existing, started)
+        _check_capabilities(plan, wiring)
+        plan_json = plan.to_json()
+        digest = plan_json_digest(plan_json)
+        with Netlink() as nl:
+            _check_names_free(nl, plan.name, wiring)
+            state.create()
+            state.write_plan(plan_json, digest, PHASE_BUILDING)
+            journal = Journal(state.journal_path)
+            try:
+                count = _build(nl, state, journal, plan, wiring, progress or _no_progress)
+            except BaseException as error:
+                try:
+                    _teardown(nl, state)
+                except Exception as rollback_error:  # keep the original error; say what is left
+                    error.add_note(f"rollback incomplete ({rollback_error}); run `lab down {plan.name}`")
+                    raise
+                state.remove()
+                remove_lock_file(state)
+                raise
+            state.write_plan(plan_json, digest, PHASE_UP)
+    stacks = sum(1 for node in plan.nodes if node.kind == "pystack" and node.process)
+    running = f", {stacks} stack process{'es' if stacks > 1 else ''} answering" if stacks else ""
+    return UpResult(plan.name, True, f"lab {plan.name} is up ({len(plan.nodes)} nodes{running})",
+                    time.perf_counter() - started, count)
+
+
+def _up_again(state: LabState, plan: LabPlan, existing: dict | None, started: float) -> UpResult:
+    if existing is None or existing.get("phase") != PHASE_UP:
+        raise LabError(f"lab {plan.name} was left half-built by an interrupted `lab up`; "
+                       f"run `lab down {plan.name}` first")
+    if existing.get("digest") != plan.digest():
+        raise LabError(f"lab {plan.name} is up with a different topology; run `lab down {plan.name}` first")
+    with Netlink() as nl:
+        missing = journal_drift(nl, state).missing
+    if missing:
+        raise LabError(f"lab {plan.name} is up but {len(missing)} of its objects are gone "
+                       f"(first: {missing[0]}); run `lab down {plan.name}` first")
+    restarted = tuple(restart_dead_nodes(state, plan))
+    if restarted:
+        return UpResult(plan.name, False, f"lab {plan.name} is already up with this topology; "
+                        + "; ".join(restarted), time.perf_counter() - started, 0, restarted)
+    return UpResult(plan.name, False, f"lab {plan.name} is already up with this topology; nothing changed",
+                    time.perf_counter() - started, 0)
+
+
+def _check_capabilities(plan: LabPlan, wiring: Wiring) -> None:
+    privileges = check_privileges()
+    if not privileges.ok:
+        raise CapabilityMissing(f"lab {plan.name}: {privileges.detail}")
+    if any(node.kind == "pystack" and node.process for node in plan.nodes):
+        from importlib.util import find_spec
+
+        try:
+            found = find_spec(node_module()) is not None
+        except ModuleNotFoundError:  # the parent package is missing too
+            found = False
+        if not found:
+            raise CapabilityMissing(f"lab {plan.name}: the stack node program (python -m {node_module()}) "
+                                    "is not installed; give the pystack nodes `process: false`")
+    if wiring.needs_tun:
+        tun = check_tun_device()
+        if not tun.ok:
+            raise CapabilityMissing(f"lab {plan.name}: /dev/net/tun {tun.detail}")
+    netem_links = wiring.needs_netem
+    if netem_links and not netem_available():
+        first = netem_links[0]
+        raise CapabilityMissing(
+            f"lab {plan.name}: link {first.link} asks for {describe_impairment(first.impairment)}, "
+            "which needs sch_netem, and this kernel has no sch_netem; drop the impairment, keep only "
+            "`rate` (tbf), or put it on a link to a pystack node (the stack impairs in userspace)"
+        )
+
+
+def _check_names_free(nl: Netlink, lab: str, wiring: Wiring) -> None:
+    for namespace in wiring.namespaces:
+        if not os.path.lexists(namespace_path(namespace)):
+            continue
+        owner = nl.namespace_marker(namespace)
+        if owner == lab_tag(lab):
+            raise LabError(f"namespace {namespace} is left over from an earlier run of lab {lab}; "
+                           f"run `lab down {lab}` first")
+        raise LabError(f"namespace {namespace} already exists and does not belong to lab {lab}; "
+                       "choose another lab name with --name")
+
+
+def _build(
+    nl: Netlink, state: LabState, journal: Journal, plan: LabPlan, wiring: Wiring, progress: ProgressFn
+) -> int:
+    """Create everything in phases; each phase's objects are journaled before the phase runs.
+
+    Requests are batched per namespace (see `lab.kernel.rtnl.RtnlBatch`) and interface indexes are
+    chosen up front, so a phase costs one round trip per namespace, not one per object.
+    """
+    tag = lab_tag(plan.name)
+    batches = journal_entries(wiring)
+    phases = 8
+    done = 0
+
+    def step(what: str) -> None:
+        nonlocal done
+        done += 1
+        progress(what, done, phases)
+
+    journal.record(batches["namespaces"])
+    for namespace in wiring.namespaces:
+        nl.create_namespace(namespace, tag)
+    for namespace in wiring.silent_namespaces:
+        nl.write_sysctls(namespace, [(f"net.ipv6.conf.{scope}.{key}", value)
+                                     for scope in ("default", "all") for key, value in SILENT_PORT_SYSCTLS])
+    step(f"{len(wiring.namespaces)} namespaces")
+
+    journal.record(batches["veths"])
+    root = nl.batch(None)
+    for veth in wiring.veths:
+        (ns_a, name_a), (ns_b, name_b) = veth.a, veth.b
+        root.new_veth((nl.assign_index(ns_a, name_a), name_a, nl.ns_fd(ns_a)),
+                      (nl.assign_index(ns_b, name_b), name_b, nl.ns_fd(ns_b)),
+                      mtu=veth.mtu, mac_a=veth.mac_a, mac_b=veth.mac_b,
+                      what=f"create veth {ns_a}:{name_a} <-> {ns_b}:{name_b}")
+    root.commit()
+    step(f"{len(wiring.veths)} veth pairs")
+
+    journal.record(batches["devices"])
+    _create_bridges(nl, wiring)
+    for namespace, name, vnet_hdr, mtu in wiring.taps:  # after every assigned index: TAPs take any free one
+        nl.add_tap(namespace, name, vnet_hdr=vnet_hdr, mtu=mtu)
+    step("bridges and TAPs")
+
+    sysctls: dict[str, list[tuple[str, str]]] = {}
+    for port in wiring.ports:
+        if port.silent:
+            sysctls.setdefault(port.namespace, []).extend(
+                (f"net.ipv6.conf.{port.name}.{key}", value) for key, value in SILENT_PORT_SYSCTLS)
+    for namespace, settings in sysctls.items():
+        nl.write_sysctls(namespace, settings, skip_missing=True)  # no IPv6 at all below MTU 1280
+    _configure_ports(nl, wiring.ports, tag)
+    step(f"{len(wiring.ports)} interfaces")
+
+    for node in plan.nodes:
+        nl.write_sysctls(node.namespace, list(node.sysctls))
+    step("sysctls")
+
+    _add_routes(nl, plan)
+    step("routes")
+
+    journal.record(batches["qdiscs"])
+    for qdisc in wiring.qdiscs:
+        nl.add_qdisc(qdisc.namespace, qdisc.ifname, qdisc.kind, **qdisc_parameters(qdisc))
+    for node in plan.nodes:
+        if node.kind == "pystack":
+            settings_json = pystack_settings(plan, node, str(state.directory))
+            write_json_atomic(state.node_settings_path(node.name), settings_json, indent=1)
+    step("impairments and settings")
+
+    start_nodes(state, plan, journal)  # journaled one by one before each runs
+    _wait_bridge_ports_up(nl, wiring)
+    step(f"{len(process_nodes(plan))} stack processes")
+    return sum(len(batch) for batch in batches.values()) + len(process_nodes(plan))
+
+
+BRIDGE_PORT_WAIT_SECONDS = 5.0
+
+
+def _wait_bridge_ports_up(nl: Netlink, wiring: Wiring) -> None:
+    """Wait until every veth enslaved to a bridge is operationally up.
+
+    The kernel applies a new veth's carrier through linkwatch, up to a second later, and until then
+    the bridge keeps the port disabled and drops what arrives on it: the first ARP exchange with a
+    stack (or across a LAN) would cost a one-second retry. A TAP is left out: it comes up when its
+    program opens it, which for a `process: false` node is after `up`.
+    """
+    waiting: dict[str, set[str]] = {}
+    for port in wiring.ports:
+        if port.master and port.name != PYSTACK_TAP:
+            waiting.setdefault(port.namespace, set()).add(port.name)
+    deadline = time.monotonic() + BRIDGE_PORT_WAIT_SECONDS
+    while waiting:
+        for namespace in list(waiting):
+            up = {link.name for link in nl.links(namespace) if link.operstate == "UP"}
+            waiting[namespace] -= up
+            if not waiting[namespace]:
+                del waiting[namespace]
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            namespace, names = next(iter(waiting.items()))
+            raise LabError(f"bridge port {namespace}:{sorted(names)[0]} is still not up after "
+                           f"{BRIDGE_PORT_WAIT_SECONDS:g} s")
+        time.sleep(0.02)
+
+
+def _create_bridges(nl: Netlink, wiring: Wiring) -> None:
+    """Every bridge, one batch per namespace, each with the index assigned to it up front."""
+    batches: dict[str, RtnlBatch] = {}
+    for namespace, name, mtu in wiring.bridges:
+        batch = batches.setdefault(namespace, nl.batch(namespace))
+        batch.new_bridge(nl.assign_index(namespace, name), name, mtu, f"create bridge {namespace}:{name}")
+    for batch in batches.values():
+        batch.commit()
+
+
+def _configure_ports(nl: Netlink, ports: list[Port], tag: str) -> None:
+    """Address, tag, bridge and raise every interface, one batch per namespace."""
+    batches: dict[str, RtnlBatch] = {}
+    for port in ports:
+        namespace = port.namespace
+        batch = batches.setdefault(namespace, nl.batch(namespace))
+        index = nl.index(namespace, port.name)
+        if index is None:
+            raise NetlinkOpError(f"interface {namespace}:{port.name} does not exist")
+        if port.address:
+            batch.add_address(index, port.address, f"add address {port.address} to {namespace}:{port.name}")
+        master = nl.index(namespace, port.master) if port.master else None
+        batch.set_link(index, alias=tag, master=master, up=True, what=f"configure {namespace}:{port.name}")
+    for batch in batches.values():
+        batch.commit()
+
+
+def _add_routes(nl: Netlink, plan: LabPlan) -> None:
+    """The routes of every kernel node, one batch per node (a pystack node's routes are the stack's)."""
+    for node in plan.nodes:
+        if node.kind != "kernel" or not node.routes:
+            continue
+        batch = nl.batch(node.namespace)
+        for route in node.routes:
+            batch.add_route(route.destination, str(route.gateway),
+                            f"add route {route.destination} via {route.gateway} in {node.namespace}")
+        batch.commit()
+
+
+def down(name: str, *, root: Path | None = None) -> DownResult:
+    """Remove everything lab `name` created, from its journal and by its tags; then its state.
+
+    Works without the topology file, after a crash of `up` at any point, and when parts are
+    already gone. Raises LabError when there is no such lab at all.
+    """
+    started = time.perf_counter()
+    state = LabState.for_lab(name, root)
+    with lab_lock(state), Netlink() as nl:
+        had_state = state.exists()
+        removed, swept, skipped = _teardown(nl, state)
+        state.remove()
+        remove_lock_file(state)
+    result = DownResult(name, tuple(removed), tuple(swept), skipped, time.perf_counter() - started)
+    if not had_state and not result.found_anything:
+        raise LabError(f"lab {name} is not up (no state in {state.directory} and no tagged objects)")
+    return result
+
+
+def labs_to_take_down(root: Path | None = None) -> list[str]:
+    """Labs with state, plus labs whose marked namespaces outlived their state directory."""
+    names = set(list_labs(root))
+    with Netlink() as nl:
+        for namespace in list_namespaces():
+            marker = nl.namespace_marker(namespace)
+            if marker and marker.startswith(TAG_PREFIX):
+                names.add(marker[len(TAG_PREFIX):])
+    return sorted(names)
+
+
+def _teardown(nl: Netlink, state: LabState) -> tuple[list[str], list[str], tuple[int, ...]]:
+    tag = lab_tag(state.name)
+    contents = read_journal(state.journal_path)
+    journaled_namespaces = {e.namespace for e in contents.entries if e.kind == "namespace"}
+    removed: list[str] = []
+    ordered = removal_order(contents.entries)
+    # First the processes the journal names (pid + start time: a reused pid is never signalled),
+    # then anything else still running in the lab's namespaces (`lab exec` servers, strays).
+    for entry in ordered:
+        if entry.kind == "process":
+            if stop_journaled_process(entry.pid, entry.start_ticks):
+                removed.append(entry.describe())
+            if entry.name and entry.pid is not None:  # a node's stack, started by `up` (maybe this process)
+                reap(entry.pid)
+    stop_namespace_processes(nl, state.name, journaled_namespaces)
+    for entry in ordered:
+        if entry.kind == "process":
+            continue
+        if entry.kind == "namespace":
+            if _remove_own_namespace(nl, entry.namespace, tag):
+                removed.append(entry.describe())
+        elif entry.kind == "file":
+            if entry.name and os.path.lexists(entry.name):
+                os.unlink(entry.name)
+                removed.append(entry.describe())
+        elif entry.namespace in journaled_namespaces:
+            continue  # goes with its namespace
+        elif entry.kind == "qdisc":
+            if nl.delete_root_qdisc(entry.namespace, entry.name):
+                removed.append(entry.describe())
+        elif nl.delete_link(entry.namespace, entry.name):
+            removed.append(entry.describe())
+    swept = _sweep(nl, state.name, tag)
+    return removed, swept, contents.skipped_lines
+
+
+def _remove_own_namespace(nl: Netlink, namespace: str, tag: str) -> bool:
+    """Remove a namespace only if it carries the lab's marker (or is a stub of an interrupted create)."""
+    path = namespace_path(namespace)
+    if is_stub_file(path):
+        os.unlink(path)
+        return True
+    if nl.namespace_marker(namespace) != tag:
+        return False
+    return nl.remove_namespace(namespace)
+
+
+def _sweep(nl: Netlink, lab: str, tag: str) -> list[str]:
+    """Tagged objects no journal entry accounted for: root-namespace interfaces, marked namespaces."""
+    swept: list[str] = []
+    for link in nl.links(None):
+        if link.alias == tag and link.name != "lo" and nl.delete_link(None, link.name):
+            swept.append(f"interface root:{link.name}")
+    for namespace in list_namespaces():
+        if namespace.startswith(f"{lab}-") and nl.namespace_marker(namespace) == tag:
+            stop_namespace_processes(nl, lab, {namespace})
+            nl.remove_namespace(namespace)
+            swept.append(f"namespace {namespace}")
+    return swept

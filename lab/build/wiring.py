@@ -1,0 +1,283 @@
+"""From a `LabPlan` to the list of kernel objects that realise it: pure, no kernel touched.
+
+`plan_wiring()` lists every namespace, veth pair, bridge, TAP, interface setting and qdisc a plan
+needs, in creation order. Being pure, it is unit-tested without root, and it lets `lab up` check
+everything the lab will need (netem, TAP support, free names) before it creates anything.
+
+How each part of a plan is wired:
+- a node is a namespace `<lab>-<node>`;
+- a two-endpoint link is one veth pair, each end born in its node's namespace under the plan's
+  interface name;
+- a LAN (three or more endpoints) is a bridge `br0` in a namespace of its own, `<lab>-lan<index>`,
+  with one veth pair per endpoint;
+- a pystack node holds its veth end, the TAP `tap0` and a bridge `br0` joining them, with no
+  kernel address and IPv6 off, so the namespace's own kernel stays silent;
+- impairments on links between kernel nodes become root qdiscs (tbf for a pure rate limit,
+  netem otherwise); impairments on links touching a pystack node go to the node's settings file
+  (`pystack_settings`) for the stack to apply in userspace.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Interface
+from typing import Any
+
+from lab.build.journal import JournalEntry
+from lab.build.state import LabError
+from lab.topology.plan import (
+    PYSTACK_BRIDGE,
+    PYSTACK_TAP,
+    Impairment,
+    InterfacePlan,
+    LabPlan,
+    LinkPlan,
+    NodePlan,
+    impairment_json,
+)
+
+LAN_BRIDGE = "br0"
+MAX_IFNAME = 15
+# The kernel stays out of IPv6 on ports it must not speak on (pystack and LAN namespaces).
+SILENT_PORT_SYSCTLS = (("disable_ipv6", "1"), ("accept_ra", "0"))
+
+
+class PlanNotBuildable(LabError):
+    """The plan asks for something this builder cannot realise (exit 2, nothing created)."""
+
+
+@dataclass(frozen=True)
+class Veth:
+    a: tuple[str, str]  # (namespace, interface name)
+    b: tuple[str, str]
+    mac_a: str | None
+    mac_b: str | None
+    mtu: int
+
+    def journal_entry(self) -> JournalEntry:
+        return JournalEntry("veth", namespace=self.a[0], name=self.a[1],
+                            peer_namespace=self.b[0], peer_name=self.b[1])
+
+
+@dataclass(frozen=True)
+class Port:
+    """A kernel interface to configure after creation."""
+
+    namespace: str
+    name: str
+    address: IPv4Interface | None = None  # None for bridge ports and pystack wiring
+    master: str | None = None  # bridge to join
+    silent: bool = False  # IPv6 off, no router advertisements accepted
+
+
+@dataclass(frozen=True)
+class Qdisc:
+    namespace: str
+    ifname: str
+    kind: str  # "tbf" or "netem"
+    impairment: Impairment
+    mtu: int
+    link: str  # for messages: "h1:eth0 -> r1:eth0"
+
+
+@dataclass
+class Wiring:
+    """Everything `up` creates, in creation order."""
+
+    namespaces: list[str] = field(default_factory=list)
+    silent_namespaces: list[str] = field(default_factory=list)  # default IPv6 off before links appear
+    veths: list[Veth] = field(default_factory=list)
+    bridges: list[tuple[str, str, int]] = field(default_factory=list)  # (namespace, name, mtu)
+    taps: list[tuple[str, str, bool, int]] = field(default_factory=list)  # (namespace, name, vnet_hdr, mtu)
+    ports: list[Port] = field(default_factory=list)
+    qdiscs: list[Qdisc] = field(default_factory=list)
+
+    @property
+    def needs_netem(self) -> list[Qdisc]:
+        return [q for q in self.qdiscs if q.kind == "netem"]
+
+    @property
+    def needs_tun(self) -> bool:
+        return bool(self.taps)
+
+
+def lan_namespace(lab: str, link_index: int) -> str:
+    """The namespace holding the bridge of LAN link `link_index`."""
+    return f"{lab}-lan{link_index}"
+
+
+def lan_port_name(node: str, interface: str, position: int) -> str:
+    """The LAN-side veth end facing one endpoint: `<node>-<if>` when it fits in 15 characters."""
+    name = f"{node}-{interface}"
+    return name if len(name) <= MAX_IFNAME else f"port{position}"
+
+
+def plan_wiring(plan: LabPlan) -> Wiring:
+    """Every kernel object `plan` needs, in creation order (PlanNotBuildable if it cannot be wired)."""
+    wiring = Wiring()
+    interfaces = {(i.node, i.name): i for n in plan.nodes for i in n.interfaces}
+    nodes = {n.name: n for n in plan.nodes}
+    for node in plan.nodes:
+        wiring.namespaces.append(node.namespace)
+        if node.kind == "pystack":
+            _check_pystack_node(node)
+            wiring.silent_namespaces.append(node.namespace)
+    for link in plan.links:
+        endpoints = [interfaces[end] for end in link.endpoints]
+        if len(endpoints) == 2:
+            _wire_point_to_point(wiring, nodes, link, endpoints[0], endpoints[1])
+        else:
+            _wire_lan(wiring, plan.name, nodes, link, endpoints)
+    for node in plan.nodes:
+        if node.kind == "pystack":
+            _wire_pystack_node(wiring, node)
+        else:
+            for iface in node.interfaces:
+                wiring.ports.append(Port(node.namespace, iface.name, address=iface.address))
+    return wiring
+
+
+def _check_pystack_node(node: NodePlan) -> None:
+    if len(node.interfaces) != 1:
+        raise PlanNotBuildable(
+            f"node {node.name}: a pystack node has exactly one interface (one TAP), "
+            f"got {len(node.interfaces)}"
+        )
+
+
+def _wire_pystack_node(wiring: Wiring, node: NodePlan) -> None:
+    iface = node.interfaces[0]
+    wiring.taps.append((node.namespace, PYSTACK_TAP, node.offload, iface.mtu))
+    wiring.bridges.append((node.namespace, PYSTACK_BRIDGE, iface.mtu))
+    for name in (iface.name, PYSTACK_TAP):
+        wiring.ports.append(Port(node.namespace, name, master=PYSTACK_BRIDGE, silent=True))
+    wiring.ports.append(Port(node.namespace, PYSTACK_BRIDGE, silent=True))
+
+
+def _veth_mac(node: NodePlan, iface: InterfacePlan) -> str | None:
+    """A kernel node's interface wears the plan's MAC; a pystack node's MAC belongs to the stack.
+
+    (A bridge port wearing the stack's MAC would make the bridge keep frames for that MAC to itself.)
+    """
+    return iface.mac if node.kind == "kernel" else None
+
+
+def _wire_point_to_point(
+    wiring: Wiring, nodes: dict[str, NodePlan], link: LinkPlan, a: InterfacePlan, b: InterfacePlan
+) -> None:
+    node_a, node_b = nodes[a.node], nodes[b.node]
+    wiring.veths.append(Veth((node_a.namespace, a.name), (node_b.namespace, b.name),
+                             _veth_mac(node_a, a), _veth_mac(node_b, b), link.mtu))
+    if node_a.kind == "pystack" or node_b.kind == "pystack":
+        return  # the stack impairs in userspace, from its settings file
+    for sender, receiver, sender_node in ((a, b, node_a), (b, a, node_b)):
+        impairment = sender.egress if not sender.egress.is_clean else receiver.ingress
+        if not impairment.is_clean:
+            wiring.qdiscs.append(Qdisc(sender_node.namespace, sender.name, _qdisc_kind(impairment),
+                                       impairment, link.mtu, f"{sender.node}:{sender.name} -> "
+                                       f"{receiver.node}:{receiver.name}"))
+
+
+def _wire_lan(
+    wiring: Wiring, lab: str, nodes: dict[str, NodePlan], link: LinkPlan, endpoints: list[InterfacePlan]
+) -> None:
+    lan_ns = lan_namespace(lab, link.index)
+    wiring.namespaces.append(lan_ns)
+    wiring.silent_namespaces.append(lan_ns)
+    wiring.bridges.append((lan_ns, LAN_BRIDGE, link.mtu))
+    has_pystack = any(nodes[e.node].kind == "pystack" for e in endpoints)
+    for position, iface in enumerate(endpoints):
+        node = nodes[iface.node]
+        port = lan_port_name(iface.node, iface.name, position)
+        wiring.veths.append(Veth((node.namespace, iface.name), (lan_ns, port), _veth_mac(node, iface), None,
+                                 link.mtu))
+        wiring.ports.append(Port(lan_ns, port, master=LAN_BRIDGE, silent=True))
+        if node.kind == "pystack":
+            continue
+        for impairment, namespace, ifname, direction in (
+            (iface.egress, node.namespace, iface.name, f"{iface.node}:{iface.name} -> lan{link.index}"),
+            (iface.ingress, lan_ns, port, f"lan{link.index} -> {iface.node}:{iface.name}"),
+        ):
+            if impairment.is_clean:
+                continue
+            if has_pystack:
+                raise PlanNotBuildable(
+                    f"link {link.index} ({direction}): impairments on a kernel node's side of a LAN that "
+                    "includes a pystack node are not supported; put them on the pystack node's interface"
+                )
+            wiring.qdiscs.append(Qdisc(namespace, ifname, _qdisc_kind(impairment), impairment, link.mtu,
+                                       direction))
+    wiring.ports.append(Port(lan_ns, LAN_BRIDGE, silent=True))
+
+
+def _qdisc_kind(impairment: Impairment) -> str:
+    return "netem" if impairment.needs_netem else "tbf"
+
+
+def qdisc_parameters(qdisc: Qdisc) -> dict[str, Any]:
+    """pyroute2 `tc('add', kind, ...)` keyword arguments for an impairment."""
+    imp = qdisc.impairment
+    if qdisc.kind == "tbf":
+        assert imp.rate_mbit is not None
+        rate_bytes = imp.rate_mbit * 1_000_000 / 8
+        # Burst: at least one full frame, and about 4 ms worth of the rate so high rates still reach it.
+        burst = int(max(qdisc.mtu + 14, rate_bytes / 250, 3000))
+        return {"rate": f"{int(imp.rate_mbit * 1000)}kbit", "burst": burst, "latency": "50ms"}
+    params: dict[str, Any] = {
+        "delay": int(imp.delay_ms * 1000),  # microseconds
+        "jitter": int(imp.jitter_ms * 1000),
+        "loss": imp.loss_pct,
+        "duplicate": imp.duplicate_pct,
+        "limit": 10000,
+    }
+    if imp.reorder_pct:
+        params["prob_reorder"] = imp.reorder_pct
+    if imp.corrupt_pct:
+        params["prob_corrupt"] = imp.corrupt_pct
+    if imp.rate_mbit:
+        params["rate"] = f"{int(imp.rate_mbit * 1000)}kbit"
+    return params
+
+
+def journal_entries(wiring: Wiring) -> dict[str, list[JournalEntry]]:
+    """The journal batches, one per creation phase (each written before its phase runs)."""
+    return {
+        "namespaces": [JournalEntry("namespace", namespace=ns) for ns in wiring.namespaces],
+        "veths": [veth.journal_entry() for veth in wiring.veths],
+        "devices": [JournalEntry("tap", namespace=ns, name=name) for ns, name, _, _ in wiring.taps]
+        + [JournalEntry("bridge", namespace=ns, name=name) for ns, name, _ in wiring.bridges],
+        "qdiscs": [JournalEntry("qdisc", namespace=q.namespace, name=q.ifname, qdisc=q.kind)
+                   for q in wiring.qdiscs],
+    }
+
+
+def pystack_settings(plan: LabPlan, node: NodePlan, state_dir: str) -> dict[str, Any]:
+    """The settings file a pystack node's stack process reads (`<state dir>/nodes/<node>.json`).
+
+    Schema (version 1): lab, node, namespace, tap, bridge, offload (open the TAP with
+    IFF_VNET_HDR), process (false: `lab up` starts no stack process),
+    interface {name, address "a.b.c.d/len", mac, mtu, egress, ingress}
+    (impairments as in `lab.topology.plan.Impairment`, in ms / percent / Mbit/s), gateway (the
+    default route's next hop, or null), routes [{destination, gateway}] (the other routes: the
+    default is never repeated here), apps [{app, port, bytes}], state_dir.
+    """
+    iface = node.interfaces[0]
+    return {
+        "version": 1,
+        "lab": plan.name,
+        "node": node.name,
+        "namespace": node.namespace,
+        "tap": PYSTACK_TAP,
+        "bridge": PYSTACK_BRIDGE,
+        "offload": node.offload,
+        "process": node.process,
+        "interface": {
+            "name": iface.name, "address": str(iface.address), "mac": iface.mac, "mtu": iface.mtu,
+            "egress": impairment_json(iface.egress), "ingress": impairment_json(iface.ingress),
+        },
+        "gateway": str(node.gateway) if node.gateway else None,
+        "routes": [{"destination": str(r.destination), "gateway": str(r.gateway)}
+                   for r in node.routes if r.destination.prefixlen > 0],  # the default is `gateway`
+        "apps": [{"app": a.app, "port": a.port, "bytes": a.bytes} for a in node.apps],
+        "state_dir": state_dir,
+    }

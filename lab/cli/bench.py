@@ -1,0 +1,69 @@
+"""`lab bench` (the stack against the kernel) and `lab bench up` (lab up/down times of node chains)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from lab.build.state import check_lab_name
+from lab.cli.output import JsonFlag, errors_to_exit_codes, fail, out, print_json, sigterm_rolls_back
+from lab.tools.bench import BENCH_TARGETS, bench_chains, run_bench
+
+bench_app = typer.Typer(add_completion=False,
+                        help="The stack against the kernel; `lab bench up`: lab up/down times.")
+
+
+def bench_stack(
+    ctx: typer.Context,
+    as_json: JsonFlag = False,
+    seconds: Annotated[float, typer.Option("--seconds", help="Length of each measurement.")] = 3.0,
+    name: Annotated[str | None, typer.Option("--name", help="Prefix of the labs it brings up.")] = None,
+) -> None:
+    """Goodput and accept rate of the stack next to the kernel (`lab bench up`: lab up/down times)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if not 0.2 <= seconds <= 60:
+        fail(f"--seconds: expected 0.2 to 60, got {seconds:g}")
+    with errors_to_exit_codes(), sigterm_rolls_back():
+        if name is not None:
+            check_lab_name(name)
+            check_lab_name(f"{name}ok")  # the longest name it derives
+        figures = run_bench(seconds=seconds, name=name)
+    if as_json:
+        print_json(figures)
+        return
+    table = Table("measurement", "value", "target", title="stack vs kernel (pair topology)")
+    for key, value in figures.items():
+        if isinstance(value, dict):
+            continue
+        target = BENCH_TARGETS.get(key)
+        table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value),
+                      "" if target is None else f">= {target:g}")
+    out.print(table)
+
+
+def bench_up(
+    sizes: Annotated[str, typer.Option("--sizes", help="Comma-separated chain lengths.")] = "10,50,100",
+    as_json: JsonFlag = False,
+) -> None:
+    """Time `up` and `down` of chains of kernel nodes."""
+    try:
+        counts = [int(s) for s in sizes.split(",") if s.strip()]
+    except ValueError:
+        fail(f"--sizes: expected comma-separated integers like 10,50,100, got {sizes!r}")
+    with errors_to_exit_codes():
+        rows = bench_chains(counts)
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("nodes", "links", "up s", "down s", title="chain up/down")
+    for row in rows:
+        table.add_row(str(row["nodes"]), str(row["links"]), f"{row['up_seconds']:.3f}",
+                      f"{row['down_seconds']:.3f}")
+    out.print(table)
+
+
+bench_app.callback(invoke_without_command=True)(bench_stack)
+bench_app.command("up")(bench_up)

@@ -1,0 +1,239 @@
+"""The commands on labs themselves: `up`, `down`, `status`, `list`, `exec`, `graph`, `doctor`.
+
+Each is a thin layer over `lab.build.builder` and the tools (`lab.tools.status`, `lab.tools.graph`,
+`lab.tools.doctor`): it parses, calls, and renders a table or `--json`.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from lab.build import builder
+from lab.build.state import LabError, list_labs, node_namespace
+from lab.cli.output import (
+    JsonFlag,
+    err,
+    errors_to_exit_codes,
+    fail,
+    out,
+    print_json,
+    sigterm_rolls_back,
+    topology_path,
+)
+from lab.cli.tables import plan_rows, plan_table
+from lab.tools import doctor
+from lab.tools.graph import render
+from lab.tools.status import lab_status, labs_summary
+from lab.topology import TopologyError, load_topology, shipped_topologies
+from stack.devices.namespace import move_to, namespace_path
+
+
+class GraphFormat(StrEnum):
+    mermaid = "mermaid"
+    dot = "dot"
+
+
+PROGRESS_THRESHOLD = 20  # nodes: show a progress bar from this size on
+
+
+# --- up / down -------------------------------------------------------------------------------
+
+def up(
+    topology: Annotated[str | None, typer.Argument(help="Topology file or shipped name (pair).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Lab name (default: the topology's).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Create the namespaces, links and bridges of a topology (idempotent)."""
+    with errors_to_exit_codes(), sigterm_rolls_back():
+        plan = load_topology(topology_path(topology), name=name)
+        if len(plan.nodes) >= PROGRESS_THRESHOLD and not as_json:
+            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                          console=err, transient=True) as bar:
+                task = bar.add_task(f"lab {plan.name}", total=None)
+
+                def progress(step: str, done: int, total: int) -> None:
+                    bar.update(task, completed=done, total=total, description=step)
+
+                result = builder.up(plan, progress=progress)
+        else:
+            result = builder.up(plan)
+        if as_json:
+            print_json({"lab": result.lab, "changed": result.changed, "message": result.message,
+                        "seconds": round(result.seconds, 4), "objects": result.objects,
+                        "nodes": plan_rows(plan)})
+            return
+        out.print(f"{result.message} [{result.seconds:.2f} s]")
+        out.print(plan_table(plan))
+
+
+def down(
+    name: Annotated[str | None, typer.Argument(help="Lab name (default: the only lab that is up).")] = None,
+    all_labs: Annotated[bool, typer.Option("--all", help="Take down every lab.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Remove everything a lab created, from its journal and its tags; works after crashes."""
+    with errors_to_exit_codes():
+        if all_labs and name:
+            fail("give a lab name or --all, not both")
+        names = builder.labs_to_take_down() if all_labs else [name or _only_lab()]
+        results = [builder.down(n) for n in names]
+    if as_json:
+        print_json([{"lab": r.lab, "removed": list(r.removed), "swept": list(r.swept),
+                     "skipped_journal_lines": list(r.skipped_journal_lines), "seconds": round(r.seconds, 4)}
+                    for r in results])
+        return
+    if not results:
+        out.print("no labs are up")
+    for r in results:
+        extra = f", swept {len(r.swept)} untracked" if r.swept else ""
+        out.print(f"lab {r.lab} is down: removed {len(r.removed)} objects{extra} [{r.seconds:.2f} s]")
+        if r.skipped_journal_lines:
+            out.print(f"  (skipped unreadable journal lines {list(r.skipped_journal_lines)})")
+
+
+def _only_lab() -> str:
+    labs = list_labs()
+    if len(labs) == 1:
+        return labs[0]
+    if not labs:
+        raise LabError("no lab is up; name one, or use --all to sweep leftovers")
+    raise LabError(f"several labs are up ({', '.join(labs)}); name one, or use --all")
+
+
+# --- status / list ---------------------------------------------------------------------------
+
+def status(
+    name: Annotated[str | None, typer.Argument(help="Lab name (default: a summary of all labs).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Nodes, namespaces, interfaces, processes, and drift from the journal (exit 1 on drift)."""
+    with errors_to_exit_codes():
+        if name is None:
+            rows = labs_summary()
+            if as_json:
+                print_json(rows)
+            else:
+                table = Table("lab", "phase", "nodes", "missing", "untracked", "source", title="labs")
+                for row in rows:
+                    table.add_row(row["lab"], row["phase"], str(row["nodes"]), str(row["missing"]),
+                                  str(row["untracked"]), str(row["source"] or ""))
+                out.print(table if rows else "no labs are up")
+            drifted = any(row["missing"] or row["untracked"] for row in rows)
+        else:
+            report = lab_status(name)
+            if as_json:
+                print_json(report)
+            else:
+                _print_status(report)
+            drifted = bool(report["drift"]["missing"] or report["drift"]["untracked"])
+    if drifted:
+        raise typer.Exit(1)
+
+
+def _print_status(report: dict) -> None:
+    out.print(f"lab {report['lab']}: {report['phase']} (digest {report['digest']}, from {report['source']})")
+    table = Table("node", "kind", "namespace", "interface", "addresses", "mac", "mtu", "state", "bridge")
+    groups = [(n["name"], n["kind"], n) for n in report["nodes"]]
+    groups += [(f"lan{lan['link']}", "lan", lan) for lan in report["lans"]]
+    for node, kind, group in groups:
+        if not group["present"]:
+            table.add_row(node, kind, group["namespace"], "[red]namespace missing[/red]", "", "", "", "", "")
+        stack = group.get("stack")
+        if stack:
+            table.add_row(node, kind, group["namespace"], f"(stack on {stack['tap']})", stack["address"],
+                          stack["mac"], str(stack["mtu"]), "-", "")
+        for iface in group["interfaces"]:
+            table.add_row(node, kind, group["namespace"], iface["name"], " ".join(iface["addresses"]),
+                          iface["mac"] or "", str(iface["mtu"]), iface["operstate"].lower(),
+                          iface["bridge"] or "")
+    out.print(table)
+    running = [f"{p} ({n['name']})" for n in report["nodes"] for p in n["processes"]]
+    out.print(f"processes: {', '.join(running) if running else 'none'}")
+    drift = report["drift"]
+    if not (drift["missing"] or drift["untracked"]):
+        out.print("drift: none")
+    for what in drift["missing"]:
+        out.print(f"[red]drift: missing[/red] {what}")
+    for what in drift["untracked"]:
+        out.print(f"[yellow]drift: untracked[/yellow] {what}")
+
+
+def list_command(as_json: JsonFlag = False) -> None:
+    """Shipped topologies and the labs that are up."""
+    with errors_to_exit_codes():
+        shipped = []
+        for topo_name, path in shipped_topologies().items():
+            try:
+                plan = load_topology(path)
+                shipped.append({"name": topo_name, "path": str(path), "nodes": len(plan.nodes),
+                                "links": len(plan.links), "error": None})
+            except TopologyError as error:
+                shipped.append({"name": topo_name, "path": str(path), "nodes": None, "links": None,
+                                "error": str(error)})
+        labs = list_labs()
+    if as_json:
+        print_json({"topologies": shipped, "labs": labs})
+        return
+    table = Table("topology", "nodes", "links", "path", title="shipped topologies")
+    for row in shipped:
+        table.add_row(row["name"], str(row["nodes"] or "-"), str(row["links"] or "-"),
+                      row["error"] or row["path"])
+    out.print(table)
+    out.print(f"labs up: {', '.join(labs) if labs else 'none'}")
+
+
+# --- exec ------------------------------------------------------------------------------------
+
+def exec_command(
+    name: Annotated[str, typer.Argument(help="Lab name.")],
+    node: Annotated[str, typer.Argument(help="Node name.")],
+    command: Annotated[list[str], typer.Argument(help="The command, after `--`.")],
+) -> None:
+    """Run a command in a node's namespace: lab exec NAME NODE -- CMD... (its exit code is passed on)."""
+    with errors_to_exit_codes():
+        namespace = node_namespace(name, node)
+    path = namespace_path(namespace)
+    try:
+        completed = subprocess.run(command, preexec_fn=lambda: move_to(path), check=False)
+    except FileNotFoundError:
+        fail(f"{command[0]}: command not found", 127)
+    except PermissionError:
+        fail(f"{command[0]}: permission denied", 126)
+    raise typer.Exit(completed.returncode if completed.returncode >= 0 else 128 - completed.returncode)
+
+
+# --- graph / doctor ------------------------------------------------------------------------
+
+def graph(
+    topology: Annotated[str | None, typer.Argument(help="Topology file, or a shipped name.")] = None,
+    fmt: Annotated[GraphFormat, typer.Option("--format", help="mermaid or dot.")] = GraphFormat.mermaid,
+    name: Annotated[str | None, typer.Option("--name", help="Lab name to render under.")] = None,
+) -> None:
+    """Draw a topology as Mermaid or Graphviz dot."""
+    with errors_to_exit_codes():
+        plan = load_topology(topology_path(topology), name=name)
+        text = render(plan, fmt.value)
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def doctor_command(as_json: JsonFlag = False) -> None:
+    """Check what the lab needs from this machine (exit 2 if something required is missing)."""
+    checks = doctor.run_checks()
+    report = doctor.report(checks)
+    if as_json:
+        print_json(report)
+    else:
+        table = Table("check", "status", "detail", title="lab doctor")
+        colours = {"ok": "green", "warning": "yellow", "missing": "red"}
+        for check in checks:
+            table.add_row(check.name, f"[{colours[check.status]}]{check.status}[/]", check.detail)
+        out.print(table)
+    if not report["ok"]:
+        raise typer.Exit(2)

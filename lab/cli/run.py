@@ -1,0 +1,66 @@
+"""`lab run EXPERIMENT`: a lab up (or a running one), an interop experiment in it, its table, the lab down."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from lab import experiments
+from lab.build.state import LabError
+from lab.cli.output import (
+    DEFAULT_TOPOLOGY,
+    JsonFlag,
+    errors_to_exit_codes,
+    out,
+    print_json,
+    sigterm_rolls_back,
+    topology_path,
+)
+from lab.cli.tables import print_result
+from lab.experiments.base import Experiment, parse_option_pairs
+from lab.experiments.running import run_experiment
+from lab.topology import load_topology
+
+
+def run_command(
+    experiment: Annotated[str, typer.Argument(help="handshake, bulk, refused, timeout, close, ...")],
+    topology: Annotated[str | None, typer.Option("--topology", help="Topology (default: the experiment's).")]
+    = None,
+    lab: Annotated[str | None, typer.Option("--lab", help="Run in this lab, which is up (left up).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Name of the lab brought up.")] = None,
+    option: Annotated[list[str] | None, typer.Option("--option", help="KEY=VALUE (repeatable).")] = None,
+    list_options: Annotated[bool, typer.Option("--options", help="List the experiment's options.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run an interop experiment: bring a lab up (or use --lab), check, print, bring it down."""
+    with errors_to_exit_codes(), sigterm_rolls_back():  # SIGTERM still takes the lab down
+        chosen = experiments.get(experiment)
+        if list_options:
+            _print_options(chosen, as_json)
+            return
+        raw = parse_option_pairs(option or [])
+        chosen.parse_options(raw)  # bad options fail before any lab is built
+        if lab is not None and (topology or name):
+            raise LabError("--lab uses a running lab: give no --topology or --name with it")
+        plan = None if lab else load_topology(topology_path(topology or chosen.default_topology or
+                                                             DEFAULT_TOPOLOGY), name=name)
+        result = run_experiment(chosen, raw, plan=plan, lab_name=lab)
+    if as_json:
+        print_json(result.to_json())
+    else:
+        print_result(result)
+    raise typer.Exit(0 if result.passed else 1)
+
+
+def _print_options(experiment: Experiment, as_json: bool) -> None:
+    if as_json:
+        print_json({key: {"default": default, "help": text}
+                    for key, (default, text) in experiment.options.items()})
+        return
+    table = Table("option", "default", "meaning", title=f"{experiment.name}: {experiment.summary}",
+                  title_justify="left")
+    for key, (default, text) in experiment.options.items():
+        table.add_row(key, str(default), text)
+    out.print(table)

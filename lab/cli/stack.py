@@ -1,0 +1,133 @@
+"""`lab stack NAME NODE VERB [ARG]`: a thin client of a pystack node's control socket."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from lab.build.control import StackClient, StackCommandFailed, control_socket_path
+from lab.build.state import LabError, node_namespace
+from lab.cli.output import JsonFlag, errors_to_exit_codes, fail, out, print_json
+from lab.cli.tables import flatten, milliseconds
+
+STACK_VERBS = ("ss", "stats", "tables", "listen", "connect", "close", "hello", "trace")
+APPS = ("echo", "discard", "source", "http", "none")
+
+
+def stack_command(
+    name: Annotated[str, typer.Argument(help="Lab name.")],
+    node: Annotated[str, typer.Argument(help="A pystack node of the lab.")],
+    verb: Annotated[str, typer.Argument(help="ss | stats | tables | listen PORT | connect ADDR:PORT | "
+                                             "close PORT | hello | trace")],
+    argument: Annotated[str | None, typer.Argument(help="PORT (listen, close) or ADDR:PORT (connect).")]
+    = None,
+    app_name: Annotated[str, typer.Option("--app", help="listen: echo, discard, source, http, none.")]
+    = "echo",
+    backlog: Annotated[int, typer.Option("--backlog", help="listen: the accept queue's size.")] = 128,
+    send: Annotated[int, typer.Option("--send", help="connect: bytes to send, then SHUT_WR.")] = 0,
+    recv: Annotated[bool, typer.Option("--recv", help="connect: read until the peer closes.")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="connect: seconds for the exchange.")] = 10.0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Ask a pystack node's stack: connections, counters, socket tables; open/close listeners; connect."""
+    with errors_to_exit_codes():
+        if verb not in STACK_VERBS:
+            raise LabError(f"stack verb {verb!r}: expected one of {', '.join(STACK_VERBS)}")
+        node_namespace(name, node)  # one-line error for an unknown lab or node
+        with StackClient(control_socket_path(name, node)) as client:
+            try:
+                answer = _stack_request(client, verb, argument, app_name, backlog, send, recv, timeout)
+            except StackCommandFailed as failure:
+                fail(f"{name}/{node}: {failure}", 1)
+    if as_json:
+        print_json(answer)
+    else:
+        _print_stack_answer(verb, answer)
+    if verb == "connect" and answer.get("error"):
+        raise typer.Exit(1)
+
+
+def _port(verb: str, argument: str | None) -> int:
+    if argument is None or not argument.isdigit() or not 0 < int(argument) < 65536:
+        raise LabError(f"stack {verb}: expected a port from 1 to 65535, got {argument!r}")
+    return int(argument)
+
+
+def _stack_request(client: StackClient, verb: str, argument: str | None, app_name: str, backlog: int,
+                   send: int, recv: bool, timeout: float) -> dict[str, Any]:
+    if verb == "ss":
+        return {"connections": client.ss()}
+    if verb == "stats":
+        return {"counters": client.stats()}
+    if verb == "tables":
+        return client.tables()
+    if verb == "hello":
+        return client.hello()
+    if verb == "trace":
+        return client.trace(0)
+    if verb == "listen":
+        if app_name not in APPS:
+            raise LabError(f"stack listen --app {app_name!r}: expected one of {', '.join(APPS)}")
+        return client.listen(_port(verb, argument), app_name, backlog=backlog, accept=app_name != "none")
+    if verb == "close":
+        return client.close_listener(_port(verb, argument))
+    address, sep, port = (argument or "").rpartition(":")
+    if not sep or not address:
+        raise LabError(f"stack connect: expected ADDR:PORT like 10.0.0.1:7, got {argument!r}")
+    if send < 0:
+        raise LabError(f"stack connect --send: expected 0 or more bytes, got {send}")
+    return client.connect(address, _port(verb, port), send=send, recv="eof" if recv else 0,
+                          shutdown=send > 0 or recv, timeout=timeout)
+
+
+def _print_stack_answer(verb: str, answer: dict[str, Any]) -> None:
+    if verb == "ss":
+        table = Table("state", "local", "remote", "send-q", "recv-q", "cwnd", "srtt ms", "rto ms", "retrans",
+                      "mss", title="connections")
+        for c in answer["connections"]:
+            table.add_row(c["state"], c["local"], c["remote"], str(c.get("send_queue", "")),
+                          str(c.get("recv_queue", "")), str(c.get("cwnd", "")),
+                          milliseconds(c.get("srtt")), milliseconds(c.get("rto")),
+                          str(c.get("retransmissions", "")), str(c.get("mss", "")))
+        out.print(table if answer["connections"] else "no connections")
+    elif verb == "stats":
+        table = Table("counter", "value", title="counters")
+        for key, value in flatten(answer["counters"]):
+            table.add_row(key, str(value))
+        out.print(table)
+    elif verb == "tables":
+        _print_tables(answer)
+    elif verb == "connect":
+        if answer.get("error"):
+            out.print(f"connect failed: {answer['error']} {answer.get('message', '')}".rstrip())
+            return
+        out.print(f"{answer['local']} -> {answer['remote']}: connected in "
+                  f"{answer['connect_seconds'] * 1000:.2f} ms, sent {answer['sent']} B, received "
+                  f"{answer['received']} B in {answer['seconds']:.3f} s "
+                  f"({answer.get('goodput_bps', 0) / 1e6:.1f} Mbit/s)")
+        if answer.get("received"):
+            out.print(f"received SHA-256 {answer['received_sha256']}")
+    elif verb == "trace":
+        for event in answer.get("events", []):
+            fields = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("seq", "time", "name"))
+            out.print(f"{event['time']:.6f} {event['name']} {fields}")
+    else:
+        for key, value in answer.items():
+            out.print(f"{key}: {value}")
+
+
+def _print_tables(answer: dict[str, Any]) -> None:
+    """The three tables of the seeds: bound, listening (SYN queue and accept queue), established."""
+    listening = Table("local", "backlog", "SYN queue", "accept queue", "app", title="listening")
+    for row in answer.get("listening", []):
+        listening.add_row(str(row["local"]), str(row["backlog"]), str(row["syn_queue"]),
+                          str(row["accept_queue"]), str(row.get("app", "")))
+    out.print(listening)
+    for title in ("established", "bound"):
+        rows = answer.get(title, [])
+        table = Table("entry", title=title)
+        for row in rows:
+            table.add_row(row if isinstance(row, str) else " ".join(f"{k}={v}" for k, v in row.items()))
+        out.print(table if rows else f"{title}: none")

@@ -1,0 +1,127 @@
+"""The lab an experiment runs in (`RunningLab`), and bringing one up for an experiment and down again.
+
+`run_experiment` parses the options first (bad input costs no lab), brings the lab up, runs, and
+always takes the lab down; with `lab_name` it runs in a lab that is already up and leaves it up.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from lab.build import builder
+from lab.build.control import StackClient, control_socket_path
+from lab.build.state import LabState
+from lab.experiments.base import Experiment, ExperimentError
+from lab.experiments.results import ExperimentResult
+from lab.kernel.sockets import namespace_socket
+from lab.topology.plan import LabPlan, NodePlan, plan_from_json
+from stack.devices.namespace import move_to, namespace_path
+
+
+class RunningLab:
+    """A lab that is up, seen from an experiment: its plan, its nodes, and ways to act inside them."""
+
+    def __init__(self, plan: LabPlan, *, root: Path | None = None) -> None:
+        self.plan = plan
+        self.root = root
+
+    @classmethod
+    def attach(cls, name: str, *, root: Path | None = None) -> RunningLab:
+        """The lab `name` as it is up now (from its state directory, not from a topology file)."""
+        record = LabState.for_lab(name, root).read_plan()
+        if record is None:
+            raise ExperimentError(f"lab {name} is not up (no plan in its state directory)")
+        if record.get("phase") != "up":
+            raise ExperimentError(f"lab {name} is half-built; run `lab down {name}` first")
+        return cls(plan_from_json(record["plan"]), root=root)
+
+    @property
+    def name(self) -> str:
+        return self.plan.name
+
+    def node(self, name: str) -> NodePlan:
+        try:
+            return self.plan.node(name)
+        except KeyError:
+            nodes = ", ".join(n.name for n in self.plan.nodes)
+            raise ExperimentError(f"lab {self.name} has no node {name!r} (nodes: {nodes})") from None
+
+    def kernel_nodes(self) -> list[NodePlan]:
+        return [n for n in self.plan.nodes if n.kind == "kernel"]
+
+    def pystack_nodes(self) -> list[NodePlan]:
+        """Pystack nodes whose stack runs as a process of the lab (the ones with a control socket)."""
+        return [n for n in self.plan.nodes if n.kind == "pystack" and n.process]
+
+    def address(self, node: str) -> str:
+        """The node's first interface address, without prefix length ("10.0.0.2")."""
+        return str(self.node(node).interfaces[0].address.ip)
+
+    def stack(self, node: str, *, timeout: float = 10.0) -> StackClient:
+        """A new control client for a pystack node (one per thread; close it, or use `with`)."""
+        plan = self.node(node)
+        if plan.kind != "pystack" or not plan.process:
+            raise ExperimentError(f"node {node} of lab {self.name} runs no stack process")
+        return StackClient(control_socket_path(self.name, node, self.root), timeout=timeout)
+
+    def kernel_socket(self, node: str, family: int = socket.AF_INET,
+                      type: int = socket.SOCK_STREAM) -> socket.socket:
+        """A real kernel socket that lives in the node's namespace (usable from any thread)."""
+        return namespace_socket(self.node(node).namespace, family, type)
+
+    def exec(self, node: str, argv: Sequence[str], timeout: float = 30.0, *,
+             input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+        """Run a program inside the node's namespace and wait for it (output captured)."""
+        path = namespace_path(self.node(node).namespace)
+        return subprocess.run(list(argv), preexec_fn=lambda: move_to(path), capture_output=True,
+                              timeout=timeout, input=input, check=False)
+
+    def popen(self, node: str, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        """Start a program inside the node's namespace; the caller stops it (`lab down` would too)."""
+        path = namespace_path(self.node(node).namespace)
+        return subprocess.Popen(list(argv), preexec_fn=lambda: move_to(path), **kwargs)
+
+    def kernel_and_stack(self) -> tuple[str, str]:
+        """The first kernel node and the first pystack node with a stack process: the two ends most
+        experiments connect."""
+        return self.first("kernel"), self.first("pystack")
+
+    def first(self, kind: str) -> str:
+        """The first node of a kind ("kernel" or "pystack"): most experiments use one of each."""
+        nodes = self.kernel_nodes() if kind == "kernel" else self.pystack_nodes()
+        if not nodes:
+            what = "kernel node" if kind == "kernel" else "pystack node with a stack process"
+            raise ExperimentError(f"lab {self.name} has no {what}")
+        return nodes[0].name
+
+
+@contextmanager
+def lab_for_experiment(plan: LabPlan | None, lab_name: str | None, *,
+                       root: Path | None = None) -> Iterator[RunningLab]:
+    """Bring `plan` up and always down again, or use the running lab `lab_name` and leave it up."""
+    if lab_name is not None:
+        yield RunningLab.attach(lab_name, root=root)
+        return
+    if plan is None:
+        raise ExperimentError("an experiment needs a topology or a running lab (--lab)")
+    result = builder.up(plan, root=root)  # rolls itself back when it fails
+    if not result.changed:
+        raise ExperimentError(f"lab {plan.name} is already up; pass --lab {plan.name} to run in it, "
+                              f"or `lab down {plan.name}` first")
+    try:
+        yield RunningLab(plan, root=root)
+    finally:
+        builder.down(plan.name, root=root)
+
+
+def run_experiment(experiment: Experiment, raw_options: dict[str, str], *, plan: LabPlan | None = None,
+                   lab_name: str | None = None, root: Path | None = None) -> ExperimentResult:
+    """Parse options first (bad input costs no lab), then run inside a lab that is always cleaned up."""
+    options = experiment.parse_options(raw_options)
+    with lab_for_experiment(plan, lab_name, root=root) as lab:
+        return experiment.run(lab, options)

@@ -1,0 +1,1 @@
+"""What the lab offers beside building it: bench, demo, doctor, graph, status."""

@@ -1,0 +1,112 @@
+"""The CLI's contract without building anything: exit codes, one-line errors, --json output."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from lab.cli import app
+from stack.node.paths import STATE_ROOT_ENV
+
+
+@pytest.fixture
+def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.setenv(STATE_ROOT_ENV, str(tmp_path / "state"))
+    return CliRunner()
+
+
+def one_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    assert len(lines) == 1, text
+    return lines[0]
+
+
+def test_missing_topology_file_is_exit_2_with_one_line(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["up", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 2
+    expected = f"lab: {tmp_path / 'nope.yaml'}: expected a readable topology file"
+    assert one_line(result.stderr).startswith(expected)
+
+
+def test_bad_topology_names_file_line_and_field(runner: CliRunner, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nnodes:\n  h1: {kind: kernel, colour: red}\nlinks: []\n")
+    result = runner.invoke(app, ["up", str(bad)])
+    assert result.exit_code == 2
+    line = one_line(result.stderr)
+    assert line.startswith(f"lab: {bad}:3:") and "colour" in line
+    assert result.stdout == ""
+
+
+def test_usage_errors_exit_2(runner: CliRunner) -> None:
+    assert runner.invoke(app, ["up", "--bogus"]).exit_code == 2
+    assert runner.invoke(app, ["frobnicate"]).exit_code == 2
+    assert runner.invoke(app, ["graph", "pair", "--format", "svg"]).exit_code == 2
+    assert runner.invoke(app, ["bench", "up", "--sizes", "ten"]).exit_code == 2
+
+
+def test_unknown_lab_is_exit_2(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["exec", "nolab", "h1", "--", "true"])
+    assert result.exit_code == 2
+    assert one_line(result.stderr) == "lab: lab nolab is not up"
+    result = runner.invoke(app, ["status", "nolab"])
+    assert result.exit_code == 2 and "is not up" in one_line(result.stderr)
+    result = runner.invoke(app, ["down"])
+    assert result.exit_code == 2 and "no lab is up" in one_line(result.stderr)
+    result = runner.invoke(app, ["up", "pair", "--name", "Bad Name"])
+    assert result.exit_code == 2
+
+
+def test_status_of_no_labs_is_empty_json(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["status", "--json"])
+    assert result.exit_code == 0
+    assert json.loads(result.stdout) == []
+
+
+def test_list_json_shows_shipped_topologies(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["list", "--json"])
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)
+    names = {t["name"]: t for t in data["topologies"]}
+    assert {"pair", "router"} <= set(names)
+    assert names["pair"]["nodes"] == 2 and names["pair"]["error"] is None
+    assert data["labs"] == []
+
+
+@pytest.mark.parametrize("fmt, first", [("mermaid", "graph LR"), ("dot", "graph")])
+def test_graph_renders_the_default_topology(runner: CliRunner, fmt: str, first: str) -> None:
+    result = runner.invoke(app, ["graph", "--format", fmt])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith(first)
+    assert "h1" in result.stdout and "s1" in result.stdout
+
+
+def test_doctor_json_lists_each_check_with_a_status(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["doctor", "--json"])
+    report = json.loads(result.stdout)
+    names = {c["name"]: c for c in report["checks"]}
+    assert {"privileges", "/dev/net/tun", "pyroute2", "tracefs"} <= set(names)
+    assert all(c["status"] in ("ok", "missing", "warning") for c in report["checks"])
+    required_missing = [c for c in report["checks"] if c["required"] and not c["ok"]]
+    assert result.exit_code == (2 if required_missing else 0)
+    assert report["ok"] is (not required_missing)
+
+
+def test_up_leaves_no_signal_handler_behind(runner: CliRunner, tmp_path: Path) -> None:
+    """`up` turns SIGTERM into a rollback only while it runs (tests and forked helpers share it)."""
+    before = signal.getsignal(signal.SIGTERM)
+    runner.invoke(app, ["up", str(tmp_path / "nope.yaml")])
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_lab_run_lists_an_experiments_options_without_a_lab() -> None:
+    result = CliRunner().invoke(app, ["run", "timeout", "--options", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["syn_retries"] == {
+        "default": 3, "help": "SYN retransmissions before giving up (both sides); 3 takes ~15 s"}
+    unknown = CliRunner().invoke(app, ["run", "timeout", "--option", "retries=2"])
+    assert unknown.exit_code == 2
