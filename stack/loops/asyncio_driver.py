@@ -113,10 +113,14 @@ class AsyncioDriver:
     # -- the pump --------------------------------------------------------------------------------------
 
     def _pump(self) -> None:
+        """One turn: one round of the network at the loop's time, then the transports and waiters.
+
+        While frames keep moving the next turn is queued behind the loop's other ready callbacks (the
+        applications' tasks), so a busy device never starves them and every round sees a fresh clock."""
         self._pump_scheduled = False
         loop = self.loop
         self.pumps += 1
-        self.network.settle(loop.time())
+        moved = self.network.step(loop.time())
         for watcher in list(self._watchers):
             watcher()
         if self._waiters:
@@ -125,8 +129,8 @@ class AsyncioDriver:
                     future.set_result(None)
         if self._pump_scheduled:
             return  # a watcher changed a host: pump again at once, the timer is re-armed then
-        if self.network.settle(loop.time()):  # frames the watchers' socket calls produced moved:
-            self.wakeup()  # their receivers' transports must run too
+        if moved:
+            self.wakeup()
             return
         deadline = self.network.next_deadline()
         if self._timer is not None:

@@ -78,17 +78,28 @@ class FrameNetwork:
         self._unwired = tuple(h for h in self.hosts if id(h) not in on_media)
         self.frames_unwired = 0
 
+    def step(self, now: float) -> int:
+        """One round at ``now``: every medium moves what its nodes have to send and what has arrived for
+        them; returns frames moved (0: nothing happened)."""
+        moved = 0
+        for medium in self.media:
+            moved += medium.step(now)
+        for node in self._unwired:
+            dropped = len(node.poll(now))
+            self.frames_unwired += dropped
+            moved += dropped
+        return moved
+
     def settle(self, now: float) -> int:
-        """Poll every node and medium at ``now`` until nothing more happens; returns frames moved."""
+        """Rounds at ``now`` until nothing more happens; returns frames moved.
+
+        For a virtual clock only: with a real device, frames from outside keep arriving while the rounds
+        run, so settling could go on for as long as a peer keeps sending, at a `now` growing ever staler,
+        with the host's applications starved.  Real-time loops take one `step` per turn and come back
+        with a fresh clock after the applications ran."""
         total = 0
         for _ in range(self.max_rounds):
-            moved = 0
-            for medium in self.media:
-                moved += medium.step(now)
-            for node in self._unwired:
-                dropped = len(node.poll(now))
-                self.frames_unwired += dropped
-                moved += dropped
+            moved = self.step(now)
             total += moved
             if not moved:
                 return total

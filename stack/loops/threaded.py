@@ -113,11 +113,14 @@ class ThreadedDriver:
                 with self._lock:
                     if not self._running:
                         return
-                    network.settle(self._clock())
+                    moved = network.step(self._clock())  # one round, then the lock is free again
                     self.steps += 1
                     self._changed.notify_all()
                     deadline = network.next_deadline()
-                timeout = None if deadline is None else max(0.0, deadline - self._clock())
+                if moved:
+                    timeout: float | None = 0.0
+                else:
+                    timeout = None if deadline is None else max(0.0, deadline - self._clock())
                 for key, _ in self._selector.select(timeout):
                     if key.fd == self._wake_read:
                         with contextlib.suppress(BlockingIOError):
