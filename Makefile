@@ -4,11 +4,17 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages the tests and experiments use as peers (command -> package).
-PEER_COMMANDS := tcpdump:tcpdump iperf3:iperf3 curl:curl ip:iproute2 dot:graphviz ping:iputils-ping
+PEER_COMMANDS := tcpdump:tcpdump iperf3:iperf3 curl:curl ip:iproute2 dot:graphviz ping:iputils-ping gcc:gcc
+# The C connection-rate yardstick of `lab bench` (a client and a kernel listener that are not the bottleneck).
+CONNLOAD := build/connload
 
 .PHONY: venv peers test test-unit lint demo bench clean
 
-venv: $(VENV)/.installed peers
+venv: $(VENV)/.installed peers $(CONNLOAD)
+
+$(CONNLOAD): benchmarks/connload.c | peers
+	@mkdir -p build
+	gcc -O2 -Wall -Wextra -pthread -o $@ $<
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

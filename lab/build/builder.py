@@ -47,7 +47,12 @@ from lab.build.wiring import (
     pystack_settings,
     qdisc_parameters,
 )
-from lab.kernel.capabilities import check_privileges, check_tun_device, netem_available
+from lab.kernel.capabilities import (
+    check_privileges,
+    check_tun_device,
+    namespace_congestion_problem,
+    netem_available,
+)
 from lab.kernel.errors import NetlinkOpError
 from lab.kernel.namespaces import is_stub_file, list_namespaces
 from lab.kernel.netlink import Netlink
@@ -148,10 +153,18 @@ def _up_again(state: LabState, plan: LabPlan, existing: dict | None, started: fl
                     time.perf_counter() - started, 0)
 
 
+CONGESTION_SYSCTL = "net.ipv4.tcp_congestion_control"
+
+
 def _check_capabilities(plan: LabPlan, wiring: Wiring) -> None:
     privileges = check_privileges()
     if not privileges.ok:
         raise CapabilityMissing(f"lab {plan.name}: {privileges.detail}")
+    for node in plan.nodes:
+        for name, value in node.sysctls:
+            problem = namespace_congestion_problem(value) if name == CONGESTION_SYSCTL else None
+            if problem:
+                raise CapabilityMissing(f"lab {plan.name}: node {node.name}: {name}={value}: {problem}")
     if any(node.kind == "pystack" and node.process for node in plan.nodes):
         from importlib.util import find_spec
 

@@ -68,6 +68,12 @@ def process_start_ticks(pid: int) -> int | None:
     return int(fields[19]) if fields is not None else None
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU time the process has used so far (fields 14 and 15 of /proc/<pid>/stat)."""
+    fields = _stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields is not None else None
+
+
 def is_running(pid: int, start_ticks: int | None) -> bool:
     """The very process journaled (same pid, same start time; None: any) exists and is not a zombie.
 

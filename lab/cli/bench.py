@@ -40,8 +40,11 @@ def bench_stack(
             continue
         target = BENCH_TARGETS.get(key)
         table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value),
-                      "" if target is None else f">= {target:g}")
+                      "" if target is None else f"{target[0]} {target[1]:g}")
     out.print(table)
+    congestion = figures["congestion_control"]
+    out.print(f"congestion control: the stack's {congestion['stack']}, kernel senders set to "
+              f"{congestion['kernel_senders']} (machine default {congestion['machine_default']})")
 
 
 def bench_up(

@@ -85,11 +85,14 @@ def _figures(received: int, sha256: str, seconds: float, sent: int | None = None
             "goodput_gbps": round(received * 8 / seconds / 1e9, 4) if seconds > 0 else 0.0, "error": error}
 
 
-def kernel_to_stack(lab: RunningLab, kernel: str, stack: str, port: int, total: int) -> dict[str, Any]:
-    """The kernel sends, the stack receives (and hashes): the stack's receive path."""
+def kernel_to_stack(lab: RunningLab, kernel: str, stack: str, port: int, total: int, *,
+                    congestion: str | None = None) -> dict[str, Any]:
+    """The kernel sends (with `congestion`, or the namespace's default), the stack receives and hashes:
+    the stack's receive path."""
     address = lab.address(kernel)
     timeout = _timeout(total)
-    listener = listening_socket(lab.node(kernel).namespace, (address, port), timeout=timeout)
+    listener = listening_socket(lab.node(kernel).namespace, (address, port), timeout=timeout,
+                                congestion=congestion)
     serving = BackgroundCall(serve_source_once, listener, total)
     serving.start()
     try:
@@ -146,15 +149,17 @@ def kernel_pair(lab: RunningLab) -> Iterator[LabPlan]:
         builder.down(plan.name, root=lab.root)
 
 
-def kernel_transfer(pair: LabPlan, total: int, *, verify: bool = True, port: int = 5201) -> dict[str, Any]:
-    """n1 sends `total` bytes of the pattern to n2 (kernel sockets on both ends)."""
+def kernel_transfer(pair: LabPlan, total: int, *, verify: bool = True, port: int = 5201,
+                    congestion: str | None = None) -> dict[str, Any]:
+    """n1 sends `total` bytes of the pattern to n2 (kernel sockets on both ends; the sender with
+    `congestion`, or the namespace's default)."""
     sender, receiver = pair.node("n1"), pair.node("n2")
     address = str(receiver.interfaces[0].address.ip)
     timeout = _timeout(total)
     listener = listening_socket(receiver.namespace, (address, port), timeout=timeout)
     serving = BackgroundCall(serve_sink_once, listener, verify)
     serving.start()
-    client = namespace_socket(sender.namespace)
+    client = namespace_socket(sender.namespace, congestion=congestion)
     try:
         client.settimeout(timeout)
         client.connect((address, port))

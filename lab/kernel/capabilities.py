@@ -118,6 +118,29 @@ def netem_available() -> bool:
     return netem_check().ok
 
 
+ALLOWED_CONGESTION = Path("/proc/sys/net/ipv4/tcp_allowed_congestion_control")
+AVAILABLE_CONGESTION = Path("/proc/sys/net/ipv4/tcp_available_congestion_control")
+
+
+def namespace_congestion_problem(algorithm: str) -> str | None:
+    """Why a new namespace cannot default to `algorithm` (net.ipv4.tcp_congestion_control), or None.
+
+    Outside the host's own namespace the kernel lets the default be only an algorithm the host lists in
+    net.ipv4.tcp_allowed_congestion_control (it answers EPERM otherwise), a list only the host changes.
+    A socket of a process with CAP_NET_ADMIN may still pick any available one with TCP_CONGESTION."""
+    available = AVAILABLE_CONGESTION.read_text().split() if AVAILABLE_CONGESTION.exists() else []
+    allowed = ALLOWED_CONGESTION.read_text().split() if ALLOWED_CONGESTION.exists() else []
+    if algorithm in allowed:
+        return None
+    if algorithm not in available:
+        return (f"{algorithm!r} is not available in this kernel (available: {' '.join(available) or 'none'}; "
+                f"a module may need loading: modprobe tcp_{algorithm})")
+    return (f"a namespace may only default to an algorithm the host allows "
+            f"(net.ipv4.tcp_allowed_congestion_control: {' '.join(allowed)}); allow {algorithm} on the host "
+            f"(sysctl -w net.ipv4.tcp_allowed_congestion_control='{' '.join([*allowed, algorithm])}'), "
+            f"or set it per socket with TCP_CONGESTION (as `lab bench` does)")
+
+
 def check_pyroute2() -> Check:
     try:
         found = version("pyroute2")

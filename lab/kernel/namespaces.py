@@ -12,13 +12,14 @@ import ctypes
 import os
 import socket
 import stat
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 
 from pyroute2 import IPRoute
 
 from lab.kernel.errors import NetlinkOpError
-from stack.devices.namespace import NETNS_DIR, THREAD_NAMESPACE, entered, namespace_path, setns
+from stack.devices.namespace import NETNS_DIR, THREAD_NAMESPACE, entered, move_to, namespace_path, setns
 
 CLONE_NEWNET = 0x40000000
 MS_BIND = 4096
@@ -104,6 +105,12 @@ def inside_namespace(namespace: str) -> Iterator[None]:
     """Run the block with the calling thread in `namespace`, then return it where it was."""
     with entered(namespace_path(namespace)):
         yield
+
+
+def popen_inside(namespace: str, argv: Sequence[str], **popen_options: object) -> subprocess.Popen:
+    """Start a program inside `namespace` (the child enters it between fork and exec)."""
+    path = namespace_path(namespace)
+    return subprocess.Popen(list(argv), preexec_fn=lambda: move_to(path), **popen_options)  # type: ignore[call-overload]
 
 
 @contextmanager

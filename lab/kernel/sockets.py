@@ -80,10 +80,27 @@ def tcp_info(sock: socket.socket) -> dict[str, Any]:
 
 
 def namespace_socket(namespace: str, family: int = socket.AF_INET,
-                     type: int = socket.SOCK_STREAM) -> socket.socket:
-    """A kernel socket created inside `namespace` (it stays there, whatever thread uses it)."""
+                     type: int = socket.SOCK_STREAM, *, congestion: str | None = None) -> socket.socket:
+    """A kernel socket created inside `namespace` (it stays there, whatever thread uses it).
+
+    `congestion` sets TCP_CONGESTION on it (and so on what a listener accepts): a namespace may only
+    default to an algorithm the host allows (net.ipv4.tcp_allowed_congestion_control), but a socket
+    of a process with CAP_NET_ADMIN may use any the kernel has, so a lab compares like with like."""
     with inside_namespace(namespace):
-        return socket.socket(family, type)
+        sock = socket.socket(family, type)
+    if congestion is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, congestion.encode())
+        except OSError as error:
+            sock.close()
+            raise OSError(error.errno, f"TCP_CONGESTION {congestion}: {error.strerror}") from None
+    return sock
+
+
+def congestion_of(sock: socket.socket) -> str:
+    """The socket's congestion control algorithm (TCP_CONGESTION)."""
+    raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16)
+    return raw.split(b"\0", 1)[0].decode()
 
 
 def kernel_snmp(namespace: str) -> dict[str, int]:
@@ -148,9 +165,9 @@ class StatePoller(threading.Thread):
 
 
 def listening_socket(namespace: str, address: tuple[str, int], backlog: int = 128,
-                     timeout: float | None = 30.0) -> socket.socket:
+                     timeout: float | None = 30.0, *, congestion: str | None = None) -> socket.socket:
     """A kernel listener inside `namespace` (SO_REUSEADDR, so a run right after another binds)."""
-    listener = namespace_socket(namespace)
+    listener = namespace_socket(namespace, congestion=congestion)
     try:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(address)

@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
-import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from stack.loops.asyncio_driver import AsyncioDriver
 from stack.node.apps import APP_NAMES, handler_for
 from stack.node.apps import http as http_app
 from stack.node.apps.content import chunks
+from stack.node.digest import BackgroundDigest
 from stack.node.trace_ring import TraceRing
 from stack.node.views import connection_json
 from stack.tcp.config import TcpConfig
@@ -227,7 +227,7 @@ class StackNode:
                         shutdown: bool, timeout: float) -> None:
         pieces = chunks(send)
         pending: memoryview | None = next(pieces, None)
-        sent_digest, received_digest = hashlib.sha256(), hashlib.sha256()
+        sent_digest, received_digest = BackgroundDigest(), BackgroundDigest()  # off the stack's thread
         reading = recv == "eof" or (isinstance(recv, int) and recv > 0)
         eof = False
         shut = False
@@ -362,7 +362,8 @@ class StackNode:
         return replies
 
     def configure_tcp(self, changes: dict[str, Any]) -> dict[str, Any]:
-        """New TcpConfig fields for connections made from now on (existing ones keep theirs)."""
+        """New TcpConfig fields for connections made from now on (existing ones keep theirs); the fields
+        changed, or with no changes every field (a read of the configuration)."""
         current = self.host.tcp.config
         known = {f.name: f for f in dataclasses.fields(TcpConfig)}
         for name, value in changes.items():
@@ -377,7 +378,7 @@ class StackNode:
         except (ValueError, TypeError) as exc:
             raise CommandError(f"config: {exc}") from None
         self.host.tcp.config = updated
-        return {name: getattr(updated, name) for name in changes}
+        return {name: getattr(updated, name) for name in changes or known}
 
     # -- shutdown ----------------------------------------------------------------------------------------
 

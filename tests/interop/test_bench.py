@@ -21,6 +21,12 @@ KEYS = {
     "kernel_to_stack_ratio", "stack_to_kernel_ratio", "kernel_to_stack_no_offload_ratio",
     "stack_to_kernel_no_offload_ratio", "stack_accept_ratio",
 }
+ACCEPT_RUN_KEYS = {
+    "stack_cpu_us_per_connection", "stack_accept_stack_cpu_share", "stack_accept_client_cpu_share",
+    "stack_accept_slow_connects", "stack_accept_bound_by", "kernel_accept_listener_cpu_share",
+    "kernel_accept_client_cpu_share", "kernel_accept_bound_by",
+}
+VERDICTS = {"stack", "client", "listener", "machine", "none"}
 
 
 def test_ratios_are_stack_over_kernel() -> None:
@@ -39,6 +45,10 @@ def test_bench_json_has_every_key_from_one_run(lab_name: str) -> None:
     result = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=PROJECT_ROOT)
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout)
-    assert set(figures) == KEYS
-    assert all(isinstance(v, int | float) and v > 0 for k, v in figures.items()), figures
+    assert set(figures) == KEYS | ACCEPT_RUN_KEYS | {"congestion_control"}
+    assert all(isinstance(figures[k], int | float) and figures[k] > 0 for k in KEYS), figures
+    assert figures["stack_accept_bound_by"] in VERDICTS and figures["kernel_accept_bound_by"] in VERDICTS
+    assert figures["stack_cpu_us_per_connection"] > 0 and figures["stack_accept_stack_cpu_share"] > 0
+    congestion = figures["congestion_control"]
+    assert congestion["kernel_senders"] == congestion["stack"] and congestion["machine_default"]
     assert not [n for n in os.listdir("/var/run/netns") if n.startswith(lab_name)]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -56,3 +58,54 @@ def test_the_silent_address_program_is_nine_instructions_with_the_address() -> N
     assert program[4 * 8 + 4:4 * 8 + 8] == (0x0A0000FA).to_bytes(4, "little")
     high = drop_program(__import__("ipaddress").IPv4Address("192.168.1.1"))  # above 2**31: signed imm
     assert high[4 * 8 + 4:4 * 8 + 8] == (0xC0A80101).to_bytes(4, "little")
+
+
+def test_a_namespace_may_default_only_to_an_allowed_congestion_control(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lab.kernel import capabilities
+
+    (tmp_path / "allowed").write_text("reno bbr\n")
+    (tmp_path / "available").write_text("reno bbr cubic\n")
+    monkeypatch.setattr(capabilities, "ALLOWED_CONGESTION", tmp_path / "allowed")
+    monkeypatch.setattr(capabilities, "AVAILABLE_CONGESTION", tmp_path / "available")
+    assert capabilities.namespace_congestion_problem("bbr") is None
+    restricted = capabilities.namespace_congestion_problem("cubic")
+    assert restricted is not None and "tcp_allowed_congestion_control" in restricted
+    assert "'reno bbr cubic'" in restricted and "TCP_CONGESTION" in restricted
+    missing = capabilities.namespace_congestion_problem("vegas")
+    assert missing is not None and "not available" in missing
+
+
+@pytest.mark.root
+def test_lab_up_refuses_a_restricted_default_congestion_control_before_creating(lab_name: str) -> None:
+    from lab.build import builder
+    from lab.build.state import LabError
+    from lab.kernel.capabilities import ALLOWED_CONGESTION, AVAILABLE_CONGESTION
+    from lab.topology import plan_from_data
+
+    restricted = [a for a in AVAILABLE_CONGESTION.read_text().split()
+                  if a not in ALLOWED_CONGESTION.read_text().split()]
+    if not restricted:
+        pytest.skip("the host allows every available congestion control in namespaces")
+    plan = plan_from_data({"name": lab_name, "nodes": {
+        "h1": {"kind": "kernel", "sysctls": {"net.ipv4.tcp_congestion_control": restricted[0]}},
+        "h2": {"kind": "kernel"}},
+        "links": [{"endpoints": ["h1:eth0", "h2:eth0"], "subnet": "10.201.0.0/24"}]})
+    with pytest.raises(LabError, match="tcp_allowed_congestion_control") as caught:
+        builder.up(plan)
+    assert caught.value.exit_code == 2
+    assert not [n for n in os.listdir("/var/run/netns") if n.startswith(f"{lab_name}-")]
+
+
+@pytest.mark.root
+def test_a_socket_in_a_lab_namespace_may_use_any_available_congestion_control(lab_name: str) -> None:
+    from lab.build import builder
+    from lab.kernel.capabilities import AVAILABLE_CONGESTION
+    from lab.kernel.sockets import congestion_of, namespace_socket
+    from lab.topology.chain import chain_plan
+
+    plan = chain_plan(2, name=lab_name)
+    builder.up(plan)
+    for algorithm in AVAILABLE_CONGESTION.read_text().split():  # restricted ones included: we are root
+        with namespace_socket(plan.nodes[0].namespace, congestion=algorithm) as sock:
+            assert congestion_of(sock) == algorithm
