@@ -18,6 +18,7 @@ from lab.build.control import StackClient, control_socket_path
 from lab.build.state import LabState
 from lab.experiments.base import Experiment, ExperimentError
 from lab.experiments.results import ExperimentResult
+from lab.kernel.namespaces import popen_inside
 from lab.kernel.sockets import namespace_socket
 from lab.topology.plan import LabPlan, NodePlan, plan_from_json
 from stack.devices.namespace import move_to, namespace_path
@@ -83,8 +84,7 @@ class RunningLab:
 
     def popen(self, node: str, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:
         """Start a program inside the node's namespace; the caller stops it (`lab down` would too)."""
-        path = namespace_path(self.node(node).namespace)
-        return subprocess.Popen(list(argv), preexec_fn=lambda: move_to(path), **kwargs)
+        return popen_inside(self.node(node).namespace, argv, **kwargs)
 
     def kernel_and_stack(self) -> tuple[str, str]:
         """The first kernel node and the first pystack node with a stack process: the two ends most
