@@ -267,7 +267,8 @@ def _build(
             settings_json = pystack_settings(plan, node, str(state.directory))
             write_json_atomic(state.node_settings_path(node.name), settings_json, indent=1)
     for forwarder in wiring.forwarders:
-        settings_json = forwarder_settings(plan.name, forwarder, str(state.control_socket_path(forwarder.name)))
+        socket_path = str(state.control_socket_path(forwarder.name))
+        settings_json = forwarder_settings(plan.name, forwarder, socket_path)
         write_json_atomic(state.node_settings_path(forwarder.name), settings_json, indent=1)
     step("impairments and settings")
 

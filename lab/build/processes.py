@@ -114,7 +114,8 @@ def spawn_forwarder(state: LabState, forwarder: Forwarder, journal: Journal) -> 
                          forwarder_command(state.node_settings_path(forwarder.name)), journal)
 
 
-def spawn_process(state: LabState, name: str, namespace: str, argv: list[str], journal: Journal) -> NodeProcess:
+def spawn_process(state: LabState, name: str, namespace: str, argv: list[str],
+                  journal: Journal) -> NodeProcess:
     """Fork `argv` into `namespace`, journal it under `name`, then let it exec (the module docstring)."""
     log_fd = os.open(node_log_path(state, name), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     namespace_fd = open_namespace(namespace_path(namespace))

@@ -231,8 +231,8 @@ def _wire_forwarder(wiring: Wiring, lab: str, nodes: dict[str, NodePlan], link: 
     wiring.silent_namespaces.append(namespace)
     for iface, port in zip((a, b), ports, strict=True):
         node = nodes[iface.node]
-        wiring.veths.append(Veth((node.namespace, iface.name), (namespace, port), _veth_mac(node, iface), None,
-                                 link.mtu))
+        wiring.veths.append(Veth((node.namespace, iface.name), (namespace, port), _veth_mac(node, iface),
+                                 None, link.mtu))
         wiring.ports.append(Port(namespace, port, silent=True))
     wiring.forwarders.append(Forwarder(
         link.index, f"link{link.index}", namespace, ports, (f"{a.node}:{a.name}", f"{b.node}:{b.name}"),
@@ -359,3 +359,69 @@ def pystack_settings(plan: LabPlan, node: NodePlan, state_dir: str) -> dict[str,
         "apps": [{"app": a.app, "port": a.port, "bytes": a.bytes} for a in node.apps],
         "state_dir": state_dir,
     }
+
+
+@dataclass(frozen=True)
+class ImpairmentSite:
+    """Where one direction of one link is impaired, and by what (`lab status`, `lab impair`)."""
+
+    link: int
+    label: str  # "h1->h2" on a point-to-point link, "h1:eth0->lan0" / "lan0->h1:eth0" on a LAN
+    by: str | None  # "netem", "tbf", "forwarder", "stack"; None: nothing can (a direct link, no sch_netem)
+    impairment: Impairment  # what the plan says
+    process: str | None = None  # the node (stack) or "link<N>" (forwarder) whose process applies it
+    key: str | None = None  # the direction's name there: "egress"/"ingress" (stack), the label (forwarder)
+    namespace: str | None = None  # the qdisc's interface (netem, tbf)
+    ifname: str | None = None
+    mtu: int = 1500
+
+
+def impairment_sites(plan: LabPlan, wiring: Wiring) -> dict[tuple[str, str, str], ImpairmentSite]:
+    """Each link direction's site, by (node, interface, "out" | "in") of every endpoint that sees it."""
+    interfaces = {(i.node, i.name): i for n in plan.nodes for i in n.interfaces}
+    kinds = {n.name: n.kind for n in plan.nodes}
+    namespaces = {n.name: n.namespace for n in plan.nodes}
+    forwarders = {f.link: f for f in wiring.forwarders}
+    qdiscs = {(q.namespace, q.ifname): q.kind for q in wiring.qdiscs}
+    runtime_qdisc = "netem" if wiring.netem else None
+    sites: dict[tuple[str, str, str], ImpairmentSite] = {}
+
+    def qdisc_site(link: LinkPlan, label: str, impairment: Impairment, namespace: str,
+                   ifname: str) -> ImpairmentSite:
+        return ImpairmentSite(link.index, label, qdiscs.get((namespace, ifname), runtime_qdisc), impairment,
+                              namespace=namespace, ifname=ifname, mtu=link.mtu)
+
+    for link in plan.links:
+        ends = [interfaces[end] for end in link.endpoints]
+        if len(ends) == 2:
+            for sender, receiver in ((ends[0], ends[1]), (ends[1], ends[0])):
+                label = f"{sender.node}->{receiver.node}"
+                impairment = direction_impairment(sender, receiver)
+                if kinds[sender.node] == "pystack" or kinds[receiver.node] == "pystack":
+                    on_sender = kinds[sender.node] == "pystack"  # the placement of `lab.topology.impairments`
+                    owner = sender if on_sender else receiver
+                    site = ImpairmentSite(link.index, label, "stack", impairment, process=owner.node,
+                                          key="egress" if on_sender else "ingress", mtu=link.mtu)
+                elif link.index in forwarders:
+                    site = ImpairmentSite(link.index, label, "forwarder", impairment,
+                                          process=forwarders[link.index].name, key=label, mtu=link.mtu)
+                else:
+                    site = qdisc_site(link, label, impairment, namespaces[sender.node], sender.name)
+                sites[(sender.node, sender.name, "out")] = site
+                sites[(receiver.node, receiver.name, "in")] = site
+            continue
+        lan = lan_namespace(plan.name, link.index)
+        for position, iface in enumerate(ends):
+            where = f"{iface.node}:{iface.name}"
+            for direction, label, impairment in (("out", f"{where}->lan{link.index}", iface.egress),
+                                                 ("in", f"lan{link.index}->{where}", iface.ingress)):
+                if kinds[iface.node] == "pystack":
+                    site = ImpairmentSite(link.index, label, "stack", impairment, process=iface.node,
+                                          key="egress" if direction == "out" else "ingress", mtu=link.mtu)
+                elif direction == "out":
+                    site = qdisc_site(link, label, impairment, namespaces[iface.node], iface.name)
+                else:
+                    port = lan_port_name(iface.node, iface.name, position)
+                    site = qdisc_site(link, label, impairment, lan, port)
+                sites[(iface.node, iface.name, direction)] = site
+    return sites
