@@ -114,8 +114,7 @@ def netem_check() -> Check:
     reason = found.detail.split(":", 1)[0]
     return Check("sch_netem", False, False,
                  f"{reason}: links between kernel nodes are impaired by the lab's forwarder (a userspace "
-                 "process in the link's own namespace), links to pystack nodes by the stack; impaired "
-                 "LANs between kernel nodes are refused")
+                 "process in the link's own namespace), links to pystack nodes by the stack")
 
 
 def netem_available() -> bool:

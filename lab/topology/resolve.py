@@ -98,6 +98,9 @@ def _resolve_links(spec: TopologySpec, lines: SourceMap, lab: str) -> tuple[list
         endpoints = _check_endpoints(spec, link, lines, path, wiring)
         addresses = assign_addresses(link.endpoints, subnet, lines, path)
         impaired = link_impairments(link, lines, path)
+        if link.impairable and len(link.endpoints) != 2:
+            raise lines.error((*path, "impairable"), f"expected impairable only on a point-to-point link "
+                              f"(2 endpoints), got a LAN of {len(link.endpoints)} endpoints", key=True)
         for (node_name, interface), address in zip(endpoints, addresses, strict=True):
             egress, ingress = _placed_impairments(spec, node_name, endpoints, impaired)
             wiring.interfaces[node_name].append(
