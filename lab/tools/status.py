@@ -72,7 +72,7 @@ def lab_status(name: str, *, root: Path | None = None) -> dict:
                              "present": namespace_present(nl, namespace, tag),
                              "interfaces": _interfaces(nl, namespace, tag)})
     processes = [
-        {"pid": e.pid, "namespace": e.namespace, "running": e.pid is not None
+        {"pid": e.pid, "namespace": e.namespace, "name": e.name, "running": e.pid is not None
          and process_start_ticks(e.pid) == e.start_ticks}
         for e in contents.entries if e.kind == "process"
     ]
