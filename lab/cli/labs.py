@@ -6,7 +6,6 @@ Each is a thin layer over `lab.build.builder` and the tools (`lab.tools.status`,
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from enum import StrEnum
@@ -157,8 +156,7 @@ def _print_status(report: dict) -> None:
     out.print(table)
     running = [f"{p} ({n['name']})" for n in report["nodes"] for p in n["processes"]]
     out.print(f"processes: {', '.join(running) if running else 'none'}")
-    forwarders = [f"{p['pid']} ({p['name']}{'' if p['running'] else ', gone'})" for p in report["processes"]
-                  if re.fullmatch(r"link[0-9]+", p.get("name") or "")]
+    forwarders = [f"{p['pid']} ({p['link']}{'' if p['running'] else ', gone'})" for p in report["forwarders"]]
     if forwarders:
         out.print(f"forwarders: {', '.join(forwarders)}")
     for row in report["impairments"]:

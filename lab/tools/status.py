@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict
 from pathlib import Path
 
@@ -72,9 +73,14 @@ def lab_status(name: str, *, root: Path | None = None) -> dict:
                              "present": namespace_present(nl, namespace, tag),
                              "interfaces": _interfaces(nl, namespace, tag)})
     processes = [
-        {"pid": e.pid, "namespace": e.namespace, "name": e.name, "running": e.pid is not None
+        {"pid": e.pid, "namespace": e.namespace, "running": e.pid is not None
          and process_start_ticks(e.pid) == e.start_ticks}
         for e in contents.entries if e.kind == "process"
+    ]
+    forwarders = [  # the processes that impair links between kernel nodes (`lab.build.wiring.Forwarder`)
+        {"link": e.name, "pid": e.pid, "namespace": e.namespace,
+         "running": e.pid is not None and process_start_ticks(e.pid) == e.start_ticks}
+        for e in contents.entries if e.kind == "process" and e.name and re.fullmatch(r"link[0-9]+", e.name)
     ]
     impairments: list[dict] = []
     if record.get("phase") == "up":
@@ -89,6 +95,7 @@ def lab_status(name: str, *, root: Path | None = None) -> dict:
         "nodes": nodes,
         "lans": lans,
         "processes": processes,
+        "forwarders": forwarders,
         "drift": asdict(drift),
         "skipped_journal_lines": list(contents.skipped_lines),
     }
