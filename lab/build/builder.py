@@ -22,6 +22,7 @@ from lab.build.processes import (
     process_nodes,
     reap,
     restart_dead_nodes,
+    start_forwarders,
     start_nodes,
     stop_journaled_process,
     stop_namespace_processes,
@@ -42,6 +43,7 @@ from lab.build.wiring import (
     SILENT_PORT_SYSCTLS,
     Port,
     Wiring,
+    forwarder_settings,
     journal_entries,
     plan_wiring,
     pystack_settings,
@@ -103,18 +105,20 @@ def up(plan: LabPlan, *, root: Path | None = None, progress: ProgressFn | None =
     """
     started = time.perf_counter()
     state = LabState.for_lab(plan.name, root)
-    wiring = plan_wiring(plan)
+    plan_wiring(plan)  # refuse an unbuildable plan before asking the kernel anything
     with lab_lock(state):
         existing = state.read_plan()
         if existing is not None or state.exists():
             return _up_again(state, plan, existing, started)
+        _check_privileges(plan)
+        wiring = plan_wiring(plan, netem=netem_available())
         _check_capabilities(plan, wiring)
         plan_json = plan.to_json()
         digest = plan_json_digest(plan_json)
         with Netlink() as nl:
             _check_names_free(nl, plan.name, wiring)
             state.create()
-            state.write_plan(plan_json, digest, PHASE_BUILDING)
+            state.write_plan(plan_json, digest, PHASE_BUILDING, netem=wiring.netem)
             journal = Journal(state.journal_path)
             try:
                 count = _build(nl, state, journal, plan, wiring, progress or _no_progress)
@@ -127,9 +131,12 @@ def up(plan: LabPlan, *, root: Path | None = None, progress: ProgressFn | None =
                 state.remove()
                 remove_lock_file(state)
                 raise
-            state.write_plan(plan_json, digest, PHASE_UP)
+            state.write_plan(plan_json, digest, PHASE_UP, netem=wiring.netem)
     stacks = sum(1 for node in plan.nodes if node.kind == "pystack" and node.process)
     running = f", {stacks} stack process{'es' if stacks > 1 else ''} answering" if stacks else ""
+    if wiring.forwarders:
+        count = len(wiring.forwarders)
+        running += f", {count} link{'s' if count > 1 else ''} impaired by the lab's forwarder (no sch_netem)"
     return UpResult(plan.name, True, f"lab {plan.name} is up ({len(plan.nodes)} nodes{running})",
                     time.perf_counter() - started, count)
 
@@ -156,10 +163,13 @@ def _up_again(state: LabState, plan: LabPlan, existing: dict | None, started: fl
 CONGESTION_SYSCTL = "net.ipv4.tcp_congestion_control"
 
 
-def _check_capabilities(plan: LabPlan, wiring: Wiring) -> None:
+def _check_privileges(plan: LabPlan) -> None:
     privileges = check_privileges()
     if not privileges.ok:
         raise CapabilityMissing(f"lab {plan.name}: {privileges.detail}")
+
+
+def _check_capabilities(plan: LabPlan, wiring: Wiring) -> None:
     for node in plan.nodes:
         for name, value in node.sysctls:
             problem = namespace_congestion_problem(value) if name == CONGESTION_SYSCTL else None
@@ -183,9 +193,10 @@ def _check_capabilities(plan: LabPlan, wiring: Wiring) -> None:
     if netem_links and not netem_available():
         first = netem_links[0]
         raise CapabilityMissing(
-            f"lab {plan.name}: link {first.link} asks for {describe_impairment(first.impairment)}, "
-            "which needs sch_netem, and this kernel has no sch_netem; drop the impairment, keep only "
-            "`rate` (tbf), or put it on a link to a pystack node (the stack impairs in userspace)"
+            f"lab {plan.name}: link {first.link} asks for {describe_impairment(first.impairment)} on a LAN, "
+            "which needs sch_netem, and this kernel has no sch_netem (the lab's forwarder impairs "
+            "point-to-point links only); drop the impairment, keep only `rate` (tbf), or make the link "
+            "point-to-point"
         )
 
 
@@ -268,12 +279,17 @@ def _build(
         if node.kind == "pystack":
             settings_json = pystack_settings(plan, node, str(state.directory))
             write_json_atomic(state.node_settings_path(node.name), settings_json, indent=1)
+    for forwarder in wiring.forwarders:
+        socket_path = str(state.control_socket_path(forwarder.name))
+        settings_json = forwarder_settings(plan.name, forwarder, socket_path)
+        write_json_atomic(state.node_settings_path(forwarder.name), settings_json, indent=1)
     step("impairments and settings")
 
-    start_nodes(state, plan, journal)  # journaled one by one before each runs
+    start_forwarders(state, wiring.forwarders, journal)  # journaled one by one before each runs
+    start_nodes(state, plan, journal)
     _wait_bridge_ports_up(nl, wiring)
     step(f"{len(process_nodes(plan))} stack processes")
-    return sum(len(batch) for batch in batches.values()) + len(process_nodes(plan))
+    return sum(len(batch) for batch in batches.values()) + len(process_nodes(plan)) + len(wiring.forwarders)
 
 
 BRIDGE_PORT_WAIT_SECONDS = 5.0

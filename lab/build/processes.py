@@ -17,6 +17,7 @@ signalled), then anything still in the lab's namespaces (`stop_namespace_process
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import time
@@ -27,6 +28,7 @@ from pathlib import Path
 from lab.build.control import StackClient, StackControlError, control_socket_path, wait_for_hello
 from lab.build.journal import Journal, JournalEntry, read_journal
 from lab.build.state import LabError, LabState, lab_tag
+from lab.build.wiring import Forwarder
 from lab.kernel.namespaces import is_mounted_namespace
 from lab.kernel.netlink import Netlink
 from lab.topology.plan import LabPlan, NodePlan
@@ -38,6 +40,7 @@ NODE_MODULE = "stack.node"
 # Another implementation of the control protocol can stand in for the stack (a protocol double in
 # tests of the lab's process handling, or a build of the stack under a profiler).
 NODE_MODULE_ENV = "NSLAB_STACK_NODE_MODULE"
+FORWARDER_MODULE = "stack.node.forwarder"  # a link's userspace impairment (`lab.build.wiring.Forwarder`)
 
 
 class NodeStartFailed(LabError):
@@ -103,10 +106,25 @@ def node_log_path(state: LabState, node: str) -> Path:
 
 def spawn_node(state: LabState, node: NodePlan, journal: Journal) -> NodeProcess:
     """Fork the node's stack process, journal it, then let it exec (see the module docstring)."""
-    settings = state.node_settings_path(node.name)
-    argv = node_command(settings)
-    log_fd = os.open(node_log_path(state, node.name), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    namespace_fd = open_namespace(namespace_path(node.namespace))
+    return spawn_process(state, node.name, node.namespace, node_command(state.node_settings_path(node.name)),
+                         journal)
+
+
+def forwarder_command(settings_path: Path) -> list[str]:
+    return [sys.executable, "-m", FORWARDER_MODULE, "--settings", str(settings_path)]
+
+
+def spawn_forwarder(state: LabState, forwarder: Forwarder, journal: Journal) -> NodeProcess:
+    """Fork a link's forwarder process in the link's namespace, journaled like a node's stack."""
+    return spawn_process(state, forwarder.name, forwarder.namespace,
+                         forwarder_command(state.node_settings_path(forwarder.name)), journal)
+
+
+def spawn_process(state: LabState, name: str, namespace: str, argv: list[str],
+                  journal: Journal) -> NodeProcess:
+    """Fork `argv` into `namespace`, journal it under `name`, then let it exec (the module docstring)."""
+    log_fd = os.open(node_log_path(state, name), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    namespace_fd = open_namespace(namespace_path(namespace))
     gate_read, gate_write = os.pipe()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     project = str(Path(__file__).resolve().parents[2])  # the checkout holding lab/ and stack/
@@ -117,11 +135,11 @@ def spawn_node(state: LabState, node: NodePlan, journal: Journal) -> NodeProcess
             _child(argv, env, log_fd, namespace_fd, gate_read, gate_write)
         os.close(gate_read)
         gate_read = -1
-        entry = JournalEntry("process", namespace=node.namespace, name=node.name, pid=pid,
+        entry = JournalEntry("process", namespace=namespace, name=name, pid=pid,
                              start_ticks=process_start_ticks(pid))
         journal.record([entry])
         os.write(gate_write, b"go")
-        return NodeProcess(node.name, pid, entry.start_ticks)
+        return NodeProcess(name, pid, entry.start_ticks)
     finally:
         for fd in (log_fd, namespace_fd, gate_write, gate_read):
             if fd >= 0:
@@ -170,12 +188,19 @@ def wait_ready(state: LabState, started: list[NodeProcess], *,
                 alive=lambda p=process: is_running(p.pid, p.start_ticks))
         except StackControlError as error:
             reap(process.pid)
-            raise NodeStartFailed(f"stack process of node {process.node} (pid {process.pid}): {error}; "
+            raise NodeStartFailed(f"{process_label(process.node)} (pid {process.pid}): {error}; "
                                   f"its log: {node_log_path(state, process.node)}"
                                   f"{_log_tail(node_log_path(state, process.node))}") from None
         finally:
             client.close()
     return answers
+
+
+def process_label(name: str) -> str:
+    """"stack process of node s1", or "forwarder of link 0" (node names never look like link<N>)."""
+    if re.fullmatch(r"link[0-9]+", name):
+        return f"forwarder of link {name[4:]}"
+    return f"stack process of node {name}"
 
 
 def _log_tail(path: Path) -> str:
@@ -193,6 +218,11 @@ def start_nodes(state: LabState, plan: LabPlan, journal: Journal,
     wanted = nodes if nodes is not None else process_nodes(plan)
     started = [spawn_node(state, node, journal) for node in wanted]
     return wait_ready(state, started)
+
+
+def start_forwarders(state: LabState, forwarders: list[Forwarder], journal: Journal) -> dict[str, dict]:
+    """Start the forwarder process of each forwarded link; wait until each answers `hello`."""
+    return wait_ready(state, [spawn_forwarder(state, forwarder, journal) for forwarder in forwarders])
 
 
 def process_nodes(plan: LabPlan) -> list[NodePlan]:

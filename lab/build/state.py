@@ -107,8 +107,11 @@ class LabState:
         except (FileNotFoundError, json.JSONDecodeError):
             return None
 
-    def write_plan(self, plan_json: dict[str, Any], digest: str, phase: str) -> None:
-        write_json_atomic(self.plan_path, {"digest": digest, "phase": phase, "plan": plan_json})
+    def write_plan(self, plan_json: dict[str, Any], digest: str, phase: str, *, netem: bool = True) -> None:
+        """The record; `netem` says whether the kernel had sch_netem when the lab was wired (it decides
+        which links go through the lab's forwarder, `lab.build.wiring.plan_wiring`)."""
+        record = {"digest": digest, "phase": phase, "netem": netem, "plan": plan_json}
+        write_json_atomic(self.plan_path, record)
 
     def remove(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)

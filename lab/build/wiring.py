@@ -12,9 +12,17 @@ How each part of a plan is wired:
   with one veth pair per endpoint;
 - a pystack node holds its veth end, the TAP `tap0` and a bridge `br0` joining them, with no
   kernel address and IPv6 off, so the namespace's own kernel stays silent;
-- impairments on links between kernel nodes become root qdiscs (tbf for a pure rate limit,
-  netem otherwise); impairments on links touching a pystack node go to the node's settings file
+- impairments on links between kernel nodes become root qdiscs where the kernel has sch_netem
+  (tbf for a pure rate limit, netem otherwise). Where it has none, such a link (or one marked
+  `impairable`) is cut in two: a namespace `<lab>-link<index>` sits in the middle, each node's veth
+  ends there (`<node>-<if>`), and the lab's forwarder process (`python -m stack.node.forwarder`)
+  carries frames between the two ends through the stack's impairment model, per direction
+  (`Forwarder`, `forwarder_settings`). A rate alone on a link not kept impairable stays a tbf;
+- impairments on links touching a pystack node go to the node's settings file
   (`pystack_settings`) for the stack to apply in userspace.
+
+`link_impairment_sites` says, for each link, who applies each direction's impairment: "netem" or
+"tbf" (a qdisc), "forwarder", "stack", or None (nothing: a clean direct link).
 """
 
 from __future__ import annotations
@@ -80,6 +88,19 @@ class Qdisc:
     link: str  # for messages: "h1:eth0 -> r1:eth0"
 
 
+@dataclass(frozen=True)
+class Forwarder:
+    """A link between two kernel nodes that the lab's forwarder process impairs in userspace."""
+
+    link: int  # index into LabPlan.links
+    name: str  # "link<index>": its settings, control socket and log in the lab's nodes/ directory
+    namespace: str  # "<lab>-link<index>", holding the forwarder's two veth ends
+    ports: tuple[str, str]  # those ends, facing endpoint 0 and endpoint 1 of the link
+    endpoints: tuple[str, str]  # ("h1:eth0", "h2:eth0")
+    directions: tuple[str, str]  # ("h1->h2", "h2->h1"): frames read on ports[0], on ports[1]
+    impairments: tuple[Impairment, Impairment]  # of each direction, as the plan says
+
+
 @dataclass
 class Wiring:
     """Everything `up` creates, in creation order."""
@@ -91,6 +112,8 @@ class Wiring:
     taps: list[tuple[str, str, bool, int]] = field(default_factory=list)  # (namespace, name, vnet_hdr, mtu)
     ports: list[Port] = field(default_factory=list)
     qdiscs: list[Qdisc] = field(default_factory=list)
+    forwarders: list[Forwarder] = field(default_factory=list)
+    netem: bool = True  # whether the kernel it was wired for has sch_netem
 
     @property
     def needs_netem(self) -> list[Qdisc]:
@@ -112,9 +135,18 @@ def lan_port_name(node: str, interface: str, position: int) -> str:
     return name if len(name) <= MAX_IFNAME else f"port{position}"
 
 
-def plan_wiring(plan: LabPlan) -> Wiring:
-    """Every kernel object `plan` needs, in creation order (PlanNotBuildable if it cannot be wired)."""
-    wiring = Wiring()
+def link_namespace(lab: str, link_index: int) -> str:
+    """The namespace of the forwarder of point-to-point link `link_index`."""
+    return f"{lab}-link{link_index}"
+
+
+def plan_wiring(plan: LabPlan, *, netem: bool = True) -> Wiring:
+    """Every kernel object `plan` needs, in creation order (PlanNotBuildable if it cannot be wired).
+
+    `netem` says whether the kernel has sch_netem (`lab.kernel.capabilities.netem_available`): without
+    it, impaired links between kernel nodes get a forwarder instead of a qdisc.
+    """
+    wiring = Wiring(netem=netem)
     interfaces = {(i.node, i.name): i for n in plan.nodes for i in n.interfaces}
     nodes = {n.name: n for n in plan.nodes}
     for node in plan.nodes:
@@ -125,7 +157,7 @@ def plan_wiring(plan: LabPlan) -> Wiring:
     for link in plan.links:
         endpoints = [interfaces[end] for end in link.endpoints]
         if len(endpoints) == 2:
-            _wire_point_to_point(wiring, nodes, link, endpoints[0], endpoints[1])
+            _wire_point_to_point(wiring, plan.name, nodes, link, endpoints[0], endpoints[1])
         else:
             _wire_lan(wiring, plan.name, nodes, link, endpoints)
     for node in plan.nodes:
@@ -163,19 +195,48 @@ def _veth_mac(node: NodePlan, iface: InterfacePlan) -> str | None:
 
 
 def _wire_point_to_point(
-    wiring: Wiring, nodes: dict[str, NodePlan], link: LinkPlan, a: InterfacePlan, b: InterfacePlan
+    wiring: Wiring, lab: str, nodes: dict[str, NodePlan], link: LinkPlan, a: InterfacePlan, b: InterfacePlan
 ) -> None:
     node_a, node_b = nodes[a.node], nodes[b.node]
+    if node_a.kind == "pystack" or node_b.kind == "pystack":
+        wiring.veths.append(Veth((node_a.namespace, a.name), (node_b.namespace, b.name),
+                                 _veth_mac(node_a, a), _veth_mac(node_b, b), link.mtu))
+        return  # the stack impairs in userspace, from its settings file
+    impairments = (direction_impairment(a, b), direction_impairment(b, a))
+    if not wiring.netem and (link.impairable or any(imp.needs_netem for imp in impairments)):
+        _wire_forwarder(wiring, lab, nodes, link, a, b, impairments)
+        return
     wiring.veths.append(Veth((node_a.namespace, a.name), (node_b.namespace, b.name),
                              _veth_mac(node_a, a), _veth_mac(node_b, b), link.mtu))
-    if node_a.kind == "pystack" or node_b.kind == "pystack":
-        return  # the stack impairs in userspace, from its settings file
-    for sender, receiver, sender_node in ((a, b, node_a), (b, a, node_b)):
-        impairment = sender.egress if not sender.egress.is_clean else receiver.ingress
+    for (sender, receiver, sender_node), impairment in zip(((a, b, node_a), (b, a, node_b)), impairments,
+                                                           strict=True):
         if not impairment.is_clean:
             wiring.qdiscs.append(Qdisc(sender_node.namespace, sender.name, _qdisc_kind(impairment),
                                        impairment, link.mtu, f"{sender.node}:{sender.name} -> "
                                        f"{receiver.node}:{receiver.name}"))
+
+
+def direction_impairment(sender: InterfacePlan, receiver: InterfacePlan) -> Impairment:
+    """What the plan does to packets from `sender` to `receiver` (recorded once, on either end)."""
+    return sender.egress if not sender.egress.is_clean else receiver.ingress
+
+
+def _wire_forwarder(wiring: Wiring, lab: str, nodes: dict[str, NodePlan], link: LinkPlan, a: InterfacePlan,
+                    b: InterfacePlan, impairments: tuple[Impairment, Impairment]) -> None:
+    namespace = link_namespace(lab, link.index)
+    ports = (lan_port_name(a.node, a.name, 0), lan_port_name(b.node, b.name, 1))
+    if ports[0] == ports[1]:
+        ports = ("port0", "port1")
+    wiring.namespaces.append(namespace)
+    wiring.silent_namespaces.append(namespace)
+    for iface, port in zip((a, b), ports, strict=True):
+        node = nodes[iface.node]
+        wiring.veths.append(Veth((node.namespace, iface.name), (namespace, port), _veth_mac(node, iface),
+                                 None, link.mtu))
+        wiring.ports.append(Port(namespace, port, silent=True))
+    wiring.forwarders.append(Forwarder(
+        link.index, f"link{link.index}", namespace, ports, (f"{a.node}:{a.name}", f"{b.node}:{b.name}"),
+        (f"{a.node}->{b.node}", f"{b.node}->{a.node}"), impairments))
 
 
 def _wire_lan(
@@ -251,6 +312,23 @@ def journal_entries(wiring: Wiring) -> dict[str, list[JournalEntry]]:
     }
 
 
+def forwarder_settings(lab: str, forwarder: Forwarder, control_socket: str,
+                       impairments: tuple[Impairment, Impairment] | None = None) -> dict[str, Any]:
+    """The settings file of a link's forwarder process (`<state dir>/nodes/link<index>.json`).
+
+    Schema (version 1, read by `stack.node.forwarder`): lab, link, namespace, ports [the forwarder's
+    two veth ends], directions ["h1->h2" for frames read on the first port, "h2->h1"], impairments
+    {direction: impairment in ms / percent / Mbit/s}, control_socket, seed (null: random).
+    `impairments` overrides the plan's (what `lab impair` set, kept across a restart).
+    """
+    current = impairments if impairments is not None else forwarder.impairments
+    return {"version": 1, "lab": lab, "link": forwarder.name, "namespace": forwarder.namespace,
+            "ports": list(forwarder.ports), "directions": list(forwarder.directions),
+            "impairments": {name: impairment_json(imp) for name, imp in zip(forwarder.directions, current,
+                                                                            strict=True)},
+            "control_socket": control_socket, "seed": None}
+
+
 def pystack_settings(plan: LabPlan, node: NodePlan, state_dir: str) -> dict[str, Any]:
     """The settings file a pystack node's stack process reads (`<state dir>/nodes/<node>.json`).
 
@@ -281,3 +359,69 @@ def pystack_settings(plan: LabPlan, node: NodePlan, state_dir: str) -> dict[str,
         "apps": [{"app": a.app, "port": a.port, "bytes": a.bytes} for a in node.apps],
         "state_dir": state_dir,
     }
+
+
+@dataclass(frozen=True)
+class ImpairmentSite:
+    """Where one direction of one link is impaired, and by what (`lab status`, `lab impair`)."""
+
+    link: int
+    label: str  # "h1->h2" on a point-to-point link, "h1:eth0->lan0" / "lan0->h1:eth0" on a LAN
+    by: str | None  # "netem", "tbf", "forwarder", "stack"; None: nothing can (a direct link, no sch_netem)
+    impairment: Impairment  # what the plan says
+    process: str | None = None  # the node (stack) or "link<N>" (forwarder) whose process applies it
+    key: str | None = None  # the direction's name there: "egress"/"ingress" (stack), the label (forwarder)
+    namespace: str | None = None  # the qdisc's interface (netem, tbf)
+    ifname: str | None = None
+    mtu: int = 1500
+
+
+def impairment_sites(plan: LabPlan, wiring: Wiring) -> dict[tuple[str, str, str], ImpairmentSite]:
+    """Each link direction's site, by (node, interface, "out" | "in") of every endpoint that sees it."""
+    interfaces = {(i.node, i.name): i for n in plan.nodes for i in n.interfaces}
+    kinds = {n.name: n.kind for n in plan.nodes}
+    namespaces = {n.name: n.namespace for n in plan.nodes}
+    forwarders = {f.link: f for f in wiring.forwarders}
+    qdiscs = {(q.namespace, q.ifname): q.kind for q in wiring.qdiscs}
+    runtime_qdisc = "netem" if wiring.netem else None
+    sites: dict[tuple[str, str, str], ImpairmentSite] = {}
+
+    def qdisc_site(link: LinkPlan, label: str, impairment: Impairment, namespace: str,
+                   ifname: str) -> ImpairmentSite:
+        return ImpairmentSite(link.index, label, qdiscs.get((namespace, ifname), runtime_qdisc), impairment,
+                              namespace=namespace, ifname=ifname, mtu=link.mtu)
+
+    for link in plan.links:
+        ends = [interfaces[end] for end in link.endpoints]
+        if len(ends) == 2:
+            for sender, receiver in ((ends[0], ends[1]), (ends[1], ends[0])):
+                label = f"{sender.node}->{receiver.node}"
+                impairment = direction_impairment(sender, receiver)
+                if kinds[sender.node] == "pystack" or kinds[receiver.node] == "pystack":
+                    on_sender = kinds[sender.node] == "pystack"  # the placement of `lab.topology.impairments`
+                    owner = sender if on_sender else receiver
+                    site = ImpairmentSite(link.index, label, "stack", impairment, process=owner.node,
+                                          key="egress" if on_sender else "ingress", mtu=link.mtu)
+                elif link.index in forwarders:
+                    site = ImpairmentSite(link.index, label, "forwarder", impairment,
+                                          process=forwarders[link.index].name, key=label, mtu=link.mtu)
+                else:
+                    site = qdisc_site(link, label, impairment, namespaces[sender.node], sender.name)
+                sites[(sender.node, sender.name, "out")] = site
+                sites[(receiver.node, receiver.name, "in")] = site
+            continue
+        lan = lan_namespace(plan.name, link.index)
+        for position, iface in enumerate(ends):
+            where = f"{iface.node}:{iface.name}"
+            for direction, label, impairment in (("out", f"{where}->lan{link.index}", iface.egress),
+                                                 ("in", f"lan{link.index}->{where}", iface.ingress)):
+                if kinds[iface.node] == "pystack":
+                    site = ImpairmentSite(link.index, label, "stack", impairment, process=iface.node,
+                                          key="egress" if direction == "out" else "ingress", mtu=link.mtu)
+                elif direction == "out":
+                    site = qdisc_site(link, label, impairment, namespaces[iface.node], iface.name)
+                else:
+                    port = lan_port_name(iface.node, iface.name, position)
+                    site = qdisc_site(link, label, impairment, lan, port)
+                sites[(iface.node, iface.name, direction)] = site
+    return sites

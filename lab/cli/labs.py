@@ -156,6 +156,15 @@ def _print_status(report: dict) -> None:
     out.print(table)
     running = [f"{p} ({n['name']})" for n in report["nodes"] for p in n["processes"]]
     out.print(f"processes: {', '.join(running) if running else 'none'}")
+    forwarders = [f"{p['pid']} ({p['link']}{'' if p['running'] else ', gone'})" for p in report["forwarders"]]
+    if forwarders:
+        out.print(f"forwarders: {', '.join(forwarders)}")
+    for row in report["impairments"]:
+        how = f"? ({row['error']})" if row["error"] else row["description"]
+        by = row["by"] or row["mechanism"]
+        out.print(f"impairment: link {row['link']} {row['direction']}: {how} (by {by})")
+    if not report["impairments"]:
+        out.print("impairments: none")
     drift = report["drift"]
     if not (drift["missing"] or drift["untracked"]):
         out.print("drift: none")

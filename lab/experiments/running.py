@@ -20,6 +20,7 @@ from lab.experiments.base import Experiment, ExperimentError
 from lab.experiments.results import ExperimentResult
 from lab.kernel.namespaces import popen_inside
 from lab.kernel.sockets import namespace_socket
+from lab.tools.impair import show as show_impairments
 from lab.topology.plan import LabPlan, NodePlan, plan_from_json
 from stack.devices.namespace import move_to, namespace_path
 
@@ -124,4 +125,13 @@ def run_experiment(experiment: Experiment, raw_options: dict[str, str], *, plan:
     """Parse options first (bad input costs no lab), then run inside a lab that is always cleaned up."""
     options = experiment.parse_options(raw_options)
     with lab_for_experiment(plan, lab_name, root=root) as lab:
-        return experiment.run(lab, options)
+        result = experiment.run(lab, options)
+        result.metrics.setdefault("impairments", applied_impairments(lab.name, root))
+        return result
+
+
+def applied_impairments(lab: str, root: Path | None = None) -> list[dict[str, Any]]:
+    """Each impaired link direction of the lab while the experiment ran, and what applied it (netem, tbf,
+    forwarder or stack): results say under which conditions they were measured."""
+    return [{"link": row["link"], "direction": row["direction"], "by": row["by"],
+             "impairment": row["description"]} for row in show_impairments(lab, root=root) if row["by"]]

@@ -105,11 +105,16 @@ def qdisc_probe(kind: str, params: dict) -> Callable[[IPRoute], str]:
 
 
 def netem_check() -> Check:
-    """sch_netem: kernel-side delay/loss on links between kernel nodes (optional: the stack impairs too)."""
-    return probe("sch_netem", False,
-                 "kernel links with delay/jitter/loss/duplicate/reorder/corrupt are refused; "
-                 "impairments on pystack links still work (the stack applies them in userspace)",
-                 qdisc_probe("netem", {"delay": 1000}))
+    """sch_netem: kernel-side impairment of links between kernel nodes (optional: the lab impairs in
+    userspace without it)."""
+    found = probe("sch_netem", False, "", qdisc_probe("netem", {"delay": 1000}))
+    if found.ok:
+        return Check("sch_netem", True, False, "sch_netem qdisc can be attached: links between kernel nodes "
+                     "are impaired by netem; links to pystack nodes by the stack")
+    reason = found.detail.split(":", 1)[0]
+    return Check("sch_netem", False, False,
+                 f"{reason}: links between kernel nodes are impaired by the lab's forwarder (a userspace "
+                 "process in the link's own namespace), links to pystack nodes by the stack")
 
 
 def netem_available() -> bool:

@@ -336,6 +336,12 @@ class Netlink:
         self._run(f"add {kind} qdisc on {namespace}:{ifname}", self.ipr(namespace).tc, "add", kind,
                   index=index, **params)
 
+    def replace_qdisc(self, namespace: str, ifname: str, kind: str, **params: object) -> None:
+        """Make `kind` the interface's root qdisc (added, or put in place of the one there)."""
+        index = self._require_index(namespace, ifname)
+        self._run(f"replace the root qdisc of {namespace}:{ifname} by {kind}", self.ipr(namespace).tc,
+                  "replace", kind, index=index, **params)
+
     def delete_root_qdisc(self, namespace: str, ifname: str) -> bool:
         if not is_mounted_namespace(namespace):
             return False

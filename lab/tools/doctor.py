@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+from lab.build.processes import FORWARDER_MODULE
 from lab.kernel.capabilities import (
     Check,
     check_privileges,
@@ -29,10 +30,19 @@ def run_checks() -> list[Check]:
             probe("tun/tap", True, "pystack nodes cannot get their TAP", make_tap),
             probe("sch_tbf", False, "links with a `rate` between kernel nodes are refused",
                   qdisc_probe("tbf", {"rate": "10mbit", "burst": 16000, "latency": "50ms"})),
-            netem_check(),
         ]
+        netem = netem_check()
+        checks += [netem, impairment_in_use(netem)]
     checks.append(check_tracefs())
     return checks
+
+
+def impairment_in_use(netem: Check) -> Check:
+    """Which mechanism impairs a link between kernel nodes here (`lab up` makes the same choice)."""
+    if netem.ok:
+        return Check("kernel link impairment", True, False, "netem (sch_netem qdiscs)")
+    return Check("kernel link impairment", True, False,
+                 f"forwarder (python -m {FORWARDER_MODULE} in the link's namespace; no sch_netem)")
 
 
 def report(checks: list[Check]) -> dict:

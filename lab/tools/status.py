@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from lab.build.processes import namespace_pids, process_start_ticks
 from lab.build.state import LabError, LabState, lab_tag, list_labs
 from lab.build.wiring import lan_namespace
 from lab.kernel.netlink import LinkInfo, Netlink
+from lab.tools.impair import show as show_impairments
 
 
 def _interfaces(nl: Netlink, namespace: str, tag: str) -> list[dict]:
@@ -75,15 +77,25 @@ def lab_status(name: str, *, root: Path | None = None) -> dict:
          and process_start_ticks(e.pid) == e.start_ticks}
         for e in contents.entries if e.kind == "process"
     ]
+    forwarders = [  # the processes that impair links between kernel nodes (`lab.build.wiring.Forwarder`)
+        {"link": e.name, "pid": e.pid, "namespace": e.namespace,
+         "running": e.pid is not None and process_start_ticks(e.pid) == e.start_ticks}
+        for e in contents.entries if e.kind == "process" and e.name and re.fullmatch(r"link[0-9]+", e.name)
+    ]
+    impairments: list[dict] = []
+    if record.get("phase") == "up":
+        impairments = [row for row in show_impairments(name, root=root) if row["by"] or row["error"]]
     return {
         "lab": name,
         "phase": record.get("phase", "unknown"),
+        "impairments": impairments,  # each impaired link direction: by netem, tbf, forwarder or stack
         "digest": record.get("digest"),
         "source": plan.get("source"),
         "state_dir": str(state.directory),
         "nodes": nodes,
         "lans": lans,
         "processes": processes,
+        "forwarders": forwarders,
         "drift": asdict(drift),
         "skipped_journal_lines": list(contents.skipped_lines),
     }

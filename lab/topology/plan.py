@@ -101,6 +101,9 @@ class LinkPlan:
     endpoints: tuple[tuple[str, str], ...]  # ((node, interface), ...): two for a point-to-point link
     subnet: IPv4Network
     mtu: int
+    # Kept ready for `lab impair` while clean: on a kernel without sch_netem, a link between kernel
+    # nodes then goes through the lab's forwarder from `up` on (`lab.build.wiring`).
+    impairable: bool = False
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,8 @@ class LabPlan:
         return {"name": self.name, "source": self.source,
                 "nodes": [_node_json(node) for node in self.nodes],
                 "links": [{"index": link.index, "endpoints": [list(end) for end in link.endpoints],
-                           "subnet": str(link.subnet), "mtu": link.mtu} for link in self.links]}
+                           "subnet": str(link.subnet), "mtu": link.mtu, "impairable": link.impairable}
+                          for link in self.links]}
 
     def digest(self) -> str:
         """A short fingerprint of everything the builder makes (not of where the file was)."""
@@ -136,6 +140,9 @@ class LabPlan:
 def plan_json_digest(plan_json: dict[str, Any]) -> str:
     """The digest of a plan from its `to_json()` form; `up` serialises the plan once and uses it twice."""
     data = {key: value for key, value in plan_json.items() if key != "source"}
+    # A field added later enters the digest only when it is set, so labs up before it keep theirs.
+    data["links"] = [{key: value for key, value in link.items() if key != "impairable" or value}
+                     for link in data.get("links", ())]
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -200,7 +207,8 @@ def plan_from_json(data: dict) -> LabPlan:
         ))
     links = tuple(
         LinkPlan(index=int(link["index"]), endpoints=tuple(tuple(e) for e in link["endpoints"]),
-                 subnet=IPv4Network(link["subnet"]), mtu=int(link["mtu"]))
+                 subnet=IPv4Network(link["subnet"]), mtu=int(link["mtu"]),
+                 impairable=bool(link.get("impairable", False)))
         for link in data["links"]
     )
     return LabPlan(name=data["name"], source=data.get("source", ""), nodes=tuple(nodes), links=links)

@@ -33,7 +33,8 @@ from lab.topology.schema import LinkSpec, NodeSpec, TopologySpec
 from lab.topology.sysctls import check_sysctl_name
 from lab.topology.yaml_lines import SourceMap
 
-_LAN_NAMESPACE = re.compile(r"lan[0-9]+")  # the runtime names a LAN's bridge namespace <lab>-lan<index>
+# The runtime names a LAN's bridge namespace <lab>-lan<index>, a link forwarder's <lab>-link<index>.
+_LAN_NAMESPACE = re.compile(r"(lan|link)[0-9]+")
 _INTERFACE = re.compile(r"[a-z][a-z0-9_-]{0,14}")  # Linux IFNAMSIZ: at most 15 characters
 
 
@@ -74,7 +75,8 @@ def _check_node_name(name: str, lines: SourceMap) -> None:
     if _LAN_NAMESPACE.fullmatch(name):
         raise lines.error(
             path,
-            f"expected a node name not of the form lan<N> (reserved for LAN bridges), "
+            f"expected a node name not of the form lan<N> or link<N> (reserved for LAN bridges "
+            f"and link forwarders), "
             f"got {format_value(name)}",
             key=True,
         )
@@ -96,6 +98,9 @@ def _resolve_links(spec: TopologySpec, lines: SourceMap, lab: str) -> tuple[list
         endpoints = _check_endpoints(spec, link, lines, path, wiring)
         addresses = assign_addresses(link.endpoints, subnet, lines, path)
         impaired = link_impairments(link, lines, path)
+        if link.impairable and len(link.endpoints) != 2:
+            raise lines.error((*path, "impairable"), f"expected impairable only on a point-to-point link "
+                              f"(2 endpoints), got a LAN of {len(link.endpoints)} endpoints", key=True)
         for (node_name, interface), address in zip(endpoints, addresses, strict=True):
             egress, ingress = _placed_impairments(spec, node_name, endpoints, impaired)
             wiring.interfaces[node_name].append(
@@ -111,7 +116,8 @@ def _resolve_links(spec: TopologySpec, lines: SourceMap, lab: str) -> tuple[list
                 )
             )
             wiring.address_owner[address.ip] = (node_name, interface)
-        links.append(LinkPlan(index=index, endpoints=tuple(endpoints), subnet=subnet, mtu=link.mtu))
+        links.append(LinkPlan(index=index, endpoints=tuple(endpoints), subnet=subnet, mtu=link.mtu,
+                              impairable=link.impairable))
     return links, wiring
 
 

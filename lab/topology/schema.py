@@ -115,6 +115,7 @@ class LinkSpec(_Strict):
     subnet: str
     mtu: Annotated[int, Field(ge=68, le=65535)] = 1500
     impair: Impairments | None = None
+    impairable: bool = False  # keep the link ready for `lab impair` (see `lab.topology.plan.LinkPlan`)
 
 
 class TopologySpec(_Strict):

@@ -8,7 +8,9 @@ complete checksums (`segment_gso_frame`), so "1 % loss" means one wire packet in
 bit is caught by the receiver's checksum, and a rate limit counts wire bytes. Impaired frames are then
 written (and delivered) without offload: checksums done, nothing left for the kernel to finish.
 
-A clean direction keeps the fast path of `TapMedium` (offload untouched).
+A clean direction keeps the fast path of `TapMedium` (offload untouched). `set_impairment` changes a
+direction while the node runs (`lab impair`): frames already in flight keep their times, and a direction
+made clean returns to the fast path once it has delivered them.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import random
 
 from stack.deadlines import earliest
 from stack.devices.contract import FrameNode
-from stack.devices.impairment import ImpairedLink, Impairment
+from stack.devices.impairment import ImpairedLink, Impairment, ImpairmentStats
 from stack.devices.tap import TapDevice, TapMedium, wire_packets
 from stack.devices.virtio_net import VirtioNetError, segment_gso_frame
 
@@ -28,9 +30,32 @@ class ImpairedTapMedium(TapMedium):
     def __init__(self, node: FrameNode, tap: TapDevice, egress: Impairment, ingress: Impairment, *,
                  seed: int | None = None, batch: int = 64) -> None:
         super().__init__(node, tap, batch)
-        rng = random.Random(seed)
-        self.egress = None if egress.is_transparent else ImpairedLink(egress, random.Random(rng.random()))
-        self.ingress = None if ingress.is_transparent else ImpairedLink(ingress, random.Random(rng.random()))
+        self._rng = random.Random(seed)
+        self.profiles = {"egress": Impairment(), "ingress": Impairment()}
+        self.stats = {"egress": ImpairmentStats(), "ingress": ImpairmentStats()}
+        self.egress: ImpairedLink | None = None
+        self.ingress: ImpairedLink | None = None
+        self.set_impairment("egress", egress)
+        self.set_impairment("ingress", ingress)
+
+    def set_impairment(self, direction: str, profile: Impairment) -> None:
+        """Impair `direction` ("egress" or "ingress") as `profile` says from now on."""
+        if direction not in self.profiles:
+            raise ValueError(f"direction {direction!r}: choose egress or ingress")
+        self.profiles[direction] = profile
+        link: ImpairedLink | None = getattr(self, direction)
+        if link is not None:
+            link.reconfigure(profile)
+        elif not profile.is_transparent:
+            link = ImpairedLink(profile, random.Random(self._rng.random()), self.stats[direction])
+            setattr(self, direction, link)
+
+    def _settle(self) -> None:
+        """A direction made clean goes back to the fast path once nothing of it is in flight."""
+        for direction in ("egress", "ingress"):
+            link = getattr(self, direction)
+            if link is not None and link.profile.is_transparent and not len(link):
+                setattr(self, direction, None)
 
     def step(self, now: float) -> int:
         if self.egress is None and self.ingress is None:
@@ -62,6 +87,7 @@ class ImpairedTapMedium(TapMedium):
             for packet in self.ingress.poll(now):
                 self.node.receive_frame(packet, now)
                 moved += 1
+        self._settle()
         return moved
 
     def next_deadline(self) -> float | None:
@@ -70,9 +96,9 @@ class ImpairedTapMedium(TapMedium):
     def impairment_counters(self) -> dict[str, int]:
         """The links' statistics, named like nstat counters (ImpairEgressLost, ImpairIngressDelivered...)."""
         counters: dict[str, int] = {}
-        for direction, link in (("Egress", self.egress), ("Ingress", self.ingress)):
-            if link is None:
+        for direction, stats in self.stats.items():
+            if self.profiles[direction].is_transparent and not stats.offered:
                 continue
-            for name in link.stats.__slots__:
-                counters[f"Impair{direction}{name.title().replace('_', '')}"] = getattr(link.stats, name)
+            for name in stats.__slots__:
+                counters[f"Impair{direction.title()}{name.title().replace('_', '')}"] = getattr(stats, name)
         return counters

@@ -10,7 +10,11 @@ Order of the effects for each offered frame (netem's order):
 1. ``loss``: the frame is dropped.
 2. ``duplicate``: a second copy is offered too (the copy goes through the remaining steps on its own).
 3. ``corrupt``: one random bit of the frame is flipped.
-4. queue ``limit``: a frame arriving at a full queue is tail-dropped.
+4. queue limit: a frame arriving at a full queue is tail-dropped. The queue holds what is in flight, so
+   it must hold the path's bandwidth-delay product, or a sender within its window loses packets on a
+   link that is meant to lose none: it is bounded in bytes by `queue_limit_bytes` (the rate, or an
+   assumed veth-class rate when none is set, times delay + jitter; never below netem's 1000 full-size
+   frames), and in frames only by an explicit ``limit`` (netem's ``limit``).
 5. ``rate``: the frame is serialized after the frames before it (``len * 8 / rate_bps`` seconds each).
 6. ``delay`` +/- ``jitter`` (uniform): propagation delay; with ``reorder``, that fraction of the frames
    skips the delay and so overtakes the frames in flight (netem's "reorder" needs a delay to show).
@@ -35,7 +39,7 @@ class Impairment:
     reorder: float = 0.0
     corrupt: float = 0.0
     rate_bps: float | None = None  # serialization rate in bits per second; None = unlimited
-    limit: int = 1000  # frames queued in the link at once (netem's default limit)
+    limit: int | None = None  # frames queued in the link at once (netem's limit); None: bytes bound it
 
     def __post_init__(self) -> None:
         for name in ("loss", "duplicate", "reorder", "corrupt"):
@@ -48,13 +52,39 @@ class Impairment:
                 raise ValueError(f"impairment: {name}={value!r} is negative")
         if self.rate_bps is not None and self.rate_bps <= 0:
             raise ValueError(f"impairment: rate_bps={self.rate_bps!r} must be positive")
-        if self.limit < 1:
+        if self.limit is not None and self.limit < 1:
             raise ValueError(f"impairment: limit={self.limit!r} must be at least 1")
 
     @property
     def is_transparent(self) -> bool:
         """True when the profile changes nothing (frames pass at once, in order, intact)."""
         return self == Impairment(limit=self.limit)
+
+
+# The rate a link without `rate_bps` is assumed to carry, for sizing its queue: a veth between namespaces
+# moves 10-17 Gbit/s on the reference machine.
+ASSUMED_LINK_BPS = 16e9
+# Never less than netem's default queue (1000 frames) of full-size Ethernet frames ...
+MIN_QUEUE_BYTES = 1000 * 1514
+# ... and never more than this: far above any TCP window of the lab's senders (Linux tcp_rmem[2] is 6 MB),
+# so only a sender that ignores windows fills it, and a long delay cannot make the queue eat the memory.
+MAX_QUEUE_BYTES = 256 * 1024 * 1024
+# A sender that keeps the pipe full has the product plus what waits for the serializer in flight, and
+# arrivals come in bursts: the queue holds half as much again.
+QUEUE_HEADROOM = 1.5
+
+
+def queue_limit_bytes(profile: Impairment) -> int:
+    """How many bytes one direction holds in flight before it tail-drops: its bandwidth-delay product.
+
+    The product of the rate (``rate_bps``, or `ASSUMED_LINK_BPS` when the link has no rate of its own)
+    and the longest time a frame stays (``delay + jitter``), with `QUEUE_HEADROOM`, clamped to
+    [`MIN_QUEUE_BYTES`, `MAX_QUEUE_BYTES`]. With a rate, frames also wait for the serializer; that
+    backlog is a router queue: a sender that outruns the rate by more than the product sees drops.
+    """
+    rate = profile.rate_bps if profile.rate_bps is not None else ASSUMED_LINK_BPS
+    product = rate * (profile.delay + profile.jitter) / 8
+    return int(min(MAX_QUEUE_BYTES, max(MIN_QUEUE_BYTES, product * QUEUE_HEADROOM)))
 
 
 @dataclass(slots=True)
@@ -70,16 +100,31 @@ class ImpairmentStats:
 
 @dataclass(slots=True)
 class ImpairedLink:
-    """One direction of a link: frames in, impaired frames out when they are due."""
+    """One direction of a link: frames in, impaired frames out when they are due.
+
+    ``header_bytes`` is a device header each frame carries in front (a forwarder keeps a frame's
+    virtio_net header with it): corruption never touches it and rate and queue count only the frame.
+    """
 
     profile: Impairment
     rng: random.Random
     stats: ImpairmentStats = field(default_factory=ImpairmentStats)
+    header_bytes: int = 0
     _in_flight: list[tuple[float, int, bytes]] = field(default_factory=list, init=False)
+    _queued_bytes: int = field(default=0, init=False)
+    _limit_bytes: int = field(default=0, init=False)
     # Tie-breaker: frames due at the same time leave in the order they were queued.
     _order: int = field(default=0, init=False)
     # When the serializer finishes the frame before (rate limiting).
     _link_free_at: float = field(default=0.0, init=False)
+
+    def __post_init__(self) -> None:
+        self._limit_bytes = queue_limit_bytes(self.profile)
+
+    def reconfigure(self, profile: Impairment) -> None:
+        """Apply ``profile`` to frames offered from now on; frames in flight keep their times (as netem)."""
+        self.profile = profile
+        self._limit_bytes = queue_limit_bytes(profile)
 
     def send(self, frame: bytes, now: float) -> None:
         """Offer one frame to the link at time ``now``."""
@@ -99,18 +144,21 @@ class ImpairedLink:
     def _enqueue(self, frame: bytes, now: float) -> None:
         profile = self.profile
         rng = self.rng
-        if profile.corrupt and frame and rng.random() < profile.corrupt:
+        size = len(frame) - self.header_bytes
+        if profile.corrupt and size > 0 and rng.random() < profile.corrupt:
             self.stats.corrupted += 1
-            bit = rng.randrange(len(frame) * 8)
+            bit = self.header_bytes * 8 + rng.randrange(size * 8)
             mutable = bytearray(frame)
             mutable[bit >> 3] ^= 1 << (bit & 7)
             frame = bytes(mutable)
-        if len(self._in_flight) >= profile.limit:
+        if (profile.limit is not None and len(self._in_flight) >= profile.limit) or (
+                self._in_flight and self._queued_bytes + size > self._limit_bytes):
             self.stats.queue_drops += 1
             return
+        self._queued_bytes += size
         departure = now
         if profile.rate_bps is not None:
-            departure = max(now, self._link_free_at) + len(frame) * 8 / profile.rate_bps
+            departure = max(now, self._link_free_at) + size * 8 / profile.rate_bps
             self._link_free_at = departure
         delay = profile.delay
         if profile.jitter:
@@ -127,6 +175,7 @@ class ImpairedLink:
         due: list[bytes] = []
         while in_flight and in_flight[0][0] <= now:
             due.append(heapq.heappop(in_flight)[2])
+        self._queued_bytes -= sum(len(frame) for frame in due) - self.header_bytes * len(due)
         self.stats.delivered += len(due)
         return due
 

@@ -16,7 +16,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from stack.devices.impaired_tap import ImpairedTapMedium
 from stack.node.runtime import CommandError, StackNode
+from stack.node.settings import SettingsError, impairment_from_json, impairment_to_json
 from stack.node.views import connection_json, neighbour_json, tables_json
 
 MAX_REQUEST_BYTES = 1 << 20
@@ -46,8 +48,10 @@ class ControlServer:
     """Serves protocol v1 for one `StackNode` on the Unix socket `path`."""
 
     def __init__(self, node: StackNode, path: Path, hello: Callable[[], dict[str, Any]],
-                 extra_counters: Callable[[], dict[str, int]] = dict) -> None:
+                 extra_counters: Callable[[], dict[str, int]] = dict,
+                 medium: ImpairedTapMedium | None = None) -> None:
         self.node = node
+        self.medium = medium  # the TAP path whose impairments `impair` changes (None: not on a TAP)
         self.path = path
         self.hello = hello
         self.extra_counters = extra_counters
@@ -189,6 +193,26 @@ async def _ping(server: ControlServer, request: Request) -> dict[str, Any]:
     return {"replies": replies}
 
 
+async def _impair(server: ControlServer, request: Request) -> dict[str, Any]:
+    """Change the TAP path's impairment of `egress` and/or `ingress` (topology units: ms, %, Mbit/s);
+    with neither field, only say what they are. The answer is the impairment of both directions."""
+    medium = server.medium
+    if medium is None:
+        raise CommandError("impair: this node has no impaired TAP path")
+    changes = {}
+    for direction in ("egress", "ingress"):
+        raw = request.get(direction, dict, None)
+        if raw is not None:
+            try:
+                changes[direction] = impairment_from_json(raw, "impair", f"{direction}.")
+            except SettingsError as exc:
+                raise CommandError(str(exc)) from None
+    for direction, profile in changes.items():
+        medium.set_impairment(direction, profile)
+    server.node.driver.wakeup()
+    return {direction: impairment_to_json(profile) for direction, profile in medium.profiles.items()}
+
+
 async def _arp(server: ControlServer, request: Request) -> dict[str, Any]:
     return {"neighbours": [neighbour_json(entry) for entry in server.node.host.neighbours()]}
 
@@ -196,7 +220,7 @@ async def _arp(server: ControlServer, request: Request) -> dict[str, Any]:
 COMMANDS: dict[str, Callable[[ControlServer, Request], Awaitable[dict[str, Any]]]] = {
     "hello": _hello, "ss": _ss, "stats": _stats, "tables": _tables, "listen": _listen, "close": _close,
     "connect": _connect, "http_get": _http_get, "trace": _trace, "config": _config, "ping": _ping,
-    "arp": _arp,
+    "arp": _arp, "impair": _impair,
 }
 # The fields each command takes: anything else is refused, so a misspelt option is never silently ignored.
 FIELDS: dict[str, frozenset[str]] = {
@@ -208,4 +232,5 @@ FIELDS: dict[str, frozenset[str]] = {
     "trace": frozenset({"since"}),
     "config": frozenset({"tcp"}),
     "ping": frozenset({"addr", "count", "timeout"}),
+    "impair": frozenset({"egress", "ingress"}),
 }

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stack.devices.impaired_tap import ImpairedTapMedium
-from stack.devices.tap import TapDevice, TapError, TapMedium
+from stack.devices.tap import TapDevice, TapError
 from stack.host import Host
 from stack.loops.asyncio_driver import AsyncioDriver
 from stack.node.control import ControlServer
@@ -38,7 +38,7 @@ class NodeParts:
 
     settings: NodeSettings
     tap: TapDevice
-    medium: TapMedium
+    medium: ImpairedTapMedium
     node: StackNode
 
 
@@ -65,10 +65,9 @@ def build_host(settings: NodeSettings, offload: bool, trace: TraceSink | None = 
                 name=settings.node)
 
 
-def build_medium(settings: NodeSettings, host: Host, tap: TapDevice) -> TapMedium:
-    """The TAP path: impaired (each direction as the settings say) or the plain fast path."""
-    if settings.egress.is_transparent and settings.ingress.is_transparent:
-        return TapMedium(host, tap, batch=TAP_BATCH)
+def build_medium(settings: NodeSettings, host: Host, tap: TapDevice) -> ImpairedTapMedium:
+    """The TAP path, each direction impaired as the settings say (a clean one keeps the fast path);
+    `lab impair` changes them later through the control socket's `impair`."""
     return ImpairedTapMedium(host, tap, settings.egress, settings.ingress, batch=TAP_BATCH)
 
 
@@ -97,8 +96,7 @@ def extra_counters(parts: NodeParts) -> dict[str, int]:
                 "TapRxChecksumsCompleted": parts.medium.checksums_completed,
                 "TapTxGsoFrames": parts.medium.gso_frames_sent,
                 "TapTxSegmentedInSoftware": parts.medium.segmented_in_software}
-    if isinstance(parts.medium, ImpairedTapMedium):
-        counters.update(parts.medium.impairment_counters())
+    counters.update(parts.medium.impairment_counters())
     return counters
 
 
@@ -117,7 +115,7 @@ async def serve(settings: NodeSettings, stop: asyncio.Event) -> None:
         for app in settings.apps:
             await node.listen(app.port, app.app, size=app.bytes)
         control = ControlServer(node, settings.control_socket, lambda: hello_answer(parts),
-                                lambda: extra_counters(parts))
+                                lambda: extra_counters(parts), medium)
         await control.start()
         print(f"stack node {settings.node}: {settings.address} on {settings.tap} "
               f"({'offload' if tap.offload else 'plain: ' + str(_offload_reason(parts))}), "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,12 +143,22 @@ def _impairment(interface: _Fields, direction: str) -> Impairment:
     raw = interface.get(direction, dict, default=None)
     if raw is None:
         return Impairment()
-    fields = _Fields(raw, interface.source, f"{interface.prefix}{direction}.")
+    return impairment_from_json(raw, interface.source, f"{interface.prefix}{direction}.")
+
+
+def impairment_from_json(raw: Any, source: str, prefix: str = "") -> Impairment:
+    """One direction's impairment in the topology's units (`IMPAIRMENT_FIELDS`: ms, percent, Mbit/s),
+    as the settings files and the `impair` control command carry it; SettingsError names a bad field."""
+    fields = _Fields(raw, source, prefix)
+    unknown = sorted(set(fields.data) - set(IMPAIRMENT_FIELDS))
+    if unknown:
+        fields.fail(unknown[0], fields.data[unknown[0]],
+                    f"unknown field (known: {', '.join(IMPAIRMENT_FIELDS)})")
     values = {}
     for name in IMPAIRMENT_FIELDS:
         value = fields.get(name, (int, float), default=None)
-        if value is not None and value < 0:
-            fields.fail(name, value, "negative")
+        if value is not None and (value < 0 or not math.isfinite(value)):
+            fields.fail(name, value, "negative or not finite")
         if name.endswith("_pct") and value is not None and value > 100:
             fields.fail(name, value, "more than 100 percent")
         values[name] = value
@@ -160,6 +171,17 @@ def _impairment(interface: _Fields, direction: str) -> Impairment:
         reorder=(values["reorder_pct"] or 0) / 100, corrupt=(values["corrupt_pct"] or 0) / 100,
         rate_bps=None if rate is None else rate * 1e6,
     )
+
+
+def impairment_to_json(impairment: Impairment) -> dict[str, float | None]:
+    """The inverse of `impairment_from_json` (what `show` answers)."""
+    def scaled(value: float, factor: float) -> float:
+        return round(value * factor, 9)  # 0.07 s is 70 ms, not 70.00000000000001
+
+    return {"delay_ms": scaled(impairment.delay, 1000), "jitter_ms": scaled(impairment.jitter, 1000),
+            "loss_pct": scaled(impairment.loss, 100), "duplicate_pct": scaled(impairment.duplicate, 100),
+            "reorder_pct": scaled(impairment.reorder, 100), "corrupt_pct": scaled(impairment.corrupt, 100),
+            "rate_mbit": None if impairment.rate_bps is None else scaled(impairment.rate_bps, 1e-6)}
 
 
 _MISSING = object()

@@ -30,7 +30,6 @@ from pyroute2 import IPRoute, netns
 from lab.build import builder
 from lab.build.processes import record_process
 from lab.build.state import LabError, LabState, lab_tag, state_root
-from lab.kernel.capabilities import netem_available
 from lab.kernel.errors import NetlinkOpError
 from lab.kernel.namespaces import list_namespaces
 from lab.kernel.netlink import Netlink
@@ -210,20 +209,6 @@ def test_bad_files_exit_2_and_create_nothing(lab_name: str, tmp_path: Path, text
     assert result.returncode == 2
     line = result.stderr.strip()
     assert "\n" not in line and line.startswith(f"lab: {path}:") and field in line
-    assert traces(lab_name) == NOTHING
-
-
-@pytest.mark.root
-def test_delay_on_a_kernel_link_is_refused_without_netem(lab_name: str, tmp_path: Path) -> None:
-    path = write(tmp_path, "delay.yaml", PAIR_KERNEL + "    impair: {delay: 10ms}\n")
-    result = run_lab("up", str(path), "--name", lab_name)
-    if netem_available():  # a kernel with sch_netem: the delay is applied, not refused
-        assert result.returncode == 0, result.stderr
-        with Netlink() as nl:
-            assert "netem" in nl.qdisc_kinds(f"{lab_name}-h1", "eth0")
-        return
-    assert result.returncode == 2
-    assert "sch_netem" in result.stderr and "delay 10ms" in result.stderr
     assert traces(lab_name) == NOTHING
 
 

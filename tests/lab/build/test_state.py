@@ -43,7 +43,8 @@ def test_plan_record_round_trip_and_torn_plan(tmp_path: Path) -> None:
     assert state.read_plan() is None
     state.create()
     state.write_plan({"name": "pair"}, "abc", PHASE_BUILDING)
-    assert state.read_plan() == {"digest": "abc", "phase": PHASE_BUILDING, "plan": {"name": "pair"}}
+    assert state.read_plan() == {"digest": "abc", "phase": PHASE_BUILDING, "netem": True,
+                                 "plan": {"name": "pair"}}
     state.write_plan({"name": "pair"}, "abc", PHASE_UP)
     assert state.read_plan()["phase"] == PHASE_UP  # type: ignore[index]
     state.plan_path.write_text('{"digest": "ab')

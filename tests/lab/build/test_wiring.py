@@ -9,6 +9,8 @@ import pytest
 
 from lab.build.wiring import (
     PlanNotBuildable,
+    forwarder_settings,
+    impairment_sites,
     journal_entries,
     lan_port_name,
     plan_wiring,
@@ -88,3 +90,32 @@ def test_node_settings_name_the_default_route_once() -> None:
     settings = pystack_settings(plan, node, "/run/nslab/rt")
     assert settings["gateway"] == str(node.gateway) and settings["process"] is True
     assert all(r["destination"] != "0.0.0.0/0" for r in settings["routes"])
+
+
+def test_without_netem_an_impaired_kernel_link_goes_through_a_forwarder() -> None:
+    wiring = plan_wiring(pair_plan("p", Impairment(delay_ms=10, loss_pct=1)), netem=False)
+    assert wiring.qdiscs == [] and len(wiring.forwarders) == 1
+    forwarder = wiring.forwarders[0]
+    assert forwarder.namespace == "p-link0" and forwarder.ports == ("h1-eth0", "h2-eth0")
+    assert forwarder.directions == ("h1->h2", "h2->h1")
+    assert forwarder.impairments == (Impairment(delay_ms=10, loss_pct=1), Impairment())
+    assert [(v.a, v.b) for v in wiring.veths] == [(("p-h1", "eth0"), ("p-link0", "h1-eth0")),
+                                                  (("p-h2", "eth0"), ("p-link0", "h2-eth0"))]
+    assert "p-link0" in wiring.namespaces and "p-link0" in wiring.silent_namespaces
+    settings = forwarder_settings("p", forwarder, "/run/nslab/p/nodes/link0.sock")
+    assert settings["impairments"]["h1->h2"]["delay_ms"] == 10 and settings["ports"] == ["h1-eth0", "h2-eth0"]
+    sites = impairment_sites(pair_plan("p", Impairment(delay_ms=10)), wiring)
+    assert sites[("h1", "eth0", "out")] == sites[("h2", "eth0", "in")]
+    assert sites[("h1", "eth0", "out")].by == "forwarder" and sites[("h1", "eth0", "in")].label == "h2->h1"
+
+
+def test_without_netem_a_rate_alone_stays_tbf_unless_the_link_is_impairable() -> None:
+    rate = pair_plan("p", Impairment(rate_mbit=20))
+    assert [q.kind for q in plan_wiring(rate, netem=False).qdiscs] == ["tbf"]
+    impairable = replace(rate, links=(replace(rate.links[0], impairable=True),))
+    assert plan_wiring(impairable, netem=False).qdiscs == []
+    assert len(plan_wiring(impairable, netem=False).forwarders) == 1
+    assert plan_wiring(impairable, netem=True).forwarders == []  # netem changes it at run time
+    clean = pair_plan("p", Impairment())
+    sites = impairment_sites(clean, plan_wiring(clean, netem=False))
+    assert sites[("h1", "eth0", "out")].by is None  # nothing can impair a direct veth without netem

@@ -6,7 +6,9 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from lab.topology import TOPOLOGY_DIR, load_topology, plan_from_text
+import pytest
+
+from lab.topology import TOPOLOGY_DIR, TopologyError, load_topology, plan_from_text
 from lab.topology.chain import chain_plan
 from lab.topology.plan import Impairment, plan_from_json, plan_json_digest
 from tests.lab.plan_examples import pair_plan, router_plan
@@ -42,3 +44,15 @@ def test_a_plan_reads_back_from_its_json_with_the_same_digest() -> None:
                          "links:\n  - endpoints: [h1:eth0, s1:eth0]\n    subnet: 10.0.0.0/24\n")
     assert off.node("s1").process is False and off.node("h1").process is True
     assert plan_from_json(off.to_json()).digest() == off.digest()
+
+
+def test_impairable_links_reach_the_plan_and_lans_refuse_it() -> None:
+    text = ("name: x\nnodes:\n  h1: {kind: kernel}\n  h2: {kind: kernel}\nlinks:\n"
+            "  - endpoints: [h1:eth0, h2:eth0]\n    subnet: 10.0.0.0/24\n    impairable: true\n")
+    plan = plan_from_text(text)
+    assert plan.links[0].impairable and plan_from_json(plan.to_json()) == plan
+    assert plan.digest() != plan_from_text(text.replace("    impairable: true\n", "")).digest()
+    lan = text.replace("[h1:eth0, h2:eth0]", "[h1:eth0, h2:eth0, h3:eth0]").replace(
+        "links:", "  h3: {kind: kernel}\nlinks:")
+    with pytest.raises(TopologyError, match=r"links\[0\]\.impairable: expected impairable only on a point"):
+        plan_from_text(lan)

@@ -232,7 +232,8 @@ def test_several_schema_errors_report_the_first_by_line_and_keep_the_rest() -> N
             "link",
             "subnet: 10.0.0.0/24",
             "subnet: 10.0.0.0/24\n    vlan: 5",
-            "t.yaml:8: links[0].vlan: expected one of endpoints, impair, mtu, subnet, got unknown key 'vlan'",
+            "t.yaml:8: links[0].vlan: expected one of endpoints, impair, impairable, mtu, subnet, "
+            "got unknown key 'vlan'",
         ),
     ],
 )

@@ -7,7 +7,15 @@ import random
 
 import pytest
 
-from stack.devices.impairment import ImpairedLink, Impairment
+from stack.devices.impairment import (
+    ASSUMED_LINK_BPS,
+    MAX_QUEUE_BYTES,
+    MIN_QUEUE_BYTES,
+    QUEUE_HEADROOM,
+    ImpairedLink,
+    Impairment,
+    queue_limit_bytes,
+)
 
 
 def run_link(profile: Impairment, frames: list[bytes], seed: int = 1, spacing: float = 0.001,
@@ -88,6 +96,59 @@ def test_queue_limit_tail_drops() -> None:
     link, arrivals = run_link(Impairment(delay=1.0, limit=10), FRAMES[:50], spacing=0.0)
     assert len(arrivals) == 10 and link.stats.queue_drops == 40
     assert [f for _, f in arrivals] == FRAMES[:10]
+
+
+FULL_FRAME = bytes(1514)
+
+
+def test_a_window_in_flight_on_a_delayed_link_is_never_dropped() -> None:
+    """5 ms of delay and no loss: a sender's whole 4 MB window (2,770 frames offered at once, as a TSO
+    burst cut into wire packets is) must all arrive; a 1000-frame queue dropped the rest."""
+    frames = [FULL_FRAME] * (4 * 1024 * 1024 // len(FULL_FRAME))
+    link, arrivals = run_link(Impairment(delay=0.005), frames, spacing=0.0)
+    assert link.stats.queue_drops == 0 and len(arrivals) == len(frames)
+
+
+def test_the_queue_holds_the_bandwidth_delay_product_of_a_rate_limited_link() -> None:
+    """1 Gbit/s and 100 ms: 12.5 MB in flight when a sender keeps the pipe full; none of it is dropped."""
+    rate = 1e9
+    spacing = len(FULL_FRAME) * 8 / rate  # offered exactly at the link's rate
+    frames = [FULL_FRAME] * 20_000  # 240 ms of sending: the pipe fills, then stays full
+    link, arrivals = run_link(Impairment(delay=0.1, rate_bps=rate), frames, spacing=spacing)
+    assert link.stats.queue_drops == 0 and len(arrivals) == len(frames)
+    assert queue_limit_bytes(Impairment(delay=0.1, rate_bps=rate)) >= rate * 0.1 / 8
+
+
+def test_a_burst_beyond_the_bandwidth_delay_product_tail_drops() -> None:
+    """The queue is bounded: 30 MB offered at once to a 1 Gbit/s, 100 ms link (BDP 12.5 MB) loses
+    some, after holding at least the product."""
+    frames = [FULL_FRAME] * 20_000
+    link, arrivals = run_link(Impairment(delay=0.1, rate_bps=1e9), frames, spacing=0.0)
+    assert link.stats.queue_drops > 0 and len(arrivals) + link.stats.queue_drops == len(frames)
+    assert len(arrivals) * len(FULL_FRAME) >= 1e9 * 0.1 / 8
+
+
+def test_queue_sizes_follow_rate_and_delay_within_bounds() -> None:
+    assert queue_limit_bytes(Impairment()) == MIN_QUEUE_BYTES
+    assert queue_limit_bytes(Impairment(delay=0.005)) == int(ASSUMED_LINK_BPS * 0.005 / 8 * QUEUE_HEADROOM)
+    assert queue_limit_bytes(Impairment(delay=3600.0)) == MAX_QUEUE_BYTES
+
+
+def test_reconfigure_changes_new_frames_and_keeps_those_in_flight() -> None:
+    link = ImpairedLink(Impairment(delay=1.0), random.Random(1))
+    link.send(b"old", 0.0)
+    link.reconfigure(Impairment())
+    link.send(b"new", 0.5)
+    assert link.poll(0.5) == [b"new"] and link.poll(0.99) == [] and link.poll(1.0) == [b"old"]
+
+
+def test_a_carried_header_is_never_corrupted_nor_counted() -> None:
+    link = ImpairedLink(Impairment(corrupt=1.0, rate_bps=8e3), random.Random(3), header_bytes=10)
+    for _ in range(200):
+        link.send(bytes(10) + b"\xff" * 10, 0.0)
+    delivered = link.poll(1e9)
+    assert all(frame[:10] == bytes(10) and frame[10:] != b"\xff" * 10 for frame in delivered)
+    assert link.next_deadline() is None and len(delivered) == 200
 
 
 def test_same_seed_same_run_different_seed_different_run() -> None:
