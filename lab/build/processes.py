@@ -26,7 +26,10 @@ from pathlib import Path
 
 from lab.build.control import StackClient, StackControlError, control_socket_path, wait_for_hello
 from lab.build.journal import Journal, JournalEntry, read_journal
+from lab.build.node_exits import NodeExit, iso_time, log_facts, observe_exit
+from lab.build.pids import is_running, open_journaled, process_start_ticks, reap, stop_pidfd
 from lab.build.state import LabError, LabState, lab_tag
+from lab.build.statefiles import open_state_file, remove_inside
 from lab.kernel.namespaces import is_mounted_namespace
 from lab.kernel.netlink import Netlink
 from lab.topology.plan import LabPlan, NodePlan
@@ -53,36 +56,6 @@ class NodeProcess:
     start_ticks: int | None
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    """/proc/<pid>/stat after the command name (field 3 on), or None when there is no such process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return stat.rsplit(")", 1)[1].split()
-
-
-def process_start_ticks(pid: int) -> int | None:
-    """Field 22 of /proc/<pid>/stat: with the pid, it names one process for its whole life."""
-    fields = _stat_fields(pid)
-    return int(fields[19]) if fields is not None else None
-
-
-def is_running(pid: int, start_ticks: int | None) -> bool:
-    """The very process journaled (same pid, same start time; None: any) exists and is not a zombie.
-
-    A zombie no longer pins a namespace. Never reaps: a child's exit status is its parent's to read.
-    """
-    fields = _stat_fields(pid)
-    return fields is not None and fields[0] != "Z" and (start_ticks is None or int(fields[19]) == start_ticks)
-
-
-def reap(pid: int) -> None:
-    """Collect the exit status of a child of this process, so it does not linger as a zombie."""
-    with suppress(ChildProcessError):  # not our child (started by an earlier `lab up`): init reaps it
-        os.waitpid(pid, os.WNOHANG)
-
-
 def node_module() -> str:
     return os.environ.get(NODE_MODULE_ENV) or NODE_MODULE
 
@@ -91,15 +64,11 @@ def node_command(settings_path: Path) -> list[str]:
     return [sys.executable, "-m", node_module(), "--settings", str(settings_path)]
 
 
-def node_log_path(state: LabState, node: str) -> Path:
-    return state.nodes_dir / f"{node}.log"
-
-
 def spawn_node(state: LabState, node: NodePlan, journal: Journal) -> NodeProcess:
     """Fork the node's stack process, journal it, then let it exec (see the module docstring)."""
     settings = state.node_settings_path(node.name)
     argv = node_command(settings)
-    log_fd = os.open(node_log_path(state, node.name), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    log_fd = open_state_file(state.node_log_path(node.name), os.O_WRONLY | os.O_APPEND, create=True)
     namespace_fd = open_namespace(namespace_path(node.namespace))
     gate_read, gate_write = os.pipe()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -165,20 +134,17 @@ def wait_ready(state: LabState, started: list[NodeProcess], *,
         except StackControlError as error:
             reap(process.pid)
             raise NodeStartFailed(f"stack process of node {process.node} (pid {process.pid}): {error}; "
-                                  f"its log: {node_log_path(state, process.node)}"
-                                  f"{_log_tail(node_log_path(state, process.node))}") from None
+                                  f"its log: {state.node_log_path(process.node)}"
+                                  f"{_log_tail(state, process.node)}") from None
         finally:
             client.close()
     return answers
 
 
-def _log_tail(path: Path) -> str:
+def _log_tail(state: LabState, node: str) -> str:
     """The log's last non-empty line, to put the node's own words into the one-line error."""
-    try:
-        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
-    except OSError:
-        return ""
-    return f" (last line: {lines[-1].strip()[:200]})" if lines else ""
+    _, last_line, _ = log_facts(state, node)
+    return f" (last line: {last_line})" if last_line else ""
 
 
 def start_nodes(state: LabState, plan: LabPlan, journal: Journal,
@@ -203,30 +169,44 @@ def journaled_processes(state: LabState) -> dict[str, JournalEntry]:
 
 
 def dead_nodes(state: LabState, plan: LabPlan) -> list[tuple[NodePlan, JournalEntry | None]]:
-    """Nodes whose stack process should run and does not (with the journal entry of the dead one)."""
+    """Nodes whose stack process should run and does not, with the journal entry of the dead one.
+
+    Dead means: the journaled pid is gone, is a zombie, or now names another process (its start
+    time differs); see `lab.build.pids`.
+    """
     latest = journaled_processes(state)
     dead = []
     for node in process_nodes(plan):
         entry = latest.get(node.name)
         if entry is None or entry.pid is None or not is_running(entry.pid, entry.start_ticks):
-            if entry is not None and entry.pid is not None:
-                reap(entry.pid)
             dead.append((node, entry))
     return dead
 
 
+def node_exits(state: LabState, plan: LabPlan, *, record: bool = True) -> dict[str, NodeExit]:
+    """How each dead node's process ended (see `lab.build.node_exits`), by node; recorded the first
+    time unless `record` is False."""
+    return {node.name: observe_exit(state, node.name, entry, record=record)
+            for node, entry in dead_nodes(state, plan) if entry is not None and entry.pid is not None}
+
+
 def restart_dead_nodes(state: LabState, plan: LabPlan) -> list[str]:
-    """Start again every node process found dead; one message per restart (what `lab up` prints)."""
+    """Start again every node process found dead, with the apps its settings file names; one message
+    per restart (what `lab up` prints), saying how the dead one ended."""
     dead = dead_nodes(state, plan)
     if not dead:
         return []
-    for node, _ in dead:
-        stale = control_socket_path(state.name, node.name, state.root)
-        if stale.exists():
-            stale.unlink()
+    messages = []
+    for node, entry in dead:
+        remove_inside(state.directory, str(state.control_socket_path(node.name)))  # stale: nobody serves it
+        if entry is None or entry.pid is None:
+            messages.append(f"started the stack process of {node.name} (none was recorded)")
+        else:
+            ended = observe_exit(state, node.name, entry)
+            messages.append(f"restarted the stack process of {node.name} (pid {entry.pid} was gone: "
+                            f"{ended.cause}; first seen gone {iso_time(ended.seen_gone_at)})")
     start_nodes(state, plan, Journal(state.journal_path), [node for node, _ in dead])
-    return [f"restarted the stack process of {node.name} (pid {entry.pid} was gone)" if entry and entry.pid
-            else f"started the stack process of {node.name} (none was recorded)" for node, entry in dead]
+    return messages
 
 
 # --------------------------------------------------------------------------------------------
@@ -245,12 +225,19 @@ def record_process(name: str, namespace: str, pid: int, *, root: Path | None = N
     )
 
 
-def stop_journaled_process(pid: int | None, start_ticks: int | None) -> bool:
-    """Stop the journaled process if it is still the very one (same start time): a reused pid is spared."""
-    ticks = process_start_ticks(pid) if pid is not None else None
-    if pid is None or ticks is None or ticks != start_ticks:
+def stop_journaled_process(pid: int | None, start_ticks: int | None, namespaces: set[str]) -> bool:
+    """Stop the journaled process if it is still the very one (same start time) and runs inside one of
+    `namespaces` (the lab's own): a reused pid, or a pid a journal names elsewhere, is spared."""
+    pidfd = open_journaled(pid, start_ticks)
+    if pidfd is None:
         return False
-    return bool(terminate([pid]))
+    try:
+        if pid not in {p for group in namespace_pids(namespaces).values() for p in group}:
+            return False
+        stop_pidfd(pidfd, STOP_GRACE_SECONDS)
+        return True
+    finally:
+        os.close(pidfd)
 
 
 def namespace_pids(namespaces: set[str]) -> dict[str, list[int]]:
