@@ -18,6 +18,8 @@ from pathlib import Path
 from lab.build.drift import journal_drift
 from lab.build.journal import Journal, read_journal, removal_order
 from lab.build.processes import (
+    ELSEWHERE,
+    STOPPED,
     node_module,
     process_nodes,
     reap,
@@ -398,8 +400,11 @@ def _teardown(nl: Netlink, state: LabState, *, journal: bool = True) -> Teardown
     # only inside the lab's namespaces), then anything else still running in those namespaces.
     for entry in ordered:
         if entry.kind == "process":
-            if stop_journaled_process(entry.pid, entry.start_ticks, own):
+            outcome = stop_journaled_process(entry.pid, entry.start_ticks, own)
+            if outcome == STOPPED:
                 result.removed.append(entry.describe())
+            elif outcome == ELSEWHERE:
+                result.refused.append(entry.describe())
             if entry.name and entry.pid is not None:  # a node's stack, started by `up` (maybe this process)
                 reap(entry.pid)
     stop_namespace_processes(nl, state.name, own)

@@ -225,17 +225,21 @@ def record_process(name: str, namespace: str, pid: int, *, root: Path | None = N
     )
 
 
-def stop_journaled_process(pid: int | None, start_ticks: int | None, namespaces: set[str]) -> bool:
+STOPPED, GONE, ELSEWHERE = "stopped", "gone", "elsewhere"
+
+
+def stop_journaled_process(pid: int | None, start_ticks: int | None, namespaces: set[str]) -> str:
     """Stop the journaled process if it is still the very one (same start time) and runs inside one of
-    `namespaces` (the lab's own): a reused pid, or a pid a journal names elsewhere, is spared."""
+    `namespaces` (the lab's own). Returns STOPPED, GONE (no such process: a reused pid is spared) or
+    ELSEWHERE (it runs, but outside the lab's namespaces: left alone)."""
     pidfd = open_journaled(pid, start_ticks)
     if pidfd is None:
-        return False
+        return GONE
     try:
         if pid not in {p for group in namespace_pids(namespaces).values() for p in group}:
-            return False
+            return ELSEWHERE
         stop_pidfd(pidfd, STOP_GRACE_SECONDS)
-        return True
+        return STOPPED
     finally:
         os.close(pidfd)
 

@@ -33,7 +33,6 @@ from lab.build.errors import LabError
 from lab.build.journal import Journal, header, journal_owner
 from lab.build.statefiles import (
     STATE_DIRECTORY_MODE,
-    UnsafeStateFile,
     check_state_directory,
     open_state_file,
     read_state_json,
@@ -191,10 +190,7 @@ def ensure_state_root(root: Path) -> None:
     """Make the state root when missing; refuse one that is a link or that others may write."""
     if not os.path.lexists(root):
         root.mkdir(parents=True, exist_ok=True, mode=STATE_DIRECTORY_MODE)
-    try:
-        check_state_directory(root)
-    except UnsafeStateFile as error:
-        raise UnsafeStateFile(f"state root: {error}") from None
+    check_state_directory(root, "state root")
 
 
 def list_labs(root: Path | None = None) -> list[str]:

@@ -134,17 +134,17 @@ def write_json_atomic(path: Path, data: Any, *, indent: int | None = None) -> No
         raise
 
 
-def check_state_directory(path: Path) -> None:
+def check_state_directory(path: Path, what: str = "state directory") -> None:
     """A real directory (not a link to one) that root owns and only its owner may write."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
-        raise LabError(f"state directory {path} does not exist") from None
+        raise LabError(f"{what} {path} does not exist") from None
     if stat.S_ISLNK(st.st_mode):
-        raise UnsafeStateFile(f"state directory {path} is a symbolic link; refusing to follow it")
+        raise UnsafeStateFile(f"{what} {path} is a symbolic link; refusing to follow it")
     if not stat.S_ISDIR(st.st_mode):
-        raise UnsafeStateFile(f"{path} is not a directory; refusing to use it as lab state")
-    check_trusted(st, path, "state directory")
+        raise UnsafeStateFile(f"{what} {path} is not a directory; refusing to use it")
+    check_trusted(st, path, what)
 
 
 def remove_inside(directory: Path, path: str) -> bool:
