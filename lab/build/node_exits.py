@@ -27,7 +27,7 @@ from lab.build.statefiles import open_state_file, read_state_json, write_json_at
 LOG_TAIL_BYTES = 16 * 1024
 START_BANNER = "stack node "  # the node's first line once it serves (`stack.node.daemon.serve`)
 NODE_ERROR_PREFIX = "stack.node:"  # the node's one-line error before it exits (`stack.node.__main__`)
-UNKNOWN_CAUSE = "unknown: it was reaped before the lab looked, and its log ends without an error"
+UNKNOWN_CAUSE = "ended, cause unknown (reaped by its parent before the lab looked; no error in its log)"
 
 
 @dataclass(frozen=True)

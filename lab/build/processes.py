@@ -10,8 +10,10 @@ The order matters for crash safety:
 
 If `lab up` dies between 1 and 3 (SIGKILL included), the pipe's write end closes with it, the
 child reads end-of-file and exits without ever running the stack, so no unjournaled stack can
-exist. `down` stops journaled processes by pid *and* start time (a reused pid is never
-signalled), then anything still in the lab's namespaces (`stop_namespace_processes`).
+exist. `down` stops journaled processes by pid *and* start time through a pidfd (a reused pid is
+never signalled, see `lab.build.pids`), and only inside the lab's own namespaces, then anything still
+in those namespaces (`stop_namespace_processes`). A dead node (`dead_nodes`) is started again by the
+next `lab up` with the same settings file, so with the same apps (`restart_dead_nodes`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 
 from lab.build.control import StackClient, StackControlError, control_socket_path, wait_for_hello
 from lab.build.journal import Journal, JournalEntry, read_journal
-from lab.build.node_exits import NodeExit, iso_time, log_facts, observe_exit
+from lab.build.node_exits import iso_time, log_facts, observe_exit
 from lab.build.pids import is_running, open_journaled, process_start_ticks, reap, stop_pidfd
 from lab.build.state import LabError, LabState, lab_tag
 from lab.build.statefiles import open_state_file, remove_inside
@@ -181,13 +183,6 @@ def dead_nodes(state: LabState, plan: LabPlan) -> list[tuple[NodePlan, JournalEn
         if entry is None or entry.pid is None or not is_running(entry.pid, entry.start_ticks):
             dead.append((node, entry))
     return dead
-
-
-def node_exits(state: LabState, plan: LabPlan, *, record: bool = True) -> dict[str, NodeExit]:
-    """How each dead node's process ended (see `lab.build.node_exits`), by node; recorded the first
-    time unless `record` is False."""
-    return {node.name: observe_exit(state, node.name, entry, record=record)
-            for node, entry in dead_nodes(state, plan) if entry is not None and entry.pid is not None}
 
 
 def restart_dead_nodes(state: LabState, plan: LabPlan) -> list[str]:

@@ -81,7 +81,7 @@ class LabState:
 
     @classmethod
     def for_lab(cls, name: str, root: Path | None = None) -> LabState:
-        return cls(check_lab_name(name), root if root is not None else state_root())
+        return cls(check_lab_name(name), normal_root(root))
 
     @property
     def directory(self) -> Path:
@@ -149,7 +149,7 @@ class LabState:
             Journal(building / self.journal_path.name).record([header(self.name)])
             if not rename_no_replace(building, self.directory):
                 raise ForeignState(f"{self.directory} already exists and is not the state directory of a "
-                                   f"lab that is up; refusing to adopt it (remove it if it is stale)")
+                                   "lab that is up; refusing to adopt it (remove it if it is stale)")
         except BaseException:
             shutil.rmtree(building, ignore_errors=True)
             raise
@@ -165,9 +165,10 @@ class LabState:
             path = self.root / name
             try:
                 check_state_directory(path)
+                owner = journal_owner(path / self.journal_path.name)
             except LabError:
                 continue  # not ours to remove
-            if journal_owner(path / self.journal_path.name) in (self.name, None):
+            if owner in (self.name, None):
                 shutil.rmtree(path, ignore_errors=True)
 
     def read_plan(self) -> dict[str, Any] | None:
@@ -186,6 +187,12 @@ class LabState:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
+def normal_root(root: Path | None) -> Path:
+    """The state root as an absolute path without `.`/`..`, so the lab's files have one spelling
+    (`lab.build.statefiles.remove_inside` compares paths as written)."""
+    return Path(os.path.abspath(root if root is not None else state_root()))
+
+
 def ensure_state_root(root: Path) -> None:
     """Make the state root when missing; refuse one that is a link or that others may write."""
     if not os.path.lexists(root):
@@ -195,7 +202,7 @@ def ensure_state_root(root: Path) -> None:
 
 def list_labs(root: Path | None = None) -> list[str]:
     """Names of labs that have a state directory of their own (up, being built, or left by a crash)."""
-    root = root if root is not None else state_root()
+    root = normal_root(root)
     try:
         entries = sorted(root.iterdir())
     except FileNotFoundError:

@@ -45,8 +45,8 @@ def stack_processes(state: LabState, plan: dict) -> dict[str, dict]:
     """Each pystack node's stack process by node: its pid, whether it runs, since when, and how it
     (or, once restarted, its predecessor) last ended.
 
-    A death seen here for the first time is recorded with this moment as "first seen gone", when
-    the lab's lock is free (a `lab up`/`down` that holds it records it itself).
+    A death seen here for the first time is recorded with this moment as "first seen gone" when the
+    lab's lock is free; while a `lab up` or `lab down` holds it, it is shown without being recorded.
     """
     latest = journaled_processes(state)
     found: dict[str, dict] = {}
