@@ -4,7 +4,9 @@ First the pure step `lab.build.wiring.plan_wiring()` lists every kernel object t
 checks everything it will need (netem, TAP support, free names) before creating anything. Then `up`
 journals each batch of objects before creating it and starts the stack processes
 (`lab.build.processes`); `down` stops the lab's processes, replays the journal in reverse and sweeps
-tagged leftovers, so it works after a crash of `up` at any point.
+tagged leftovers, so it works after a crash of `up` at any point. The journal only says where to look:
+`down` removes nothing that does not carry the lab's tag (see `_teardown`). A repeated `up` of a lab
+that is up restarts its dead stack processes.
 """
 
 from __future__ import annotations
