@@ -4,7 +4,9 @@ First the pure step `lab.build.wiring.plan_wiring()` lists every kernel object t
 checks everything it will need (netem, TAP support, free names) before creating anything. Then `up`
 journals each batch of objects before creating it and starts the stack processes
 (`lab.build.processes`); `down` stops the lab's processes, replays the journal in reverse and sweeps
-tagged leftovers, so it works after a crash of `up` at any point.
+tagged leftovers, so it works after a crash of `up` at any point. The journal only says where to look:
+`down` removes nothing that does not carry the lab's tag (see `_teardown`). A repeated `up` of a lab
+that is up restarts its dead stack processes.
 """
 
 from __future__ import annotations
@@ -12,15 +14,18 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab.build.drift import journal_drift
 from lab.build.journal import Journal, read_journal, removal_order
 from lab.build.processes import (
+    ELSEWHERE,
+    STOPPED,
     node_module,
     process_nodes,
     reap,
+    restart_dead_forwarders,
     restart_dead_nodes,
     start_forwarders,
     start_nodes,
@@ -37,8 +42,8 @@ from lab.build.state import (
     lab_tag,
     list_labs,
     remove_lock_file,
-    write_json_atomic,
 )
+from lab.build.statefiles import remove_inside, write_json_atomic
 from lab.build.wiring import (
     SILENT_PORT_SYSCTLS,
     Port,
@@ -56,8 +61,8 @@ from lab.kernel.capabilities import (
     netem_available,
 )
 from lab.kernel.errors import NetlinkOpError
-from lab.kernel.namespaces import is_stub_file, list_namespaces
-from lab.kernel.netlink import Netlink
+from lab.kernel.namespaces import is_mounted_namespace, is_stub_file, list_namespaces
+from lab.kernel.netlink import LinkInfo, Netlink
 from lab.kernel.rtnl import RtnlBatch
 from lab.topology.impairments import describe_impairment
 from lab.topology.plan import PYSTACK_TAP, LabPlan, plan_json_digest
@@ -87,10 +92,13 @@ class DownResult:
     swept: tuple[str, ...]  # tagged leftovers found without a journal entry
     skipped_journal_lines: tuple[int, ...]
     seconds: float
+    had_state: bool = True  # the lab had a state directory of its own
+    refused: tuple[str, ...] = ()  # journaled objects left alone: they do not carry the lab's tag
 
     @property
-    def found_anything(self) -> bool:
-        return bool(self.removed or self.swept)
+    def was_up(self) -> bool:
+        """Anything of the lab existed: its state, or objects tagged as its own."""
+        return self.had_state or bool(self.removed or self.swept)
 
 
 def _no_progress(step: str, done: int, total: int) -> None:
@@ -107,9 +115,8 @@ def up(plan: LabPlan, *, root: Path | None = None, progress: ProgressFn | None =
     state = LabState.for_lab(plan.name, root)
     plan_wiring(plan)  # refuse an unbuildable plan before asking the kernel anything
     with lab_lock(state):
-        existing = state.read_plan()
-        if existing is not None or state.exists():
-            return _up_again(state, plan, existing, started)
+        if state.owned():  # a directory that is not the lab's raises here: never adopted
+            return _up_again(state, plan, state.read_plan(), started)
         _check_privileges(plan)
         wiring = plan_wiring(plan, netem=netem_available())
         _check_capabilities(plan, wiring)
@@ -117,12 +124,14 @@ def up(plan: LabPlan, *, root: Path | None = None, progress: ProgressFn | None =
         digest = plan_json_digest(plan_json)
         with Netlink() as nl:
             _check_names_free(nl, plan.name, wiring)
-            state.create()
-            state.write_plan(plan_json, digest, PHASE_BUILDING, netem=wiring.netem)
-            journal = Journal(state.journal_path)
             try:
-                count = _build(nl, state, journal, plan, wiring, progress or _no_progress)
+                state.create()  # ForeignState when a directory that is not the lab's has its name
+                state.write_plan(plan_json, digest, PHASE_BUILDING, netem=wiring.netem)
+                count = _build(nl, state, Journal(state.journal_path), plan, wiring, progress or _no_progress)
+                state.write_plan(plan_json, digest, PHASE_UP, netem=wiring.netem)
             except BaseException as error:
+                if not state.belongs():  # nothing was made (under the lock, only this call makes it)
+                    raise
                 try:
                     _teardown(nl, state)
                 except Exception as rollback_error:  # keep the original error; say what is left
@@ -131,12 +140,11 @@ def up(plan: LabPlan, *, root: Path | None = None, progress: ProgressFn | None =
                 state.remove()
                 remove_lock_file(state)
                 raise
-            state.write_plan(plan_json, digest, PHASE_UP, netem=wiring.netem)
     stacks = sum(1 for node in plan.nodes if node.kind == "pystack" and node.process)
     running = f", {stacks} stack process{'es' if stacks > 1 else ''} answering" if stacks else ""
     if wiring.forwarders:
-        count = len(wiring.forwarders)
-        running += f", {count} link{'s' if count > 1 else ''} impaired by the lab's forwarder (no sch_netem)"
+        links = len(wiring.forwarders)
+        running += f", {links} link{'s' if links > 1 else ''} impaired by the lab's forwarder (no sch_netem)"
     return UpResult(plan.name, True, f"lab {plan.name} is up ({len(plan.nodes)} nodes{running})",
                     time.perf_counter() - started, count)
 
@@ -148,11 +156,12 @@ def _up_again(state: LabState, plan: LabPlan, existing: dict | None, started: fl
     if existing.get("digest") != plan.digest():
         raise LabError(f"lab {plan.name} is up with a different topology; run `lab down {plan.name}` first")
     with Netlink() as nl:
-        missing = journal_drift(nl, state).missing
+        missing = journal_drift(nl, state).missing  # a dead stack process is not missing: it restarts
     if missing:
         raise LabError(f"lab {plan.name} is up but {len(missing)} of its objects are gone "
                        f"(first: {missing[0]}); run `lab down {plan.name}` first")
-    restarted = tuple(restart_dead_nodes(state, plan))
+    forwarders = plan_wiring(plan, netem=bool(existing.get("netem", True))).forwarders
+    restarted = tuple(restart_dead_nodes(state, plan) + restart_dead_forwarders(state, forwarders))
     if restarted:
         return UpResult(plan.name, False, f"lab {plan.name} is already up with this topology; "
                         + "; ".join(restarted), time.perf_counter() - started, 0, restarted)
@@ -366,19 +375,23 @@ def down(name: str, *, root: Path | None = None) -> DownResult:
     """Remove everything lab `name` created, from its journal and by its tags; then its state.
 
     Works without the topology file, after a crash of `up` at any point, and when parts are
-    already gone. Raises LabError when there is no such lab at all.
+    already gone; a lab that is not up at all is no error (`was_up` is False). Only what carries
+    the lab's tag, lies inside its own namespaces or inside its own state directory is removed:
+    a journal entry naming anything else is left alone and reported in `refused`. A directory
+    under the state root that `lab up` did not make raises ForeignState and is left as it is.
     """
     started = time.perf_counter()
     state = LabState.for_lab(name, root)
-    with lab_lock(state), Netlink() as nl:
-        had_state = state.exists()
-        removed, swept, skipped = _teardown(nl, state)
-        state.remove()
+    with lab_lock(state):
+        had_state = state.owned()
+        state.remove_unfinished()
+        with Netlink() as nl:
+            teardown = _teardown(nl, state, journal=had_state)
+        if had_state:
+            state.remove()
         remove_lock_file(state)
-    result = DownResult(name, tuple(removed), tuple(swept), skipped, time.perf_counter() - started)
-    if not had_state and not result.found_anything:
-        raise LabError(f"lab {name} is not up (no state in {state.directory} and no tagged objects)")
-    return result
+    return DownResult(name, tuple(teardown.removed), tuple(teardown.swept), teardown.skipped_lines,
+                      time.perf_counter() - started, had_state, tuple(teardown.refused))
 
 
 def labs_to_take_down(root: Path | None = None) -> list[str]:
@@ -392,44 +405,89 @@ def labs_to_take_down(root: Path | None = None) -> list[str]:
     return sorted(names)
 
 
-def _teardown(nl: Netlink, state: LabState) -> tuple[list[str], list[str], tuple[int, ...]]:
+@dataclass
+class Teardown:
+    """What a teardown did: removed (journaled), swept (tagged, unjournaled), refused (not the lab's)."""
+
+    removed: list[str] = field(default_factory=list)
+    swept: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    skipped_lines: tuple[int, ...] = ()
+
+
+def _teardown(nl: Netlink, state: LabState, *, journal: bool = True) -> Teardown:
+    """Replay the journal in reverse (when `journal`), then sweep what still carries the lab's tag.
+
+    The journal is a list of what to look for, not an authority: an object is removed only when it
+    carries the lab's tag (a marked namespace named `<lab>-...`, an interface whose ifalias is the
+    tag), lies inside one of the lab's own namespaces, or (a file) lies inside the lab's state
+    directory. Anything else a journal names is left alone and reported as refused.
+    """
     tag = lab_tag(state.name)
-    contents = read_journal(state.journal_path)
-    journaled_namespaces = {e.namespace for e in contents.entries if e.kind == "namespace"}
-    removed: list[str] = []
-    ordered = removal_order(contents.entries)
-    # First the processes the journal names (pid + start time: a reused pid is never signalled),
-    # then anything else still running in the lab's namespaces (`lab exec` servers, strays).
+    contents = read_journal(state.journal_path) if journal else None
+    entries = contents.entries if contents else ()
+    result = Teardown(skipped_lines=contents.skipped_lines if contents else ())
+    own = _own_namespaces(nl, state.name, tag)
+    ordered = removal_order(entries)
+    # First the processes the journal names (pid + start time: a reused pid is never signalled;
+    # only inside the lab's namespaces), then anything else still running in those namespaces.
     for entry in ordered:
         if entry.kind == "process":
-            if stop_journaled_process(entry.pid, entry.start_ticks):
-                removed.append(entry.describe())
+            outcome = stop_journaled_process(entry.pid, entry.start_ticks, own)
+            if outcome == STOPPED:
+                result.removed.append(entry.describe())
+            elif outcome == ELSEWHERE:
+                result.refused.append(entry.describe())
             if entry.name and entry.pid is not None:  # a node's stack, started by `up` (maybe this process)
                 reap(entry.pid)
-    stop_namespace_processes(nl, state.name, journaled_namespaces)
+    stop_namespace_processes(nl, state.name, own)
     for entry in ordered:
-        if entry.kind == "process":
+        if entry.kind in ("process", "lab"):
             continue
         if entry.kind == "namespace":
-            if _remove_own_namespace(nl, entry.namespace, tag):
-                removed.append(entry.describe())
+            if _remove_own_namespace(nl, state.name, entry.namespace, tag):
+                result.removed.append(entry.describe())
+            elif entry.namespace and os.path.lexists(namespace_path(entry.namespace)):
+                result.refused.append(entry.describe())
         elif entry.kind == "file":
-            if entry.name and os.path.lexists(entry.name):
-                os.unlink(entry.name)
-                removed.append(entry.describe())
-        elif entry.namespace in journaled_namespaces:
+            if entry.name and remove_inside(state.directory, entry.name):
+                result.removed.append(entry.describe())
+            elif entry.name and os.path.lexists(entry.name):
+                result.refused.append(entry.describe())
+        elif entry.namespace in own:
             continue  # goes with its namespace
-        elif entry.kind == "qdisc":
-            if nl.delete_root_qdisc(entry.namespace, entry.name):
-                removed.append(entry.describe())
-        elif nl.delete_link(entry.namespace, entry.name):
-            removed.append(entry.describe())
-    swept = _sweep(nl, state.name, tag)
-    return removed, swept, contents.skipped_lines
+        else:  # an interface (or its qdisc) outside the lab's namespaces: only if it carries the tag
+            link = _find_link(nl, entry.namespace, entry.name)
+            if link is None:
+                continue
+            if link.alias != tag:
+                result.refused.append(entry.describe())
+            elif entry.kind == "qdisc":
+                if entry.namespace is not None and nl.delete_root_qdisc(entry.namespace, link.name):
+                    result.removed.append(entry.describe())
+            elif nl.delete_link(entry.namespace, link.name):
+                result.removed.append(entry.describe())
+    result.swept = _sweep(nl, state.name, tag)
+    return result
 
 
-def _remove_own_namespace(nl: Netlink, namespace: str, tag: str) -> bool:
-    """Remove a namespace only if it carries the lab's marker (or is a stub of an interrupted create)."""
+def _own_namespaces(nl: Netlink, lab: str, tag: str) -> set[str]:
+    """The namespaces that are the lab's: named `<lab>-...` and marked with its tag (`create_namespace`)."""
+    return {ns for ns in list_namespaces() if ns.startswith(f"{lab}-") and nl.namespace_marker(ns) == tag}
+
+
+def _find_link(nl: Netlink, namespace: str | None, name: str | None) -> LinkInfo | None:
+    """Interface `name` in `namespace` (None: root) with its ifalias, or None when there is none."""
+    if name is None or (namespace is not None and not is_mounted_namespace(namespace)):
+        return None
+    return next((link for link in nl.links(namespace) if link.name == name), None)
+
+
+def _remove_own_namespace(nl: Netlink, lab: str, namespace: str | None, tag: str) -> bool:
+    """Remove a namespace only if it is named as the lab's and carries its marker (or is a stub of an
+    interrupted create: an empty file under the lab's name, never mounted)."""
+    if not namespace or not namespace.startswith(f"{lab}-"):
+        return False
     path = namespace_path(namespace)
     if is_stub_file(path):
         os.unlink(path)

@@ -5,7 +5,9 @@ about to create is then already on record, so `lab down` can find it without the
 An entry for an object that never came to be is harmless: `down` ignores missing objects.
 
 The file is JSON Lines, one object per line, appended only. A crash can tear the last line; reading
-skips a line that does not parse instead of failing, so `down` always works.
+skips a line that does not parse instead of failing, so `down` always works. Its first line is a
+header naming the lab (`kind: lab`), written before the state directory appears under its name: a
+directory without it was not made by `lab up` and is never adopted or removed.
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-ObjectKind = Literal["namespace", "veth", "bridge", "tap", "qdisc", "process", "file"]
-OBJECT_KINDS: tuple[str, ...] = ("namespace", "veth", "bridge", "tap", "qdisc", "process", "file")
+from lab.build.statefiles import open_state_file, read_state_bytes
+
+ObjectKind = Literal["lab", "namespace", "veth", "bridge", "tap", "qdisc", "process", "file"]
+OBJECT_KINDS: tuple[str, ...] = ("lab", "namespace", "veth", "bridge", "tap", "qdisc", "process", "file")
+HEADER_BYTES = 4096  # the header line is far shorter; reading more is never needed to find it
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +32,8 @@ class JournalEntry:
 
     kind: ObjectKind
     namespace: str | None = None  # where it lives, None for the root namespace (a veth: its first end)
-    name: str | None = None  # the interface (bridge, TAP, veth end, qdisc's device); a file's absolute path
+    name: str | None = None  # the interface (bridge, TAP, veth end, qdisc's device); a file's absolute
+    # path (inside the lab's state directory); the node a stack process serves; the header's lab
     peer_namespace: str | None = None  # a veth's other end ...
     peer_name: str | None = None  # ... and its name there
     qdisc: str | None = None  # the root qdisc's kind on namespace/name: "tbf" or "netem"
@@ -49,6 +55,8 @@ class JournalEntry:
 
     def describe(self) -> str:
         where = self.namespace or "root"
+        if self.kind == "lab":
+            return f"lab {self.name}"
         if self.kind == "namespace":
             return f"namespace {self.namespace}"
         if self.kind == "veth":
@@ -83,7 +91,7 @@ class Journal:
         lines = [json.dumps(entry.to_json(), sort_keys=True) for entry in entries]
         if not lines:
             return
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = open_state_file(self.path, os.O_RDWR | os.O_APPEND, create=True)
         try:
             prefix = "" if _ends_with_newline(fd) else "\n"
             os.write(fd, (prefix + "\n".join(lines) + "\n").encode())
@@ -102,11 +110,30 @@ def _ends_with_newline(fd: int) -> bool:
     return os.pread(fd, 1, size - 1) == b"\n"
 
 
+def header(lab: str) -> JournalEntry:
+    """The journal's first entry: which lab the journal (and the directory holding it) belongs to."""
+    return JournalEntry("lab", name=lab)
+
+
+def journal_owner(path: Path) -> str | None:
+    """The lab the journal's header names; None when there is no journal or it has no header.
+
+    Raises UnsafeStateFile when the journal is a link or not trusted (`lab.build.statefiles`).
+    """
+    raw = read_state_bytes(path, HEADER_BYTES)
+    if not raw:
+        return None
+    try:
+        first = JournalEntry.from_json(json.loads(raw.split(b"\n", 1)[0]))
+    except (ValueError, TypeError):
+        return None
+    return first.name if first.kind == "lab" else None
+
+
 def read_journal(path: Path) -> JournalContents:
     """All entries in creation order; an unparsable line is skipped and reported, never fatal."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
+    raw = read_state_bytes(path)
+    if raw is None:
         return JournalContents((), ())
     entries: list[JournalEntry] = []
     skipped: list[int] = []

@@ -10,8 +10,10 @@ The order matters for crash safety:
 
 If `lab up` dies between 1 and 3 (SIGKILL included), the pipe's write end closes with it, the
 child reads end-of-file and exits without ever running the stack, so no unjournaled stack can
-exist. `down` stops journaled processes by pid *and* start time (a reused pid is never
-signalled), then anything still in the lab's namespaces (`stop_namespace_processes`).
+exist. `down` stops journaled processes by pid *and* start time through a pidfd (a reused pid is
+never signalled, see `lab.build.pids`), and only inside the lab's own namespaces, then anything still
+in those namespaces (`stop_namespace_processes`). A dead node (`dead_nodes`) is started again by the
+next `lab up` with the same settings file, so with the same apps (`restart_dead_nodes`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,10 @@ from pathlib import Path
 
 from lab.build.control import StackClient, StackControlError, control_socket_path, wait_for_hello
 from lab.build.journal import Journal, JournalEntry, read_journal
+from lab.build.node_exits import iso_time, log_facts, observe_exit
+from lab.build.pids import is_running, open_journaled, process_start_ticks, reap, stop_pidfd
 from lab.build.state import LabError, LabState, lab_tag
+from lab.build.statefiles import open_state_file, remove_inside
 from lab.build.wiring import Forwarder
 from lab.kernel.namespaces import is_mounted_namespace
 from lab.kernel.netlink import Netlink
@@ -56,52 +61,12 @@ class NodeProcess:
     start_ticks: int | None
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    """/proc/<pid>/stat after the command name (field 3 on), or None when there is no such process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return stat.rsplit(")", 1)[1].split()
-
-
-def process_start_ticks(pid: int) -> int | None:
-    """Field 22 of /proc/<pid>/stat: with the pid, it names one process for its whole life."""
-    fields = _stat_fields(pid)
-    return int(fields[19]) if fields is not None else None
-
-
-def process_cpu_seconds(pid: int) -> float | None:
-    """User plus system CPU time the process has used so far (fields 14 and 15 of /proc/<pid>/stat)."""
-    fields = _stat_fields(pid)
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields is not None else None
-
-
-def is_running(pid: int, start_ticks: int | None) -> bool:
-    """The very process journaled (same pid, same start time; None: any) exists and is not a zombie.
-
-    A zombie no longer pins a namespace. Never reaps: a child's exit status is its parent's to read.
-    """
-    fields = _stat_fields(pid)
-    return fields is not None and fields[0] != "Z" and (start_ticks is None or int(fields[19]) == start_ticks)
-
-
-def reap(pid: int) -> None:
-    """Collect the exit status of a child of this process, so it does not linger as a zombie."""
-    with suppress(ChildProcessError):  # not our child (started by an earlier `lab up`): init reaps it
-        os.waitpid(pid, os.WNOHANG)
-
-
 def node_module() -> str:
     return os.environ.get(NODE_MODULE_ENV) or NODE_MODULE
 
 
 def node_command(settings_path: Path) -> list[str]:
     return [sys.executable, "-m", node_module(), "--settings", str(settings_path)]
-
-
-def node_log_path(state: LabState, node: str) -> Path:
-    return state.nodes_dir / f"{node}.log"
 
 
 def spawn_node(state: LabState, node: NodePlan, journal: Journal) -> NodeProcess:
@@ -123,7 +88,7 @@ def spawn_forwarder(state: LabState, forwarder: Forwarder, journal: Journal) -> 
 def spawn_process(state: LabState, name: str, namespace: str, argv: list[str],
                   journal: Journal) -> NodeProcess:
     """Fork `argv` into `namespace`, journal it under `name`, then let it exec (the module docstring)."""
-    log_fd = os.open(node_log_path(state, name), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    log_fd = open_state_file(state.node_log_path(name), os.O_WRONLY | os.O_APPEND, create=True)
     namespace_fd = open_namespace(namespace_path(namespace))
     gate_read, gate_write = os.pipe()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -189,8 +154,8 @@ def wait_ready(state: LabState, started: list[NodeProcess], *,
         except StackControlError as error:
             reap(process.pid)
             raise NodeStartFailed(f"{process_label(process.node)} (pid {process.pid}): {error}; "
-                                  f"its log: {node_log_path(state, process.node)}"
-                                  f"{_log_tail(node_log_path(state, process.node))}") from None
+                                  f"its log: {state.node_log_path(process.node)}"
+                                  f"{_log_tail(state, process.node)}") from None
         finally:
             client.close()
     return answers
@@ -203,13 +168,10 @@ def process_label(name: str) -> str:
     return f"stack process of node {name}"
 
 
-def _log_tail(path: Path) -> str:
+def _log_tail(state: LabState, node: str) -> str:
     """The log's last non-empty line, to put the node's own words into the one-line error."""
-    try:
-        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
-    except OSError:
-        return ""
-    return f" (last line: {lines[-1].strip()[:200]})" if lines else ""
+    _, last_line, _ = log_facts(state, node)
+    return f" (last line: {last_line})" if last_line else ""
 
 
 def start_nodes(state: LabState, plan: LabPlan, journal: Journal,
@@ -239,30 +201,58 @@ def journaled_processes(state: LabState) -> dict[str, JournalEntry]:
 
 
 def dead_nodes(state: LabState, plan: LabPlan) -> list[tuple[NodePlan, JournalEntry | None]]:
-    """Nodes whose stack process should run and does not (with the journal entry of the dead one)."""
+    """Nodes whose stack process should run and does not, with the journal entry of the dead one.
+
+    Dead means: the journaled pid is gone, is a zombie, or now names another process (its start
+    time differs); see `lab.build.pids`.
+    """
     latest = journaled_processes(state)
     dead = []
     for node in process_nodes(plan):
         entry = latest.get(node.name)
         if entry is None or entry.pid is None or not is_running(entry.pid, entry.start_ticks):
-            if entry is not None and entry.pid is not None:
-                reap(entry.pid)
             dead.append((node, entry))
     return dead
 
 
 def restart_dead_nodes(state: LabState, plan: LabPlan) -> list[str]:
-    """Start again every node process found dead; one message per restart (what `lab up` prints)."""
+    """Start again every node process found dead, with the apps its settings file names; one message
+    per restart (what `lab up` prints), saying how the dead one ended."""
     dead = dead_nodes(state, plan)
     if not dead:
         return []
-    for node, _ in dead:
-        stale = control_socket_path(state.name, node.name, state.root)
-        if stale.exists():
-            stale.unlink()
+    messages = []
+    for node, entry in dead:
+        remove_inside(state.directory, str(state.control_socket_path(node.name)))  # stale: nobody serves it
+        if entry is None or entry.pid is None:
+            messages.append(f"started the stack process of {node.name} (none was recorded)")
+        else:
+            ended = observe_exit(state, node.name, entry)
+            messages.append(f"restarted the stack process of {node.name} (pid {entry.pid} was gone: "
+                            f"{ended.cause}; first seen gone {iso_time(ended.seen_gone_at)})")
     start_nodes(state, plan, Journal(state.journal_path), [node for node, _ in dead])
-    return [f"restarted the stack process of {node.name} (pid {entry.pid} was gone)" if entry and entry.pid
-            else f"started the stack process of {node.name} (none was recorded)" for node, entry in dead]
+    return messages
+
+
+def restart_dead_forwarders(state: LabState, forwarders: list[Forwarder]) -> list[str]:
+    """Start again every link forwarder found dead (from its settings file, so with the impairments
+    last set); one message per restart."""
+    latest = journaled_processes(state)
+    dead = [f for f in forwarders if (entry := latest.get(f.name)) is None or entry.pid is None
+            or not is_running(entry.pid, entry.start_ticks)]
+    messages = []
+    for forwarder in dead:
+        remove_inside(state.directory, str(state.control_socket_path(forwarder.name)))
+        entry = latest.get(forwarder.name)
+        if entry is None or entry.pid is None:
+            messages.append(f"started the forwarder of link {forwarder.link} (none was recorded)")
+        else:
+            ended = observe_exit(state, forwarder.name, entry)
+            messages.append(f"restarted the forwarder of link {forwarder.link} (pid {entry.pid} was gone: "
+                            f"{ended.cause})")
+    if dead:
+        start_forwarders(state, dead, Journal(state.journal_path))
+    return messages
 
 
 # --------------------------------------------------------------------------------------------
@@ -281,12 +271,23 @@ def record_process(name: str, namespace: str, pid: int, *, root: Path | None = N
     )
 
 
-def stop_journaled_process(pid: int | None, start_ticks: int | None) -> bool:
-    """Stop the journaled process if it is still the very one (same start time): a reused pid is spared."""
-    ticks = process_start_ticks(pid) if pid is not None else None
-    if pid is None or ticks is None or ticks != start_ticks:
-        return False
-    return bool(terminate([pid]))
+STOPPED, GONE, ELSEWHERE = "stopped", "gone", "elsewhere"
+
+
+def stop_journaled_process(pid: int | None, start_ticks: int | None, namespaces: set[str]) -> str:
+    """Stop the journaled process if it is still the very one (same start time) and runs inside one of
+    `namespaces` (the lab's own). Returns STOPPED, GONE (no such process: a reused pid is spared) or
+    ELSEWHERE (it runs, but outside the lab's namespaces: left alone)."""
+    pidfd = open_journaled(pid, start_ticks)
+    if pidfd is None:
+        return GONE
+    try:
+        if pid not in {p for group in namespace_pids(namespaces).values() for p in group}:
+            return ELSEWHERE
+        stop_pidfd(pidfd, STOP_GRACE_SECONDS)
+        return STOPPED
+    finally:
+        os.close(pidfd)
 
 
 def namespace_pids(namespaces: set[str]) -> dict[str, list[int]]:

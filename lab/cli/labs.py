@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from lab.build import builder
-from lab.build.state import LabError, list_labs, node_namespace
+from lab.build.state import list_labs, node_namespace
 from lab.cli.output import (
     JsonFlag,
     err,
@@ -74,37 +74,44 @@ def up(
 
 
 def down(
-    name: Annotated[str | None, typer.Argument(help="Lab name (default: the only lab that is up).")] = None,
-    all_labs: Annotated[bool, typer.Option("--all", help="Take down every lab.")] = False,
+    name: Annotated[str | None, typer.Argument(
+        help="Lab name (default: the default topology's lab, pair, which `lab up` alone brings up).")] = None,
+    all_labs: Annotated[bool, typer.Option("--all", help="Take down every lab (for an operator).")] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Remove everything a lab created, from its journal and its tags; works after crashes."""
+    """Remove everything a lab created, from its journal and its tags; works after crashes.
+
+    A lab that is not up is no error (exit 0, "not up"), like a repeated `lab up`.
+    """
     with errors_to_exit_codes():
         if all_labs and name:
             fail("give a lab name or --all, not both")
-        names = builder.labs_to_take_down() if all_labs else [name or _only_lab()]
+        names = builder.labs_to_take_down() if all_labs else [name or _default_lab()]
         results = [builder.down(n) for n in names]
     if as_json:
-        print_json([{"lab": r.lab, "removed": list(r.removed), "swept": list(r.swept),
-                     "skipped_journal_lines": list(r.skipped_journal_lines), "seconds": round(r.seconds, 4)}
+        print_json([{"lab": r.lab, "was_up": r.was_up, "removed": list(r.removed), "swept": list(r.swept),
+                     "refused": list(r.refused), "skipped_journal_lines": list(r.skipped_journal_lines),
+                     "seconds": round(r.seconds, 4)}
                     for r in results])
         return
     if not results:
         out.print("no labs are up")
     for r in results:
+        if not r.was_up:
+            out.print(f"lab {r.lab} is not up; nothing to do")
+            continue
         extra = f", swept {len(r.swept)} untracked" if r.swept else ""
         out.print(f"lab {r.lab} is down: removed {len(r.removed)} objects{extra} [{r.seconds:.2f} s]")
+        if r.refused:
+            out.print(f"  left alone {len(r.refused)} its journal named that are not the lab's: "
+                      + ", ".join(r.refused), markup=False)
         if r.skipped_journal_lines:
             out.print(f"  (skipped unreadable journal lines {list(r.skipped_journal_lines)})")
 
 
-def _only_lab() -> str:
-    labs = list_labs()
-    if len(labs) == 1:
-        return labs[0]
-    if not labs:
-        raise LabError("no lab is up; name one, or use --all to sweep leftovers")
-    raise LabError(f"several labs are up ({', '.join(labs)}); name one, or use --all")
+def _default_lab() -> str:
+    """The lab `lab up` with no topology brings up: the default topology's name."""
+    return load_topology(topology_path(None)).name
 
 
 # --- status / list ---------------------------------------------------------------------------
@@ -120,19 +127,19 @@ def status(
             if as_json:
                 print_json(rows)
             else:
-                table = Table("lab", "phase", "nodes", "missing", "untracked", "source", title="labs")
+                table = Table("lab", "phase", "nodes", "missing", "untracked", "dead", "source", title="labs")
                 for row in rows:
                     table.add_row(row["lab"], row["phase"], str(row["nodes"]), str(row["missing"]),
-                                  str(row["untracked"]), str(row["source"] or ""))
+                                  str(row["untracked"]), str(row["dead"]), str(row["source"] or ""))
                 out.print(table if rows else "no labs are up")
-            drifted = any(row["missing"] or row["untracked"] for row in rows)
+            drifted = any(row["missing"] or row["untracked"] or row["dead"] for row in rows)
         else:
             report = lab_status(name)
             if as_json:
                 print_json(report)
             else:
                 _print_status(report)
-            drifted = bool(report["drift"]["missing"] or report["drift"]["untracked"])
+            drifted = not _drift_clean(report["drift"])
     if drifted:
         raise typer.Exit(1)
 
@@ -156,6 +163,8 @@ def _print_status(report: dict) -> None:
     out.print(table)
     running = [f"{p} ({n['name']})" for n in report["nodes"] for p in n["processes"]]
     out.print(f"processes: {', '.join(running) if running else 'none'}")
+    for node in report["nodes"]:
+        _print_stack_process(report["lab"], node["name"], node.get("stack_process"))
     forwarders = [f"{p['pid']} ({p['link']}{'' if p['running'] else ', gone'})" for p in report["forwarders"]]
     if forwarders:
         out.print(f"forwarders: {', '.join(forwarders)}")
@@ -166,12 +175,38 @@ def _print_status(report: dict) -> None:
     if not report["impairments"]:
         out.print("impairments: none")
     drift = report["drift"]
-    if not (drift["missing"] or drift["untracked"]):
+    if _drift_clean(drift):
         out.print("drift: none")
     for what in drift["missing"]:
         out.print(f"[red]drift: missing[/red] {what}")
     for what in drift["untracked"]:
         out.print(f"[yellow]drift: untracked[/yellow] {what}")
+    for what in drift["dead"]:
+        out.print(f"[red]drift: dead[/red] {what}")
+
+
+def _drift_clean(drift: dict) -> bool:
+    return not (drift["missing"] or drift["untracked"] or drift["dead"])
+
+
+def _print_stack_process(lab: str, node: str, process: dict | None) -> None:
+    """One line per stack node: running since when, or dead: how, when; and the last death if restarted."""
+    if process is None:
+        return
+    ended = process["exit"]
+    if ended is None and process["pid"] is None:
+        out.print(f"[red]stack {node}: never started[/red]; `lab up {lab}` again starts it")
+    elif not process["running"]:
+        line = f"pid {ended['pid']} {ended['cause']}; first seen gone {ended['seen_gone']}" if ended else ""
+        log = f", its log ends {ended['log_ends']}" if ended and ended["log_ends"] else ""
+        out.print(f"[red]stack {node}: died[/red]: {line}{log}; `lab up` with its topology restarts it")
+    else:
+        since = f" since {process['started']}" if process["started"] else ""
+        earlier = ""
+        if ended is not None and ended["pid"] != process["pid"]:
+            earlier = (f" (restarted: pid {ended['pid']} {ended['cause']}, "
+                       f"first seen gone {ended['seen_gone']})")
+        out.print(f"stack {node}: pid {process['pid']} running{since}{earlier}")
 
 
 def list_command(as_json: JsonFlag = False) -> None:

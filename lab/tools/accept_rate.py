@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.build.processes import process_cpu_seconds
+from lab.build.pids import process_cpu_seconds
 from lab.experiments.base import ExperimentError
 from lab.kernel.namespaces import popen_inside
 from lab.kernel.sysctls import swap_sysctl

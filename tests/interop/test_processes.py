@@ -86,24 +86,102 @@ def _namespace_link(namespace: str) -> str:
     return f"net:[{os.stat(f'/var/run/netns/{namespace}').st_ino}]"
 
 
-def test_a_second_up_restarts_a_dead_stack_and_says_so(lab_name: str) -> None:
+def wait_until_reaped(pid: int, seconds: float = 20) -> None:
+    """Until /proc/<pid> is gone: dead *and* reaped by its parent, which for a node started by a `lab up`
+    that has exited is init (or the nearest subreaper), not the lab."""
+    deadline = time.monotonic() + seconds
+    while Path(f"/proc/{pid}").exists():
+        assert time.monotonic() < deadline, f"pid {pid} still in /proc after {seconds} s"
+        time.sleep(0.02)
+
+
+def kernel_exchange(lab: str, port: int, payload: bytes, *, echoed: bool) -> None:
+    """A kernel connection from h1 to the stack's app on `port`: sends `payload`, and reads it back
+    from an echo app."""
+    client = _kernel_socket(f"{lab}-h1")
+    try:
+        client.connect(("10.0.0.2", port))
+        client.sendall(payload)
+        if echoed:
+            received = b""
+            while len(received) < len(payload):
+                chunk = client.recv(65536)
+                assert chunk, "the echo app closed before echoing everything"
+                received += chunk
+            assert received == payload
+    finally:
+        client.close()
+
+
+def test_a_second_up_restarts_a_dead_stack_with_its_apps_and_status_says_what_died(lab_name: str) -> None:
+    """The node is SIGKILLed and reaped (so /proc/PID is gone) before `lab up` runs again."""
     assert run_lab("up", "pair", "--name", lab_name).returncode == 0
     [first] = stack_processes(lab_name)
     again = run_lab("up", "pair", "--name", lab_name)
     assert "nothing changed" in again.stdout and stack_processes(lab_name) == [first]
 
     os.kill(first, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while is_running(first, None) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until_reaped(first)
+    status = run_lab("status", lab_name, "--json")
+    assert status.returncode == 1, status.stderr  # a dead node is drift
+    report = json.loads(status.stdout)
+    assert report["drift"]["dead"] == [f"stack process of s1 (process {first} in {lab_name}-s1)"]
+    assert report["drift"]["missing"] == []
+    [s1] = [node for node in report["nodes"] if node["name"] == "s1"]
+    process = s1["stack_process"]
+    assert process["pid"] == first and process["running"] is False
+    assert process["exit"]["pid"] == first and process["exit"]["seen_gone"].endswith("Z")
+    assert process["exit"]["log_ends"] is not None  # it was alive at least until its last log line
+    seen_gone = process["exit"]["seen_gone"]
+    human = run_lab("status", lab_name)
+    assert human.returncode == 1
+    assert f"stack s1: died: pid {first} " in human.stdout and f"first seen gone {seen_gone}" in human.stdout
+
     restarted = run_lab("up", "pair", "--name", lab_name)
     assert restarted.returncode == 0, restarted.stderr
-    assert f"restarted the stack process of s1 (pid {first} was gone)" in restarted.stdout
+    assert f"restarted the stack process of s1 (pid {first} was gone: " in restarted.stdout
+    assert f"first seen gone {seen_gone})" in restarted.stdout  # the time `lab status` recorded, kept
     [second] = stack_processes(lab_name)
     assert second != first
     with StackClient.for_node(lab_name, "s1") as client:
-        assert client.hello()["pid"] == second
+        hello = client.hello()
+    assert hello["pid"] == second
+    assert {"app": "echo", "port": 7} in hello["apps"] and {"app": "discard", "port": 9} in hello["apps"]
+    kernel_exchange(lab_name, 7, os.urandom(100_000), echoed=True)
+    kernel_exchange(lab_name, 9, os.urandom(100_000), echoed=False)
+
+    after = run_lab("status", lab_name, "--json")
+    assert after.returncode == 0, after.stdout
+    [s1] = [node for node in json.loads(after.stdout)["nodes"] if node["name"] == "s1"]
+    assert s1["stack_process"]["running"] is True and s1["stack_process"]["pid"] == second
+    assert s1["stack_process"]["exit"]["pid"] == first  # the death that was restarted
     assert run_lab("down", lab_name).returncode == 0
+    assert leftovers(lab_name) == []
+
+
+def test_a_node_that_dies_as_the_labs_child_is_reported_with_its_exit_cause(lab_name: str) -> None:
+    """`lab up` run in this process is the node's parent: the status it reaps names the signal."""
+    from lab.build import builder
+    from lab.build.pids import stat_fields
+    from lab.tools.status import lab_status
+    from lab.topology import DEFAULT_TOPOLOGY, load_topology
+
+    plan = load_topology(DEFAULT_TOPOLOGY, name=lab_name)
+    assert builder.up(plan).changed
+    [first] = stack_processes(lab_name)
+    os.kill(first, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while (stat_fields(first) or ["Z"])[0] != "Z":  # a zombie: only its parent (this process) may reap it
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    [s1] = [node for node in lab_status(lab_name)["nodes"] if node["name"] == "s1"]
+    assert s1["stack_process"]["exit"]["cause"] == "killed by SIGKILL"
+    assert s1["stack_process"]["exit"]["cause_known"] is True
+    assert not Path(f"/proc/{first}").exists()  # reaped by `lab status` while it looked
+    again = builder.up(plan)
+    assert again.restarted == (f"restarted the stack process of s1 (pid {first} was gone: killed by SIGKILL; "
+                               f"first seen gone {s1['stack_process']['exit']['seen_gone']})",)
+    builder.down(lab_name)
     assert leftovers(lab_name) == []
 
 

@@ -55,8 +55,6 @@ def test_unknown_lab_is_exit_2(runner: CliRunner) -> None:
     assert one_line(result.stderr) == "lab: lab nolab is not up"
     result = runner.invoke(app, ["status", "nolab"])
     assert result.exit_code == 2 and "is not up" in one_line(result.stderr)
-    result = runner.invoke(app, ["down"])
-    assert result.exit_code == 2 and "no lab is up" in one_line(result.stderr)
     result = runner.invoke(app, ["up", "pair", "--name", "Bad Name"])
     assert result.exit_code == 2
 
@@ -110,3 +108,36 @@ def test_lab_run_lists_an_experiments_options_without_a_lab() -> None:
         "default": 3, "help": "SYN retransmissions before giving up (both sides); 3 takes ~15 s"}
     unknown = CliRunner().invoke(app, ["run", "timeout", "--option", "retries=2"])
     assert unknown.exit_code == 2
+
+
+def test_down_without_a_name_takes_down_the_default_topologys_lab_never_another(
+        runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a shared machine "the only lab that is up" may be someone else's: `lab down` alone means the
+    lab `lab up` alone brings up (the default topology's, pair)."""
+    from lab.build import builder
+    from lab.build.state import LabState
+
+    LabState.for_lab("someones", tmp_path / "state").create()  # the only lab with state
+    asked: list[str] = []
+
+    def down(name: str, **_: object) -> builder.DownResult:
+        asked.append(name)
+        return builder.DownResult(name, (), (), (), 0.0, False)
+
+    monkeypatch.setattr(builder, "down", down)
+    result = runner.invoke(app, ["down"])
+    assert asked == ["pair"]
+    assert result.exit_code == 0 and one_line(result.stdout) == "lab pair is not up; nothing to do"
+
+
+def test_down_of_a_lab_that_is_not_up_is_exit_0_like_a_repeated_up(runner: CliRunner) -> None:
+    import uuid
+
+    name = f"ra{uuid.uuid4().hex[:8]}"
+    result = runner.invoke(app, ["down", name])
+    assert result.exit_code == 0, result.stderr
+    assert one_line(result.stdout) == f"lab {name} is not up; nothing to do"
+    result = runner.invoke(app, ["down", name, "--json"])
+    assert result.exit_code == 0
+    [answer] = json.loads(result.stdout)
+    assert answer["lab"] == name and answer["was_up"] is False and answer["removed"] == []
