@@ -96,6 +96,11 @@ static void *server_thread(void *unused) {
         atomic_fetch_add(&done_count, 1);
         close(fd);
     }
+    int fd; /* stopping: what the accept queue still holds completed its handshake, so it counts */
+    while ((fd = accept4(listener, NULL, NULL, SOCK_NONBLOCK)) >= 0) {
+        atomic_fetch_add(&done_count, 1);
+        close(fd);
+    }
     return NULL;
 }
 

@@ -125,7 +125,7 @@ def test_a_second_up_restarts_a_dead_stack_with_its_apps_and_status_says_what_di
     status = run_lab("status", lab_name, "--json")
     assert status.returncode == 1, status.stderr  # a dead node is drift
     report = json.loads(status.stdout)
-    assert report["drift"]["dead"] == [f"stack process of s1 (process {first} in {lab_name}-s1)"]
+    assert report["drift"]["dead"] == [f"stack process of node s1 (process {first} in {lab_name}-s1)"]
     assert report["drift"]["missing"] == []
     [s1] = [node for node in report["nodes"] if node["name"] == "s1"]
     process = s1["stack_process"]

@@ -63,7 +63,7 @@ def test_twenty_ms_each_way_is_a_forty_ms_round_trip(lab_name: str, tmp_path: Pa
     status = json.loads(run_lab("status", lab_name, "--json").stdout)
     assert {row["direction"]: row["by"] for row in status["impairments"]} == {
         "h1->h2": EXPECTED_BY, "h2->h1": EXPECTED_BY}
-    assert status["drift"] == {"missing": [], "untracked": []}
+    assert status["drift"] == {"missing": [], "untracked": [], "dead": []}
 
 
 @pytest.mark.root

@@ -161,7 +161,7 @@ def test_a_planted_link_at_a_state_file_is_replaced_never_written_through(root: 
         state.read_plan()
     state.write_plan({"name": "ra1"}, "abc", "up")
     assert target.read_text() == "untouched"
-    assert not state.plan_path.is_symlink() and state.read_plan() == {"digest": "abc", "phase": "up",
+    assert not state.plan_path.is_symlink() and state.read_plan() == {"digest": "abc", "phase": "up", "netem": True,
                                                                       "plan": {"name": "ra1"}}
 
 
