@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from lab.build.processes import (
     stop_journaled_process,
     stop_namespace_processes,
 )
+from lab.build.signals import forget_undo, held_signals, note_cleanup, raise_if_stopping, undo_on_stop
 from lab.build.state import (
     PHASE_BUILDING,
     PHASE_UP,
@@ -99,7 +101,7 @@ def up(plan: LabPlan, *, root: Path | None = None, progress: ProgressFn | None =
     started = time.perf_counter()
     state = LabState.for_lab(plan.name, root)
     wiring = plan_wiring(plan)
-    with lab_lock(state):
+    with lab_lock(state), held_signals():  # the lock's wait stays interruptible; the build is whole or undone
         existing = state.read_plan()
         if existing is not None or state.exists():
             return _up_again(state, plan, existing, started)
@@ -113,16 +115,21 @@ def up(plan: LabPlan, *, root: Path | None = None, progress: ProgressFn | None =
             journal = Journal(state.journal_path)
             try:
                 count = _build(nl, state, journal, plan, wiring, progress or _no_progress)
+                state.write_plan(plan_json, digest, PHASE_UP)
+                raise_if_stopping()  # a signal held until the very end still undoes the build
             except BaseException as error:
                 try:
-                    _teardown(nl, state)
+                    removed, swept, _ = _teardown(nl, state)
                 except Exception as rollback_error:  # keep the original error; say what is left
                     error.add_note(f"rollback incomplete ({rollback_error}); run `lab down {plan.name}`")
+                    note_cleanup(f"rollback of lab {plan.name} incomplete ({rollback_error}); "
+                                 f"run `lab down {plan.name}`")
                     raise
                 state.remove()
                 remove_lock_file(state)
+                note_cleanup(f"rolled back lab {plan.name} ({len(removed) + len(swept)} objects removed)")
                 raise
-            state.write_plan(plan_json, digest, PHASE_UP)
+            undo_on_stop(undo_key(plan.name), lambda: _down_if_up(plan.name, root))
     stacks = sum(1 for node in plan.nodes if node.kind == "pystack" and node.process)
     running = f", {stacks} stack process{'es' if stacks > 1 else ''} answering" if stacks else ""
     return UpResult(plan.name, True, f"lab {plan.name} is up ({len(plan.nodes)} nodes{running})",
@@ -205,10 +212,12 @@ def _build(
         nonlocal done
         done += 1
         progress(what, done, phases)
+        raise_if_stopping()
 
     journal.record(batches["namespaces"])
     for namespace in wiring.namespaces:
         nl.create_namespace(namespace, tag)
+        raise_if_stopping()
     for namespace in wiring.silent_namespaces:
         nl.write_sysctls(namespace, [(f"net.ipv6.conf.{scope}.{key}", value)
                                      for scope in ("default", "all") for key, value in SILENT_PORT_SYSCTLS])
@@ -229,6 +238,7 @@ def _build(
     _create_bridges(nl, wiring)
     for namespace, name, vnet_hdr, mtu in wiring.taps:  # after every assigned index: TAPs take any free one
         nl.add_tap(namespace, name, vnet_hdr=vnet_hdr, mtu=mtu)
+        raise_if_stopping()
     step("bridges and TAPs")
 
     sysctls: dict[str, list[tuple[str, str]]] = {}
@@ -287,6 +297,7 @@ def _wait_bridge_ports_up(nl: Netlink, wiring: Wiring) -> None:
                 del waiting[namespace]
         if not waiting:
             return
+        raise_if_stopping()
         if time.monotonic() > deadline:
             namespace, names = next(iter(waiting.items()))
             raise LabError(f"bridge port {namespace}:{sorted(names)[0]} is still not up after "
@@ -341,15 +352,34 @@ def down(name: str, *, root: Path | None = None) -> DownResult:
     """
     started = time.perf_counter()
     state = LabState.for_lab(name, root)
-    with lab_lock(state), Netlink() as nl:
+    with lab_lock(state), held_signals(), Netlink() as nl:  # a lab is taken down whole, signal or not
+        forget_undo(undo_key(name))
         had_state = state.exists()
         removed, swept, skipped = _teardown(nl, state)
         state.remove()
         remove_lock_file(state)
-    result = DownResult(name, tuple(removed), tuple(swept), skipped, time.perf_counter() - started)
+        result = DownResult(name, tuple(removed), tuple(swept), skipped, time.perf_counter() - started)
+        if result.found_anything:
+            note_cleanup(f"took down lab {name} ({len(removed) + len(swept)} objects removed)")
     if not had_state and not result.found_anything:
         raise LabError(f"lab {name} is not up (no state in {state.directory} and no tagged objects)")
     return result
+
+
+def undo_key(name: str) -> str:
+    """The key under which `up` registers taking lab `name` down if its command stops (see
+    `lab.build.signals.undo_on_stop`); `keep_on_stop` forgets it for a lab meant to stay up."""
+    return f"lab {name}"
+
+
+def keep_on_stop(name: str) -> None:
+    """Lab `name` stays up even if this command is stopped from now on (what `lab up` is for)."""
+    forget_undo(undo_key(name))
+
+
+def _down_if_up(name: str, root: Path | None) -> None:
+    with suppress(LabError):  # already gone: nothing to undo
+        down(name, root=root)
 
 
 def labs_to_take_down(root: Path | None = None) -> list[str]:

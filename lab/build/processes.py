@@ -26,6 +26,7 @@ from pathlib import Path
 
 from lab.build.control import StackClient, StackControlError, control_socket_path, wait_for_hello
 from lab.build.journal import Journal, JournalEntry, read_journal
+from lab.build.signals import raise_if_stopping
 from lab.build.state import LabError, LabState, lab_tag
 from lab.kernel.namespaces import is_mounted_namespace
 from lab.kernel.netlink import Netlink
@@ -185,7 +186,10 @@ def start_nodes(state: LabState, plan: LabPlan, journal: Journal,
                 nodes: list[NodePlan] | None = None) -> dict[str, dict]:
     """Start the stack process of each pystack node with `process` true; wait for all of them."""
     wanted = nodes if nodes is not None else process_nodes(plan)
-    started = [spawn_node(state, node, journal) for node in wanted]
+    started = []
+    for node in wanted:
+        started.append(spawn_node(state, node, journal))
+        raise_if_stopping()  # between two nodes: each started one is journaled already
     return wait_ready(state, started)
 
 

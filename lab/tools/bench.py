@@ -28,7 +28,7 @@ from typing import Any
 from lab.build import builder
 from lab.experiments.base import ExperimentError
 from lab.experiments.bulk import kernel_pair, kernel_to_stack, kernel_transfer, stack_to_kernel
-from lab.experiments.running import RunningLab, lab_for_experiment
+from lab.experiments.running import ProgressFn, RunningLab, lab_for_experiment
 from lab.kernel.namespaces import inside_namespace
 from lab.kernel.sockets import listening_socket
 from lab.kernel.transfers import BackgroundCall, pattern_sha256
@@ -46,6 +46,10 @@ MAX_TRANSFER_BYTES = 4 << 30
 ACCEPT_CLIENTS = 4
 ACCEPT_PORT = 7500
 BULK_PORT = 7510
+
+
+def _no_progress(step: str) -> None:
+    return None
 
 
 class BenchFailed(ExperimentError):
@@ -152,25 +156,32 @@ def kernel_accept_rate(client_namespace: str, server_namespace: str, address: st
         listener.close()
 
 
-def run_bench(seconds: float = 3.0, name: str | None = None) -> dict[str, float]:
+def run_bench(seconds: float = 3.0, name: str | None = None,
+              progress: ProgressFn | None = None) -> dict[str, float]:
     """Every figure of `lab bench --json` (keys documented in the README), from one run.
 
-    `name` prefixes the labs it brings up (`<name>o`, `<name>p`, `<name>ok`); default `bn<pid>`."""
+    `name` prefixes the labs it brings up (`<name>o`, `<name>p`, `<name>ok`); default `bn<pid>`.
+    `progress` hears each step (`lab bench` shows it on a terminal)."""
     name = name or bench_name()
+    report = progress or _no_progress
     figures: dict[str, float] = {}
-    with lab_for_experiment(pair_plan(f"{name}o", offload=True), None) as lab:
+    with lab_for_experiment(pair_plan(f"{name}o", offload=True), None, progress=report) as lab:
         kernel, stack = lab.kernel_and_stack()
+        report("goodput with TAP offload, each way")
         figures["kernel_to_stack_gbps"], figures["stack_to_kernel_gbps"] = measure_goodput(lab, seconds)
         with lab.stack(stack) as control:
             control.listen(ACCEPT_PORT, "discard", backlog=4096)
+        report("the stack's accept rate")
         figures["stack_accept_cps"] = connection_rate(lab.node(kernel).namespace,
                                                       (lab.address(stack), ACCEPT_PORT), seconds)
+        report("kernel-to-kernel goodput and accept rate")
         with kernel_pair(lab) as pair:
             figures["kernel_to_kernel_gbps"] = _kernel_goodput(pair, seconds)
             client, server = pair.node("n1"), pair.node("n2")
             figures["kernel_accept_cps"] = kernel_accept_rate(
                 client.namespace, server.namespace, str(server.interfaces[0].address.ip), seconds)
-    with lab_for_experiment(pair_plan(f"{name}p", offload=False), None) as lab:
+    with lab_for_experiment(pair_plan(f"{name}p", offload=False), None, progress=report) as lab:
+        report("goodput with a plain TAP, each way")
         no_offload = measure_goodput(lab, seconds)
         figures["kernel_to_stack_gbps_no_offload"], figures["stack_to_kernel_gbps_no_offload"] = no_offload
     return with_ratios(figures)
@@ -216,18 +227,21 @@ def chain_bench_name(count: int) -> str:
     return f"b{os.getpid() % 100000}n{count}"
 
 
-def bench_chains(counts: list[int], *, repeat: int = 3, root: Path | None = None) -> list[dict]:
+def bench_chains(counts: list[int], *, repeat: int = 3, root: Path | None = None,
+                 progress: ProgressFn | None = None) -> list[dict]:
     """Time `up` and `down` of a chain of N kernel nodes for each N (what `lab bench up` prints).
 
     Each size runs `repeat` times; the median is reported with the best and worst. Every chain
     has a lab name of its own (with this process's pid) and is always taken down.
     """
+    report = progress or _no_progress
     rows = []
     for count in counts:
         name = chain_bench_name(count)
         plan = chain_plan(count, name=name)
         ups, downs = [], []
-        for _ in range(repeat):
+        for run in range(repeat):
+            report(f"chain of {count} nodes, run {run + 1} of {repeat}")
             try:
                 ups.append(builder.up(plan, root=root).seconds)
             finally:
