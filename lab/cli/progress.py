@@ -1,6 +1,6 @@
 """A progress line on stderr for the long waits (`lab run`, `lab bench`, a big `lab up`).
 
-Only a terminal gets it, and never a `--json` run: piped stderr and JSON output stay free of it.
+Only a terminal that can redraw a line gets it (not TERM=dumb), and never a `--json` run: piped stderr and JSON output stay free of it.
 The line is a spinner, what is going on now and the time since the command started; it is drawn
 by rich on a thread of its own (so it moves while the command blocks), and erased when the block
 ends, whether it ended well, with an error or by Ctrl-C.
@@ -37,7 +37,7 @@ def progress_line(first_step: str, *, as_json: bool = False, console: Console | 
                   ) -> Iterator[Report]:
     """A `Report` for the block, drawn on `console` (stderr) when it is a terminal and not --json."""
     console = console if console is not None else err
-    if as_json or not console.is_terminal:
+    if as_json or not console.is_interactive:  # a pipe, a file, or a terminal that cannot redraw
         yield _ignore
         return
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
