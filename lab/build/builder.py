@@ -4,7 +4,8 @@ First the pure step `lab.build.wiring.plan_wiring()` lists every kernel object t
 checks everything it will need (netem, TAP support, free names) before creating anything. Then `up`
 journals each batch of objects before creating it and starts the stack processes
 (`lab.build.processes`); `down` stops the lab's processes, replays the journal in reverse and sweeps
-tagged leftovers, so it works after a crash of `up` at any point.
+tagged leftovers, so it works after a crash of `up` at any point. Both hold SIGINT and SIGTERM
+(`lab.build.signals`): a lab is built whole or rolled back, and taken down whole.
 """
 
 from __future__ import annotations
@@ -96,7 +97,9 @@ def up(plan: LabPlan, *, root: Path | None = None, progress: ProgressFn | None =
     """Build the lab, or do nothing if the identical lab is up; never leaves half a lab behind.
 
     A second `up` with the same plan digest changes nothing; with a different digest it is refused.
-    Any failure (including Ctrl-C) rolls back everything the journal recorded, then re-raises.
+    Any failure rolls back everything the journal recorded, then re-raises. Ctrl-C and SIGTERM are
+    held while the lab is built (`lab.build.signals`) and take effect at the next safe point between
+    kernel requests, so the rollback starts from a consistent netlink session, within a second.
     """
     started = time.perf_counter()
     state = LabState.for_lab(plan.name, root)

@@ -1,9 +1,9 @@
 """A progress line on stderr for the long waits (`lab run`, `lab bench`, a big `lab up`).
 
-Only a terminal that can redraw a line gets it (not TERM=dumb), and never a `--json` run: piped stderr and JSON output stay free of it.
-The line is a spinner, what is going on now and the time since the command started; it is drawn
-by rich on a thread of its own (so it moves while the command blocks), and erased when the block
-ends, whether it ended well, with an error or by Ctrl-C.
+Only a terminal that can redraw a line gets it (not TERM=dumb), and never a `--json` run: piped
+stderr and JSON output stay free of it. The line is a spinner, what is going on now and the time
+since the command started; rich draws it on a thread of its own (so it moves while the command
+blocks) and erases it when the block ends, whether it ended well, with an error or by Ctrl-C.
 """
 
 from __future__ import annotations
