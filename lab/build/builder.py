@@ -6,7 +6,8 @@ journals each batch of objects before creating it and starts the stack processes
 (`lab.build.processes`); `down` stops the lab's processes, replays the journal in reverse and sweeps
 tagged leftovers, so it works after a crash of `up` at any point. The journal only says where to look:
 `down` removes nothing that does not carry the lab's tag (see `_teardown`). A repeated `up` of a lab
-that is up restarts its dead stack processes.
+that is up restarts its dead stack processes. Both hold SIGINT and SIGTERM
+(`lab.build.signals`): a lab is built whole or rolled back, and taken down whole.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +34,7 @@ from lab.build.processes import (
     stop_journaled_process,
     stop_namespace_processes,
 )
+from lab.build.signals import forget_undo, held_signals, note_cleanup, raise_if_stopping, undo_on_stop
 from lab.build.state import (
     PHASE_BUILDING,
     PHASE_UP,
@@ -109,12 +112,14 @@ def up(plan: LabPlan, *, root: Path | None = None, progress: ProgressFn | None =
     """Build the lab, or do nothing if the identical lab is up; never leaves half a lab behind.
 
     A second `up` with the same plan digest changes nothing; with a different digest it is refused.
-    Any failure (including Ctrl-C) rolls back everything the journal recorded, then re-raises.
+    Any failure rolls back everything the journal recorded, then re-raises. Ctrl-C and SIGTERM are
+    held while the lab is built (`lab.build.signals`) and take effect at the next safe point between
+    kernel requests, so the rollback starts from a consistent netlink session, within a second.
     """
     started = time.perf_counter()
     state = LabState.for_lab(plan.name, root)
     plan_wiring(plan)  # refuse an unbuildable plan before asking the kernel anything
-    with lab_lock(state):
+    with lab_lock(state), held_signals():  # the lock's wait stays interruptible; the build is whole or undone
         if state.owned():  # a directory that is not the lab's raises here: never adopted
             return _up_again(state, plan, state.read_plan(), started)
         _check_privileges(plan)
@@ -129,17 +134,23 @@ def up(plan: LabPlan, *, root: Path | None = None, progress: ProgressFn | None =
                 state.write_plan(plan_json, digest, PHASE_BUILDING, netem=wiring.netem)
                 count = _build(nl, state, Journal(state.journal_path), plan, wiring, progress or _no_progress)
                 state.write_plan(plan_json, digest, PHASE_UP, netem=wiring.netem)
+                raise_if_stopping()  # a signal held until the very end still undoes the build
             except BaseException as error:
                 if not state.belongs():  # nothing was made (under the lock, only this call makes it)
                     raise
                 try:
-                    _teardown(nl, state)
+                    teardown = _teardown(nl, state)
                 except Exception as rollback_error:  # keep the original error; say what is left
                     error.add_note(f"rollback incomplete ({rollback_error}); run `lab down {plan.name}`")
+                    note_cleanup(f"rollback of lab {plan.name} incomplete ({rollback_error}); "
+                                 f"run `lab down {plan.name}`")
                     raise
                 state.remove()
                 remove_lock_file(state)
+                note_cleanup(f"rolled back lab {plan.name} "
+                             f"({len(teardown.removed) + len(teardown.swept)} objects removed)")
                 raise
+            undo_on_stop(undo_key(plan.name), lambda: _down_if_up(plan.name, root))
     stacks = sum(1 for node in plan.nodes if node.kind == "pystack" and node.process)
     running = f", {stacks} stack process{'es' if stacks > 1 else ''} answering" if stacks else ""
     if wiring.forwarders:
@@ -238,10 +249,12 @@ def _build(
         nonlocal done
         done += 1
         progress(what, done, phases)
+        raise_if_stopping()
 
     journal.record(batches["namespaces"])
     for namespace in wiring.namespaces:
         nl.create_namespace(namespace, tag)
+        raise_if_stopping()
     for namespace in wiring.silent_namespaces:
         nl.write_sysctls(namespace, [(f"net.ipv6.conf.{scope}.{key}", value)
                                      for scope in ("default", "all") for key, value in SILENT_PORT_SYSCTLS])
@@ -262,6 +275,7 @@ def _build(
     _create_bridges(nl, wiring)
     for namespace, name, vnet_hdr, mtu in wiring.taps:  # after every assigned index: TAPs take any free one
         nl.add_tap(namespace, name, vnet_hdr=vnet_hdr, mtu=mtu)
+        raise_if_stopping()
     step("bridges and TAPs")
 
     sysctls: dict[str, list[tuple[str, str]]] = {}
@@ -325,6 +339,7 @@ def _wait_bridge_ports_up(nl: Netlink, wiring: Wiring) -> None:
                 del waiting[namespace]
         if not waiting:
             return
+        raise_if_stopping()
         if time.monotonic() > deadline:
             namespace, names = next(iter(waiting.items()))
             raise LabError(f"bridge port {namespace}:{sorted(names)[0]} is still not up after "
@@ -382,7 +397,8 @@ def down(name: str, *, root: Path | None = None) -> DownResult:
     """
     started = time.perf_counter()
     state = LabState.for_lab(name, root)
-    with lab_lock(state):
+    with lab_lock(state), held_signals():  # a lab is taken down whole, signal or not
+        forget_undo(undo_key(name))
         had_state = state.owned()
         state.remove_unfinished()
         with Netlink() as nl:
@@ -390,8 +406,27 @@ def down(name: str, *, root: Path | None = None) -> DownResult:
         if had_state:
             state.remove()
         remove_lock_file(state)
-    return DownResult(name, tuple(teardown.removed), tuple(teardown.swept), teardown.skipped_lines,
-                      time.perf_counter() - started, had_state, tuple(teardown.refused))
+    result = DownResult(name, tuple(teardown.removed), tuple(teardown.swept), teardown.skipped_lines,
+                        time.perf_counter() - started, had_state, tuple(teardown.refused))
+    if result.was_up:
+        note_cleanup(f"took down lab {name} ({len(result.removed) + len(result.swept)} objects removed)")
+    return result
+
+
+def undo_key(name: str) -> str:
+    """The key under which `up` registers taking lab `name` down if its command stops (see
+    `lab.build.signals.undo_on_stop`); `keep_on_stop` forgets it for a lab meant to stay up."""
+    return f"lab {name}"
+
+
+def keep_on_stop(name: str) -> None:
+    """Lab `name` stays up even if this command is stopped from now on (what `lab up` is for)."""
+    forget_undo(undo_key(name))
+
+
+def _down_if_up(name: str, root: Path | None) -> None:
+    with suppress(LabError):  # already gone: nothing to undo
+        down(name, root=root)
 
 
 def labs_to_take_down(root: Path | None = None) -> list[str]:

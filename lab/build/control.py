@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lab.build.signals import raise_if_stopping
 from lab.build.state import LabError, LabState
 
 # A response line longer than this is a broken daemon, not a big answer (ss of 10k connections ~ 5 MB).
@@ -109,6 +110,9 @@ class StackClient:
         except OSError as error:
             self.close()
             raise StackControlError(f"{command}: control socket {self.path}: {error}") from None
+        except BaseException:  # interrupted (Ctrl-C) mid-request: its answer would be read as the next's
+            self.close()
+            raise
         try:
             response = json.loads(raw)
         except json.JSONDecodeError:
@@ -198,4 +202,5 @@ def wait_for_hello(client: StackClient, deadline_seconds: float, *,
             raise StackControlError(f"the stack process exited before answering hello ({last_error})")
         if time.monotonic() >= deadline:
             raise StackControlError(f"no hello within {deadline_seconds:g} s: {last_error}")
+        raise_if_stopping()  # `lab up` holds signals while it starts the stack processes
         time.sleep(0.02)

@@ -31,6 +31,7 @@ from lab.build.control import StackClient, StackControlError, control_socket_pat
 from lab.build.journal import Journal, JournalEntry, read_journal
 from lab.build.node_exits import iso_time, log_facts, observe_exit
 from lab.build.pids import is_running, open_journaled, process_start_ticks, reap, stop_pidfd
+from lab.build.signals import raise_if_stopping
 from lab.build.state import LabError, LabState, lab_tag
 from lab.build.statefiles import open_state_file, remove_inside
 from lab.build.wiring import Forwarder
@@ -178,7 +179,10 @@ def start_nodes(state: LabState, plan: LabPlan, journal: Journal,
                 nodes: list[NodePlan] | None = None) -> dict[str, dict]:
     """Start the stack process of each pystack node with `process` true; wait for all of them."""
     wanted = nodes if nodes is not None else process_nodes(plan)
-    started = [spawn_node(state, node, journal) for node in wanted]
+    started = []
+    for node in wanted:
+        started.append(spawn_node(state, node, journal))
+        raise_if_stopping()  # between two nodes: each started one is journaled already
     return wait_ready(state, started)
 
 

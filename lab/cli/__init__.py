@@ -4,7 +4,8 @@ The commands live in `lab.cli.labs` (up, down, status, list, exec, graph, doctor
 (`lab stack`), `lab.cli.impair` (`lab impair`), `lab.cli.run` (`lab run`) and `lab.cli.bench`
 (`lab bench`, `lab bench up`); each module only defines them, and this one puts them on the app, in
 the order `lab --help` lists them.
-Exit codes and error lines follow `lab.cli.output`.
+Exit codes and error lines follow `lab.cli.output`; the `lab` command itself is `lab.__main__.main`,
+which handles Ctrl-C and SIGTERM around this app.
 """
 
 from __future__ import annotations
@@ -28,8 +29,3 @@ app.command("doctor")(labs.doctor_command)
 app.command("impair")(impair.impair_command)
 app.command("stack")(stack.stack_command)
 app.command("run")(run.run_command)
-
-
-def main() -> None:
-    """Console-script entry point; click's own usage errors already exit 2."""
-    app()

@@ -8,7 +8,8 @@ import typer
 from rich.table import Table
 
 from lab.build.state import check_lab_name
-from lab.cli.output import JsonFlag, errors_to_exit_codes, fail, out, print_json, sigterm_rolls_back
+from lab.cli.output import JsonFlag, errors_to_exit_codes, fail, out, print_json
+from lab.cli.progress import progress_line
 from lab.tools.bench import BENCH_TARGETS, bench_chains, run_bench
 
 bench_app = typer.Typer(add_completion=False,
@@ -26,11 +27,12 @@ def bench_stack(
         return
     if not 0.2 <= seconds <= 60:
         fail(f"--seconds: expected 0.2 to 60, got {seconds:g}")
-    with errors_to_exit_codes(), sigterm_rolls_back():
+    with errors_to_exit_codes():
         if name is not None:
             check_lab_name(name)
             check_lab_name(f"{name}ok")  # the longest name it derives
-        figures = run_bench(seconds=seconds, name=name)
+        with progress_line("bench: starting", as_json=as_json) as report:
+            figures = run_bench(seconds=seconds, name=name, progress=lambda step: report(f"bench: {step}"))
     if as_json:
         print_json(figures)
         return
@@ -56,8 +58,8 @@ def bench_up(
         counts = [int(s) for s in sizes.split(",") if s.strip()]
     except ValueError:
         fail(f"--sizes: expected comma-separated integers like 10,50,100, got {sizes!r}")
-    with errors_to_exit_codes():
-        rows = bench_chains(counts)
+    with errors_to_exit_codes(), progress_line("bench up: starting", as_json=as_json) as report:
+        rows = bench_chains(counts, progress=lambda step: report(f"bench up: {step}"))
     if as_json:
         print_json(rows)
         return

@@ -12,21 +12,19 @@ from enum import StrEnum
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from lab.build import builder
 from lab.build.state import list_labs, node_namespace
 from lab.cli.output import (
     JsonFlag,
-    err,
     errors_to_exit_codes,
     fail,
     out,
     print_json,
-    sigterm_rolls_back,
     topology_path,
 )
+from lab.cli.progress import progress_line
 from lab.cli.tables import plan_rows, plan_table
 from lab.tools import doctor
 from lab.tools.graph import render
@@ -40,9 +38,6 @@ class GraphFormat(StrEnum):
     dot = "dot"
 
 
-PROGRESS_THRESHOLD = 20  # nodes: show a progress bar from this size on
-
-
 # --- up / down -------------------------------------------------------------------------------
 
 def up(
@@ -51,26 +46,19 @@ def up(
     as_json: JsonFlag = False,
 ) -> None:
     """Create the namespaces, links and bridges of a topology (idempotent)."""
-    with errors_to_exit_codes(), sigterm_rolls_back():
+    with errors_to_exit_codes():
         plan = load_topology(topology_path(topology), name=name)
-        if len(plan.nodes) >= PROGRESS_THRESHOLD and not as_json:
-            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                          console=err, transient=True) as bar:
-                task = bar.add_task(f"lab {plan.name}", total=None)
-
-                def progress(step: str, done: int, total: int) -> None:
-                    bar.update(task, completed=done, total=total, description=step)
-
-                result = builder.up(plan, progress=progress)
-        else:
-            result = builder.up(plan)
+        with progress_line(f"lab {plan.name}: {len(plan.nodes)} nodes", as_json=as_json) as report:
+            result = builder.up(plan, progress=lambda step, done, total: report(
+                f"lab {plan.name}: {step}", done, total))
         if as_json:
             print_json({"lab": result.lab, "changed": result.changed, "message": result.message,
                         "seconds": round(result.seconds, 4), "objects": result.objects,
                         "nodes": plan_rows(plan)})
-            return
-        out.print(f"{result.message} [{result.seconds:.2f} s]")
-        out.print(plan_table(plan))
+        else:
+            out.print(f"{result.message} [{result.seconds:.2f} s]")
+            out.print(plan_table(plan))
+    builder.keep_on_stop(plan.name)  # reported up: a Ctrl-C from here on leaves it up
 
 
 def down(

@@ -1,15 +1,14 @@
 """What every `lab` command shares: the consoles, the one-line error, JSON output, the exit-code contract.
 
 Exit codes: 0 ok, 1 a check failed (drift in `status`, a failed experiment or benchmark run), 2 bad
-input or a missing capability (bad topology, unknown lab or node, no sch_netem for a kernel link).
+input or a missing capability (bad topology, unknown lab or node, no sch_netem for a kernel link),
+130 on Ctrl-C and 143 on SIGTERM (`lab.build.signals`, handled by the entry point `lab.__main__`).
 `lab exec` passes its command's exit code through. Errors are one line on stderr.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,34 +47,6 @@ def errors_to_exit_codes() -> Iterator[None]:
         fail(str(error), error.exit_code)
     except NetlinkOpError as error:
         fail(f"kernel refused: {error}", 2)
-
-
-@contextmanager
-def sigterm_rolls_back() -> Iterator[None]:
-    """While a lab is being built or used, SIGTERM raises SystemExit, so the lab is rolled back or taken
-    down before the process exits.
-
-    The handler is removed afterwards, and a forked child that inherits it (pyroute2 forks
-    helpers) dies by SIGTERM as usual instead of unwinding into its parent's code.
-    """
-    owner = os.getpid()
-
-    def handler(signum: int, frame: object) -> None:
-        if os.getpid() != owner:
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        raise SystemExit(128 + signum)
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def print_json(data: object) -> None:

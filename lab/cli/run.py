@@ -15,9 +15,9 @@ from lab.cli.output import (
     errors_to_exit_codes,
     out,
     print_json,
-    sigterm_rolls_back,
     topology_path,
 )
+from lab.cli.progress import progress_line
 from lab.cli.tables import print_result
 from lab.experiments.base import Experiment, parse_option_pairs
 from lab.experiments.running import run_experiment
@@ -35,7 +35,7 @@ def run_command(
     as_json: JsonFlag = False,
 ) -> None:
     """Run an interop experiment: bring a lab up (or use --lab), check, print, bring it down."""
-    with errors_to_exit_codes(), sigterm_rolls_back():  # SIGTERM still takes the lab down
+    with errors_to_exit_codes():  # Ctrl-C and SIGTERM unwind through run_experiment's cleanup
         chosen = experiments.get(experiment)
         if list_options:
             _print_options(chosen, as_json)
@@ -46,7 +46,9 @@ def run_command(
             raise LabError("--lab uses a running lab: give no --topology or --name with it")
         plan = None if lab else load_topology(topology_path(topology or chosen.default_topology or
                                                              DEFAULT_TOPOLOGY), name=name)
-        result = run_experiment(chosen, raw, plan=plan, lab_name=lab)
+        with progress_line(f"{chosen.name}: starting", as_json=as_json) as report:
+            result = run_experiment(chosen, raw, plan=plan, lab_name=lab,
+                                    progress=lambda step: report(f"{chosen.name}: {step}"))
     if as_json:
         print_json(result.to_json())
     else:

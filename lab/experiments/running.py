@@ -2,19 +2,23 @@
 
 `run_experiment` parses the options first (bad input costs no lab), brings the lab up, runs, and
 always takes the lab down; with `lab_name` it runs in a lab that is already up and leaves it up.
+Ctrl-C or SIGTERM (`lab.build.signals`) unwinds through the same path: the lab it brought up goes,
+a lab that was up before stays, and the programs the experiment started are stopped either way.
 """
 
 from __future__ import annotations
 
 import socket
 import subprocess
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 from lab.build import builder
 from lab.build.control import StackClient, control_socket_path
+from lab.build.processes import terminate
+from lab.build.signals import note_cleanup
 from lab.build.state import LabState
 from lab.experiments.base import Experiment, ExperimentError
 from lab.experiments.results import ExperimentResult
@@ -31,6 +35,7 @@ class RunningLab:
     def __init__(self, plan: LabPlan, *, root: Path | None = None) -> None:
         self.plan = plan
         self.root = root
+        self._programs: list[subprocess.Popen[bytes]] = []
 
     @classmethod
     def attach(cls, name: str, *, root: Path | None = None) -> RunningLab:
@@ -84,8 +89,23 @@ class RunningLab:
                               timeout=timeout, input=input, check=False)
 
     def popen(self, node: str, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-        """Start a program inside the node's namespace; the caller stops it (`lab down` would too)."""
-        return popen_inside(self.node(node).namespace, argv, **kwargs)
+        """Start a program inside the node's namespace; the caller stops it, and if it does not (an
+        error, Ctrl-C), `stop_programs` does when the experiment ends, even in a lab that stays up."""
+        process = popen_inside(self.node(node).namespace, argv, **kwargs)
+        self._programs.append(process)
+        return process
+
+    def stop_programs(self) -> None:
+        """Stop (SIGTERM, then SIGKILL after a short grace) and reap every program `popen` started."""
+        running = [p for p in self._programs if p.poll() is None]
+        terminate([p.pid for p in running])
+        for process in self._programs:
+            with suppress(subprocess.TimeoutExpired):
+                process.wait(1.0)
+        self._programs.clear()
+        if running:
+            note_cleanup(f"stopped {len(running)} program{'s' if len(running) > 1 else ''} "
+                         f"it started in lab {self.name}")
 
     def kernel_and_stack(self) -> tuple[str, str]:
         """The first kernel node and the first pystack node with a stack process: the two ends most
@@ -101,30 +121,60 @@ class RunningLab:
         return nodes[0].name
 
 
+ProgressFn = Callable[[str], None]
+
+
+def _no_progress(step: str) -> None:
+    return None
+
+
 @contextmanager
-def lab_for_experiment(plan: LabPlan | None, lab_name: str | None, *,
-                       root: Path | None = None) -> Iterator[RunningLab]:
-    """Bring `plan` up and always down again, or use the running lab `lab_name` and leave it up."""
+def lab_for_experiment(plan: LabPlan | None, lab_name: str | None, *, root: Path | None = None,
+                       progress: ProgressFn = _no_progress) -> Iterator[RunningLab]:
+    """Bring `plan` up and always down again, or use the running lab `lab_name` and leave it up.
+
+    Either way the programs the experiment started (`RunningLab.popen`) are stopped first. Should
+    a signal land between `up` returning and the `try` below, the undo `up` registered takes the lab
+    down (`lab.build.signals.undo_on_stop`).
+    """
     if lab_name is not None:
-        yield RunningLab.attach(lab_name, root=root)
+        lab = RunningLab.attach(lab_name, root=root)
+        try:
+            yield lab
+        finally:
+            lab.stop_programs()
+            note_cleanup(f"left lab {lab_name} up (it was up before this command)")
         return
     if plan is None:
         raise ExperimentError("an experiment needs a topology or a running lab (--lab)")
-    result = builder.up(plan, root=root)  # rolls itself back when it fails
+    progress(f"bringing up lab {plan.name} ({len(plan.nodes)} nodes)")
+
+    def build_step(step: str, done: int, total: int) -> None:
+        progress(f"bringing up lab {plan.name}: {step} ({done}/{total})")
+
+    result = builder.up(plan, root=root, progress=build_step)  # rolls itself back when it fails
     if not result.changed:
         raise ExperimentError(f"lab {plan.name} is already up; pass --lab {plan.name} to run in it, "
                               f"or `lab down {plan.name}` first")
+    lab = RunningLab(plan, root=root)
     try:
-        yield RunningLab(plan, root=root)
+        yield lab
     finally:
+        lab.stop_programs()
+        progress(f"taking down lab {plan.name}")
         builder.down(plan.name, root=root)
 
 
 def run_experiment(experiment: Experiment, raw_options: dict[str, str], *, plan: LabPlan | None = None,
-                   lab_name: str | None = None, root: Path | None = None) -> ExperimentResult:
-    """Parse options first (bad input costs no lab), then run inside a lab that is always cleaned up."""
+                   lab_name: str | None = None, root: Path | None = None,
+                   progress: ProgressFn = _no_progress) -> ExperimentResult:
+    """Parse options first (bad input costs no lab), then run inside a lab that is always cleaned up.
+
+    `progress` hears what is going on, one short sentence per step (`lab run` shows it on a terminal).
+    """
     options = experiment.parse_options(raw_options)
-    with lab_for_experiment(plan, lab_name, root=root) as lab:
+    with lab_for_experiment(plan, lab_name, root=root, progress=progress) as lab:
+        progress(f"running {experiment.name} in lab {lab.name}")
         result = experiment.run(lab, options)
         result.metrics.setdefault("impairments", applied_impairments(lab.name, root))
         return result

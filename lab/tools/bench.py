@@ -26,7 +26,7 @@ from typing import Any
 from lab.build import builder
 from lab.experiments.base import ExperimentError
 from lab.experiments.bulk import kernel_pair, kernel_to_stack, kernel_transfer, stack_to_kernel
-from lab.experiments.running import RunningLab, lab_for_experiment
+from lab.experiments.running import ProgressFn, RunningLab, lab_for_experiment
 from lab.kernel.namespaces import inside_namespace
 from lab.kernel.sysctls import sysctl_path
 from lab.kernel.transfers import pattern_sha256
@@ -46,6 +46,10 @@ MAX_TRANSFER_BYTES = 4 << 30
 ACCEPT_CLIENTS = 4
 ACCEPT_PORT = 7500
 BULK_PORT = 7510
+
+
+def _no_progress(step: str) -> None:
+    return None
 
 
 class BenchFailed(ExperimentError):
@@ -107,30 +111,37 @@ def _checked(figures: dict[str, Any], total: int) -> dict[str, Any]:
     return figures
 
 
-def run_bench(seconds: float = 3.0, name: str | None = None) -> dict[str, Any]:
+def run_bench(seconds: float = 3.0, name: str | None = None,
+              progress: ProgressFn | None = None) -> dict[str, Any]:
     """Every figure of `lab bench --json` (keys documented in the README), from one run.
 
-    `name` prefixes the labs it brings up (`<name>o`, `<name>p`, `<name>ok`); default `bn<pid>`."""
+    `name` prefixes the labs it brings up (`<name>o`, `<name>p`, `<name>ok`); default `bn<pid>`.
+    `progress` hears each step (`lab bench` shows it on a terminal)."""
     name = name or bench_name()
+    report = progress or _no_progress
     figures: dict[str, Any] = {}
-    with lab_for_experiment(pair_plan(f"{name}o", offload=True), None) as lab:
+    with lab_for_experiment(pair_plan(f"{name}o", offload=True), None, progress=report) as lab:
         kernel, stack = lab.kernel_and_stack()
         congestion = congestion_controls(lab)
         algorithm = congestion["stack"]
+        report("goodput with TAP offload, each way")
         to_stack, from_stack = measure_goodput(lab, seconds, algorithm)
         figures["kernel_to_stack_gbps"], figures["stack_to_kernel_gbps"] = to_stack, from_stack
         with lab.stack(stack) as control:
             control.listen(ACCEPT_PORT, "discard", backlog=4096)
             stack_pid = int(control.hello()["pid"])
+        report("the stack's accept rate (C clients)")
         figures.update(stack_accept_figures(lab.node(kernel).namespace, (lab.address(stack), ACCEPT_PORT),
                                             stack_pid, seconds, ACCEPT_CLIENTS))
+        report("kernel-to-kernel goodput and accept rate")
         with kernel_pair(lab) as pair:
             figures["kernel_to_kernel_gbps"] = _kernel_goodput(pair, seconds, algorithm)
             client, server = pair.node("n1"), pair.node("n2")
             figures.update(kernel_accept_figures(client.namespace, server.namespace,
                                                  str(server.interfaces[0].address.ip), ACCEPT_PORT,
                                                  seconds, ACCEPT_CLIENTS))
-    with lab_for_experiment(pair_plan(f"{name}p", offload=False), None) as lab:
+    with lab_for_experiment(pair_plan(f"{name}p", offload=False), None, progress=report) as lab:
+        report("goodput with a plain TAP, each way")
         no_offload = measure_goodput(lab, seconds, algorithm)
         figures["kernel_to_stack_gbps_no_offload"], figures["stack_to_kernel_gbps_no_offload"] = no_offload
     figures["congestion_control"] = congestion
@@ -181,18 +192,21 @@ def chain_bench_name(count: int) -> str:
     return f"b{os.getpid() % 100000}n{count}"
 
 
-def bench_chains(counts: list[int], *, repeat: int = 3, root: Path | None = None) -> list[dict]:
+def bench_chains(counts: list[int], *, repeat: int = 3, root: Path | None = None,
+                 progress: ProgressFn | None = None) -> list[dict]:
     """Time `up` and `down` of a chain of N kernel nodes for each N (what `lab bench up` prints).
 
     Each size runs `repeat` times; the median is reported with the best and worst. Every chain
     has a lab name of its own (with this process's pid) and is always taken down.
     """
+    report = progress or _no_progress
     rows = []
     for count in counts:
         name = chain_bench_name(count)
         plan = chain_plan(count, name=name)
         ups, downs = [], []
-        for _ in range(repeat):
+        for run in range(repeat):
+            report(f"chain of {count} nodes, run {run + 1} of {repeat}")
             try:
                 ups.append(builder.up(plan, root=root).seconds)
             finally:

@@ -161,8 +161,8 @@ def test_a_planted_link_at_a_state_file_is_replaced_never_written_through(root: 
         state.read_plan()
     state.write_plan({"name": "ra1"}, "abc", "up")
     assert target.read_text() == "untouched"
-    assert not state.plan_path.is_symlink() and state.read_plan() == {"digest": "abc", "phase": "up", "netem": True,
-                                                                      "plan": {"name": "ra1"}}
+    assert not state.plan_path.is_symlink()
+    assert state.read_plan() == {"digest": "abc", "phase": "up", "netem": True, "plan": {"name": "ra1"}}
 
 
 def test_remove_inside_stays_inside_and_walks_no_link(tmp_path: Path) -> None:
