@@ -14,7 +14,7 @@ from lab.build.signals import Interrupted, cleanup_notes, run_undo_actions, stop
 
 
 def main() -> None:
-    with stopping_on_signals():
+    with stopping_on_signals(ignore_once_stopped=True):
         try:
             from lab.cli import app
 

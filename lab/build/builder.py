@@ -406,10 +406,10 @@ def down(name: str, *, root: Path | None = None) -> DownResult:
         if had_state:
             state.remove()
         remove_lock_file(state)
-    result = DownResult(name, tuple(teardown.removed), tuple(teardown.swept), teardown.skipped_lines,
-                        time.perf_counter() - started, had_state, tuple(teardown.refused))
-    if result.was_up:
-        note_cleanup(f"took down lab {name} ({len(result.removed) + len(result.swept)} objects removed)")
+        result = DownResult(name, tuple(teardown.removed), tuple(teardown.swept), teardown.skipped_lines,
+                            time.perf_counter() - started, had_state, tuple(teardown.refused))
+        if result.was_up:  # noted before the hold ends: a held signal is raised there
+            note_cleanup(f"took down lab {name} ({len(result.removed) + len(result.swept)} objects removed)")
     return result
 
 

@@ -100,10 +100,13 @@ def _restore(previous: dict[int, object]) -> None:
 
 
 @contextmanager
-def stopping_on_signals() -> Iterator[None]:
+def stopping_on_signals(*, ignore_once_stopped: bool = False) -> Iterator[None]:
     """For the life of a command: SIGINT/SIGTERM raise `Interrupted` (see the module docstring).
 
-    The handlers are put back afterwards; notes and undo actions start empty.
+    The handlers are put back afterwards; with `ignore_once_stopped` (the entry point, about to exit)
+    a command that stopped leaves SIGINT and SIGTERM ignored instead, so a second Ctrl-C after the
+    cleanup cannot turn the exit code 130 into a death by the signal. Notes and undo actions start
+    empty.
     """
     if not _on_main_thread() or _state.installed:
         yield
@@ -115,7 +118,12 @@ def stopping_on_signals() -> Iterator[None]:
     try:
         yield
     finally:
-        _restore(previous)
+        if _state.stopping and ignore_once_stopped:
+            for signum in STOP_SIGNALS:
+                signal.signal(signum, signal.SIG_IGN)
+            _state.installed = False
+        else:
+            _restore(previous)
         _state.pending, _state.stopping = None, False
 
 
@@ -162,9 +170,10 @@ def stop_requested() -> bool:
 
 
 def note_cleanup(what: str) -> None:
-    """Say what a cleanup did, for the stop line ("took down lab x1 (12 objects)"); only noted when a
-    stop is under way (a normal exit has no stop line)."""
-    if stop_requested():
+    """Say what a cleanup did, for the stop line ("took down lab x1 (12 objects)"). Noted while a stop is
+    under way, and all through a command (`stopping_on_signals`): a signal that arrives just after a
+    teardown finished still finds it in the line. Library use outside a command keeps no notes."""
+    if stop_requested() or _state.installed:
         _state.notes.append(what)
 
 

@@ -44,6 +44,13 @@ def test_a_held_signal_waits_for_the_end_of_the_hold() -> None:
     assert finished
 
 
+def test_outside_a_command_cleanups_are_not_noted() -> None:
+    with stopping_on_signals():
+        pass  # starts the notes empty
+    note_cleanup("took down lab x2 (1 objects removed)")  # library use: no stop line will ever print it
+    assert cleanup_notes() == []
+
+
 def test_a_held_signal_is_raised_at_a_safe_point() -> None:
     reached = []
     with stopping_on_signals(), pytest.raises(Interrupted), held_signals():
@@ -58,14 +65,15 @@ def test_a_held_signal_is_raised_at_a_safe_point() -> None:
 
 def test_once_stopping_further_signals_are_only_noted() -> None:
     with stopping_on_signals():
-        note_cleanup("said without a stop")  # a normal exit has no stop line
+        note_cleanup("took down lab x0 (2 objects removed)")  # kept: a signal may follow at once
         try:
             deliver(signal.SIGINT)
         except Interrupted:
             deliver(signal.SIGINT)  # the second Ctrl-C does not cut the cleanup short
             deliver(signal.SIGTERM)
             note_cleanup("took down lab x1 (3 objects removed)")
-        assert cleanup_notes() == ["took down lab x1 (3 objects removed)"]
+        assert cleanup_notes() == ["took down lab x0 (2 objects removed)",
+                                   "took down lab x1 (3 objects removed)"]
 
 
 def test_without_the_commands_handler_a_hold_hands_the_signal_on() -> None:
