@@ -174,7 +174,7 @@ def parse_request(line: bytes) -> tuple[str, dict[str, Any]]:
     except UnicodeDecodeError:
         raise RequestError("request is not JSON: not UTF-8 text") from None
     except ValueError as exc:  # a number of more than 4300 digits; NaN and Infinity (`_no_constant`)
-        raise RequestError(f"request is not JSON a node reads: {exc}") from None
+        raise RequestError(f"request holds a value the node cannot read: {exc}") from None
     if _deeper_than(request, MAX_REQUEST_DEPTH):
         raise RequestError(f"request nested deeper than {MAX_REQUEST_DEPTH} levels")
     if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
