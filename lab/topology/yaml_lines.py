@@ -50,11 +50,17 @@ _SAFE_QUOTED = re.compile(r"""['"](?:<[a-z ]+>|[^\w\s])['"]""")
 
 @dataclass
 class SourceMap:
-    """Lines (1-based) of every key and value in one YAML document, by path."""
+    """Lines (1-based) of every key and value in one YAML document, by path.
+
+    A value that came from an alias (or a merge key) has no lines of its own: ``aliases`` sends its
+    path to the anchor's (the merged entry's), so an error inside it points where it was written,
+    and an alias costs one entry here however much it repeats.
+    """
 
     source: str
     key_lines: dict[FieldPath, int] = field(default_factory=dict)
     value_lines: dict[FieldPath, int] = field(default_factory=dict)
+    aliases: dict[FieldPath, FieldPath] = field(default_factory=dict)
 
     def line(self, path: FieldPath, *, key: bool = False) -> int | None:
         """The line of ``path`` (its key when ``key``), else of its nearest recorded ancestor."""
@@ -62,6 +68,8 @@ class SourceMap:
         while probe:
             if key and probe in self.key_lines:
                 return self.key_lines[probe]
+            if probe in self.aliases:  # anchors come before their aliases: this ends
+                return self.line((*self.aliases[probe], *path[len(probe):]), key=key)
             if probe in self.value_lines:  # also list items, which have no key
                 return self.value_lines[probe]
             if probe in self.key_lines:
@@ -98,16 +106,12 @@ def _count_events(text: str, source: str) -> None:
                 raise _bound_error(source, event.start_mark, expected)
 
 
-Record = tuple[FieldPath, bool, int]  # (path, is it the key's line, line)
-
-
 @dataclass
 class _Anchor:
     """A finished anchored value: what an alias of it repeats, and what that costs."""
 
     value: object
     path: FieldPath
-    records: tuple[int, int]  # its slice of `_Reader.records`: the lines of everything inside it
     values: int  # how many values it holds (itself included)
     levels: int  # how many levels of collections (0 for a scalar)
 
@@ -120,14 +124,13 @@ class _Collection:
     mark: yaml.Mark
     anchor: str | None
     is_mapping: bool
-    first_value: int  # `_Reader.values` and `len(_Reader.records)` when it started
-    first_record: int
+    first_value: int  # `_Reader.values` when it started
     items: list[object] = field(default_factory=list)
     entries: dict[str, object] = field(default_factory=dict)
     key: str | None = None  # the key whose value comes next
     merging: bool = False  # that key is `<<`
     key_lines: dict[str, int] = field(default_factory=dict)
-    merges: list[tuple[object, FieldPath, tuple[int, int], yaml.Mark]] = field(default_factory=list)
+    merges: list[tuple[object, FieldPath, yaml.Mark]] = field(default_factory=list)
     levels: int = 1
 
 
@@ -141,7 +144,6 @@ class _Reader:
         self.resolver = yaml.resolver.Resolver()  # plain scalars' implicit tags (YAML 1.1, as safe_load)
         self.open: list[_Collection] = []
         self.anchors: dict[str, _Anchor | None] = {}  # None: its collection is still being read
-        self.records: list[Record] = []
         self.values = 0
         self.documents = 0
         self.root: object = None
@@ -180,15 +182,14 @@ class _Reader:
         self._record(path, False, event.start_mark.line + 1)
         value = self._construct(event, path)
         if event.anchor is not None:
-            self._define(event.anchor, event.start_mark, _Anchor(value, path, (len(self.records) - 1,
-                                                                               len(self.records)), 1, 0))
-        self._place(value, 0, path, (len(self.records) - 1, len(self.records)), event.start_mark)
+            self._define(event.anchor, event.start_mark, _Anchor(value, path, 1, 0))
+        self._place(value, 0, path, event.start_mark)
 
     def _key(self, mapping: _Collection, event: yaml.ScalarEvent) -> None:
         key = event.value  # keys are names: keep their text (`on:` stays "on", not True)
         line = event.start_mark.line + 1
         if event.anchor is not None:
-            self._define(event.anchor, event.start_mark, _Anchor(key, mapping.path, (0, 0), 1, 0))
+            self._define(event.anchor, event.start_mark, _Anchor(key, (*mapping.path, key), 1, 0))
         if event.tag is None and event.implicit[0] and key == "<<":
             mapping.key, mapping.merging = key, True
             return
@@ -218,17 +219,14 @@ class _Reader:
         if event.anchor is not None:
             self._define(event.anchor, event.start_mark, None)
         self.open.append(_Collection(path, event.start_mark, event.anchor,
-                                     isinstance(event, yaml.MappingStartEvent), self.values - 1,
-                                     len(self.records) - 1))
+                                     isinstance(event, yaml.MappingStartEvent), self.values - 1))
 
     def _end(self) -> None:
         done = self.open.pop()
         value = self._merged(done) if done.is_mapping else done.items
-        span = (done.first_record, len(self.records))
         if done.anchor is not None:
-            self.anchors[done.anchor] = _Anchor(value, done.path, span, self.values - done.first_value,
-                                                done.levels)
-        self._place(value, done.levels, done.path, span, done.mark)
+            self.anchors[done.anchor] = _Anchor(value, done.path, self.values - done.first_value, done.levels)
+        self._place(value, done.levels, done.path, done.mark)
 
     def _alias(self, event: yaml.AliasEvent) -> None:
         parent = self.open[-1] if self.open else None
@@ -251,9 +249,8 @@ class _Reader:
             )
         self._count(anchor.values, event.start_mark, expanded=True)
         path = self._next_path()
-        first = len(self.records)
-        self._copy_records(anchor.records, anchor.path, path)
-        self._place(anchor.value, anchor.levels, path, (first, len(self.records)), event.start_mark)
+        self.lines.aliases[path] = anchor.path
+        self._place(anchor.value, anchor.levels, path, event.start_mark)
 
     # --- helpers -----------------------------------------------------------------------------------
 
@@ -279,20 +276,9 @@ class _Reader:
         return (*parent.path, len(parent.items))
 
     def _record(self, path: FieldPath, is_key: bool, line: int) -> None:
-        self.records.append((path, is_key, line))
         (self.lines.key_lines if is_key else self.lines.value_lines)[path] = line
 
-    def _copy_records(self, span: tuple[int, int], old: FieldPath, new: FieldPath) -> None:
-        """The lines of everything under ``old`` (in ``span``) again under ``new``: an alias's value
-        keeps pointing at the lines it was written on."""
-        cut = len(old)
-        for index in range(*span):
-            path, is_key, line = self.records[index]
-            if path[:cut] == old:
-                self._record((*new, *path[cut:]), is_key, line)
-
-    def _place(self, value: object, levels: int, path: FieldPath, span: tuple[int, int],
-               mark: yaml.Mark) -> None:
+    def _place(self, value: object, levels: int, path: FieldPath, mark: yaml.Mark) -> None:
         if not self.open:
             self.root = value
             return
@@ -303,7 +289,7 @@ class _Reader:
             return
         assert parent.key is not None
         if parent.merging:
-            parent.merges.append((value, path, span, mark))
+            parent.merges.append((value, path, mark))
         else:
             parent.entries[parent.key] = value
         parent.key = None
@@ -340,7 +326,7 @@ class _Reader:
             return mapping.entries
         merged: dict[str, object] = {}
         winner: dict[str, FieldPath] = {}
-        for value, path, _span, mark in mapping.merges:
+        for value, path, mark in mapping.merges:
             if isinstance(value, dict):
                 sources = [(value, path)]
             elif isinstance(value, list) and all(isinstance(item, dict) for item in value):
@@ -353,25 +339,10 @@ class _Reader:
                 winner.update(dict.fromkeys(source, source_path))
         for key in mapping.entries:
             winner.pop(key, None)
-        for value, path, span, _mark in mapping.merges:  # the merged keys' lines, at their new place
-            self._move_merged_records(span, path, 1 if isinstance(value, dict) else 2, winner, mapping.path)
+        for key, source_path in winner.items():  # a merged key's lines are those of the entry it came from
+            self.lines.aliases[(*mapping.path, key)] = (*source_path, key)
         merged.update(mapping.entries)
         return merged
-
-    def _move_merged_records(self, span: tuple[int, int], path: FieldPath, depth: int,
-                             winner: dict[str, FieldPath], target: FieldPath) -> None:
-        """One pass over a merged value's lines: those of the keys it won go under ``target``.
-
-        ``depth`` is 1 for a merged mapping (``path/key/...``), 2 for a list (``path/index/key/...``).
-        """
-        cut = len(path)
-        for index in range(*span):
-            old, is_key, line = self.records[index]
-            if len(old) < cut + depth or old[:cut] != path:
-                continue
-            key = old[cut + depth - 1]
-            if isinstance(key, str) and winner.get(key) == old[: cut + depth - 1]:
-                self._record((*target, *old[cut + depth - 1:]), is_key, line)
 
 
 def _bound_error(source: str, mark: yaml.Mark, expected: str, got: str = "got more") -> TopologyError:
