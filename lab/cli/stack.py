@@ -16,6 +16,7 @@ from lab.build.control import StackClient, StackCommandFailed, control_socket_pa
 from lab.build.state import LabError, LabState, node_namespace
 from lab.cli.output import JsonFlag, errors_to_exit_codes, fail, out, print_json
 from lab.cli.tables import flatten, milliseconds
+from stack.ranges import BACKLOG, BYTE_COUNT, TIMEOUT_SECONDS, Range
 
 STACK_VERBS = ("ss", "stats", "tables", "listen", "connect", "close", "hello", "trace")
 APPS = ("echo", "discard", "source", "http", "none")
@@ -40,6 +41,9 @@ def stack_command(
     with errors_to_exit_codes():
         if verb not in STACK_VERBS:
             raise LabError(f"stack verb {verb!r}: expected one of {', '.join(STACK_VERBS)}")
+        for option, value, limits in (("--backlog", backlog, BACKLOG), ("--send", send, BYTE_COUNT),
+                                      ("--timeout", timeout, TIMEOUT_SECONDS)):
+            _check_range(option, value, limits)
         namespace = node_namespace(name, node)  # one-line error for an unknown lab or node
         _require_stack_process(name, node, namespace)
         with StackClient(control_socket_path(name, node)) as client:
@@ -73,6 +77,13 @@ def _require_stack_process(name: str, node: str, namespace: str) -> None:
             f"`lab stack` there; the script that attached to it owns its stack{others}")
 
 
+def _check_range(option: str, value: float, limits: Range) -> None:
+    """The node refuses the same values (`stack.ranges`); saying so here makes it bad input, exit 2."""
+    if value not in limits:
+        shown = value if isinstance(value, int) else f"{value:g}"
+        raise LabError(f"stack {option}: expected {limits.describe()}, got {shown}")
+
+
 def _port(verb: str, argument: str | None) -> int:
     if argument is None or not argument.isdigit() or not 0 < int(argument) < 65536:
         raise LabError(f"stack {verb}: expected a port from 1 to 65535, got {argument!r}")
@@ -100,8 +111,6 @@ def _stack_request(client: StackClient, verb: str, argument: str | None, app_nam
     address, sep, port = (argument or "").rpartition(":")
     if not sep or not address:
         raise LabError(f"stack connect: expected ADDR:PORT like 10.0.0.1:7, got {argument!r}")
-    if send < 0:
-        raise LabError(f"stack connect --send: expected 0 or more bytes, got {send}")
     return client.connect(address, _port(verb, port), send=send, recv="eof" if recv else 0,
                           shutdown=send > 0 or recv, timeout=timeout)
 

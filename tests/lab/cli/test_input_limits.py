@@ -107,3 +107,15 @@ def test_lab_stack_on_a_node_without_a_process_says_so(runner: CliRunner, monkey
     monkeypatch.setattr("lab.cli.stack.node_namespace", lambda name, node: f"{name}-{node}")
     line, _ = refused_line(runner, "stack", "mine", "s1", "ss")
     assert line.startswith("lab: mine/s1 runs no stack process (process: false in its topology)")
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["listen", "80", "--backlog", str(10**12)],
+     "lab: stack --backlog: expected 0 to 65535, got 1000000000000"),
+    (["connect", "10.0.0.1:7", "--send", "-1"], f"lab: stack --send: expected 0 to {1 << 40}, got -1"),
+    (["connect", "10.0.0.1:7", "--timeout", "0"], "lab: stack --timeout: expected 0.001 to 3600, got 0"),
+])
+def test_lab_stack_options_out_of_range_are_bad_input(runner: CliRunner, args: list[str],
+                                                      expected: str) -> None:
+    line, _ = refused_line(runner, "stack", "nolab", "s1", *args)  # refused before the lab is even looked up
+    assert line == expected
