@@ -25,7 +25,6 @@ IMPAIRMENT_RANGES: dict[str, Range] = {
     "delay_ms": DELAY_MS, "jitter_ms": JITTER_MS, "loss_pct": PERCENT, "duplicate_pct": PERCENT,
     "reorder_pct": PERCENT, "corrupt_pct": PERCENT, "rate_mbit": RATE_MBIT,
 }
-IMPAIRMENT_FIELDS = tuple(IMPAIRMENT_RANGES)
 
 
 class SettingsError(ValueError):
