@@ -16,10 +16,16 @@ $(CONNLOAD): benchmarks/connload.c | peers
 	@mkdir -p build
 	gcc -O2 -Wall -Wextra -pthread -o $@ $<
 
+# A pip configuration may name local package folders that are not there; pip then says so once per
+# package ("WARNING: Location '...' is ignored"), which tells nothing about nslab. `$(call pip,ARGS)`
+# shows the command and everything else pip says (errors, other warnings), and keeps pip's exit code.
+PIP_NOISE := ^WARNING: Location '.*' is ignored: it is neither a file nor a directory\.$$
+pip = @echo "$(BIN)/pip $(1)"; $(BIN)/pip $(1) 2>&1 | { grep -v "$(PIP_NOISE)" || true; }; exit $${PIPESTATUS[0]}
+
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(call pip,install --quiet --upgrade pip)
+	$(call pip,install --quiet -e '.[test]')
 	touch $@
 
 # Install the peer programs only when missing (apt-get update once, first).

@@ -1,4 +1,9 @@
-"""`lab stack NAME NODE VERB [ARG]`: a thin client of a pystack node's control socket."""
+"""`lab stack NAME NODE VERB [ARG]`: a thin client of a pystack node's control socket.
+
+Only a pystack node's stack process has a control socket. Asked about a kernel node (whose sockets
+are the Linux kernel's), or a pystack node that runs no stack process (``process: false``), the
+command says so and what to use instead, rather than failing to reach a socket that never existed.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,10 @@ import typer
 from rich.table import Table
 
 from lab.build.control import StackClient, StackCommandFailed, control_socket_path
-from lab.build.state import LabError, node_namespace
+from lab.build.state import LabError, LabState, node_namespace
 from lab.cli.output import JsonFlag, errors_to_exit_codes, fail, out, print_json
 from lab.cli.tables import flatten, milliseconds
+from stack.ranges import BACKLOG, BYTE_COUNT, TIMEOUT_SECONDS, Range
 
 STACK_VERBS = ("ss", "stats", "tables", "listen", "connect", "close", "hello", "trace")
 APPS = ("echo", "discard", "source", "http", "none")
@@ -35,7 +41,11 @@ def stack_command(
     with errors_to_exit_codes():
         if verb not in STACK_VERBS:
             raise LabError(f"stack verb {verb!r}: expected one of {', '.join(STACK_VERBS)}")
-        node_namespace(name, node)  # one-line error for an unknown lab or node
+        for option, value, limits in (("--backlog", backlog, BACKLOG), ("--send", send, BYTE_COUNT),
+                                      ("--timeout", timeout, TIMEOUT_SECONDS)):
+            _check_range(option, value, limits)
+        namespace = node_namespace(name, node)  # one-line error for an unknown lab or node
+        _require_stack_process(name, node, namespace)
         with StackClient(control_socket_path(name, node)) as client:
             try:
                 answer = _stack_request(client, verb, argument, app_name, backlog, send, recv, timeout)
@@ -47,6 +57,31 @@ def stack_command(
         _print_stack_answer(verb, answer)
     if verb == "connect" and answer.get("error"):
         raise typer.Exit(1)
+
+
+def _require_stack_process(name: str, node: str, namespace: str) -> None:
+    """A LabError saying what to use instead when ``node`` has no stack process to ask."""
+    record = LabState.for_lab(name).read_plan() or {"plan": {"nodes": []}}
+    nodes = {entry["name"]: entry for entry in record["plan"]["nodes"]}
+    entry = nodes.get(node, {})
+    stacks = [n for n, e in nodes.items() if e.get("kind") == "pystack" and e.get("process", True)]
+    others = f"; its pystack nodes are {', '.join(stacks)}" if stacks else ""
+    if entry.get("kind") == "kernel":
+        raise LabError(
+            f"{name}/{node} is a kernel node: its sockets are the Linux kernel's and it has no control "
+            f"socket; see them with `lab exec {name} {node} -- ss -tan` (or `ip netns exec {namespace} "
+            f"ss -tan`){others}")
+    if entry.get("kind") == "pystack" and not entry.get("process", True):
+        raise LabError(
+            f"{name}/{node} runs no stack process (process: false in its topology), so nothing answers "
+            f"`lab stack` there; the script that attached to it owns its stack{others}")
+
+
+def _check_range(option: str, value: float, limits: Range) -> None:
+    """The node refuses the same values (`stack.ranges`); saying so here makes it bad input, exit 2."""
+    if value not in limits:
+        shown = value if isinstance(value, int) else f"{value:g}"
+        raise LabError(f"stack {option}: expected {limits.describe()}, got {shown}")
 
 
 def _port(verb: str, argument: str | None) -> int:
@@ -76,8 +111,6 @@ def _stack_request(client: StackClient, verb: str, argument: str | None, app_nam
     address, sep, port = (argument or "").rpartition(":")
     if not sep or not address:
         raise LabError(f"stack connect: expected ADDR:PORT like 10.0.0.1:7, got {argument!r}")
-    if send < 0:
-        raise LabError(f"stack connect --send: expected 0 or more bytes, got {send}")
     return client.connect(address, _port(verb, port), send=send, recv="eof" if recv else 0,
                           shutdown=send > 0 or recv, timeout=timeout)
 

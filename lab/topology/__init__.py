@@ -20,7 +20,9 @@ nodes, ``sysctls``. Top-level ``x-...`` keys are ignored, to hold YAML anchors. 
 in ``topologies/README.md``.
 
 Every problem raises `TopologyError` with a one-line message
-``<file>:<line>: <field.path>: <what was expected>, got <value>``.
+``<file>:<line>: <field.path>: <what was expected>, got <value>``; a file that is no topology at
+all (not YAML, not a mapping, a device, too large: `lab.topology.limits`) says
+``not a YAML topology`` and never quotes what it holds.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from lab.topology.errors import TopologyError
+from lab.topology.limits import check_counts, check_shape, read_topology_file
 from lab.topology.names import lab_name_problem
 from lab.topology.plan import LabPlan
 from lab.topology.resolve import resolve
@@ -55,16 +58,13 @@ __all__ = [
 
 
 def load_topology(path: str | Path, name: str | None = None) -> LabPlan:
-    """Read and resolve a topology file; ``name`` overrides its lab name (``lab up --name``)."""
+    """Read and resolve a topology file; ``name`` overrides its lab name (``lab up --name``).
+
+    The file is read within `lab.topology.limits`' bounds: a device, a FIFO or a file too large is
+    refused before it is read.
+    """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise TopologyError(
-            str(path), None, "", f"expected a readable topology file, got {exc.strerror}"
-        ) from None
-    except UnicodeDecodeError as exc:
-        raise TopologyError(str(path), None, "", f"expected UTF-8 text, got {exc.reason}") from None
+    text = read_topology_file(path)
     return plan_from_text(text, source=str(path), name=name, plan_source=str(path.resolve()))
 
 
@@ -73,8 +73,6 @@ def plan_from_text(
 ) -> LabPlan:
     """Resolve topology YAML; ``source`` names it in errors, ``plan_source`` (default: source) in the plan."""
     data, lines = load_yaml_with_lines(text, source)
-    if data is None:
-        raise TopologyError(source, 1, "", "expected a mapping with name, nodes and links, got an empty file")
     return _plan(data, lines, plan_source if plan_source is not None else source, name)
 
 
@@ -84,8 +82,10 @@ def plan_from_data(data: object, source: str = "", name: str | None = None) -> L
 
 
 def _plan(data: object, lines: SourceMap, plan_source: str, name: str | None) -> LabPlan:
+    mapping = check_shape(data, lines)
+    check_counts(mapping, lines)
     try:
-        spec = TopologySpec.model_validate(data)
+        spec = TopologySpec.model_validate(mapping)
     except ValidationError as exc:
         raise schema_error(exc, lines) from None
     return resolve(spec, lines, plan_source, name)

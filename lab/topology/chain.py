@@ -20,9 +20,11 @@ from ipaddress import IPv4Address, IPv4Network, summarize_address_range
 import yaml
 
 from lab.topology import TopologyError, lab_name_problem, plan_from_data
+from lab.topology.limits import MAX_NODES
 from lab.topology.plan import LabPlan
 
-MAX_CHAIN = 65536  # link k uses 10.<k div 256>.<k mod 256>.0/24: room for 65535 links
+# A topology holds at most MAX_NODES nodes (`lab.topology.limits`); the addressing would allow 65536.
+MAX_CHAIN = MAX_NODES
 _BASE = int(IPv4Address("10.0.0.0"))
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml's emitter when present: same text, faster
 

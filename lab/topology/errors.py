@@ -2,7 +2,9 @@
 
 Every complaint about a topology is one line a person can act on without reading a traceback:
 ``<file>:<line>: <field.path>: <what was expected>, got <value>``. The line is where the offending
-key or value sits in the YAML, so an editor can jump straight to it.
+key or value sits in the YAML, so an editor can jump straight to it. A file that is not a topology
+at all (not YAML, not a mapping, a device, too large) says so (`NOT_A_TOPOLOGY`) and where, with a
+column for YAML syntax, and never quotes the file: it may be anything (``lab up /etc/shadow``).
 """
 
 from __future__ import annotations
@@ -14,15 +16,19 @@ PathPart = str | int
 FieldPath = tuple[PathPart, ...]
 
 _MAX_VALUE_CHARS = 60
+NOT_A_TOPOLOGY = "not a YAML topology"
 _PLAIN_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 
 
 class TopologyError(ValueError):
     """A topology that cannot be turned into a plan; ``str()`` is one line."""
 
-    def __init__(self, source: str, line: int | None, field: str, message: str) -> None:
+    def __init__(
+        self, source: str, line: int | None, field: str, message: str, *, column: int | None = None
+    ) -> None:
         self.source = source
         self.line = line
+        self.column = column
         self.field = field
         self.message = message
         self.more: tuple[str, ...] = ()  # further errors found in the same pass, one line each
@@ -30,6 +36,8 @@ class TopologyError(ValueError):
 
     def _one_line(self) -> str:
         where = self.source if self.line is None else f"{self.source}:{self.line}"
+        if self.line is not None and self.column is not None:
+            where += f":{self.column}"
         parts = [where, self.field, self.message] if self.field else [where, self.message]
         return ": ".join(parts).replace("\n", " ")
 

@@ -12,8 +12,10 @@ pystack node are impaired in userspace by the stack, which can do what a kernel 
 cannot. So no packet is ever impaired twice.
 
 Rules (netem's): ``jitter`` varies each packet's delay around ``delay``, so jitter without delay
-has nothing to vary; ``reorder`` sends some packets at once while the others wait ``delay``, so
-without delay there is nothing to overtake. Both are errors rather than silent no-ops.
+has nothing to vary, and a jitter above the delay would ask for negative delays; ``reorder`` sends
+some packets at once while the others wait ``delay``, so without delay (or at 100 %, when no packet
+waits) there is nothing to overtake; ``loss: 100%`` drops every packet, so nothing else applies.
+All are errors rather than silent no-ops. Each value's own range is `stack.ranges`'.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from lab.topology.units import format_duration, format_rate
 from lab.topology.yaml_lines import SourceMap
 
 Direction = tuple[str, str]  # (sender node, receiver node)
+# What happens to a packet after the loss draw (netem's order): none of it can apply to a dropped packet.
+_AFTER_LOSS = ("duplicate", "corrupt", "reorder", "delay", "jitter", "rate")
 
 
 def link_impairments(link: LinkSpec, lines: SourceMap, link_path: FieldPath) -> dict[Direction, Impairment]:
@@ -73,12 +77,32 @@ def to_impairment(spec: ImpairSpec, lines: SourceMap, path: FieldPath) -> Impair
             f"jitter alone means nothing), got jitter {format_duration(spec.jitter)} "
             f"with no delay",
         )
+    if spec.jitter and spec.jitter > delay:
+        raise lines.error(
+            (*path, "jitter"),
+            f"expected a jitter no larger than the delay it varies ({format_duration(delay)}; a packet "
+            f"cannot leave before it was sent), got jitter {format_duration(spec.jitter)}",
+        )
     if spec.reorder and not delay:
         raise lines.error(
             (*path, "reorder"),
             f"expected a delay with reorder (netem reorders by letting some "
             f"packets skip the delay), got reorder {spec.reorder:g}% with no delay",
         )
+    if spec.reorder == 100:
+        raise lines.error(
+            (*path, "reorder"),
+            "expected reorder below 100% (at 100% every packet skips the delay, so nothing is "
+            "reordered and the delay does nothing), got reorder 100%",
+        )
+    if spec.loss == 100:
+        others = [name for name in _AFTER_LOSS if getattr(spec, name)]
+        if others:
+            raise lines.error(
+                (*path, "loss"),
+                f"expected loss below 100% with {others[0]} (at 100% every packet is dropped, so "
+                f"{others[0]} never applies; loss 100% alone cuts the link), got loss 100% with {others[0]}",
+            )
     return Impairment(
         delay_ms=delay,
         jitter_ms=spec.jitter or 0.0,

@@ -13,19 +13,29 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from lab.topology.units import parse_duration_ms, parse_percent, parse_rate_mbit
+from stack.ranges import BYTE_COUNT, MTU, PORT
 
 AppName = Literal["echo", "discard", "source", "http"]
 Duration = Annotated[float, BeforeValidator(parse_duration_ms)]
 Percent = Annotated[float, BeforeValidator(parse_percent)]
 Rate = Annotated[float, BeforeValidator(parse_rate_mbit)]
-SYSCTL_VALUE_EXPECTED = "expected a number or a word like 1 or cubic"
+MAX_SYSCTL_CHARS = 256  # the longest per-namespace sysctl value is a few numbers ("4096 131072 6291456")
+SYSCTL_VALUE_EXPECTED = (
+    f"expected a number or a word of at most {MAX_SYSCTL_CHARS} characters like 1 or cubic"
+)
 
 
 def _sysctl_value(value: Any) -> str:
-    """Sysctls are written as text to /proc/sys, so keep them as text (``1``, ``cubic``, ``4096 87380``)."""
+    """Sysctls are written as text to /proc/sys, so keep them as text (``1``, ``cubic``, ``4096 87380``).
+
+    Which values a sysctl takes is the kernel's to say: one it refuses stops `lab up` with its errno.
+    """
     if isinstance(value, bool) or not isinstance(value, int | str) or value == "":
         raise ValueError(SYSCTL_VALUE_EXPECTED)
-    return str(value)
+    text = str(value)
+    if len(text) > MAX_SYSCTL_CHARS or "\n" in text:
+        raise ValueError(SYSCTL_VALUE_EXPECTED)
+    return text
 
 
 SysctlValue = Annotated[str, BeforeValidator(_sysctl_value)]
@@ -45,8 +55,8 @@ class AppSpec(_Strict):
     """``{app: echo, port: 7}``; ``source`` may say how many ``bytes`` to send before closing."""
 
     app: AppName
-    port: Annotated[int, Field(ge=1, le=65535)]
-    bytes: Annotated[int, Field(ge=0)] | None = None
+    port: Annotated[int, Field(ge=PORT.low, le=PORT.high)]
+    bytes: Annotated[int, Field(ge=BYTE_COUNT.low, le=BYTE_COUNT.high)] | None = None
 
 
 class RouteSpec(_Strict):
@@ -113,7 +123,7 @@ Impairments = Annotated[
 class LinkSpec(_Strict):
     endpoints: Annotated[list[EndpointSpec], Field(min_length=2)]
     subnet: str
-    mtu: Annotated[int, Field(ge=68, le=65535)] = 1500
+    mtu: Annotated[int, Field(ge=MTU.low, le=MTU.high)] = 1500
     impair: Impairments | None = None
     impairable: bool = False  # keep the link ready for `lab impair` (see `lab.topology.plan.LinkPlan`)
 

@@ -26,6 +26,7 @@ from lab.topology.schema import (
     TopologySpec,
 )
 from lab.topology.yaml_lines import SourceMap
+from stack.ranges import BYTE_COUNT, MTU, PORT
 
 _TAGS = frozenset({BOTH_DIRECTIONS, PER_DIRECTION})
 _ANY = object()  # wildcard in the shapes below
@@ -55,8 +56,8 @@ _FIELD_HINTS: dict[str, str] = {
     "offload": "true or false",
     "process": "true or false",
     "app": "echo, discard, source or http",
-    "port": "a port number from 1 to 65535",
-    "bytes": "a byte count of 0 or more",
+    "port": f"a port number from {PORT.describe()}",
+    "bytes": f"a byte count from {BYTE_COUNT.describe()} (1 TiB)",
     "to": "default or a subnet like 10.0.2.0/24",
     "via": "a gateway address like 10.0.1.1",
     "endpoints": "a list of at least 2 endpoints like [h1:eth0, s1:eth0]",
@@ -64,7 +65,7 @@ _FIELD_HINTS: dict[str, str] = {
     "interface": "an interface name like eth0",
     "addr": "an address like 10.0.0.5/24",
     "subnet": "a subnet like 10.0.0.0/24",
-    "mtu": "an MTU from 68 to 65535",
+    "mtu": f"an MTU from {MTU.describe()}",
     "impair": "impairments like {delay: 10ms, loss: 1%}, or per direction {h1->s1: {delay: 10ms}}",
 }
 

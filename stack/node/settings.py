@@ -3,14 +3,14 @@
 The stack never imports `lab`: this module reads the JSON itself and checks every field it uses, so a bad
 file ends the process with one line naming the file, the field and the value (exit 2) before anything
 is opened. Impairments arrive in the topology's units (ms, percent, Mbit/s) and leave as
-`stack.devices.impairment.Impairment` (seconds, fractions, bit/s).
+`stack.devices.impairment.Impairment` (seconds, fractions, bit/s). Every number must lie in the range
+`stack.ranges` gives it, the same the topology loader and the control socket hold it to.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,10 +18,13 @@ from typing import Any
 from stack.devices.impairment import Impairment
 from stack.node.apps import APP_NAMES
 from stack.node.paths import control_socket_path
+from stack.ranges import BYTE_COUNT, DELAY_MS, JITTER_MS, MTU, PERCENT, PORT, RATE_MBIT, Range
 
 SCHEMA_VERSION = 1
-IMPAIRMENT_FIELDS = ("delay_ms", "jitter_ms", "loss_pct", "duplicate_pct", "reorder_pct", "corrupt_pct",
-                     "rate_mbit")
+IMPAIRMENT_RANGES: dict[str, Range] = {
+    "delay_ms": DELAY_MS, "jitter_ms": JITTER_MS, "loss_pct": PERCENT, "duplicate_pct": PERCENT,
+    "reorder_pct": PERCENT, "corrupt_pct": PERCENT, "rate_mbit": RATE_MBIT,
+}
 
 
 class SettingsError(ValueError):
@@ -89,8 +92,8 @@ def parse_settings(data: Any, source: Path | str = "<settings>") -> NodeSettings
     except ValueError:
         interface.fail("address", address, "not an IPv4 address/prefix")
     mtu = interface.get("mtu", int, default=1500)
-    if not 68 <= mtu <= 65535:
-        interface.fail("mtu", mtu, "outside 68..65535")
+    if mtu not in MTU:
+        interface.fail("mtu", mtu, f"outside {MTU.describe()}")
     gateway = reader.get("gateway", str, default=None)
     if gateway is not None:
         _check_ip(reader, "gateway", gateway)
@@ -113,14 +116,14 @@ def parse_settings(data: Any, source: Path | str = "<settings>") -> NodeSettings
         if name not in APP_NAMES:
             app.fail("app", name, f"choose one of {', '.join(APP_NAMES)}")
         port = app.get("port", int)
-        if not 1 <= port <= 65535:
-            app.fail("port", port, "outside 1..65535")
+        if port not in PORT:
+            app.fail("port", port, f"outside {PORT.describe()}")
         if port in ports:
             app.fail("port", port, "two apps on one port")
         ports.add(port)
         size = app.get("bytes", int, default=None)
-        if size is not None and size < 0:
-            app.fail("bytes", size, "negative")
+        if size is not None and size not in BYTE_COUNT:
+            app.fail("bytes", size, f"outside {BYTE_COUNT.describe()}")
         apps.append(AppSettings(name, port, size))
     return NodeSettings(
         lab=reader.get("lab", str), node=reader.get("node", str), namespace=reader.get("namespace", str),
@@ -147,24 +150,22 @@ def _impairment(interface: _Fields, direction: str) -> Impairment:
 
 
 def impairment_from_json(raw: Any, source: str, prefix: str = "") -> Impairment:
-    """One direction's impairment in the topology's units (`IMPAIRMENT_FIELDS`: ms, percent, Mbit/s),
+    """One direction's impairment in the topology's units (`IMPAIRMENT_RANGES`: ms, percent, Mbit/s),
     as the settings files and the `impair` control command carry it; SettingsError names a bad field."""
     fields = _Fields(raw, source, prefix)
-    unknown = sorted(set(fields.data) - set(IMPAIRMENT_FIELDS))
+    unknown = sorted(set(fields.data) - set(IMPAIRMENT_RANGES))
     if unknown:
         fields.fail(unknown[0], fields.data[unknown[0]],
-                    f"unknown field (known: {', '.join(IMPAIRMENT_FIELDS)})")
+                    f"unknown field (known: {', '.join(IMPAIRMENT_RANGES)})")
     values = {}
-    for name in IMPAIRMENT_FIELDS:
+    for name, limits in IMPAIRMENT_RANGES.items():
         value = fields.get(name, (int, float), default=None)
-        if value is not None and (value < 0 or not math.isfinite(value)):
-            fields.fail(name, value, "negative or not finite")
-        if name.endswith("_pct") and value is not None and value > 100:
-            fields.fail(name, value, "more than 100 percent")
+        if value is not None and value not in limits:
+            fields.fail(name, value, f"outside {limits.describe()}")
         values[name] = value
+    if (values["jitter_ms"] or 0) > (values["delay_ms"] or 0):
+        fields.fail("jitter_ms", values["jitter_ms"], "larger than delay_ms, the delay it varies")
     rate = values["rate_mbit"]
-    if rate == 0:
-        fields.fail("rate_mbit", rate, "must be positive (leave it out for no limit)")
     return Impairment(
         delay=(values["delay_ms"] or 0) / 1000, jitter=(values["jitter_ms"] or 0) / 1000,
         loss=(values["loss_pct"] or 0) / 100, duplicate=(values["duplicate_pct"] or 0) / 100,

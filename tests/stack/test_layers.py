@@ -1,7 +1,8 @@
 """The stack's structure, checked: imports point one way, no cycles, no mixins over the connection.
 
 The layers, bottom up (a module may import its own layer and those below it):
-    wire, deadlines      pure codecs; what a deadline means
+    wire, deadlines,     pure codecs; what a deadline means; the allowed range of every number from
+    ranges               outside (topology files, settings files, control requests)
     tcp                  sans-IO TCP
     devices              the device contract, TAP, memory wire, impairment, pcap, namespaces
     net                  Ethernet + ARP, IPv4 + ICMP, reassembly, routing, the router
@@ -18,9 +19,10 @@ import ast
 
 from tests.import_graph import cycles, describe_cycles, graph, package_modules
 
-LAYERS = ("wire", "deadlines", "tcp", "devices", "net", "loops", "api", "host", "node", "aio", "attach")
-RANK = {"wire": 0, "deadlines": 0, "tcp": 1, "devices": 2, "net": 3, "loops": 4, "api": 5, "host": 6,
-        "node": 7, "aio": 8, "attach": 8}
+LAYERS = ("wire", "deadlines", "ranges", "tcp", "devices", "net", "loops", "api", "host", "node", "aio",
+          "attach")
+RANK = {"wire": 0, "deadlines": 0, "ranges": 0, "tcp": 1, "devices": 2, "net": 3, "loops": 4, "api": 5,
+        "host": 6, "node": 7, "aio": 8, "attach": 8}
 #: The only run-time importers of the connection module: the TCP layer makes connections.
 CONNECTION_MAKERS = frozenset({"stack.tcp.layer"})
 

@@ -395,9 +395,11 @@ def test_durations(text: str, ms: float) -> None:
     assert parse_duration_ms(text) == pytest.approx(ms)
 
 
-@pytest.mark.parametrize("text", ["20", 20, "20 min", "-5ms", "ms", "", None, "1e3ms", True])
+@pytest.mark.parametrize(
+    "text", ["20", 20, "20 min", "-5ms", "ms", "", None, "1e3ms", True, "60.001s", "60001ms", "99999999999s"]
+)
 def test_bad_durations(text: object) -> None:
-    with pytest.raises(ValueError, match=r"^expected a duration like 20ms, 1s or 500us$"):
+    with pytest.raises(ValueError, match=r"^expected a duration from 0 to 60s like 20ms, 1s or 500us$"):
         parse_duration_ms(text)
 
 
@@ -422,16 +424,21 @@ def test_bad_percentages(text: object) -> None:
         ("500kbit", 0.5),
         ("1.5Gbit", 1500.0),
         ("64000bit", 0.064),
-        ("1tbit", 1e6),
+        ("1kbit", 0.001),
+        ("32gbit", 32_000.0),
     ],
 )
 def test_rates(text: str, mbit: float) -> None:
     assert parse_rate_mbit(text) == pytest.approx(mbit)
 
 
-@pytest.mark.parametrize("text", ["100", "100mbps", "100MB", "0mbit", "0.0kbit", "fast", 100])
+@pytest.mark.parametrize(
+    "text",
+    ["100", "100mbps", "100MB", "0mbit", "0.0kbit", "fast", 100, "1bit", "999bit", "100000gbit", "1tbit",
+     "32.001gbit"],
+)
 def test_bad_rates(text: object) -> None:
-    with pytest.raises(ValueError, match=r"^expected a rate above zero"):
+    with pytest.raises(ValueError, match=r"^expected a rate from 1kbit to 32gbit like "):
         parse_rate_mbit(text)
 
 
@@ -574,13 +581,21 @@ def test_yaml_keys_keep_their_text_and_duplicates_are_refused() -> None:
 
 
 def test_recursive_alias_is_refused_not_looped() -> None:
-    assert _error("name: x\nnodes: &n {h1: *n}\nlinks: []\n").startswith("t.yaml:2: nodes")
+    assert _error("name: x\nnodes: &n {h1: *n}\nlinks: []\n") == (
+        "t.yaml:2:16: not a YAML topology: expected data, got an alias that contains itself"
+    )
 
 
 def test_empty_and_odd_documents() -> None:
-    assert _error("") == "t.yaml:1: expected a mapping with name, nodes and links, got an empty file"
-    assert _error("just text") == "t.yaml:1: expected a mapping, got 'just text'"
-    assert _error("a: 1\n---\nb: 2\n").startswith("t.yaml:2: YAML: expected a single document")
+    expected = "not a YAML topology: expected a mapping with name, nodes and links"
+    assert _error("") == f"t.yaml:1: {expected}, got an empty file"
+    assert _error("just text") == f"t.yaml:1: {expected}, got text"
+    assert _error("- 1\n- 2\n") == f"t.yaml:1: {expected}, got a list"
+    assert _error("42") == f"t.yaml:1: {expected}, got a number"
+    assert _error("password: hunter2\n") == f"t.yaml:1: {expected}, got a mapping without any of them"
+    assert _error("a: 1\n---\nb: 2\n").startswith(
+        "t.yaml:2:1: not a YAML topology: expected a single document in the stream"
+    )
 
 
 @given(

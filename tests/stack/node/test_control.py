@@ -185,3 +185,27 @@ def test_a_long_request_never_blocks_another_connection(tmp_path: Path) -> None:
     assert answer["ok"] and quick < 0.5
     assert len(answer["connections"]) == 1 and answer["connections"][0]["state"] == "ESTABLISHED"
 
+
+
+def test_every_bad_request_gets_an_answer_and_the_connection_goes_on(tmp_path: Path) -> None:
+    """Too deep, too large, out of range, unreadable: each an error object, then `hello` still works."""
+
+    async def body(ctl: Client, *_: Any) -> list[dict[str, Any]]:
+        too_long = b'{"cmd": "hello", "pad": "' + b"x" * (2 << 20) + b'"}'
+        digits = b'{"cmd": "listen", "port": ' + b"9" * 5000 + b"}"
+        return [await ctl.raw(b"[" * 100_000), await ctl.raw(too_long),
+                await ctl("listen", port=5000, backlog=10**12), await ctl.raw(digits),
+                await ctl("config", tcp={"somaxconn": 10**12}), await ctl("ping", addr=PEER_IP, timeout=-1),
+                await ctl("hello"), await ctl("stats")]
+
+    *bad, hello, stats = run_node(tmp_path, body)
+    assert [answer["ok"] for answer in bad] == [False] * 6
+    deep, long, backlog, digits, somaxconn, timeout = (answer["error"] for answer in bad)
+    assert deep == "request nested deeper than 8 levels"
+    assert long.startswith("request longer than 1048576 bytes")
+    assert backlog == "listen: field 'backlog': 1000000000000 is outside 0 to 65535"
+    assert digits.startswith("request holds a value the node cannot read")
+    assert somaxconn == "config: 'somaxconn'=1000000000000: expected a number from 0 to 65535"
+    assert timeout == "ping: field 'timeout': -1 is outside 0.001 to 3600"
+    assert hello == {"ok": True, "node": "n", "pid": 1}
+    assert stats["counters"]["ControlRequests"] == 8
