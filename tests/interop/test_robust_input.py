@@ -15,7 +15,6 @@ import pytest
 
 from lab.build import builder
 from lab.build.control import control_socket_path
-from lab.build.processes import node_log_path
 from lab.build.state import LabState
 from lab.kernel.namespaces import list_namespaces
 from lab.topology import DEFAULT_TOPOLOGY, load_topology
@@ -81,7 +80,7 @@ def test_a_running_node_answers_every_bad_request_and_keeps_serving(lab_name: st
     assert "'backlog': 1000000000000 is outside 0 to 65535" in answers[3]["error"]
     assert hello["ok"] and listen == {"ok": True, "port": 5000}
     os.kill(hello["pid"], 0)  # the node is still there
-    log = node_log_path(LabState.for_lab(lab_name), "s1").read_text()
+    log = LabState.for_lab(lab_name).node_log_path("s1").read_text()
     assert "Traceback" not in log, log
     stack = run_lab("stack", lab_name, "s1", "tables", "--json")  # and a new connection is served
     assert stack.returncode == 0 and any(row["local"].endswith(":5000")
