@@ -49,7 +49,7 @@ def test_a_rate_tc_cannot_take_is_exit_2_before_anything_is_created(lab_name: st
     assert result.stderr == (f"lab: {topology}:8: links[0].impair.rate: expected a rate from 1kbit to 32gbit "
                              f"like 100mbit, 1gbit or 500kbit, got '{rate}'\n")
     assert [ns for ns in list_namespaces() if ns.startswith(f"{lab_name}-")] == []
-    assert not LabState.for_lab(lab_name).exists()
+    assert not LabState.for_lab(lab_name).directory.exists()
 
 
 def _exchange(sock: socket.socket, stream: socket.SocketIO, line: bytes) -> dict:
