@@ -29,8 +29,12 @@ from lab.topology import DEFAULT_TOPOLOGY, TopologyError, load_topology
 from lab.topology.plan import LabPlan
 from stack.devices.namespace import NETNS_DIR
 
-DEMO_LAB = "nslabdemo"
 DEMO_OPTIONS = {"handshake": {}, "bulk": {"bytes": "64M"}}
+
+
+def demo_lab_name() -> str:
+    """The demo's lab: a name of this run's own (two demos on one machine never share a lab)."""
+    return f"demo{os.getpid() % 100000}"
 
 
 class DemoReport(Protocol):
@@ -56,7 +60,7 @@ def run_demo(report: DemoReport) -> int:
         report.line("this machine lacks something the lab needs (see above)", problem=True)
         return 2
     try:
-        plan = load_topology(DEFAULT_TOPOLOGY, name=DEMO_LAB)
+        plan = load_topology(DEFAULT_TOPOLOGY, name=demo_lab_name())
     except TopologyError as error:
         report.line(str(error), problem=True)
         return 2
@@ -65,8 +69,8 @@ def run_demo(report: DemoReport) -> int:
     finally:
         report.step("5. lab down")
         try:
-            result = builder.down(DEMO_LAB)
-            left = sorted(n for n in os.listdir(NETNS_DIR) if n.startswith(f"{DEMO_LAB}-"))
+            result = builder.down(plan.name)
+            left = sorted(n for n in os.listdir(NETNS_DIR) if n.startswith(f"{plan.name}-"))
             report.line(f"  removed {len(result.removed)} objects in {result.seconds:.3f} s "
                         f"(stack process included); namespaces left: {left or 'none'}")
         except LabError as error:
@@ -75,7 +79,7 @@ def run_demo(report: DemoReport) -> int:
 
 def run_steps(report: DemoReport, plan: LabPlan) -> int:
     """Steps 2 to 4: the lab up, then the experiments in it."""
-    report.step(f"2. lab up {plan.source} --name {DEMO_LAB}")
+    report.step(f"2. lab up {plan.source} --name {plan.name}")
     try:
         result = builder.up(plan)
     except LabError as error:
@@ -95,7 +99,7 @@ def run_steps(report: DemoReport, plan: LabPlan) -> int:
         experiment = get(name)
         options = DEMO_OPTIONS[name]
         shown = " ".join(f"--option {k}={v}" for k, v in options.items())
-        report.step(f"{step}. lab run {name} --lab {DEMO_LAB} {shown}".rstrip())
+        report.step(f"{step}. lab run {name} --lab {plan.name} {shown}".rstrip())
         try:
             outcome = experiment.run(lab, experiment.parse_options(options))
         except (LabError, OSError) as error:

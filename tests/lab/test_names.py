@@ -7,7 +7,7 @@ import pytest
 from lab.build.state import LabError, LabState, check_lab_name
 from lab.experiments.bulk import scratch_lab_name
 from lab.tools.bench import bench_name, chain_bench_name
-from lab.tools.demo import DEMO_LAB
+from lab.tools.demo import demo_lab_name
 from lab.topology import TopologyError, lab_name_problem, plan_from_data
 from lab.topology.chain import MAX_CHAIN
 from lab.topology.names import MAX_NAME_LENGTH, derived_lab_name
@@ -39,7 +39,7 @@ def test_every_name_the_lab_derives_passes_the_rule() -> None:
         *(derived_lab_name(LONGEST, f"l{index}") for index in range(10)),  # loss profiles
         bench_name() + "o", bench_name() + "p", bench_name() + "ok",  # `lab bench`
         chain_bench_name(MAX_CHAIN),  # `lab bench up`, the longest chain
-        DEMO_LAB,
+        demo_lab_name(), derived_lab_name(demo_lab_name(), "k"),  # the demo and its bulk baseline
         unique_lab_name("ix"),  # interop fixtures
     ]
     assert [name for name in derived if lab_name_problem(name)] == []
