@@ -223,18 +223,9 @@ def restart_dead_nodes(state: LabState, plan: LabPlan) -> list[str]:
     """Start again every node process found dead, with the apps its settings file names; one message
     per restart (what `lab up` prints), saying how the dead one ended."""
     dead = dead_nodes(state, plan)
-    if not dead:
-        return []
-    messages = []
-    for node, entry in dead:
-        remove_inside(state.directory, str(state.control_socket_path(node.name)))  # stale: nobody serves it
-        if entry is None or entry.pid is None:
-            messages.append(f"started the stack process of {node.name} (none was recorded)")
-        else:
-            ended = observe_exit(state, node.name, entry)
-            messages.append(f"restarted the stack process of {node.name} (pid {entry.pid} was gone: "
-                            f"{ended.cause}; first seen gone {iso_time(ended.seen_gone_at)})")
-    start_nodes(state, plan, Journal(state.journal_path), [node for node, _ in dead])
+    messages = [_restart_message(state, node.name, entry) for node, entry in dead]
+    if dead:
+        start_nodes(state, plan, Journal(state.journal_path), [node for node, _ in dead])
     return messages
 
 
@@ -244,19 +235,21 @@ def restart_dead_forwarders(state: LabState, forwarders: list[Forwarder]) -> lis
     latest = journaled_processes(state)
     dead = [f for f in forwarders if (entry := latest.get(f.name)) is None or entry.pid is None
             or not is_running(entry.pid, entry.start_ticks)]
-    messages = []
-    for forwarder in dead:
-        remove_inside(state.directory, str(state.control_socket_path(forwarder.name)))
-        entry = latest.get(forwarder.name)
-        if entry is None or entry.pid is None:
-            messages.append(f"started the forwarder of link {forwarder.link} (none was recorded)")
-        else:
-            ended = observe_exit(state, forwarder.name, entry)
-            messages.append(f"restarted the forwarder of link {forwarder.link} (pid {entry.pid} was gone: "
-                            f"{ended.cause})")
+    messages = [_restart_message(state, forwarder.name, latest.get(forwarder.name)) for forwarder in dead]
     if dead:
         start_forwarders(state, dead, Journal(state.journal_path))
     return messages
+
+
+def _restart_message(state: LabState, name: str, entry: JournalEntry | None) -> str:
+    """Clear the dead process's stale control socket (nobody serves it) and say how it ended."""
+    remove_inside(state.directory, str(state.control_socket_path(name)))
+    label = process_label(name)
+    if entry is None or entry.pid is None:
+        return f"started the {label} (none was recorded)"
+    ended = observe_exit(state, name, entry)
+    return (f"restarted the {label} (pid {entry.pid} was gone: {ended.cause}; "
+            f"first seen gone {iso_time(ended.seen_gone_at)})")
 
 
 # --------------------------------------------------------------------------------------------

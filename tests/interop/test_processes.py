@@ -139,7 +139,7 @@ def test_a_second_up_restarts_a_dead_stack_with_its_apps_and_status_says_what_di
 
     restarted = run_lab("up", "pair", "--name", lab_name)
     assert restarted.returncode == 0, restarted.stderr
-    assert f"restarted the stack process of s1 (pid {first} was gone: " in restarted.stdout
+    assert f"restarted the stack process of node s1 (pid {first} was gone: " in restarted.stdout
     assert f"first seen gone {seen_gone})" in restarted.stdout  # the time `lab status` recorded, kept
     [second] = stack_processes(lab_name)
     assert second != first
@@ -179,8 +179,9 @@ def test_a_node_that_dies_as_the_labs_child_is_reported_with_its_exit_cause(lab_
     assert s1["stack_process"]["exit"]["cause_known"] is True
     assert not Path(f"/proc/{first}").exists()  # reaped by `lab status` while it looked
     again = builder.up(plan)
-    assert again.restarted == (f"restarted the stack process of s1 (pid {first} was gone: killed by SIGKILL; "
-                               f"first seen gone {s1['stack_process']['exit']['seen_gone']})",)
+    seen_gone = s1["stack_process"]["exit"]["seen_gone"]
+    assert again.restarted == (f"restarted the stack process of node s1 (pid {first} was gone: "
+                               f"killed by SIGKILL; first seen gone {seen_gone})",)
     builder.down(lab_name)
     assert leftovers(lab_name) == []
 

@@ -18,19 +18,11 @@ from lab.build.control import control_socket_path
 from lab.build.state import LabState
 from lab.kernel.namespaces import list_namespaces
 from lab.topology import DEFAULT_TOPOLOGY, load_topology
+from tests.lab.build.test_integration import PAIR_KERNEL
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
-KERNEL_LINK = """\
-name: kk
-nodes:
-  h1: {kind: kernel}
-  h2: {kind: kernel}
-links:
-  - endpoints: [h1:eth0, h2:eth0]
-    subnet: 10.0.0.0/24
-    impair: {rate: RATE}
-"""
+KERNEL_LINK = PAIR_KERNEL + "    impair: {rate: RATE}\n"
 
 
 def run_lab(*args: str) -> subprocess.CompletedProcess[str]:

@@ -260,3 +260,22 @@ def test_a_sigkilled_up_leaves_no_forwarder_after_down(lab_name: str, tmp_path: 
     assert traces(lab_name) == NOTHING
     for entry in forwarders:
         assert entry.pid is not None and not is_running(entry.pid, entry.start_ticks)
+
+
+@pytest.mark.root
+@pytest.mark.skipif(netem_available(), reason="netem impairs the link here: there is no forwarder to kill")
+def test_a_second_up_restarts_a_dead_forwarder_with_the_impairment_last_set(lab_name: str,
+                                                                           tmp_path: Path) -> None:
+    up(lab_name, tmp_path, PAIR_KERNEL + "    impair: {delay: 5ms}\n")
+    assert impair(lab_name, "h1:eth0", "--delay", "20ms", "--direction", "out").returncode == 0
+    [entry] = [e for e in read_journal(LabState.for_lab(lab_name).journal_path).entries
+               if e.kind == "process" and e.name == "link0"]
+    os.kill(entry.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{entry.pid}") and time.monotonic() < deadline:
+        time.sleep(0.05)  # until it is reaped: a zombie would still look like a process
+    again = run_lab("up", str(tmp_path / "t.yaml"), "--name", lab_name)
+    assert again.returncode == 0, again.stderr
+    assert f"restarted the forwarder of link 0 (pid {entry.pid} was gone" in again.stdout
+    times = ping(lab_name, "h1", "10.0.0.2", 10, interval=0.05)
+    assert len(times) == 10 and min(times) >= 24.5, times  # 20 ms out (as set by lab impair) + 5 ms back
