@@ -175,7 +175,8 @@ async def _connect(server: ControlServer, request: Request) -> dict[str, Any]:
 async def _http_get(server: ControlServer, request: Request) -> dict[str, Any]:
     return await server.node.http_get(request.get("addr", str), request.get("port", int),
                                       request.get("path", str, "/"), request.get("count", int, 1),
-                                      float(request.get("timeout", (int, float), 60.0)))
+                                      float(request.get("timeout", (int, float), 60.0)),
+                                      request.get("output", str, None))
 
 
 async def _trace(server: ControlServer, request: Request) -> dict[str, Any]:
@@ -228,7 +229,7 @@ FIELDS: dict[str, frozenset[str]] = {
     "close": frozenset({"port"}),
     "connect": frozenset({"addr", "port", "send", "recv", "shutdown", "timeout", "nodelay", "close", "hold",
                           "keepalive"}),
-    "http_get": frozenset({"addr", "port", "path", "count", "timeout"}),
+    "http_get": frozenset({"addr", "port", "path", "count", "timeout", "output"}),
     "trace": frozenset({"since"}),
     "config": frozenset({"tcp"}),
     "ping": frozenset({"addr", "count", "timeout"}),
