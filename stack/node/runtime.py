@@ -326,7 +326,7 @@ class StackNode:
         async def opener() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
             return await open_connection(self.host, addr, port, timeout=timeout)
 
-        where = f"http_get {addr}:{port}{path}"
+        where = f"{addr}:{port}{path}"
         try:
             responses, connections = await http_client.get(opener, f"{addr}:{port}", path, count,
                                                            timeout=timeout, output=sink)
