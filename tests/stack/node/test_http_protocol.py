@@ -33,7 +33,7 @@ def events(conn: Connection) -> list[Event | Signal]:
     while True:
         event = conn.next_event()
         found.append(event)
-        if isinstance(event, Signal) or isinstance(event, ConnectionClosed):
+        if isinstance(event, (Signal, ConnectionClosed)):
             return found
 
 
@@ -132,7 +132,8 @@ def test_chunked_request_body_split_at_every_byte() -> None:
 
 def test_expect_100_continue_is_tracked_until_the_server_answers() -> None:
     server = Connection(SERVER)
-    server.receive_data(b"PUT /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
+    server.receive_data(b"PUT /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+                        b"Expect: 100-continue\r\n\r\n")
     assert isinstance(server.next_event(), Request) and server.they_are_waiting_for_100_continue
     assert server.send(InformationalResponse(100)) == [b"HTTP/1.1 100 Continue\r\n\r\n"]
     assert not server.they_are_waiting_for_100_continue
@@ -237,7 +238,8 @@ def test_our_own_mistakes_are_local_errors() -> None:
     ("GET", b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n", b"", True),
     ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n", b"", True),
 ])
-def test_client_reads_every_response_framing(method: str, response: bytes, body: bytes, reusable: bool) -> None:
+def test_client_reads_every_response_framing(method: str, response: bytes, body: bytes,
+                                             reusable: bool) -> None:
     client = Connection(CLIENT)
     sent = b"".join(client.send(Request(method, "/", (("Host", "a"),))) + client.send(EndOfMessage()))
     assert sent == f"{method} / HTTP/1.1\r\nHost: a\r\n\r\n".encode()
