@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from stack.node.apps.common import PEER_GONE, READ_SIZE, close_writer
 from stack.node.apps.content import chunks, pattern_sha256
-from stack.node.apps.http_messages import Headers, Limits, RemoteProtocolError, content_length, count_fields
+from stack.node.apps.http_messages import Headers, Limits, RemoteProtocolError, content_length, index_fields
 from stack.node.apps.http_protocol import (
     DONE,
     IDLE,
@@ -301,7 +301,7 @@ class HttpSession:
         await self.write([b"".join(parts)])
 
     async def upload(self, request: Request) -> None:
-        chunked = count_fields(request.headers, "transfer-encoding") > 0
+        chunked = "transfer-encoding" in index_fields(request.headers)
         if request_length(request) is None and not chunked:
             await self.read_body(request, None)  # none: the request ends at its head
             await self.error(411, "an upload needs Content-Length or Transfer-Encoding: chunked")
@@ -319,4 +319,4 @@ class HttpSession:
 
 def request_length(request: Request) -> int | None:
     """The Content-Length the protocol accepted (it refused malformed or conflicting ones)."""
-    return content_length(request.headers)
+    return content_length(index_fields(request.headers))

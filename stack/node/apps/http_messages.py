@@ -222,25 +222,26 @@ def parse_fields(lines: list[bytes], limits: Limits) -> Headers:
     return tuple(fields)
 
 
-def field_values(headers: Headers, name: str) -> list[str]:
+# A message's fields by lower-case name, each with its values in order: built once per message, so that the
+# many questions asked of a head (framing, persistence, Host, Expect) cost one pass over it.
+Fields = dict[str, list[str]]
+
+
+def index_fields(headers: Headers) -> Fields:
+    fields: Fields = {}
+    for name, value in headers:
+        fields.setdefault(name.lower(), []).append(value)
+    return fields
+
+
+def field_values(fields: Fields, name: str) -> list[str]:
     """Every comma-separated element of the fields called `name`, stripped, empty ones dropped."""
-    items = (item.strip() for key, value in headers if key.lower() == name for item in value.split(","))
+    items = (item.strip() for value in fields.get(name, ()) for item in value.split(","))
     return [item for item in items if item]
 
 
-def field(headers: Headers, name: str) -> str | None:
-    """The value of a field given at most once (the values joined with ", " when it came several times)."""
-    values = [value for key, value in headers if key.lower() == name]
-    return ", ".join(values) if values else None
-
-
-def count_fields(headers: Headers, name: str) -> int:
-    """How many field lines are called `name` (any case; received names are lower case already)."""
-    return sum(1 for key, _ in headers if key.lower() == name)
-
-
-def connection_tokens(headers: Headers) -> set[str]:
-    return {token.lower() for token in field_values(headers, "connection")}
+def connection_tokens(fields: Fields) -> set[str]:
+    return {token.lower() for token in field_values(fields, "connection")}
 
 
 # --- framing -----------------------------------------------------------------------------------------------
@@ -250,36 +251,36 @@ Framing = tuple[str, int]
 NO_BODY: Framing = ("length", 0)
 
 
-def content_length(headers: Headers) -> int | None:
+def content_length(fields: Fields) -> int | None:
     """The Content-Length, None when absent; a list of equal values counts as one, anything else is 400."""
-    values = field_values(headers, "content-length")
-    if not values and not count_fields(headers, "content-length"):
+    if "content-length" not in fields:
         return None
+    values = field_values(fields, "content-length")
     if not values or any(not value.isdigit() or len(value) > 18 for value in values):
-        raise RemoteProtocolError(f"malformed Content-Length {field(headers, 'content-length')!r:.40}")
+        raise RemoteProtocolError(f"malformed Content-Length {', '.join(fields['content-length'])!r:.40}")
     if len(set(values)) > 1:
         raise RemoteProtocolError(f"conflicting Content-Length values {sorted(set(values))[:4]}")
     return int(values[0])
 
 
-def body_framing(headers: Headers, version: str) -> Framing | None:
+def body_framing(fields: Fields, version: str) -> Framing | None:
     """The framing a message's own fields declare, None when they declare none.
 
     Transfer-Encoding wins over Content-Length, but a message with both is refused (RFC 9112 section 6.1:
     the classic request-smuggling shape); a coding other than a lone `chunked` is 501; Transfer-Encoding in
     an HTTP/1.0 message is 400 (section 6.1: the framing is faulty).
     """
-    codings = field_values(headers, "transfer-encoding")
-    if codings or count_fields(headers, "transfer-encoding"):
+    if "transfer-encoding" in fields:
         if version == "1.0":
             raise RemoteProtocolError("Transfer-Encoding in an HTTP/1.0 message")
-        if count_fields(headers, "content-length"):
+        if "content-length" in fields:
             raise RemoteProtocolError("both Transfer-Encoding and Content-Length")
+        codings = field_values(fields, "transfer-encoding")
         if [coding.lower() for coding in codings] != ["chunked"]:
-            raise RemoteProtocolError(f"Transfer-Encoding {field(headers, 'transfer-encoding')!r:.40}: "
+            raise RemoteProtocolError(f"Transfer-Encoding {', '.join(fields['transfer-encoding'])!r:.40}: "
                                       "only a lone chunked is supported", 501)
         return ("chunked", 0)
-    length = content_length(headers)
+    length = content_length(fields)
     return None if length is None else ("length", length)
 
 

@@ -1,7 +1,7 @@
 """One HTTP/1.1 connection as a state machine, sans-IO, in the shape of h11: bytes in, events out; events
 in, bytes out. No sockets, no threads, no clock (a server's `Date` comes from the `now` passed to `send`).
 
-    conn = Connection(Role.SERVER)
+    conn = Connection(SERVER)
     conn.receive_data(data)              # b"" when the peer closed its side
     event = conn.next_event()            # Request, Data, EndOfMessage, ConnectionClosed, NEED_DATA or PAUSED
     parts = conn.send(Response(200, headers), now=time.time())   # the bytes to write, in order
@@ -22,13 +22,13 @@ Pipelined requests wait in the receive buffer (`next_event` answers PAUSED) unti
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from enum import Enum
 
 from stack.node.apps.http_messages import (
     NO_BODY,
     BodyPart,
     BodyReader,
     BodyWriter,
+    Fields,
     Framing,
     Headers,
     Limits,
@@ -37,10 +37,10 @@ from stack.node.apps.http_messages import (
     RemoteProtocolError,
     body_framing,
     connection_tokens,
-    count_fields,
     field_values,
     format_head,
     http_date,
+    index_fields,
     parse_fields,
     parse_request_line,
     parse_status_line,
@@ -54,28 +54,41 @@ REASONS = {100: "Continue", 200: "OK", 204: "No Content", 304: "Not Modified", 4
            505: "HTTP Version Not Supported"}
 
 
-class Role(Enum):
-    CLIENT = "client"
-    SERVER = "server"
+class Sentinel:
+    """A named constant compared by identity (h11's sentinels): the roles, the states and the signals.
+    Not an Enum: these are dictionary keys on every event, and an Enum member's hash runs Python code."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
 
 
-class State(Enum):
-    IDLE = "IDLE"
-    SEND_RESPONSE = "SEND_RESPONSE"  # the server, between a request and its final response
-    SEND_BODY = "SEND_BODY"
-    DONE = "DONE"
-    MUST_CLOSE = "MUST_CLOSE"
-    CLOSED = "CLOSED"
-    ERROR = "ERROR"
+class Role(Sentinel):
+    __slots__ = ()
 
 
-class Signal(Enum):
-    NEED_DATA = "NEED_DATA"  # give `receive_data` more bytes (or b"" at the peer's EOF)
-    PAUSED = "PAUSED"  # the peer's next message is buffered; it comes after `start_next_cycle`
+class State(Sentinel):
+    __slots__ = ()
 
 
-NEED_DATA = Signal.NEED_DATA
-PAUSED = Signal.PAUSED
+class Signal(Sentinel):
+    __slots__ = ()
+
+
+CLIENT, SERVER = Role("client"), Role("server")
+IDLE = State("IDLE")
+SEND_RESPONSE = State("SEND_RESPONSE")  # the server, between a request and its final response
+SEND_BODY = State("SEND_BODY")
+DONE = State("DONE")
+MUST_CLOSE = State("MUST_CLOSE")
+CLOSED = State("CLOSED")
+ERROR = State("ERROR")
+NEED_DATA = Signal("NEED_DATA")  # give `receive_data` more bytes (or b"" at the peer's EOF)
+PAUSED = Signal("PAUSED")  # the peer's next message is buffered; it comes after `start_next_cycle`
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,9 +130,6 @@ class ConnectionClosed:
 
 
 Event = Request | InformationalResponse | Response | Data | EndOfMessage | ConnectionClosed
-CLIENT, SERVER = Role.CLIENT, Role.SERVER
-IDLE, SEND_RESPONSE, SEND_BODY, DONE = State.IDLE, State.SEND_RESPONSE, State.SEND_BODY, State.DONE
-MUST_CLOSE, CLOSED, ERROR = State.MUST_CLOSE, State.CLOSED, State.ERROR
 SERVER_SEES_REQUEST = (Request, CLIENT)  # the server's machine moves on the client's Request too
 
 # What each event does to its sender's state; an event missing here is a protocol error in that state.
@@ -154,10 +164,10 @@ STATE_TRANSITIONS: dict[tuple[State, State], dict[Role, State]] = {
 }
 
 
-def keeps_alive(headers: Headers, version: str) -> bool:
+def keeps_alive(fields: Fields, version: str) -> bool:
     """Whether a message lets the connection persist (RFC 9112 section 9.3): HTTP/1.1 unless it says
     `Connection: close`; HTTP/1.0 only when it says `Connection: keep-alive`."""
-    tokens = connection_tokens(headers)
+    tokens = connection_tokens(fields)
     if "close" in tokens:
         return False
     return version != "1.0" or "keep-alive" in tokens
@@ -262,7 +272,7 @@ class Connection:
     def _request_from(self, lines: list[bytes]) -> Request:
         method, target, version = parse_request_line(lines[0], self.limits)
         headers = parse_fields(lines[1:], self.limits)
-        if version == "1.1" and count_fields(headers, "host") != 1:
+        if version == "1.1" and sum(1 for name, _ in headers if name == "host") != 1:
             raise RemoteProtocolError("an HTTP/1.1 request needs exactly one Host")
         return Request(method, target, headers, version)
 
@@ -329,8 +339,9 @@ class Connection:
         if self.states[CLIENT] is IDLE and self.our_state is IDLE:  # an answer to no request (400, 408)
             self.keep_alive = False
         headers = response.headers
-        length = [value for name, value in headers if name.lower() == "content-length"]
-        chunked = count_fields(headers, "transfer-encoding") > 0
+        fields = index_fields(headers)
+        length = fields.get("content-length", [])
+        chunked = "transfer-encoding" in fields
         old_client = self.their_http_version == "1.0"
         if length:
             kind = "length"
@@ -352,22 +363,23 @@ class Connection:
             writer = BodyWriter(kind)
         if kind == "close" and writer.kind != "none":
             self.keep_alive = False
-        if not keeps_alive(headers, "1.1"):
+        if not keeps_alive(fields, "1.1"):
             self.keep_alive = False
         headers = without(headers, "connection")
         if not self.keep_alive:
             headers = (*headers, ("Connection", "close"))
         elif old_client:
             headers = (*headers, ("Connection", "keep-alive"))
-        if not count_fields(headers, "date"):
+        if "date" not in fields:
             headers = (("Date", http_date(now)), *headers)
         return replace(response, headers=headers), writer
 
     def _request_writer(self, request: Request) -> BodyWriter:
-        if request.version == "1.1" and count_fields(request.headers, "host") != 1:
+        fields = index_fields(request.headers)
+        if request.version == "1.1" and len(fields.get("host", ())) != 1:
             raise LocalProtocolError("an HTTP/1.1 request needs exactly one Host")
         try:
-            framing = body_framing(request.headers, request.version) or NO_BODY
+            framing = body_framing(fields, request.version) or NO_BODY
         except RemoteProtocolError as error:
             raise LocalProtocolError(str(error)) from None
         kind, length = framing
@@ -377,13 +389,14 @@ class Connection:
 
     def _process(self, role: Role, event: Event) -> None:
         """Apply `event` sent by `role`: persistence, 100-continue, framing of what follows, transitions."""
+        fields = index_fields(event.headers) if isinstance(event, (Request, Response)) else {}
         if isinstance(event, Request):
             self.request_method = event.method
             if role is self.their_role:
                 self.their_http_version = event.version
-            if not keeps_alive(event.headers, event.version):
+            if not keeps_alive(fields, event.version):
                 self.keep_alive = False
-            expect = {value.lower() for value in field_values(event.headers, "expect")}
+            expect = {value.lower() for value in field_values(fields, "expect")}
             if event.version == "1.1" and "100-continue" in expect:
                 self.client_is_waiting_for_100_continue = True
         elif isinstance(event, (InformationalResponse, Response)):
@@ -391,7 +404,7 @@ class Connection:
             if isinstance(event, Response):
                 if role is self.their_role:
                     self.their_http_version = event.version
-                if not keeps_alive(event.headers, event.version):
+                if not keeps_alive(fields, event.version):
                     self.keep_alive = False
         elif isinstance(event, (Data, EndOfMessage)) and role is CLIENT:
             self.client_is_waiting_for_100_continue = False
@@ -399,14 +412,14 @@ class Connection:
         if isinstance(event, Request):
             self._move(SERVER, SERVER_SEES_REQUEST)
         if role is self.their_role and isinstance(event, (Request, Response)):
-            framing = self._their_framing(event)
+            framing = self._their_framing(event, fields)
             if framing[0] == "close":
                 self.keep_alive = False
             self._reader = reader_for(framing)
         self._settle()
 
-    def _their_framing(self, message: Request | Response) -> Framing:
-        declared = body_framing(message.headers, message.version)
+    def _their_framing(self, message: Request | Response, fields: Fields) -> Framing:
+        declared = body_framing(fields, message.version)
         if isinstance(message, Request):
             return declared or NO_BODY
         if self.request_method == "HEAD" or message.status in (204, 304):
@@ -418,7 +431,7 @@ class Connection:
         new_state = EVENT_TRANSITIONS[role][state].get(event_type)
         if new_state is None:
             kind = event_type[0] if isinstance(event_type, tuple) else event_type
-            problem = f"{role.value} cannot take {getattr(kind, '__name__', kind)} in state {state.value}"
+            problem = f"{role.name} cannot take {getattr(kind, '__name__', kind)} in state {state.name}"
             raise (LocalProtocolError(problem) if role is self.our_role else RemoteProtocolError(problem))
         self.states[role] = new_state
 
@@ -443,8 +456,8 @@ class Connection:
     def start_next_cycle(self) -> None:
         """Reuse the connection for the next exchange (both sides DONE, keep-alive on)."""
         if self.states != {CLIENT: DONE, SERVER: DONE}:
-            raise LocalProtocolError(f"not reusable: client {self.states[CLIENT].value}, "
-                                     f"server {self.states[SERVER].value}")
+            raise LocalProtocolError(f"not reusable: client {self.states[CLIENT].name}, "
+                                     f"server {self.states[SERVER].name}")
         self.states = {CLIENT: IDLE, SERVER: IDLE}
         self.request_method = None
         self.client_is_waiting_for_100_continue = False
