@@ -42,10 +42,11 @@ if TYPE_CHECKING:
 RECV_CHUNK = 256 * 1024
 # The bulk apps' StreamReader buffer limit (asyncio pauses the transport at twice the limit). With asyncio's
 # 64 KB, one pump moves only 256 KB from the TCP receive buffer to the app; the buffer then fills, the
-# advertised window shrinks and a kernel sender is window-limited most of the time. http keeps the default:
-# there the limit also bounds a request line.
+# advertised window shrinks and a kernel sender is window-limited most of the time. http too (uploads): its
+# heads are bounded by its own parser (`http_messages.Limits`), not by the stream's limit.
 BULK_STREAM_LIMIT = 1 << 20
-STREAM_LIMITS = {"discard": BULK_STREAM_LIMIT, "echo": BULK_STREAM_LIMIT}
+STREAM_LIMITS = {"discard": BULK_STREAM_LIMIT, "echo": BULK_STREAM_LIMIT,
+                 "http": BULK_STREAM_LIMIT}
 SETTLE_AFTER_CLOSE = 1.0  # seconds `connect` waits after closing for CLOSE/TIME_WAIT to show in `states`
 CONNECT_CLOSE_MODES = ("close", "abort", "none")
 
