@@ -183,8 +183,13 @@ class StackClient:
         return self.request("ping", answer_within=count * timeout + 10.0, addr=addr, count=count,
                             timeout=timeout)["replies"]
 
-    def http_get(self, addr: str, port: int, path: str, count: int = 1) -> dict[str, Any]:
-        return self.request("http_get", answer_within=120.0, addr=addr, port=port, path=path, count=count)
+    def http_get(self, addr: str, port: int, path: str, count: int = 1, *, timeout: float = 60.0,
+                 output: str | None = None, answer_within: float = 120.0) -> dict[str, Any]:
+        """GET from the stack; bodies go to `output` (an absolute path the node process opens: a file,
+        or a FIFO this side reads) when given. `timeout` bounds each stall on the node's side,
+        `answer_within` the whole exchange on this one."""
+        return self.request("http_get", answer_within=answer_within, addr=addr, port=port, path=path,
+                            count=count, timeout=timeout, output=output)
 
 
 def wait_for_hello(client: StackClient, deadline_seconds: float, *,

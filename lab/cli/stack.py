@@ -7,6 +7,8 @@ command says so and what to use instead, rather than failing to reach a socket t
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -14,11 +16,12 @@ from rich.table import Table
 
 from lab.build.control import StackClient, StackCommandFailed, control_socket_path
 from lab.build.state import LabError, LabState, node_namespace
-from lab.cli.output import JsonFlag, errors_to_exit_codes, fail, out, print_json
+from lab.cli.output import JsonFlag, err, errors_to_exit_codes, fail, out, print_json
 from lab.cli.tables import flatten, milliseconds
+from lab.tools.http_get import fetch_to_file, fetch_to_stream, parse_url, summary
 from stack.ranges import BACKLOG, BYTE_COUNT, TIMEOUT_SECONDS, Range
 
-STACK_VERBS = ("ss", "stats", "tables", "listen", "connect", "close", "hello", "trace")
+STACK_VERBS = ("ss", "stats", "tables", "listen", "connect", "close", "hello", "trace", "get")
 APPS = ("echo", "discard", "source", "http", "none")
 
 
@@ -26,21 +29,30 @@ def stack_command(
     name: Annotated[str, typer.Argument(help="Lab name.")],
     node: Annotated[str, typer.Argument(help="A pystack node of the lab.")],
     verb: Annotated[str, typer.Argument(help="ss | stats | tables | listen PORT | connect ADDR:PORT | "
-                                             "close PORT | hello | trace")],
-    argument: Annotated[str | None, typer.Argument(help="PORT (listen, close) or ADDR:PORT (connect).")]
+                                             "close PORT | hello | trace | get URL")],
+    argument: Annotated[str | None, typer.Argument(help="PORT (listen, close), ADDR:PORT (connect) or "
+                                                        "http://ADDR[:PORT]/PATH (get).")]
     = None,
     app_name: Annotated[str, typer.Option("--app", help="listen: echo, discard, source, http, none.")]
     = "echo",
     backlog: Annotated[int, typer.Option("--backlog", help="listen: the accept queue's size.")] = 128,
     send: Annotated[int, typer.Option("--send", help="connect: bytes to send, then SHUT_WR.")] = 0,
     recv: Annotated[bool, typer.Option("--recv", help="connect: read until the peer closes.")] = False,
-    timeout: Annotated[float, typer.Option("--timeout", help="connect: seconds for the exchange.")] = 10.0,
+    timeout: Annotated[float, typer.Option("--timeout", help="connect: seconds for the exchange; get: the "
+                                                         "longest the transfer may stall.")] = 10.0,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="get: write the body to this file "
+                                                                       "instead of stdout.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Ask a pystack node's stack: connections, counters, socket tables; open/close listeners; connect."""
+    """Ask a pystack node's stack: connections, counters, socket tables; open/close listeners; connect;
+    get (an HTTP GET by the stack: the body to stdout or -o FILE, the receiver's figures on stderr;
+    exit 1 when the status is 400 or more)."""
     with errors_to_exit_codes():
         if verb not in STACK_VERBS:
             raise LabError(f"stack verb {verb!r}: expected one of {', '.join(STACK_VERBS)}")
+        if verb == "get":
+            _get(name, node, argument, output, timeout, as_json)
+            return
         for option, value, limits in (("--backlog", backlog, BACKLOG), ("--send", send, BYTE_COUNT),
                                       ("--timeout", timeout, TIMEOUT_SECONDS)):
             _check_range(option, value, limits)
@@ -82,6 +94,33 @@ def _check_range(option: str, value: float, limits: Range) -> None:
     if value not in limits:
         shown = value if isinstance(value, int) else f"{value:g}"
         raise LabError(f"stack {option}: expected {limits.describe()}, got {shown}")
+
+
+def _get(name: str, node: str, argument: str | None, output: Path | None, timeout: float,
+         as_json: bool) -> None:
+    url = parse_url(argument or "")
+    if timeout <= 0:
+        raise LabError(f"stack get --timeout: expected a positive number of seconds, got {timeout:g}")
+    if as_json and output is None:
+        raise LabError("stack get --json: give -o FILE (standard output carries the JSON)")
+    _require_stack_process(name, node, node_namespace(name, node))  # one line for a bad lab or node
+    try:
+        with StackClient(control_socket_path(name, node)) as client:
+            try:
+                if output is not None:
+                    answer = fetch_to_file(client, url, output, timeout)
+                else:
+                    answer = fetch_to_stream(client, url, sys.stdout.buffer, timeout)
+            except StackCommandFailed as failure:
+                fail(f"{name}/{node}: {failure}", 1)
+    except BrokenPipeError:  # stdout closed early (`| head`): the node ended the transfer
+        fail("get: standard output closed before the body ended", 1)
+    if as_json:
+        print_json(answer)
+    else:
+        (out if output is not None else err).print(summary(url, answer), markup=False, soft_wrap=True)
+    if any(response["status"] >= 400 for response in answer.get("responses", [])):
+        raise typer.Exit(1)
 
 
 def _port(verb: str, argument: str | None) -> int:

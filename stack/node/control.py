@@ -152,7 +152,7 @@ async def _connect(server: ControlServer, fields: Fields) -> dict[str, Any]:
 
 async def _http_get(server: ControlServer, fields: Fields) -> dict[str, Any]:
     return await server.node.http_get(fields["addr"], fields["port"], fields["path"], fields["count"],
-                                      float(fields["timeout"]))
+                                      float(fields["timeout"]), fields["output"])
 
 
 async def _trace(server: ControlServer, fields: Fields) -> dict[str, Any]:

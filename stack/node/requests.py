@@ -119,6 +119,12 @@ def _path_problem(text: str) -> str | None:
     return None
 
 
+def _output_problem(text: str) -> str | None:
+    if not text.startswith("/") or len(text) > MAX_PATH_CHARS or "\0" in text:
+        return f"expected an absolute path of at most {MAX_PATH_CHARS} characters"
+    return None
+
+
 _ADDRESS = FieldSpec((str,), check=_ipv4_problem)
 _PORT = _integer(PORT)
 
@@ -154,6 +160,7 @@ COMMAND_FIELDS: dict[str, dict[str, FieldSpec]] = {
         "path": FieldSpec((str,), "/", check=_path_problem),
         "count": _integer(HTTP_GET_COUNT, 1),
         "timeout": _seconds(TIMEOUT_SECONDS, 60.0),
+        "output": FieldSpec((str,), None, check=_output_problem),  # the body to this file (or a FIFO)
     },
     "trace": {"since": _integer(TRACE_SEQUENCE, 0)},
     "config": {"tcp": FieldSpec((dict,), {})},

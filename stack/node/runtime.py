@@ -9,10 +9,11 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from stack.api.socket import (
     IPPROTO_TCP,
@@ -26,8 +27,7 @@ from stack.api.socket import (
 )
 from stack.api.streams import DEFAULT_LIMIT, StackServer, open_connection, start_server
 from stack.loops.asyncio_driver import AsyncioDriver
-from stack.node.apps import APP_NAMES, handler_for
-from stack.node.apps import http as http_app
+from stack.node.apps import APP_NAMES, handler_for, http_client
 from stack.node.apps.content import chunks
 from stack.node.digest import BackgroundDigest
 from stack.node.trace_ring import TraceRing
@@ -42,10 +42,11 @@ if TYPE_CHECKING:
 RECV_CHUNK = 256 * 1024
 # The bulk apps' StreamReader buffer limit (asyncio pauses the transport at twice the limit). With asyncio's
 # 64 KB, one pump moves only 256 KB from the TCP receive buffer to the app; the buffer then fills, the
-# advertised window shrinks and a kernel sender is window-limited most of the time. http keeps the default:
-# there the limit also bounds a request line.
+# advertised window shrinks and a kernel sender is window-limited most of the time. http too (uploads): its
+# heads are bounded by its own parser (`http_messages.Limits`), not by the stream's limit.
 BULK_STREAM_LIMIT = 1 << 20
-STREAM_LIMITS = {"discard": BULK_STREAM_LIMIT, "echo": BULK_STREAM_LIMIT}
+STREAM_LIMITS = {"discard": BULK_STREAM_LIMIT, "echo": BULK_STREAM_LIMIT,
+                 "http": BULK_STREAM_LIMIT}
 SETTLE_AFTER_CLOSE = 1.0  # seconds `connect` waits after closing for CLOSE/TIME_WAIT to show in `states`
 CONNECT_CLOSE_MODES = ("close", "abort", "none")
 
@@ -310,27 +311,37 @@ class StackNode:
 
     # -- http_get, ping, config --------------------------------------------------------------------------
 
-    async def http_get(self, addr: str, port: int, path: str, count: int = 1,
-                       timeout: float = 60.0) -> dict[str, Any]:
+    async def http_get(self, addr: str, port: int, path: str, count: int = 1, timeout: float = 60.0,
+                       output: str | None = None) -> dict[str, Any]:
+        """GET `path` from addr:port `count` times (one connection while the server keeps it); every body
+        is appended to the file `output` (an absolute path: a regular file or a FIFO someone reads) when
+        given. `timeout` bounds the connect and every stall. The figures are the receiver's."""
         if not path.startswith("/"):
             raise CommandError(f"http_get: path {path!r} must start with /")
         if not 1 <= count <= 10_000:
             raise CommandError(f"http_get: count {count} is outside 1..10000")
+        if timeout <= 0:
+            raise CommandError(f"http_get: timeout {timeout:g} must be positive")
+        sink = _open_output(output) if output is not None else None
 
         async def opener() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
             return await open_connection(self.host, addr, port, timeout=timeout)
 
+        where = f"{addr}:{port}{path}"
         try:
-            responses, connections = await http_app.get(opener, f"{addr}:{port}", path, count,
-                                                        timeout=timeout)
+            responses, connections = await http_client.get(opener, f"{addr}:{port}", path, count,
+                                                           timeout=timeout, output=sink)
+        except TimeoutError as exc:
+            raise CommandError(f"{where}: {exc or f'no answer within {timeout:g} s'}", "ETIMEDOUT") from None
         except OSError as exc:
-            raise CommandError(f"http_get {addr}:{port}{path}: {exc.strerror or exc}",
+            raise CommandError(f"{where}: {exc.strerror or exc}",
                                errno_name(exc.errno) if exc.errno else None) from None
-        except TimeoutError:
-            raise CommandError(f"http_get {addr}:{port}{path}: no answer within {timeout:g} s",
-                               "ETIMEDOUT") from None
-        except http_app.HttpClientError as exc:
-            raise CommandError(f"http_get {addr}:{port}{path}: {exc}") from None
+        except http_client.HttpClientError as exc:
+            raise CommandError(f"{where}: {exc}") from None
+        finally:
+            if sink is not None:
+                with contextlib.suppress(OSError):
+                    sink.close()
         return {"responses": [r.to_json() for r in responses], "connections": connections}
 
     async def ping(self, addr: str, count: int = 1, timeout: float = 1.0) -> list[float | None]:
@@ -397,6 +408,21 @@ class StackNode:
                 sock.close(self.driver.clock())
         self.driver.wakeup()
         await asyncio.sleep(0.01)  # one turn of the loop: the RSTs leave
+
+
+def _open_output(path: str) -> BinaryIO:
+    """The file http_get writes bodies to. Opened without blocking: a FIFO nobody reads is an error
+    (ENXIO), not a node waiting forever."""
+    if not os.path.isabs(path):
+        raise CommandError(f"http_get: output {path!r} must be an absolute path")
+    try:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NONBLOCK | os.O_CLOEXEC
+        descriptor = os.open(path, flags, 0o644)
+    except OSError as exc:
+        raise CommandError(f"http_get: output {path}: {exc.strerror or exc}",
+                           errno_name(exc.errno) if exc.errno else None) from None
+    os.set_blocking(descriptor, True)
+    return os.fdopen(descriptor, "wb")
 
 
 def _ready(sock: TcpSocket, *, want_send: bool, want_recv: bool) -> Callable[[], bool]:

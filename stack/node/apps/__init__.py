@@ -29,7 +29,7 @@ def handler_for(app: str, size: int | None = None) -> Handler:
 
         return partial(source, size=size)
     if app == "http":
-        from stack.node.apps.http import serve_http
+        from stack.node.apps.http import HttpApp
 
-        return serve_http
+        return HttpApp()
     raise ValueError(f"unknown app {app!r}: choose one of {', '.join(APP_NAMES)}")

@@ -1,322 +1,322 @@
-"""A small HTTP/1.1 server and client for the stack, enough for curl, browsers and the lab's checks.
+"""The stack's HTTP/1.1 server: the `http` app of topologies and of `lab stack ... listen --app http`.
 
-Server (`serve_http`): persistent connections (HTTP/1.1 by default, HTTP/1.0 with `Connection:
-keep-alive`), Content-Length on every response, HEAD, and these resources:
+Messages are parsed and framed by `http_protocol.Connection` (sans-IO, h11's design); this module moves
+bytes between it and the asyncio streams, keeps the time (the Date field, timeouts) and serves:
 
-* `GET /`: a small HTML index;
-* `GET /bytes/N`: N bytes of `stack.node.apps.content.pattern`, streamed in pieces (never held whole), with
-  `X-Content-SHA256` carrying the body's digest so any client can check it;
-* anything else: 404; a method other than GET/HEAD: 405 with `Allow`; a malformed request: 400 and close.
+* `GET|HEAD /`: a small HTML index;
+* `GET|HEAD /bytes/N`: N bytes of `stack.node.apps.content.pattern`, streamed in pieces, for N up to
+  `MAX_PATTERN_BYTES` (64 GiB: minutes at the stack's speed; larger is 404). `X-Content-SHA256` carries
+  the body's SHA-256 for N up to `DIGEST_HEADER_BYTES` (1 GiB, about 0.6 s of hashing): small bodies are
+  digested on the loop, larger ones on a worker thread while the loop serves everyone else, and every
+  digest is remembered. Above 1 GiB, or when the worker cannot answer within `digest_wait`, the field is
+  left out: the body starts at once and a client checks it with `content.pattern_sha256(N)`. HEAD gives
+  the same fields as GET, without the body.
+* `POST|PUT /upload`: reads a body (Content-Length or chunked, at most `max_upload_bytes`) and answers its
+  length and SHA-256 (`X-Received-Bytes`, `X-Content-SHA256`): a check for clients that send.
 
-Client (`get`): one or more GETs over one connection while the server keeps it alive, reconnecting when it
-closes (an HTTP/1.0 server); bodies by Content-Length, chunked or until close, digested as they arrive.
+Persistence: HTTP/1.1 connections persist unless a side says `Connection: close`; HTTP/1.0 ones persist
+when the client says `Connection: keep-alive` (answered in kind). Pipelined requests are answered in order.
+Errors: 400 malformed, 404 no such resource, 405 with Allow, 408 a head or body that stalls, 411 an upload
+without a length, 413 an upload over the bound, 414 a target over 8000 bytes, 431 a head over 32 KiB or
+100 fields, 501 an unknown method or transfer coding, 505 a version other than 1.x. Protocol errors and
+timeouts close the connection after the answer; a connection idle between requests for `idle_timeout` is
+closed without one, and a response the client does not read for `write_timeout` is aborted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
-from functools import lru_cache
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 from stack.node.apps.common import PEER_GONE, READ_SIZE, close_writer
 from stack.node.apps.content import chunks, pattern_sha256
+from stack.node.apps.http_messages import Headers, Limits, RemoteProtocolError, content_length, index_fields
+from stack.node.apps.http_protocol import (
+    DONE,
+    IDLE,
+    NEED_DATA,
+    REASONS,
+    SEND_RESPONSE,
+    SERVER,
+    Connection,
+    ConnectionClosed,
+    Data,
+    EndOfMessage,
+    InformationalResponse,
+    Request,
+    Response,
+    Signal,
+)
+from stack.node.digest import BackgroundDigest, PatternDigests
 
 SERVER_NAME = "nslab-stack"
-MAX_HEADER_BYTES = 32 * 1024
-MAX_BODY_BYTES = 1 << 40  # /bytes/N above this is refused (400): a typo, not a transfer
-IDLE_TIMEOUT = 60.0  # a kept-alive connection with no new request for this long is closed
-REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-           413: "Content Too Large", 431: "Request Header Fields Too Large", 501: "Not Implemented",
-           505: "HTTP Version Not Supported"}
+MAX_PATTERN_BYTES = 1 << 36
+DIGEST_HEADER_BYTES = 1 << 30
+INLINE_DIGEST_BYTES = 256 * 1024  # at most about 0.15 ms of hashing on the loop; larger goes to the worker
+SMALL_BODY = 16 * 1024  # bodies up to this go out in one write with their head
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
+READS = ("GET", "HEAD")
+UPLOADS = ("POST", "PUT")
 INDEX = b"""<!doctype html>
 <html><head><meta charset="utf-8"><title>nslab stack</title></head>
 <body><h1>nslab: a Python TCP/IP stack</h1>
 <p>This page came over a TCP connection of the Python stack, on a TAP in a network namespace.</p>
 <ul><li><a href="/bytes/1000">/bytes/1000</a>: 1000 bytes of deterministic content
-(header X-Content-SHA256 holds the body's SHA-256)</li>
-<li><a href="/bytes/10000000">/bytes/10000000</a>: 10 MB, streamed</li></ul>
+(header X-Content-SHA256 holds the body's SHA-256, up to 1 GiB); any N up to 64 GiB</li>
+<li><a href="/bytes/10000000">/bytes/10000000</a>: 10 MB, streamed</li>
+<li>POST or PUT /upload: answers the length and SHA-256 of the body it received</li></ul>
 </body></html>
 """
 
 
-class BadRequest(Exception):
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """The server's bounds; times in seconds."""
+
+    idle_timeout: float = 15.0  # no byte of a next request for this long: closed without an answer
+    head_timeout: float = 10.0  # a request head not complete this long after its first byte: 408
+    body_timeout: float = 10.0  # no byte of a request body for this long: 408
+    write_timeout: float = 30.0  # a response that cannot move for this long: the connection is aborted
+    digest_wait: float = 5.0  # the longest a response waits for X-Content-SHA256 before going without
+    max_pattern_bytes: int = MAX_PATTERN_BYTES
+    digest_header_bytes: int = DIGEST_HEADER_BYTES
+    max_upload_bytes: int = 1 << 30
+    limits: Limits = field(default_factory=Limits)
 
 
-@dataclass(slots=True)
-class Request:
-    method: str
-    target: str
-    version: str
-    headers: dict[str, str]
-
-    @property
-    def keep_alive(self) -> bool:
-        tokens = {t.strip().lower() for t in self.headers.get("connection", "").split(",")}
-        if self.version == "HTTP/1.0":
-            return "keep-alive" in tokens
-        return "close" not in tokens
+class RequestTimeout(Exception):
+    """The client stalled inside a request (408)."""
 
 
-def parse_request_head(head: bytes) -> Request:
-    """The request line and headers (without the final blank line); BadRequest on anything malformed."""
-    try:
-        text = head.decode("latin-1")
-    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
-        raise BadRequest(400, "undecodable request") from None
-    lines = text.split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[0] or not parts[1]:
-        raise BadRequest(400, f"malformed request line {lines[0][:80]!r}")
-    method, target, version = parts
-    if not version.startswith("HTTP/1."):
-        if version.startswith("HTTP/"):
-            raise BadRequest(505, f"version {version[:20]!r}")
-        raise BadRequest(400, f"not HTTP: {version[:20]!r}")
-    if version not in ("HTTP/1.0", "HTTP/1.1"):
-        raise BadRequest(505, f"version {version[:20]!r}")
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        if not colon or not name or name != name.strip():
-            raise BadRequest(400, f"malformed header line {line[:80]!r}")
-        key = name.lower()
-        value = value.strip()
-        if key in headers and key in ("content-length", "host"):
-            raise BadRequest(400, f"duplicate {name} header")
-        headers[key] = f"{headers[key]}, {value}" if key in headers else value
-    if version == "HTTP/1.1" and "host" not in headers:
-        raise BadRequest(400, "HTTP/1.1 request without Host")
-    return Request(method, target, version, headers)
+class HttpApp:
+    """The stream handler: `await app(reader, writer)` serves one connection until either side ends it.
+
+    One app per listener; its digests are shared by the listener's connections."""
+
+    def __init__(self, settings: HttpSettings | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings or HttpSettings()
+        self.clock = clock  # wall-clock seconds for the Date field
+        self.digests = PatternDigests()
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        session = HttpSession(self, reader, writer)
+        with contextlib.suppress(*PEER_GONE):
+            await session.run()
+        await close_writer(writer)
+
+    async def pattern_digest(self, size: int) -> str | None:
+        """X-Content-SHA256 of /bytes/`size`, or None (over the bound, or not ready in time)."""
+        if size > self.settings.digest_header_bytes:
+            return None
+        known = self.digests.known(size)
+        if known is not None:
+            return known
+        if size <= INLINE_DIGEST_BYTES:
+            digest = pattern_sha256(size)
+            self.digests.remember(size, digest)
+            return digest
+        return await self.digests.sha256(size, self.settings.digest_wait)
 
 
-@lru_cache(maxsize=16)
-def _cached_sha256(size: int) -> str:
-    return pattern_sha256(size)
-
-
-def _response_head(status: int, headers: dict[str, str], keep_alive: bool) -> bytes:
-    lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}", f"Server: {SERVER_NAME}"]
-    lines += [f"{name}: {value}" for name, value in headers.items()]
-    if not keep_alive:
-        lines.append("Connection: close")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
-async def _send_error(writer: asyncio.StreamWriter, status: int, detail: str, keep_alive: bool,
-                      head_only: bool = False, extra: dict[str, str] | None = None) -> None:
-    body = f"{status} {REASONS.get(status, '')}: {detail}\n".encode()
-    headers = {"Content-Type": "text/plain; charset=utf-8", "Content-Length": str(len(body)), **(extra or {})}
-    writer.write(_response_head(status, headers, keep_alive))
-    if not head_only:
-        writer.write(body)
-    await writer.drain()
-
-
-async def _read_head(reader: asyncio.StreamReader) -> bytes | None:
-    """The next request head, or None at a clean EOF between requests."""
-    try:
-        data = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), IDLE_TIMEOUT)
-    except asyncio.IncompleteReadError as partial:
-        if partial.partial.strip():
-            raise BadRequest(400, "connection closed inside a request head") from None
+def target_path(target: str) -> str | None:
+    """The path of an origin-form (`/a?b`) or absolute-form (`http://host/a`) target; None for others."""
+    if target.startswith(("http://", "https://")):
+        rest = target.split("://", 1)[1]
+        slash = rest.find("/")
+        target = rest[slash:] if slash >= 0 else "/"
+    if not target.startswith("/"):
         return None
-    except asyncio.LimitOverrunError:
-        raise BadRequest(431, "request head longer than the stream limit") from None
-    except TimeoutError:
-        return None
-    if len(data) > MAX_HEADER_BYTES:
-        raise BadRequest(431, f"request head longer than {MAX_HEADER_BYTES} bytes")
-    return data[:-4].lstrip(b"\r\n")  # RFC 9112 2.2: ignore empty lines before a request line
+    return target.split("?", 1)[0].split("#", 1)[0]
 
 
-async def _skip_body(reader: asyncio.StreamReader, request: Request) -> None:
-    if "transfer-encoding" in request.headers:
-        raise BadRequest(501, "request bodies with Transfer-Encoding are not supported")
-    length_text = request.headers.get("content-length", "0")
-    if not length_text.isdigit():
-        raise BadRequest(400, f"Content-Length {length_text[:20]!r}")
-    remaining = int(length_text)
-    while remaining:
-        data = await reader.read(min(remaining, READ_SIZE))
-        if not data:
-            raise BadRequest(400, "connection closed inside the request body")
-        remaining -= len(data)
+class HttpSession:
+    """One connection's exchanges: read a request, answer it, again while the connection persists."""
 
+    def __init__(self, app: HttpApp, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.app = app
+        self.settings = app.settings
+        self.reader = reader
+        self.writer = writer
+        self.conn = Connection(SERVER, self.settings.limits)
+        self.head_deadline: float | None = None
+        self.loop = asyncio.get_running_loop()
 
-async def _respond(writer: asyncio.StreamWriter, request: Request, keep_alive: bool) -> None:
-    head_only = request.method == "HEAD"
-    if request.method not in ("GET", "HEAD"):
-        await _send_error(writer, 405, f"method {request.method[:20]}", keep_alive,
-                          extra={"Allow": "GET, HEAD"})
-        return
-    path = request.target.split("?", 1)[0]
-    if path == "/":
-        headers = {"Content-Type": "text/html; charset=utf-8", "Content-Length": str(len(INDEX))}
-        writer.write(_response_head(200, headers, keep_alive))
-        if not head_only:
-            writer.write(INDEX)
-        await writer.drain()
-        return
-    if path.startswith("/bytes/"):
-        text = path[len("/bytes/"):]
-        if not text.isdigit() or len(text) > 15:
-            await _send_error(writer, 400, f"/bytes/N needs a decimal byte count, not {text[:20]!r}",
-                              keep_alive, head_only)
+    async def run(self) -> None:
+        conn = self.conn
+        while True:
+            try:
+                event = await self.next_event()
+                if not isinstance(event, Request):
+                    return  # the client closed, or stayed idle too long
+                self.head_deadline = None
+                await self.handle(event)
+            except RemoteProtocolError as error:
+                await self.refuse(error.status, str(error))
+                return
+            except RequestTimeout as timeout:
+                await self.refuse(408, str(timeout))
+                return
+            if conn.our_state is not DONE or conn.their_state is not DONE:
+                return
+            conn.start_next_cycle()
+
+    # -- bytes in -------------------------------------------------------------------------------------------
+
+    async def next_event(self) -> Request | Data | EndOfMessage | ConnectionClosed | None:
+        """The client's next event, reading as needed; None when the connection stayed idle too long."""
+        conn = self.conn
+        while True:
+            event = conn.next_event()
+            if event is not NEED_DATA:
+                assert not isinstance(event, (Signal, InformationalResponse, Response))
+                return event
+            idle = conn.their_state is IDLE and conn.buffered == 0
+            if idle:
+                timeout = self.settings.idle_timeout
+            elif conn.their_state is IDLE:  # a head has begun: it has head_timeout to complete
+                if self.head_deadline is None:
+                    self.head_deadline = self.loop.time() + self.settings.head_timeout
+                timeout = max(0.0, self.head_deadline - self.loop.time())
+            else:
+                timeout = self.settings.body_timeout
+            try:
+                async with asyncio.timeout(timeout):
+                    data = await self.reader.read(READ_SIZE)
+            except TimeoutError:
+                if idle:
+                    return None
+                what = "request head" if conn.their_state is IDLE else "request body"
+                raise RequestTimeout(f"the {what} stalled for {timeout:g} s") from None
+            conn.receive_data(data)
+
+    async def read_body(self, request: Request, sink: BackgroundDigest | None) -> int | None:
+        """Read the request's body into `sink` (or drop it); its length, or None once a 413 went out."""
+        limit = self.settings.max_upload_bytes
+        declared = request_length(request)
+        if declared is not None and declared > limit:
+            await self.error(413, f"a body of {declared} bytes is over this server's {limit}", close=True)
+            return None
+        if declared != 0 and self.conn.they_are_waiting_for_100_continue:
+            await self.write(self.conn.send(InformationalResponse(100)))
+        received = 0
+        while True:
+            event = await self.next_event()
+            if isinstance(event, EndOfMessage):
+                return received
+            if not isinstance(event, Data):  # pragma: no cover - the protocol ends a body with EndOfMessage
+                raise RemoteProtocolError("the request body ended without its end")
+            received += len(event.data)
+            if received > limit:
+                await self.error(413, f"the body grew over the {limit} bytes this server takes", close=True)
+                return None
+            if sink is not None:
+                await sink.room()
+                sink.update(event.data)
+
+    # -- bytes out ------------------------------------------------------------------------------------------
+
+    async def write(self, parts: Iterable[bytes | bytearray | memoryview]) -> None:
+        """Write and wait until the transport takes more; a client that reads nothing is aborted."""
+        self.writer.writelines(parts)
+        try:
+            async with asyncio.timeout(self.settings.write_timeout):
+                await self.writer.drain()
+        except TimeoutError:
+            self.writer.transport.abort()
+            raise ConnectionAbortedError("the client read nothing for the write timeout") from None
+
+    async def respond(self, status: int, body: bytes, headers: Headers = (),
+                      content_type: str = "text/plain; charset=utf-8", close: bool = False) -> None:
+        fields: Headers = (("Server", SERVER_NAME), ("Content-Type", content_type),
+                           ("Content-Length", str(len(body))), *headers)
+        if close:
+            fields = (*fields, ("Connection", "close"))
+        conn = self.conn
+        parts = conn.send(Response(status, fields), now=self.app.clock())
+        if conn.request_method != "HEAD":
+            parts += conn.send(Data(body))
+        parts += conn.send(EndOfMessage())
+        await self.write([b"".join(parts)])
+
+    async def error(self, status: int, detail: str, headers: Headers = (), close: bool = False) -> None:
+        body = f"{status} {REASONS.get(status, '')}: {detail}\n".encode()
+        await self.respond(status, body, headers, close=close)
+
+    async def refuse(self, status: int, detail: str) -> None:
+        """Answer a protocol error or a timeout when an answer can still go out; the connection then ends."""
+        if self.conn.our_state in (IDLE, SEND_RESPONSE):
+            with contextlib.suppress(*PEER_GONE):
+                await self.error(status, detail, close=True)
+
+    # -- resources ------------------------------------------------------------------------------------------
+
+    async def handle(self, request: Request) -> None:
+        method, path = request.method, target_path(request.target)
+        if path is not None and path.rstrip("/") == "/upload" and method in UPLOADS:
+            await self.upload(request)
+            return
+        if await self.read_body(request, None) is None:
+            return
+        if path is None:
+            await self.error(400, f"request target {request.target[:80]!r} is not a path")
+        elif method not in KNOWN_METHODS:
+            await self.error(501, f"method {method[:20]} is not implemented")
+        elif path == "/" or path.startswith("/bytes/") or path.rstrip("/") == "/upload":
+            allowed = UPLOADS if path.rstrip("/") == "/upload" else READS
+            if method not in allowed:
+                allow = ", ".join(allowed)
+                await self.error(405, f"{path[:80]} takes {allow}", (("Allow", allow),))
+            elif path == "/":
+                await self.respond(200, INDEX, content_type="text/html; charset=utf-8")
+            else:
+                await self.pattern_bytes(path[len("/bytes/"):])
+        else:
+            await self.error(404, f"no resource {path[:80]!r}")
+
+    async def pattern_bytes(self, text: str) -> None:
+        limit = self.settings.max_pattern_bytes
+        if not text.isdigit() or len(text) > 20 or int(text) > limit:
+            await self.error(404, f"/bytes/N takes a decimal byte count from 0 to {limit}, not {text[:24]!r}")
             return
         size = int(text)
-        if size > MAX_BODY_BYTES:
-            await _send_error(writer, 400, f"{size} bytes is more than {MAX_BODY_BYTES}", keep_alive,
-                              head_only)
+        fields: Headers = (("Server", SERVER_NAME), ("Content-Type", "application/octet-stream"),
+                           ("Content-Length", str(size)))
+        digest = await self.app.pattern_digest(size)
+        if digest is not None:
+            fields = (*fields, ("X-Content-SHA256", digest))
+        conn = self.conn
+        parts = conn.send(Response(200, fields), now=self.app.clock())
+        if conn.request_method != "HEAD":
+            if size <= SMALL_BODY:
+                parts += conn.send(Data(bytes(next(chunks(size), b""))))
+            else:
+                await self.write(parts)
+                for piece in chunks(size):
+                    await self.write(conn.send(Data(piece)))
+                parts = []
+        parts += conn.send(EndOfMessage())
+        await self.write([b"".join(parts)])
+
+    async def upload(self, request: Request) -> None:
+        chunked = "transfer-encoding" in index_fields(request.headers)
+        if request_length(request) is None and not chunked:
+            await self.read_body(request, None)  # none: the request ends at its head
+            await self.error(411, "an upload needs Content-Length or Transfer-Encoding: chunked")
             return
-        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size),
-                   "X-Content-SHA256": _cached_sha256(size)}
-        writer.write(_response_head(200, headers, keep_alive))
-        if not head_only:
-            for piece in chunks(size):
-                writer.write(piece)
-                await writer.drain()
-        await writer.drain()
-        return
-    await _send_error(writer, 404, f"no resource {path[:80]!r}", keep_alive, head_only)
+        digest = BackgroundDigest()
+        try:
+            received = await self.read_body(request, digest)
+        finally:
+            sha256 = await asyncio.to_thread(digest.hexdigest)
+        if received is None:
+            return
+        body = f"received {received} bytes, sha256 {sha256}\n".encode()
+        await self.respond(200, body, (("X-Received-Bytes", str(received)), ("X-Content-SHA256", sha256)))
 
 
-async def serve_http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Serve requests on one connection until either side ends it."""
-    with contextlib.suppress(*PEER_GONE):
-        while True:
-            try:
-                head = await _read_head(reader)
-                if head is None:
-                    break
-                request = parse_request_head(head)
-                await _skip_body(reader, request)
-            except BadRequest as bad:
-                await _send_error(writer, bad.status, str(bad), keep_alive=False)
-                break
-            keep_alive = request.keep_alive
-            await _respond(writer, request, keep_alive)
-            if not keep_alive:
-                break
-    await close_writer(writer)
-
-
-# --- client -----------------------------------------------------------------------------------------------
-
-Opener = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
-
-
-class HttpClientError(Exception):
-    """The server's answer was not HTTP this client can read (the message says what and where)."""
-
-
-@dataclass(slots=True)
-class Response:
-    status: int
-    bytes: int
-    sha256: str
-    seconds: float
-    headers: dict[str, str]
-
-    def to_json(self) -> dict[str, object]:
-        data = asdict(self)
-        del data["headers"]
-        return data
-
-
-async def get(opener: Opener, authority: str, path: str, count: int = 1, *,
-              timeout: float = 60.0) -> tuple[list[Response], int]:
-    """GET `path` `count` times, on one connection while the server keeps it open.
-
-    Returns (responses, connections used)."""
-    if count < 1:
-        raise ValueError(f"count {count} must be at least 1")
-    responses: list[Response] = []
-    connections = 0
-    streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-    try:
-        for index in range(count):
-            if streams is None:
-                streams = await asyncio.wait_for(opener(), timeout)
-                connections += 1
-            reader, writer = streams
-            last = index == count - 1
-            request = (f"GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: {SERVER_NAME}\r\n"
-                       f"Accept: */*\r\n{'Connection: close' if last else 'Connection: keep-alive'}\r\n\r\n")
-            started = time.monotonic()
-            writer.write(request.encode("latin-1"))
-            await writer.drain()
-            response, reusable = await asyncio.wait_for(_read_response(reader), timeout)
-            response.seconds = time.monotonic() - started
-            responses.append(response)
-            if not reusable:
-                await close_writer(writer)
-                streams = None
-    finally:
-        if streams is not None:
-            await close_writer(streams[1])
-    return responses, connections
-
-
-async def _read_response(reader: asyncio.StreamReader) -> tuple[Response, bool]:
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError:
-        raise HttpClientError("the server closed the connection before a response") from None
-    lines = head[:-4].decode("latin-1").split("\r\n")
-    status_parts = lines[0].split(" ", 2)
-    if len(status_parts) < 2 or not status_parts[0].startswith("HTTP/1.") or not status_parts[1].isdigit():
-        raise HttpClientError(f"malformed status line {lines[0][:80]!r}")
-    version, status = status_parts[0], int(status_parts[1])
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
-    reusable = "close" not in tokens and (version != "HTTP/1.0" or "keep-alive" in tokens)
-    digest = hashlib.sha256()
-    received = 0
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        while True:
-            size_line = await reader.readuntil(b"\r\n")
-            size_text = size_line.split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise HttpClientError(f"malformed chunk size {size_line[:40]!r}") from None
-            if size == 0:
-                while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers
-                    pass
-                break
-            received += await _read_exactly(reader, size, digest)
-            await reader.readexactly(2)
-    elif "content-length" in headers:
-        length_text = headers["content-length"]
-        if not length_text.isdigit():
-            raise HttpClientError(f"Content-Length {length_text[:20]!r}")
-        received = await _read_exactly(reader, int(length_text), digest)
-    elif status in (204, 304) or 100 <= status < 200:
-        pass
-    else:  # the body runs until the server closes
-        while data := await reader.read(READ_SIZE):
-            digest.update(data)
-            received += len(data)
-        reusable = False
-    return Response(status, received, digest.hexdigest(), 0.0, headers), reusable
-
-
-async def _read_exactly(reader: asyncio.StreamReader, size: int, digest: hashlib._Hash) -> int:
-    remaining = size
-    while remaining:
-        data = await reader.read(min(remaining, READ_SIZE))
-        if not data:
-            raise HttpClientError(f"the body ended after {size - remaining} of {size} bytes")
-        digest.update(data)
-        remaining -= len(data)
-    return size
+def request_length(request: Request) -> int | None:
+    """The Content-Length the protocol accepted (it refused malformed or conflicting ones)."""
+    return content_length(index_fields(request.headers))
