@@ -105,18 +105,27 @@ def acceptable(conn: Connection, seg: TcpSegment) -> bool:
 
     Linux: a segment starting exactly at RCV.NXT passes even when the window is zero, so its ACK and RST
     are processed (the RFC's "MUST process ACK/RST in a zero window") and its text is dropped later.
+
+    A segment that ends exactly at RCV.NXT (a retransmission of the last data or FIN received) passes
+    too: trimming its old part (RFC 9293: "only the new parts are processed") leaves an empty segment
+    at RCV.NXT, whose ACK is processed and whose duplicate is acknowledged in the text and FIN steps.
+    This is what lets a retransmitted FIN that acknowledges our FIN end CLOSING.  Linux's tcp_sequence
+    accepts it (SEG.SEQ + SEG.LEN not before rcv_wup), as FreeBSD's trim does.
     """
     rcv_nxt = conn.rcv_nxt
-    wnd = conn.rcv_wnd
-    if seg.seq == rcv_nxt:
+    seq = seg.seq
+    if seq == rcv_nxt:
         return True
+    seg_len = segment_length(seg)
+    if seg_len > 0 and seq_add(seq, seg_len) == rcv_nxt:
+        return True
+    wnd = conn.rcv_wnd
     if wnd == 0:
         return False
     end = seq_add(rcv_nxt, wnd)
-    if seq_between(rcv_nxt, seg.seq, end):
+    if seq_between(rcv_nxt, seq, end):
         return True
-    seg_len = segment_length(seg)
-    return seg_len > 0 and seq_between(rcv_nxt, seq_add(seg.seq, seg_len - 1), end)
+    return seg_len > 0 and seq_between(rcv_nxt, seq_add(seq, seg_len - 1), end)
 
 def arrives_synchronized(conn: Connection, seg: TcpSegment, now: float) -> None:
     """RFC 9293 3.10.7.4 for SYN_RECV and the synchronized states, steps in the RFC's order."""

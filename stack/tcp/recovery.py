@@ -64,8 +64,9 @@ class LossRecovery:
         return True
 
     def process_ack(self, conn: Connection, seg: TcpSegment, now: float) -> bool:
-        """Apply the ACK of a segment that passed `ack_acceptable` (RFC 9293 fifth step); False means the
-        connection is gone (our FIN acknowledged in LAST_ACK): nothing more of the segment is processed."""
+        """Apply the ACK of a segment that passed `ack_acceptable` (RFC 9293 fifth step); False means
+        nothing more of the segment is processed: the ACK of our FIN ended LAST_ACK (the connection is
+        gone) or CLOSING (TIME_WAIT has begun)."""
         ack = seg.ack
         snd_una = conn.snd_una
         newly_sacked = 0
@@ -101,6 +102,10 @@ class LossRecovery:
         elif state is S.CLOSING:
             conn.move("rcv_ack_of_fin", now)
             conn.enter_time_wait(now)
+            # Linux (tcp_rcv_state_process): the segment is done once TIME_WAIT begins.  Only a
+            # retransmitted FIN can come with this ACK, and it goes unanswered: the peer's next
+            # retransmission is acknowledged from TIME_WAIT.
+            return False
         elif state is S.LAST_ACK:
             conn.move("rcv_ack_of_fin", now)
             conn.terminate(now, 0)
