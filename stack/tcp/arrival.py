@@ -167,6 +167,10 @@ def arrives_synchronized(conn: Connection, seg: TcpSegment, now: float) -> None:
     conn.probes_out = 0
     # Second: RST (RFC 5961 3.2: only an exact RCV.NXT match resets; in-window ones get a challenge ACK).
     if flags & RST:
+        if state is S.TIME_WAIT and conn.config.rfc1337:
+            # RFC 1337 (net.ipv4.tcp_rfc1337=1): no RST ends TIME_WAIT early, nor draws an answer, so an
+            # old duplicate RST cannot cut short the 2*MSL that protects the next incarnation.
+            return
         if seg.seq != conn.rcv_nxt:
             output.challenge_ack(conn, now)
             return
