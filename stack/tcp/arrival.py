@@ -2,8 +2,9 @@
 
 Functions of the connection, which is passed in explicitly (FreeBSD's `tcp_input(tp, ...)`): the steps
 run in the RFC's order (sequence number, RST, SYN, ACK, URG, text, FIN), each written where the RFC
-writes it.  The ACK step is the loss-recovery component's (`conn.recovery.process_ack`); what is sent in
-answer goes through `stack.tcp.output`.  The listener's part (segments for no connection) is
+writes it.  The ACK step is the loss-recovery component's (`conn.recovery.ack_acceptable`, then
+`process_ack`); TS.Recent is taken between the two, once nothing can drop the segment any more.  What is
+sent in answer goes through `stack.tcp.output`.  The listener's part (segments for no connection) is
 `stack.tcp.listener`.
 
 Linux choices taken where the RFCs allow several behaviours are marked "Linux:".
@@ -104,18 +105,27 @@ def acceptable(conn: Connection, seg: TcpSegment) -> bool:
 
     Linux: a segment starting exactly at RCV.NXT passes even when the window is zero, so its ACK and RST
     are processed (the RFC's "MUST process ACK/RST in a zero window") and its text is dropped later.
+
+    A segment that ends exactly at RCV.NXT (a retransmission of the last data or FIN received) passes
+    too: trimming its old part (RFC 9293: "only the new parts are processed") leaves an empty segment
+    at RCV.NXT, whose ACK is processed and whose duplicate is acknowledged in the text and FIN steps.
+    This is what lets a retransmitted FIN that acknowledges our FIN end CLOSING.  Linux's tcp_sequence
+    accepts it (SEG.SEQ + SEG.LEN not before rcv_wup), as FreeBSD's trim does.
     """
     rcv_nxt = conn.rcv_nxt
-    wnd = conn.rcv_wnd
-    if seg.seq == rcv_nxt:
+    seq = seg.seq
+    if seq == rcv_nxt:
         return True
+    seg_len = segment_length(seg)
+    if seg_len > 0 and seq_add(seq, seg_len) == rcv_nxt:
+        return True
+    wnd = conn.rcv_wnd
     if wnd == 0:
         return False
     end = seq_add(rcv_nxt, wnd)
-    if seq_between(rcv_nxt, seg.seq, end):
+    if seq_between(rcv_nxt, seq, end):
         return True
-    seg_len = segment_length(seg)
-    return seg_len > 0 and seq_between(rcv_nxt, seq_add(seg.seq, seg_len - 1), end)
+    return seg_len > 0 and seq_between(rcv_nxt, seq_add(seq, seg_len - 1), end)
 
 def arrives_synchronized(conn: Connection, seg: TcpSegment, now: float) -> None:
     """RFC 9293 3.10.7.4 for SYN_RECV and the synchronized states, steps in the RFC's order."""
@@ -157,6 +167,10 @@ def arrives_synchronized(conn: Connection, seg: TcpSegment, now: float) -> None:
     conn.probes_out = 0
     # Second: RST (RFC 5961 3.2: only an exact RCV.NXT match resets; in-window ones get a challenge ACK).
     if flags & RST:
+        if state is S.TIME_WAIT and conn.config.rfc1337:
+            # RFC 1337 (net.ipv4.tcp_rfc1337=1): no RST ends TIME_WAIT early, nor draws an answer, so an
+            # old duplicate RST cannot cut short the 2*MSL that protects the next incarnation.
+            return
         if seg.seq != conn.rcv_nxt:
             output.challenge_ack(conn, now)
             return
@@ -174,12 +188,12 @@ def arrives_synchronized(conn: Connection, seg: TcpSegment, now: float) -> None:
     # Fifth: ACK.
     if not flags & ACK:
         return
-    if ts is not None and conn.negotiated.timestamps:
-        update_ts_recent(conn, seg, ts[0])
     if state is S.SYN_RECV:
         if not (seq_lt(conn.snd_una, seg.ack) and seq_le(seg.ack, conn.snd_nxt)):
             output.send_reset(conn, seg.ack, 0, now, with_ack=False)
             return
+        if ts is not None:
+            update_ts_recent(conn, seg, ts[0])
         conn.snd_una = seg.ack
         conn.snd_wnd = seg.window << conn.negotiated.snd_wscale
         conn.max_snd_wnd = max(conn.max_snd_wnd, conn.snd_wnd)
@@ -191,8 +205,13 @@ def arrives_synchronized(conn: Connection, seg: TcpSegment, now: float) -> None:
         if conn.fin_requested:
             conn.move("close", now)  # close() in SYN_RECV: the FIN goes out now (RFC 9293 3.10.4)
         state = conn.state
-    elif not conn.recovery.process_ack(conn, seg, now):
-        return
+    else:
+        if not conn.recovery.ack_acceptable(conn, seg, now):
+            return
+        if ts is not None:
+            update_ts_recent(conn, seg, ts[0])
+        if not conn.recovery.process_ack(conn, seg, now):
+            return
     if conn.state is S.CLOSE:
         return
     if flags & URG:
@@ -228,7 +247,15 @@ def accept_reset(conn: Connection, now: float) -> None:
     conn.terminate(now, error)
 
 def update_ts_recent(conn: Connection, seg: TcpSegment, tsval: int) -> None:
-    """RFC 7323 4.3: remember TSval of the segment that covers Last.ACK.sent."""
+    """RFC 7323 4.3: remember TSval of the segment that covers Last.ACK.sent.
+
+    Called only once the segment passed every check that could drop it (PAWS, the sequence number, RST,
+    SYN, the ACK's range): a TSval from a segment that is then dropped would be echoed to the peer and
+    make its next real segments look like old duplicates to PAWS.  Linux likewise updates ts_recent in
+    tcp_ack after the ACK checks.
+    """
+    if not conn.negotiated.timestamps:
+        return
     if seq_ge(tsval, conn.ts_recent) and seq_le(seg.seq, conn.last_ack_sent):
         conn.ts_recent = tsval
 

@@ -2,11 +2,15 @@
 
 Every value mirrors a Linux sysctl or socket option so a reader can compare the two stacks knob by knob.
 Where Linux has no single number (delayed ACK, buffer autotuning) the choice is written next to the field.
+
+The defaults form the "linux" profile.  Where Linux's defaults fall short of an RFC 9293 MUST, the
+"rfc9293" profile (`TcpConfig.profile("rfc9293")`) holds the values that meet it; `PROFILES` lists both.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import MappingProxyType
 
 CONGESTION_CHOICES = ("cubic", "newreno")
 # An IPv4 packet is at most 65535 bytes: less a 20-byte IP header and a 60-byte TCP header (options).
@@ -23,6 +27,8 @@ class TcpConfig:
     max_rto: float = 120.0
     # net.ipv4.tcp_syn_retries / tcp_synack_retries / tcp_retries2.  Linux turns retries2 into a time budget
     # computed as if the RTO started at 200 ms; this stack counts retransmissions of the same segment instead.
+    # Linux's 6 SYN retransmissions give up a connect after 127 s, short of the 3 minutes of RFC 9293
+    # MUST-23; the "rfc9293" profile's 7 give up after 247 s.
     syn_retries: int = 6
     synack_retries: int = 5
     retries2: int = 15
@@ -34,8 +40,12 @@ class TcpConfig:
     # Linux's "quickack" mode (immediate ACKs for the first segments of a connection) is not modelled.
     # RFC 9293 MUST-40: the delay must stay below 0.5 s.
     delayed_ack: float = 0.04
-    # TIME_WAIT lasts 2*MSL; Linux's TCP_TIMEWAIT_LEN is 60 s.  Tests set it short.
+    # TIME_WAIT lasts 2*MSL; Linux's TCP_TIMEWAIT_LEN is 60 s, the "rfc9293" profile's 240 s is twice
+    # RFC 9293's 2-minute MSL (MUST-13).  Tests set it short.
     time_wait: float = 60.0
+    # net.ipv4.tcp_rfc1337: RFC 1337's protection against TIME_WAIT assassination, which ignores every RST
+    # in TIME_WAIT.  Linux's default (off) lets a RST at RCV.NXT end TIME_WAIT, as RFC 9293 3.10.7.4 says.
+    rfc1337: bool = False
     # net.ipv4.tcp_fin_timeout: how long an orphaned (closed by the application) socket stays in FIN_WAIT2.
     fin_timeout: float = 60.0
     # net.ipv4.tcp_keepalive_time / _intvl / _probes (used when SO_KEEPALIVE is set).
@@ -75,6 +85,15 @@ class TcpConfig:
     # most one MSS (what the wire sees is the same either way).
     tso_max_bytes: int = 0
 
+    @classmethod
+    def profile(cls, name: str, **overrides: object) -> TcpConfig:
+        """The configuration of the profile `name` (a key of PROFILES), with `overrides` on top."""
+        if name not in PROFILES:
+            raise ValueError(f"profile={name!r}: choose one of {', '.join(PROFILES)}")
+        fields = dict(PROFILES[name])
+        fields.update(overrides)
+        return cls(**fields)  # type: ignore[arg-type]
+
     def __post_init__(self) -> None:
         if self.congestion not in CONGESTION_CHOICES:
             raise ValueError(f"congestion={self.congestion!r}: choose one of {', '.join(CONGESTION_CHOICES)}")
@@ -94,6 +113,16 @@ class TcpConfig:
             raise ValueError(f"tso_max_bytes={self.tso_max_bytes!r}: must be 0 (off) up to {TSO_MAX_PAYLOAD}")
         if self.rcvbuf < 256 or self.sndbuf < 256:
             raise ValueError(f"rcvbuf={self.rcvbuf}, sndbuf={self.sndbuf}: buffers need at least 256 bytes")
+
+
+#: Named sets of TcpConfig values, each applied over the defaults.  "linux" is the defaults themselves:
+#: Linux's sysctls, so the stack behaves like the kernel it is compared with.  "rfc9293" changes only
+#: what RFC 9293 requires and Linux's defaults miss: a connect keeps trying for at least 3 minutes
+#: (MUST-23) and TIME_WAIT lasts 2*MSL with the RFC's 2-minute MSL (MUST-13).
+PROFILES: MappingProxyType[str, MappingProxyType[str, object]] = MappingProxyType({
+    "linux": MappingProxyType({}),
+    "rfc9293": MappingProxyType({"syn_retries": 7, "time_wait": 240.0}),
+})
 
 
 def window_scale_for(max_rcvbuf: int) -> int:

@@ -64,11 +64,15 @@ def flush(conn: Connection, now: float) -> list[TcpSegment]:
 def advertise_window(conn: Connection) -> int:
     """The 16-bit window field to send, with receiver-side SWS avoidance (RFC 9293 3.8.6.2.2).
 
-    The right edge moves only by at least min(RCV.BUFF/2, MSS) and never moves left; the field is
-    rounded up to the scale unit (as Linux does) so scaling never shrinks the window.
+    The window offered is the free buffer, clamped to what the field can say (`offerable_window`); the
+    right edge moves only by at least min(RCV.BUFF/2, MSS) and never moves left; the field is rounded up
+    to the scale unit (as Linux does) so scaling never shrinks the window.  `rcv_adv` is left at exactly
+    the edge sent, RCV.NXT + (field << shift): the window segments are checked against is the window
+    advertised.  Since every edge recorded is one the field carried, the window left from the last one
+    (rcv_adv - RCV.NXT) always fits the field again, so keeping the edge never needs a larger field.
     """
     shift = conn.negotiated.rcv_wscale
-    right = seq_add(conn.rcv_nxt, conn.free_receive_space())
+    right = seq_add(conn.rcv_nxt, offerable_window(conn))
     grow = seq_sub(right, conn.rcv_adv)
     if grow > 0 and (grow >= min(conn.rcvbuf // 2, conn.rcv_mss) or conn.rcv_adv == conn.rcv_nxt):
         conn.rcv_adv = right
@@ -78,6 +82,12 @@ def advertise_window(conn: Connection) -> int:
     if seq_gt(edge, conn.rcv_adv):
         conn.rcv_adv = edge
     return field
+
+
+def offerable_window(conn: Connection) -> int:
+    """The largest window we may offer now: the free receive buffer, but no more than the 16-bit field
+    can carry at our scale (0xFFFF << shift), as Linux's window_clamp caps tcp_select_window."""
+    return min(conn.free_receive_space(), 0xFFFF << conn.negotiated.rcv_wscale)
 
 
 def segment_options(conn: Connection, now: float) -> TcpOptions:
@@ -374,6 +384,6 @@ def maybe_window_update(conn: Connection) -> None:
     """After the application reads: announce the reopened window if it at least doubled and clears the
     SWS threshold (Linux's tcp_cleanup_rbuf rule)."""
     current = conn.rcv_wnd
-    possible = conn.free_receive_space()
+    possible = offerable_window(conn)
     if possible - current >= min(conn.rcvbuf // 2, conn.rcv_mss) and possible >= 2 * current:
         conn.ack_now = True

@@ -49,18 +49,26 @@ class LossRecovery:
         self.rtx_next: int | None = None  # go-back-N pointer after a timeout: next sequence to resend
         self.rto_retries = 0  # consecutive timeouts of the same segment
 
-    def process_ack(self, conn: Connection, seg: TcpSegment, now: float) -> bool:
-        """Apply an acceptable segment's ACK; False means: drop the segment (RFC 9293 fifth step)."""
+    def ack_acceptable(self, conn: Connection, seg: TcpSegment, now: float) -> bool:
+        """RFC 5961 5.2: acceptable ACKs lie in [SND.UNA - MAX.SND.WND, SND.NXT].  One for data never
+        sent is answered with an ACK, one older than the range with a challenge ACK; either way the
+        segment is dropped (False)."""
         ack = seg.ack
-        snd_una = conn.snd_una
-        # RFC 5961 5.2: acceptable ACKs lie in [SND.UNA - MAX.SND.WND, SND.NXT].
         if seq_gt(ack, conn.snd_nxt):
             conn.counters["TCPACKSkippedFuture"] += 1
             output.out_of_window_ack(conn, seg, now)
             return False
-        if seq_lt(ack, seq_sub(snd_una, conn.max_snd_wnd) & SEQ_MASK):
+        if seq_lt(ack, seq_sub(conn.snd_una, conn.max_snd_wnd) & SEQ_MASK):
             output.challenge_ack(conn, now)
             return False
+        return True
+
+    def process_ack(self, conn: Connection, seg: TcpSegment, now: float) -> bool:
+        """Apply the ACK of a segment that passed `ack_acceptable` (RFC 9293 fifth step); False means
+        nothing more of the segment is processed: the ACK of our FIN ended LAST_ACK (the connection is
+        gone) or CLOSING (TIME_WAIT has begun)."""
+        ack = seg.ack
+        snd_una = conn.snd_una
         newly_sacked = 0
         if conn.negotiated.sack and seg.options.sack_blocks:
             newly_sacked = self.scoreboard.update(snd_una, seg.options.sack_blocks, conn.snd_nxt)
@@ -94,6 +102,10 @@ class LossRecovery:
         elif state is S.CLOSING:
             conn.move("rcv_ack_of_fin", now)
             conn.enter_time_wait(now)
+            # Linux (tcp_rcv_state_process): the segment is done once TIME_WAIT begins.  Only a
+            # retransmitted FIN can come with this ACK, and it goes unanswered: the peer's next
+            # retransmission is acknowledged from TIME_WAIT.
+            return False
         elif state is S.LAST_ACK:
             conn.move("rcv_ack_of_fin", now)
             conn.terminate(now, 0)

@@ -351,3 +351,48 @@ def test_hello_describes_the_node(pair_lab: RunningLab) -> None:
     assert hello["node"] == "s1" and hello["address"].split("/")[0] == pair_lab.address("s1")
     assert hello["mac"].lower() == pair_lab.node("s1").interfaces[0].mac
     assert os.path.exists(f"/proc/{hello['pid']}")
+
+
+# --- the linux profile against the kernel's own defaults ------------------------------------------
+
+#: sysctl (under /proc/sys/net) -> the TcpConfig fields it mirrors.  Only sysctls a new network
+#: namespace starts at the kernel's built-in default (not copied from the host's), so the comparison
+#: holds whatever the machine's own settings are.
+PROFILE_SYSCTLS = {
+    "ipv4/tcp_syn_retries": ("syn_retries",),
+    "ipv4/tcp_synack_retries": ("synack_retries",),
+    "ipv4/tcp_retries1": ("retries1",),
+    "ipv4/tcp_retries2": ("retries2",),
+    "ipv4/tcp_rfc1337": ("rfc1337",),
+    "ipv4/tcp_fin_timeout": ("fin_timeout",),
+    "ipv4/tcp_keepalive_time": ("keepalive_time",),
+    "ipv4/tcp_keepalive_intvl": ("keepalive_intvl",),
+    "ipv4/tcp_keepalive_probes": ("keepalive_probes",),
+    "ipv4/tcp_syncookies": ("syncookies",),
+    "ipv4/tcp_timestamps": ("timestamps",),
+    "ipv4/tcp_sack": ("sack",),
+    "ipv4/tcp_window_scaling": ("window_scaling",),
+    "ipv4/ip_local_port_range": ("ephemeral_low", "ephemeral_high"),
+    "core/somaxconn": ("somaxconn",),
+}
+
+
+def test_linux_profile_is_the_kernels_defaults(pair_lab: RunningLab) -> None:
+    """TcpConfig() is the "linux" profile: each field that mirrors a sysctl holds what the kernel itself
+    starts a namespace with (h1's), among them tcp_syn_retries = 6, which gives up a connect short of
+    RFC 9293's 3 minutes (MUST-23), and tcp_rfc1337 = 0, which lets a RST end TIME_WAIT."""
+    from stack.tcp.config import TcpConfig
+
+    paths = [f"/proc/sys/net/{name}" for name in PROFILE_SYSCTLS]
+    done = pair_lab.exec("h1", ["cat", *paths], timeout=10)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    lines = done.stdout.decode().splitlines()
+    assert len(lines) == len(paths), lines
+    profile = TcpConfig.profile("linux")
+    differences = []
+    for (name, fields), line in zip(PROFILE_SYSCTLS.items(), lines, strict=True):
+        kernel = [int(value) for value in line.split()]
+        ours = [int(getattr(profile, field)) for field in fields]
+        if kernel != ours:
+            differences.append(f"net.{name.replace('/', '.')}: kernel {kernel}, TcpConfig {ours}")
+    assert not differences, "; ".join(differences)

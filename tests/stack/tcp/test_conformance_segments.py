@@ -103,3 +103,24 @@ def test_listener_drops_segments_that_are_neither_syn_nor_ack() -> None:
     t.send(seg("SF", seq=5000, mss=1460), at=0.1)
     t.expect_nothing()
     assert t.layer.tables.snapshot().listening[0].syn_queue == 0
+
+
+def test_ack_on_a_duplicate_that_ends_at_rcv_nxt_is_processed() -> None:
+    """RFC 9293 3.10.7.4 trims the old part of a segment: a retransmission of the last segment received
+    (it ends exactly at RCV.NXT) trims down to its ACK, which is processed like any acceptable ACK, and
+    the duplicate is acknowledged at once.  Linux's tcp_sequence accepts it too (its end is not before
+    rcv_wup); an older segment that ends before RCV.NXT stays unacceptable."""
+    t = Tester()
+    sock = t.open_client()
+    sock.send(b"hello")
+    t.expect(us("PA", seq=1001, ack=5001, data=b"hello"), at=1.0)
+    t.send(peer("PA", seq=5001, ack=1001, data=b"abc"), at=1.01)
+    t.send(peer("PA", seq=5004, ack=1001, data=b"def"))
+    t.expect(us("A", seq=1006, ack=5007, win=63994), at=1.05)  # the delayed ACK
+    t.send(peer("PA", seq=5001, ack=1006, data=b"abc"), at=1.06)  # ends before RCV.NXT: unacceptable
+    t.expect(us("A", seq=1006, ack=5007, win=63994))
+    assert t.connection().snd_una == 1001
+    t.send(peer("PA", seq=5004, ack=1006, data=b"def"), at=1.1)  # ends at RCV.NXT: its ACK counts
+    t.expect(us("A", seq=1006, ack=5007, win=63994))
+    assert t.connection().snd_una == 1006
+    assert sock.recv(100) == b"abcdef"

@@ -5,6 +5,7 @@ zero receive window (MUST-66).  Our ISS 1000, the peer's 5000; we are 50000, the
 from __future__ import annotations
 
 import errno
+import socket
 
 import pytest
 
@@ -169,3 +170,94 @@ def test_segments_beyond_a_zero_window_are_not_acceptable(offset: int) -> None:
     assert sock.state == "ESTABLISHED"
     t.send(peer("PA", seq=9001 + offset, ack=1001, data=b"z"), at=2.2)
     t.expect(us("A", seq=1001, ack=9001, win=0))
+
+
+#: The receive windows a connection can have, each beside the clamp of the 16-bit window field
+#: (0xFFFF << our shift): (window scaling, TcpConfig.rcvbuf, SO_RCVBUF set before connect or None,
+#: the window we must advertise).  With scaling, `max_rcvbuf` is the configured buffer, so our shift is 1.
+CLAMP_CASES = {
+    "unscaled-below-clamp": (False, 64000, None, 64000),
+    "unscaled-above-clamp": (False, 131072, None, 0xFFFF),
+    "scaled-below-clamp": (True, 100000, None, 100000),
+    "scaled-above-clamp": (True, 100000, 262144, 0xFFFF << 1),
+}
+
+
+def open_with_window(case: str) -> tuple[Tester, TcpSocket, int, int]:
+    """An ESTABLISHED client for one of CLAMP_CASES: (tester, socket, our shift, the window our ACK of the
+    SYN-ACK advertised in bytes).  The peer is 80 with ISS 5000 and offers window scaling (shift 0)."""
+    scaling, rcvbuf, so_rcvbuf, _ = CLAMP_CASES[case]
+    t = Tester(window_scaling=scaling, rcvbuf=rcvbuf, max_rcvbuf=rcvbuf)
+    sock = t.layer.socket()
+    if so_rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, so_rcvbuf)
+    sock.bind(("10.0.0.1", 50000))
+    sock.connect_ex(("10.0.0.2", 80), t.now)
+    (syn,) = t.poll()
+    shift = syn.options.wscale or 0
+    t.send(peer("SA", seq=5000, ack=1001, mss=1460, wscale=0 if scaling else None))
+    (ack,) = t.poll()
+    assert sock.state == "ESTABLISHED" and ack.ack == 5001
+    return t, sock, shift, ack.window << shift
+
+
+@pytest.mark.parametrize("case", list(CLAMP_CASES))
+def test_the_window_segments_are_checked_against_is_the_window_advertised(case: str) -> None:
+    """RFC 9293 3.10.7.4: acceptability is judged against RCV.WND, the window we advertised.  When the free
+    buffer is larger than the 16-bit field can say (no scaling, or above 0xFFFF << shift), RCV.WND is the
+    clamped field, not the buffer: a RST just past the advertised edge is dropped silently (RFC 5961 3.2)
+    and data there is not queued, while the last octet inside the window still counts."""
+    t, sock, shift, advertised = open_with_window(case)
+    assert advertised == CLAMP_CASES[case][3]
+    assert t.connection().rcv_wnd == advertised
+    edge = 5001 + advertised
+    t.send(peer("R", seq=edge), at=1.0)
+    t.expect_nothing()  # beyond the window: no challenge ACK
+    assert sock.state == "ESTABLISHED"
+    t.send(peer("R", seq=edge - 1), at=2.0)
+    t.expect(us("A", seq=1001, ack=5001, win=advertised >> shift))  # in the window: challenged
+    t.send(peer("PA", seq=edge, ack=1001, data=b"z"), at=3.0)
+    t.expect(us("A", seq=1001, ack=5001, win=advertised >> shift))  # unacceptable: ACK and drop
+    assert t.layer.counters().get("TCPOFOQueue", 0) == 0
+    t.send(peer("PA", seq=edge - 1, ack=1001, data=b"z"), at=4.0)  # its last octet is in the window
+    t.expect(us("A", seq=1001, ack=5001, win=advertised >> shift))  # queued out of order: duplicate ACK
+    assert t.layer.counters()["TCPOFOQueue"] == 1
+
+
+@pytest.mark.parametrize("case", list(CLAMP_CASES))
+def test_the_advertised_right_edge_never_moves_left(case: str) -> None:
+    """RFC 9293 3.8.6.2.2 (SHLD-14), as Linux's tcp_select_window: whatever the reader does, every segment's
+    ACK + window lies at or beyond the previous one, and the edge we check segments against is the last
+    one we advertised."""
+    t, sock, shift, advertised = open_with_window(case)
+    conn = t.connection()
+    edges = [5001 + advertised]
+    rcv_nxt = 5001
+    now = 0.0
+    for step in range(120):
+        now += 0.01
+        room = seq_sub(edges[-1], rcv_nxt)
+        if room > 0:
+            size = min(FULL, room)
+            t.send(peer("PA", seq=rcv_nxt, ack=1001, data=bytes(size)), at=now)
+            rcv_nxt += size
+        if step % 7 == 3:
+            sock.recv(3 * FULL if step % 2 else 200)  # reads large and small, so the window reopens unevenly
+        for out in t.poll(at=now + 0.005):
+            edge = seq_add(out.ack, out.window << shift)
+            assert seq_le(edges[-1], edge), f"right edge moved left: {edges[-1]} -> {edge}"
+            edges.append(edge)
+        now += 0.005
+        assert conn.rcv_adv == edges[-1] and conn.rcv_wnd == seq_sub(edges[-1], conn.rcv_nxt)
+    assert len(edges) > 20  # the loop did exchange segments
+
+
+def test_reading_does_not_announce_a_window_the_field_cannot_carry() -> None:
+    """Linux's tcp_cleanup_rbuf rule (announce a reopened window if it at least doubled) measures what the
+    field can carry: with 131072 free bytes and no scaling the window is already 65535 when the reader
+    drains the buffer, so no window update follows."""
+    t, sock, _shift, advertised = open_with_window("unscaled-above-clamp")
+    t.send(peer("PA", seq=5001, ack=1001, data=bytes(FULL)), at=1.0)
+    t.expect(us("A", seq=1001, ack=5001 + FULL, win=advertised), at=1.05)  # the delayed ACK
+    assert len(sock.recv(FULL)) == FULL
+    t.expect_nothing(at=1.06)

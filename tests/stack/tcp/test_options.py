@@ -3,18 +3,21 @@ offer it, timestamps with PAWS and RTT measurement, SACK-permitted and SACK bloc
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
-from stack.tcp import TcpConfig
+from stack.tcp import TcpConfig, TcpSocket
+from stack.wire.tcp import TcpFlags, TcpSegment
 
 from .segments import PEER_PORT, Tester, seg
 
 
-def us(flags: str, **fields: object) -> object:
+def us(flags: str, **fields: object) -> TcpSegment:
     return seg(flags, sport=50000, dport=80, **fields)  # type: ignore[arg-type]
 
 
-def peer(flags: str, **fields: object) -> object:
+def peer(flags: str, **fields: object) -> TcpSegment:
     return seg(flags, sport=80, dport=50000, **fields)  # type: ignore[arg-type]
 
 
@@ -105,11 +108,11 @@ def test_tcp_maxseg_clamps_the_segment_size() -> None:
     assert [len(s.payload) for s in t.poll()] == [1000, 1000, 1000]
 
 
-def timestamped_client() -> tuple[Tester, object]:
+def timestamped_client(win: int = 64000) -> tuple[Tester, TcpSocket]:
     t = full_tester(window_scaling=False)
     sock = t.connect(80)
     t.poll(at=0.0)
-    t.send(peer("SA", seq=5000, ack=1001, mss=1460, ts=(100, t.connection().tsval(0.0))), at=0.05)
+    t.send(peer("SA", seq=5000, ack=1001, win=win, mss=1460, ts=(100, t.connection().tsval(0.0))), at=0.05)
     t.poll()
     return t, sock
 
@@ -118,7 +121,7 @@ def test_timestamps_on_every_segment_and_rtt_from_the_echo() -> None:
     t, sock = timestamped_client()
     conn = t.connection()
     assert conn.rtt.srtt == pytest.approx(0.05)
-    sock.send(b"hello")  # type: ignore[attr-defined]
+    sock.send(b"hello")
     (data,) = t.poll(at=1.0)
     assert data.options.timestamp == (conn.tsval(1.0), 100)
     t.send(peer("A", seq=5001, ack=1006, ts=(130, conn.tsval(1.0))), at=1.08)
@@ -132,12 +135,12 @@ def test_paws_drops_an_old_timestamp_and_acknowledges() -> None:
     conn = t.connection()
     t.send(peer("PA", seq=5001, ack=1001, data=b"new", ts=(200, 0)), at=1.0)
     t.poll(at=1.1)
-    assert sock.recv(10) == b"new"  # type: ignore[attr-defined]
+    assert sock.recv(10) == b"new"
     t.send(peer("PA", seq=5004, ack=1001, data=b"old", ts=(150, 0)), at=2.0)  # TSval went back: a duplicate
     (ack,) = t.poll()
     assert ack.ack == 5004 and ack.options.timestamp == (conn.tsval(2.0), 200)
     with pytest.raises(BlockingIOError):
-        sock.recv(10)  # type: ignore[attr-defined]
+        sock.recv(10)
     assert t.layer.counters()["PAWSEstabRejected"] == 1
 
 
@@ -156,7 +159,7 @@ def test_sack_blocks_describe_out_of_order_data() -> None:
     t.send(peer("A", seq=5001, ack=1001, data=b"a" * 100), at=0.3)
     (ack,) = t.poll()
     assert ack.ack == 5201 and ack.options.sack_blocks == ((5301, 5401),)
-    assert sock.recv(1000) == b"a" * 100 + b"b" * 100  # type: ignore[attr-defined]
+    assert sock.recv(1000) == b"a" * 100 + b"b" * 100
 
 
 def test_segments_carrying_sack_blocks_shrink_to_fit_the_mtu() -> None:
@@ -167,7 +170,7 @@ def test_segments_carrying_sack_blocks_shrink_to_fit_the_mtu() -> None:
     t.poll()
     t.send(peer("A", seq=5101, ack=1001, data=b"b" * 100), at=0.1)  # a hole: our segments carry a block
     t.poll()
-    sock.send(bytes(3000))  # type: ignore[attr-defined]
+    sock.send(bytes(3000))
     out = t.poll()
     # 1460 - (NOP, NOP, SACK kind, length, one 8-byte block) = 1448 bytes of payload per segment.
     assert [len(s.payload) for s in out] == [1448, 1448, 104]
@@ -194,3 +197,76 @@ def test_rtt_from_the_timestamp_echo_after_a_retransmitted_syn() -> None:
     t.send(peer("SA", seq=5000, ack=1001, mss=1460, ts=(100, conn.tsval(1.0))), at=1.03)
     t.poll()
     assert conn.rtt.srtt == pytest.approx(0.03, abs=0.002)
+
+
+BOGUS_TSVAL = 10_000  # far ahead of the peer's clock (100 at the handshake): taking it breaks PAWS
+
+
+def dropped_segments() -> dict[str, tuple[Callable[[Tester, TcpSocket], TcpSegment], bool]]:
+    """Segments the synchronized states drop whole, each carrying BOGUS_TSVAL: name -> (a builder that
+    sets the case up on a fresh `timestamped_client` and returns the segment, whether an ACK answers it)."""
+
+    def future_ack(t: Tester, sock: TcpSocket) -> TcpSegment:
+        return peer("A", seq=5001, ack=9999, ts=(BOGUS_TSVAL, 0))  # acknowledges data never sent
+
+    def too_old_ack(t: Tester, sock: TcpSocket) -> TcpSegment:
+        # SND.UNA 1501 and MAX.SND.WND 1000 put an ACK below 501 outside RFC 5961 5.2's range.
+        sock.send(b"a" * 500)
+        t.poll(at=0.2)
+        t.send(peer("A", seq=5001, ack=1501, win=1000, ts=(120, 0)), at=0.3)
+        t.poll()
+        return peer("A", seq=5001, ack=400, win=1000, ts=(BOGUS_TSVAL, 0))
+
+    def out_of_window_data(t: Tester, sock: TcpSocket) -> TcpSegment:
+        return peer("PA", seq=5001 + 200_000, ack=1001, data=b"x", ts=(BOGUS_TSVAL, 0))
+
+    def in_window_reset(t: Tester, sock: TcpSocket) -> TcpSegment:
+        return peer("R", seq=5100, ts=(BOGUS_TSVAL, 0))  # challenged, not taken
+
+    def syn(t: Tester, sock: TcpSocket) -> TcpSegment:
+        return peer("S", seq=5100, ts=(BOGUS_TSVAL, 0))  # challenged, not taken
+
+    def without_ack(t: Tester, sock: TcpSocket) -> TcpSegment:
+        return peer("P", seq=5001, data=b"x", ts=(BOGUS_TSVAL, 0))
+
+    return {"future-ack": (future_ack, True), "too-old-ack": (too_old_ack, True),
+            "out-of-window": (out_of_window_data, True), "in-window-rst": (in_window_reset, True),
+            "syn": (syn, True), "no-ack-bit": (without_ack, False)}
+
+
+@pytest.mark.parametrize("case", list(dropped_segments()))
+def test_ts_recent_is_not_taken_from_a_dropped_segment(case: str) -> None:
+    """RFC 7323 4.3 records TSval only from a segment that is processed: one dropped by the ACK checks
+    (SEG.ACK > SND.NXT, or too old for RFC 5961 5.2), the sequence check, a challenge ACK or the missing
+    ACK bit leaves TS.Recent alone (Linux updates ts_recent in tcp_ack, after its checks).  Its answer
+    echoes the old TS.Recent, and the peer's next real segment is not mistaken for an old duplicate."""
+    build, answered = dropped_segments()[case]
+    t, sock = timestamped_client(win=1000)
+    conn = t.connection()
+    bogus = build(t, sock)
+    before = conn.ts_recent
+    t.send(bogus, at=1.0)
+    replies = t.poll()
+    assert [r.options.timestamp for r in replies] == ([(conn.tsval(1.0), before)] if answered else [])
+    assert conn.ts_recent == before
+    t.send(peer("PA", seq=5001, ack=conn.snd_nxt, win=1000, data=b"ok", ts=(300, 0)), at=2.0)
+    assert sock.recv(10) == b"ok"
+    assert t.layer.counters().get("PAWSEstabRejected", 0) == 0
+
+
+def test_ts_recent_is_not_taken_from_a_final_ack_that_is_reset() -> None:
+    """The same in SYN_RECV: a handshake ACK with a wrong SEG.ACK draws a RST and leaves TS.Recent as the
+    SYN set it, so the retransmitted SYN-ACK still echoes the SYN's TSval."""
+    t = full_tester(window_scaling=False)
+    t.listen(80)
+    t.send(seg("S", seq=5000, mss=1460, ts=(100, 0)), at=0.0)
+    (synack,) = t.poll()
+    assert synack.options.timestamp is not None and synack.options.timestamp[1] == 100
+    t.send(seg("A", seq=5001, ack=synack.seq + 7, ts=(BOGUS_TSVAL, 0)), at=0.1)
+    (rst,) = t.poll()
+    assert rst.flags & TcpFlags.RST
+    deadline = t.deadline()
+    assert deadline is not None
+    (again,) = t.poll(at=deadline)
+    assert again.flags == synack.flags and again.options.timestamp is not None
+    assert again.options.timestamp[1] == 100

@@ -7,6 +7,7 @@ import socket
 
 import pytest
 
+from stack.tcp import TcpConfig
 from stack.tcp.state import TcpState
 
 from .segments import PEER_PORT, Tester, seg
@@ -113,15 +114,40 @@ def test_reset_in_close_wait_reports_epipe_like_linux() -> None:
     assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0  # reading SO_ERROR clears it
 
 
-def test_reset_in_time_wait_ends_it_like_linux() -> None:
-    t = Tester()
+def time_wait_client(**overrides: object) -> Tester:
+    """A client that closed first and got the peer's FIN: TIME_WAIT with RCV.NXT 5002 from t = 0."""
+    t = Tester(**overrides)
     t.open_client().close(t.now)
     t.poll()
     t.send(peer("FA", seq=5001, ack=1002))
     t.poll()
     assert t.connection().state is TcpState.TIME_WAIT
+    return t
+
+
+def test_reset_in_time_wait_ends_it_like_linux() -> None:
+    """Linux's default (net.ipv4.tcp_rfc1337 = 0, here `rfc1337=False`) and RFC 9293 3.10.7.4: a RST at
+    RCV.NXT ends TIME_WAIT at once."""
+    assert TcpConfig().rfc1337 is False
+    t = time_wait_client()
     t.send(peer("R", seq=5002))
     t.expect_nothing()
+    assert list(t.layer.tables.connections()) == []
+
+
+def test_rfc1337_option_ignores_every_reset_in_time_wait() -> None:
+    """RFC 1337's remedy for TIME_WAIT assassination (`rfc1337=True`, Linux's tcp_rfc1337 = 1): no RST ends
+    TIME_WAIT or draws an answer, the exact one included; TIME_WAIT runs its full 2*MSL and still
+    acknowledges a retransmitted FIN."""
+    t = time_wait_client(rfc1337=True)
+    t.send(peer("R", seq=5002), at=0.5)
+    t.send(peer("R", seq=5100), at=1.0)  # in the window: no challenge ACK either
+    t.expect_nothing()
+    assert t.connection().state is TcpState.TIME_WAIT
+    t.send(peer("FA", seq=5001, ack=1002), at=1.2)
+    t.expect(us("A", seq=1002, ack=5002, win=63999))
+    assert t.deadline() == pytest.approx(1.2 + 2.0)
+    t.expect_nothing(at=3.2)
     assert list(t.layer.tables.connections()) == []
 
 

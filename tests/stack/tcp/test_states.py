@@ -70,6 +70,43 @@ def test_simultaneous_close_goes_through_closing() -> None:
     assert t.connection().state is TcpState.TIME_WAIT
 
 
+def test_retransmitted_fin_acknowledging_our_fin_moves_closing_to_time_wait() -> None:
+    """Crossing FINs, then our ACK of the peer's FIN is lost: the peer retransmits its FIN, now
+    acknowledging ours.  Its sequence number is RCV.NXT - 1 (the FIN we already have), but the segment ends
+    at RCV.NXT, so its old part trims away and its ACK is processed (RFC 9293 3.10.7.4; Linux's
+    tcp_sequence, FreeBSD's trim): CLOSING moves to TIME_WAIT.  As Linux (tcp_rcv_state_process: the
+    segment is done once TIME_WAIT begins) nothing answers it; the peer's next retransmission is
+    acknowledged from TIME_WAIT (FreeBSD would acknowledge the first already)."""
+    t = Tester()
+    sock = t.open_client()
+    sock.close(t.now)
+    t.expect(us("FA", seq=1001, ack=5001))
+    t.send(peer("FA", seq=5001, ack=1001))  # the peer's FIN crossed ours
+    t.expect(us("A", seq=1002, ack=5002, win=63999))  # lost on the way
+    assert t.connection().state is TcpState.CLOSING
+    t.send(peer("FA", seq=5001, ack=1002), at=0.5)
+    assert t.connection().state is TcpState.TIME_WAIT
+    t.expect_nothing()
+    assert t.deadline() == pytest.approx(0.5 + 2.0)  # only the 2*MSL timer: our FIN is not resent
+    t.send(peer("FA", seq=5001, ack=1002), at=1.5)
+    t.expect(us("A", seq=1002, ack=5002, win=63999))
+    assert t.connection().state is TcpState.TIME_WAIT
+
+
+def test_each_retransmitted_fin_in_close_wait_is_acknowledged() -> None:
+    """A retransmitted FIN ends at RCV.NXT: it is a duplicate to acknowledge at once every time (Linux's
+    tcp_data_queue), not an out-of-window segment whose ACKs are limited to one per 500 ms."""
+    t = Tester()
+    t.open_client()
+    t.send(peer("FA", seq=5001, ack=1001), at=1.0)
+    t.expect(us("A", seq=1001, ack=5002, win=63999))
+    assert t.connection().state is TcpState.CLOSE_WAIT
+    t.send(peer("FA", seq=5001, ack=1001), at=1.2)
+    t.expect(us("A", seq=1001, ack=5002, win=63999))
+    t.send(peer("FA", seq=5001, ack=1001), at=1.4)
+    t.expect(us("A", seq=1001, ack=5002, win=63999))
+
+
 def test_fin_acking_our_fin_goes_straight_to_time_wait() -> None:
     t = Tester()
     t.open_client().close(t.now)
