@@ -6,7 +6,6 @@ Each is a thin layer over `lab.build.builder` and the tools (`lab.tools.status`,
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from enum import StrEnum
 from typing import Annotated
@@ -26,11 +25,11 @@ from lab.cli.output import (
 )
 from lab.cli.progress import progress_line
 from lab.cli.tables import plan_rows, plan_table
+from lab.kernel.namespaces import run_inside
 from lab.tools import doctor
 from lab.tools.graph import render
 from lab.tools.status import lab_status, labs_summary
 from lab.topology import TopologyError, load_topology, shipped_topologies
-from stack.devices.namespace import move_to, namespace_path
 
 
 class GraphFormat(StrEnum):
@@ -231,9 +230,8 @@ def exec_command(
     """Run a command in a node's namespace: lab exec NAME NODE -- CMD... (its exit code is passed on)."""
     with errors_to_exit_codes():
         namespace = node_namespace(name, node)
-    path = namespace_path(namespace)
     try:
-        completed = subprocess.run(command, preexec_fn=lambda: move_to(path), check=False)
+        completed = run_inside(namespace, command)
     except FileNotFoundError:
         fail(f"{command[0]}: command not found", 127)
     except PermissionError:

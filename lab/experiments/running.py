@@ -22,11 +22,10 @@ from lab.build.signals import note_cleanup
 from lab.build.state import LabState
 from lab.experiments.base import Experiment, ExperimentError
 from lab.experiments.results import ExperimentResult
-from lab.kernel.namespaces import popen_inside
+from lab.kernel.namespaces import popen_inside, run_inside
 from lab.kernel.sockets import namespace_socket
 from lab.tools.impair import show as show_impairments
 from lab.topology.plan import LabPlan, NodePlan, plan_from_json
-from stack.devices.namespace import move_to, namespace_path
 
 
 class RunningLab:
@@ -84,9 +83,7 @@ class RunningLab:
     def exec(self, node: str, argv: Sequence[str], timeout: float = 30.0, *,
              input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
         """Run a program inside the node's namespace and wait for it (output captured)."""
-        path = namespace_path(self.node(node).namespace)
-        return subprocess.run(list(argv), preexec_fn=lambda: move_to(path), capture_output=True,
-                              timeout=timeout, input=input, check=False)
+        return run_inside(self.node(node).namespace, argv, capture_output=True, timeout=timeout, input=input)
 
     def popen(self, node: str, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:
         """Start a program inside the node's namespace; the caller stops it, and if it does not (an

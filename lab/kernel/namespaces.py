@@ -113,6 +113,13 @@ def popen_inside(namespace: str, argv: Sequence[str], **popen_options: object) -
     return subprocess.Popen(list(argv), preexec_fn=lambda: move_to(path), **popen_options)  # type: ignore[call-overload]
 
 
+def run_inside(namespace: str, argv: Sequence[str], **run_options: object) -> subprocess.CompletedProcess:
+    """Run a program inside `namespace` and wait for it (`subprocess.run`'s options, check off)."""
+    path = namespace_path(namespace)
+    return subprocess.run(list(argv), preexec_fn=lambda: move_to(path), check=False,  # type: ignore[call-overload]
+                          **run_options)
+
+
 @contextmanager
 def scratch_namespace() -> Iterator[IPRoute]:
     """Run the block inside a fresh anonymous namespace, with a netlink socket in it.

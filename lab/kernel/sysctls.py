@@ -33,6 +33,15 @@ def write_sysctls(settings: list[tuple[str, str]], *, where: str, skip_missing: 
             raise NetlinkOpError(f"sysctl {name}={value} in {where}: {error.strerror}") from None
 
 
+def read_sysctl(namespace: str, name: str) -> str | None:
+    """A sysctl's value as `namespace` sees it, or None where the kernel lacks it."""
+    with inside_namespace(namespace):
+        try:
+            return sysctl_path(name).read_text().strip()
+        except FileNotFoundError:
+            return None
+
+
 def swap_sysctl(namespace: str, name: str, value: str) -> str | None:
     """Set a sysctl inside `namespace`; its previous value, or None (nothing written) where the kernel
     lacks it."""

@@ -74,9 +74,11 @@ def connload() -> Path:
     return CONNLOAD
 
 
-def parse_run(line: str, what: str) -> LoadRun:
+def parse_run(output: str, what: str) -> LoadRun:
+    """connload's figures: the last line it printed, a JSON object."""
+    lines = output.strip().splitlines()
     try:
-        fields = json.loads(line)
+        fields = json.loads(lines[-1] if lines else "")
         return LoadRun(int(fields["count"]), int(fields["errors"]), str(fields["first_error"]),
                        int(fields["slow_connects"]), float(fields["seconds"]),
                        float(fields["cpu_seconds"]), int(fields["threads"]))
@@ -109,7 +111,7 @@ def run_clients(namespace: str, server: tuple[str, int], seconds: float, threads
             raise LoadFailed(f"connload client to {server[0]}:{server[1]} did not finish") from None
     if process.returncode != 0:
         raise LoadFailed(f"connload client: {err.strip().splitlines()[-1] if err.strip() else 'failed'}")
-    run = parse_run(out.strip().splitlines()[-1] if out.strip() else "", "connload client")
+    run = parse_run(out, "connload client")
     if run.count == 0:
         raise LoadFailed(f"connload client to {server[0]}:{server[1]}: no connection completed "
                          f"({run.first_error or 'no error reported'})")
@@ -143,7 +145,7 @@ class KernelListener:
             self._process.kill()
             self._process.communicate()
             return
-        self.run = parse_run(out.strip().splitlines()[-1] if out.strip() else "", "connload server")
+        self.run = parse_run(out, "connload server")
 
 
 def bound_by(shares: dict[str, tuple[float, int]], cores: int | None = None) -> str:

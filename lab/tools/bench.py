@@ -27,8 +27,7 @@ from lab.build import builder
 from lab.experiments.base import ExperimentError
 from lab.experiments.bulk import kernel_pair, kernel_to_stack, kernel_transfer, stack_to_kernel
 from lab.experiments.running import ProgressFn, RunningLab, lab_for_experiment
-from lab.kernel.namespaces import inside_namespace
-from lab.kernel.sysctls import sysctl_path
+from lab.kernel.sysctls import read_sysctl
 from lab.kernel.transfers import pattern_sha256
 from lab.tools.accept_rate import kernel_accept_figures, stack_accept_figures
 from lab.topology import DEFAULT_TOPOLOGY, plan_from_data
@@ -99,8 +98,7 @@ def congestion_controls(lab: RunningLab) -> dict[str, str]:
     kernel, stack = lab.kernel_and_stack()
     with lab.stack(stack) as control:
         stack_algorithm = str(control.config()["tcp"]["congestion"])
-    with inside_namespace(lab.node(kernel).namespace):
-        default = sysctl_path("net.ipv4.tcp_congestion_control").read_text().strip()
+    default = read_sysctl(lab.node(kernel).namespace, "net.ipv4.tcp_congestion_control") or "unknown"
     return {"stack": stack_algorithm, "kernel_senders": stack_algorithm, "machine_default": default}
 
 

@@ -60,6 +60,7 @@ class Direction:
     rng: random.Random
     stats: ImpairmentStats = field(default_factory=ImpairmentStats)  # over every profile it had
     link: ImpairedLink | None = None  # None while the direction is clean and holds nothing
+    whole_frames: bool = True  # the profile treats every wire packet of a frame alike (`only_delays`)
     passed: int = 0  # frames that went straight through
     segmented: int = 0  # super-segments cut into wire packets
     bad_headers: int = 0  # frames whose virtio_net header made no sense (dropped)
@@ -70,6 +71,7 @@ class Direction:
     def set_profile(self, profile: Impairment) -> None:
         """Impair frames read from now on as `profile` says; frames already in flight keep their times."""
         self.profile = profile
+        self.whole_frames = only_delays(profile)
         if self.link is not None:
             self.link.reconfigure(profile)
         elif not profile.is_transparent:
@@ -86,7 +88,7 @@ class Direction:
                 write(frame)
             self.passed += len(frames)
             return len(frames)
-        if only_delays(self.profile):
+        if self.whole_frames:
             for frame in frames:
                 link.send(frame, now)
         else:

@@ -65,7 +65,8 @@ class BackgroundDigest:
             with self._changed:
                 if self._backlog < self._max_backlog:
                     return
-                self._room = asyncio.get_running_loop().create_future()
+                if self._room is None:  # one future for every awaiter: the worker resolves it once
+                    self._room = asyncio.get_running_loop().create_future()
                 room = self._room
             await room
 

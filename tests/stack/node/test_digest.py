@@ -47,3 +47,33 @@ def test_backlog_is_bounded_and_the_hash_runs_off_the_callers_thread() -> None:
         assert digest._backlog <= (1 << 16) + 60_000
     assert digest.hexdigest() == hashlib.sha256(b"x" * 60_000 * 64).hexdigest()
     assert seen and seen[0] != threading.get_ident()
+
+
+def test_every_coroutine_waiting_for_room_is_woken() -> None:
+    import asyncio
+
+    release = threading.Event()
+
+    class SlowOutput:
+        def write(self, piece: bytes) -> int:
+            release.wait(5)
+            return len(piece)
+
+    async def scenario() -> list[str]:
+        digest = BackgroundDigest(max_backlog=10, output=SlowOutput())  # type: ignore[arg-type]
+        digest.update(b"x" * 10)  # the backlog is full until the output takes the piece
+        woken: list[str] = []
+
+        async def wait(name: str) -> None:
+            await digest.room()
+            woken.append(name)
+
+        waiters = [asyncio.create_task(wait(name)) for name in ("first", "second")]
+        await asyncio.sleep(0.05)
+        assert woken == []
+        release.set()
+        await asyncio.wait_for(asyncio.gather(*waiters), 5)
+        digest.hexdigest()
+        return sorted(woken)
+
+    assert asyncio.run(scenario()) == ["first", "second"]
