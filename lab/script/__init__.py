@@ -1,0 +1,1 @@
+"""Packetdrill scripts played against Linux and against the stack (`lab script`)."""

@@ -1,0 +1,1 @@
+"""The pytest plugin and the helpers users write their own interop tests with."""
