@@ -73,9 +73,9 @@ def shipped_folder() -> Path:
 
 
 def read_bounded(path: Path) -> str:
-    """The file's text, refused (one line, no content) when it is not a regular file, too large or not UTF-8."""
+    """The file's text, refused in one line (no content) if not a regular file, too large or not UTF-8."""
     if not path.is_file():
-        raise TutorialError(f"{path}: missing (a tutorial folder holds tutorial.md and steps.py)")
+        raise TutorialError(f"{path}: missing (a tutorial folder holds tutorial.md, steps.py)")
     if path.stat().st_size > MAX_TEXT_BYTES:
         raise TutorialError(f"{path}: over {MAX_TEXT_BYTES} bytes")
     try:
@@ -97,7 +97,8 @@ def split_front_matter(path: Path, text: str) -> tuple[dict[str, Any], str]:
                 line = getattr(getattr(error, "problem_mark", None), "line", 0) + 2
                 raise TutorialError(f"{path}:{line}: front matter is not YAML") from None
             if not isinstance(data, dict):
-                raise TutorialError(f"{path}:2: front matter must be a mapping of {', '.join(FRONT_MATTER_FIELDS)}")
+                fields = ", ".join(FRONT_MATTER_FIELDS)
+                raise TutorialError(f"{path}:2: front matter must be a mapping of {fields}")
             return data, "".join(lines[index + 1:]).strip() + "\n"
     raise TutorialError(f"{path}:1: front matter has no closing line '---'")
 
@@ -139,7 +140,8 @@ def load_tutorial(folder: Path, *, with_steps: bool = True) -> Tutorial:
 
 def load_steps(path: Path) -> tuple[Step, ...]:
     read_bounded(path)  # the same bounds as the text, before Python reads it
-    spec = importlib.util.spec_from_file_location(f"nslab_tutorial_{path.parent.name.replace('-', '_')}", path)
+    module_name = f"nslab_tutorial_{path.parent.name.replace('-', '_')}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise TutorialError(f"{path}: cannot be imported")
     module = importlib.util.module_from_spec(spec)
@@ -163,10 +165,10 @@ def shipped_tutorials() -> list[Tutorial]:
 def find_tutorial(name: str) -> Tutorial:
     """A shipped tutorial by number ("2") or slug ("two-queues"), or a folder of one's own (a path)."""
     path = Path(name)
-    if "/" in name or path.is_dir() and FOLDER_PATTERN.fullmatch(path.name):
+    if "/" in name or (path.is_dir() and FOLDER_PATTERN.fullmatch(path.name)):
         return load_tutorial(path.resolve())
     for tutorial in shipped_tutorials():
-        if name == tutorial.slug or name.isdigit() and int(name) == tutorial.number:
+        if name == tutorial.slug or (name.isdigit() and int(name) == tutorial.number):
             return load_tutorial(tutorial.folder)
     known = ", ".join(f"{t.number} {t.slug}" for t in shipped_tutorials())
     raise TutorialError(f"no tutorial {name!r} (tutorials: {known}; or a folder NN-slug/)")

@@ -49,11 +49,12 @@ def tutorial_lab_name(tutorial: Tutorial) -> str:
 
 def tutorial_plan(tutorial: Tutorial, name: str) -> LabPlan:
     """The tutorial's topology: a file in its folder, or a shipped topology by name."""
-    for candidate in (tutorial.folder / tutorial.topology, SHIPPED_TOPOLOGIES / f"{tutorial.topology}.yaml"):
+    shipped = SHIPPED_TOPOLOGIES / f"{tutorial.topology}.yaml"
+    for candidate in (tutorial.folder / tutorial.topology, shipped):
         if candidate.is_file():
             return load_topology(candidate, name=name)
-    raise TutorialError(f"{tutorial.folder / 'tutorial.md'}: topology {tutorial.topology!r} is neither a file "
-                        f"in the tutorial's folder nor a shipped topology")
+    raise TutorialError(f"{tutorial.folder / 'tutorial.md'}: topology {tutorial.topology!r} is neither a "
+                        f"file in the tutorial's folder nor a shipped topology")
 
 
 def default_out(tutorial: Tutorial) -> Path:

@@ -3,8 +3,9 @@ checked for the whole project in tests/test_structure.py).
 
 Every module under lab/ is parsed with `ast`; every import counts, including those inside functions
 (a lazy import still runs), except those under `if TYPE_CHECKING:` (never run). The layers, from the
-top: cli > {experiments, tools, tutorials, script, testing} > build > {kernel, topology}. A module may import its own layer or a
-lower one; the entry points (`lab/__init__.py`, `lab/__main__.py`) stand above the cli.
+top: cli > {experiments, tools, tutorials, script, testing} > build > {kernel, topology}. A module
+may import its own layer or a lower one; the entry points (`lab/__init__.py`, `lab/__main__.py`) stand
+above the cli.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def test_imports_point_down_the_layers() -> None:
         f"({layer(e.imported)})"
         for e in lab.all_edges() if rank(e.imported) > rank(e.importer)
     ]
-    assert not upward, "imports that point up cli > {experiments, tools, tutorials, script, testing} > build > {kernel, topology}:\n" + \
+    assert not upward, "imports that point up the layers (cli > ... > {kernel, topology}):\n" + \
         "\n".join(upward)
 
 
