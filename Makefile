@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages the tests and experiments use as peers (command -> package).
-PEER_COMMANDS := tcpdump:tcpdump iperf3:iperf3 curl:curl ip:iproute2 dot:graphviz ping:iputils-ping gcc:gcc ab:apache2-utils
+PEER_COMMANDS := tcpdump:tcpdump iperf3:iperf3 curl:curl ip:iproute2 dot:graphviz ping:iputils-ping gcc:gcc ab:apache2-utils chromium:chromium nc:netcat-openbsd
 # The C connection-rate yardstick of `lab bench` (a client and a kernel listener that are not the bottleneck).
 CONNLOAD := build/connload
 
