@@ -268,9 +268,11 @@ def process_text_and_fin(conn: Connection, seg: TcpSegment, seq: int, now: float
         if state not in RECEIVES_DATA:
             payload = b""  # after the peer's FIN no text can be new (RFC 9293: "ignore the text")
         elif conn.orphaned and seq_gt(seq_add(seq, len(payload)), conn.rcv_nxt):
-            # Linux: new data for a socket the application closed is answered with RST.
+            # New data for a socket the application closed can never be read: answer with a RST (RFC 1122
+            # 4.2.2.13) in the form a segment for no connection gets, <SEQ=SEG.ACK><CTL=RST> (RFC 9293
+            # 3.10.7.1), as Linux's tcp_rcv_state_process and FIN_WAIT_2 timewait socket do.
             conn.counters["AbortOnData"] += 1
-            output.send_reset(conn, conn.snd_nxt, conn.rcv_nxt, now, with_ack=True)
+            output.send_reset(conn, seg.ack, 0, now, with_ack=False)
             conn.terminate(now, 0)
             return
     if len(payload):

@@ -171,13 +171,28 @@ def test_linger_zero_close_sends_rst() -> None:
 
 
 def test_data_for_a_closed_socket_is_answered_with_rst() -> None:
+    """RFC 1122 4.2.2.13: new data for a socket the application closed (here in FIN_WAIT_2) draws a RST,
+    in the form RFC 9293 3.10.7.1 gives a segment for no connection, <SEQ=SEG.ACK><CTL=RST>, as Linux
+    sends it (its FIN_WAIT_2 timewait socket answers TCP_TW_RST)."""
     t = Tester()
     t.open_client().close(t.now)
     t.poll()
     t.send(peer("A", seq=5001, ack=1002))
     t.poll()
     t.send(peer("PA", seq=5001, ack=1002, data=b"too late"))
-    t.expect(us("RA", seq=1002, ack=5001, win=0))
+    t.expect(us("R", seq=1002, ack=0, win=0))
+    assert list(t.layer.tables.connections()) == []
+    assert t.layer.counters()["AbortOnData"] == 1
+
+
+def test_data_for_a_closed_socket_before_our_fin_is_acked_takes_the_seq_from_its_ack() -> None:
+    """The same in FIN_WAIT_1: the RST's sequence number is the segment's ACK (our FIN not yet
+    acknowledged, so SND.NXT - 1), never a number the peer has not acknowledged."""
+    t = Tester()
+    t.open_client().close(t.now)
+    t.poll()
+    t.send(peer("PA", seq=5001, ack=1001, data=b"too late"), at=0.1)
+    t.expect(us("R", seq=1001, ack=0, win=0))
     assert list(t.layer.tables.connections()) == []
 
 
