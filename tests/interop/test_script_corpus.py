@@ -1,0 +1,114 @@
+"""The script corpus (tests/scripts/): every packetdrill script played against Linux and against the stack.
+
+Each script is written from the RFCs and states what it checks in its opening comment.  A script runs
+once per side (`lab script FILE --against linux|stack`); a side passes when the command exits 0.  Where the
+two sides differ by a choice the RFCs allow, the script is played with `--relax FIELD` (RELAX); where a
+side departs from what the script's RFC text asks, the pair (script, side) is an expected failure
+(KNOWN_DIFFERENCES), strict, so it fails loudly the day the difference goes away.  Both tables are
+written out in docs/conformance.md ("Script corpus"), which a test below keeps in step.
+
+The Linux side runs in real time (about a minute for the corpus); the stack side runs on a virtual clock.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+SCRIPTS = PROJECT_ROOT / "tests" / "scripts"
+CONFORMANCE = PROJECT_ROOT / "docs" / "conformance.md"
+SIDES = ("linux", "stack")
+#: The corpus must cover the issue's topics with at least this many scripts.
+MINIMUM_SCRIPTS = 40
+#: Longest a script may take on one side (the longest scripts run about 4 s of real time on Linux).
+SCRIPT_TIMEOUT = 60
+
+#: Script (relative to tests/scripts) -> the --relax fields its pass relies on, each an RFC-allowed
+#: choice in docs/conformance.md's table.
+RELAX: dict[str, tuple[str, ...]] = {}
+
+#: (script, side) -> why that side fails the script, as docs/conformance.md's table says.
+KNOWN_DIFFERENCES: dict[tuple[str, str], str] = {
+    ("ack/ack-of-unsent-data-is-answered-and-dropped.pkt", "linux"): (
+        "Linux drops a segment whose ACK is for data not yet sent without the ACK RFC 9293 3.10.7.4 asks for"
+    ),
+}
+
+
+def corpus() -> list[str]:
+    return sorted(str(path.relative_to(SCRIPTS)) for path in SCRIPTS.rglob("*.pkt"))
+
+
+def cases() -> list[object]:
+    params = []
+    for script in corpus():
+        for side in SIDES:
+            marks = []
+            reason = KNOWN_DIFFERENCES.get((script, side))
+            if reason is not None:
+                marks.append(pytest.mark.xfail(reason=reason, strict=True))
+            params.append(pytest.param(script, side, marks=marks, id=f"{script}-{side}"))
+    return params
+
+
+def play(script: str, side: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "lab", "script", str(SCRIPTS / script), "--against", side, "--json"]
+    relax = RELAX.get(script)
+    if relax:
+        command += ["--relax", ",".join(relax)]
+    env = dict(os.environ, NSLAB_SCRIPT_PREFIX="sc")
+    return subprocess.run(command, capture_output=True, text=True, timeout=SCRIPT_TIMEOUT, cwd=PROJECT_ROOT,
+                          env=env, check=False)
+
+
+@pytest.mark.root
+@pytest.mark.parametrize(("script", "side"), cases())
+def test_script_passes(script: str, side: str) -> None:
+    result = play(script, side)
+    assert result.returncode == 0, (
+        f"{script} against {side}: exit {result.returncode}\n{result.stdout}{result.stderr}"
+    )
+
+
+# ------------------------------------------------------------------ the corpus itself (no root)
+
+
+def test_corpus_covers_the_topics_with_enough_scripts() -> None:
+    scripts = corpus()
+    assert len(scripts) >= MINIMUM_SCRIPTS, f"{len(scripts)} scripts, at least {MINIMUM_SCRIPTS} wanted"
+    topics = {Path(script).parts[0] for script in scripts if len(Path(script).parts) > 1}
+    wanted = {"handshake", "reset", "ack", "data", "close", "listen", "retransmit", "zero-window",
+              "fast-retransmit", "sack", "pmtu", "time-wait"}
+    assert wanted <= topics, f"topics without a script: {sorted(wanted - topics)}"
+
+
+@pytest.mark.parametrize("script", [s for s in corpus() if len(Path(s).parts) > 1])
+def test_each_script_says_what_it_checks_and_from_which_rfc(script: str) -> None:
+    text = (SCRIPTS / script).read_text()
+    opening = []
+    for line in text.splitlines():
+        if not line.startswith("//"):
+            break
+        opening.append(line)
+    assert opening, f"{script}: no opening comment saying what it checks"
+    assert re.search(r"RFC \d+", " ".join(opening)), f"{script}: the opening comment cites no RFC"
+
+
+def test_every_relaxation_and_known_difference_is_documented() -> None:
+    doc = CONFORMANCE.read_text()
+    scripts = set(corpus())
+    for script, fields in RELAX.items():
+        assert script in scripts, f"RELAX names a script that does not exist: {script}"
+        for field in fields:
+            assert re.search(rf"\| `{re.escape(script)}` \| {field} \|", doc), (
+                f"docs/conformance.md has no row for {script}, field {field}"
+            )
+    for script, side in KNOWN_DIFFERENCES:
+        assert script in scripts, f"KNOWN_DIFFERENCES names a script that does not exist: {script}"
+        assert f"`{script}`" in doc, f"docs/conformance.md does not explain {script} failing on {side}"
