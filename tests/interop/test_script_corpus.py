@@ -84,7 +84,7 @@ def test_corpus_covers_the_topics_with_enough_scripts() -> None:
     assert len(scripts) >= MINIMUM_SCRIPTS, f"{len(scripts)} scripts, at least {MINIMUM_SCRIPTS} wanted"
     topics = {Path(script).parts[0] for script in scripts if len(Path(script).parts) > 1}
     wanted = {"handshake", "reset", "ack", "data", "close", "listen", "retransmit", "zero-window",
-              "fast-retransmit", "sack", "pmtu", "time-wait"}
+              "fast-retransmit", "sack", "pmtu", "time-wait", "keepalive"}
     assert wanted <= topics, f"topics without a script: {sorted(wanted - topics)}"
 
 
