@@ -137,14 +137,16 @@ def send_syn(conn: Connection, now: float) -> None:
         flags = TcpFlags.SYN
         ack = 0
         options = syn_options(conn.config, conn.mtu, conn.tsval(now))
-        if conn.options.maxseg and options.mss and conn.options.maxseg < options.mss:
-            options = replace(options, mss=conn.options.maxseg)  # TCP_MAXSEG also lowers what we announce
     else:
         flags = TcpFlags.SYN | ACK
         ack = conn.rcv_nxt
         options = syn_ack_options(conn.negotiated, conn.tsval(now), conn.ts_recent)
         conn.rcv_adv = seq_add(conn.rcv_nxt, window)
         conn.last_ack_sent = ack
+    if conn.options.maxseg and options.mss and conn.options.maxseg < options.mss:
+        # TCP_MAXSEG also lowers the MSS we announce, on a SYN and on a listener's SYN-ACK alike (Linux's
+        # tcp_mss_clamp), so the peer never sends us segments larger than the application asked for.
+        options = replace(options, mss=conn.options.maxseg)
     conn.syn_window = window
     segment = TcpSegment(conn.local_port, conn.remote_port, conn.iss, ack, flags, window, options)
     conn.snd_nxt = seq_add(conn.iss, 1)

@@ -108,6 +108,28 @@ def test_tcp_maxseg_clamps_the_segment_size() -> None:
     assert [len(s.payload) for s in t.poll()] == [1000, 1000, 1000]
 
 
+def test_tcp_maxseg_on_a_listener_lowers_the_mss_its_syn_acks_announce() -> None:
+    """TCP_MAXSEG set before listen() caps the MSS each SYN-ACK announces (Linux's tcp_mss_clamp), as it
+    caps the SYN's on a client, and the segments we send; a larger value than the route's MSS changes
+    nothing."""
+    import socket
+
+    for maxseg, announced in ((1000, 1000), (9000, 1460)):
+        t = Tester()
+        listener = t.layer.socket()
+        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, maxseg)
+        listener.bind(("10.0.0.1", 80))
+        listener.listen(1)
+        t.send(seg("S", seq=5000, mss=1460))
+        (synack,) = t.poll()
+        assert synack.options.mss == announced
+        t.send(seg("A", seq=5001, ack=synack.seq + 1))
+        t.poll()
+        child, _ = listener.accept()
+        child.send(bytes(3000))
+        assert max(len(s.payload) for s in t.poll()) == announced
+
+
 def timestamped_client(win: int = 64000) -> tuple[Tester, TcpSocket]:
     t = full_tester(window_scaling=False)
     sock = t.connect(80)
