@@ -338,7 +338,9 @@ class Connection:
 
     def options_changed(self, name: str) -> None:
         """setsockopt changed the option `name` (a `SocketOptions` field) of the socket driving us."""
-        if name == "keepalive" and not self.options.keepalive:
+        if name in ("keepalive", "keepidle"):
+            # Re-armed from the last segment received with the new idle time at the next event (Linux's
+            # TCP_KEEPIDLE restarts the timer at keepalive_time - elapsed), or stopped with SO_KEEPALIVE off.
             self.timers.keepalive = None
         elif name == "congestion" and self.cc.name != self.options.congestion:
             cc = create_congestion_control(self.options.congestion, self.send_mss, self.config.initial_window)

@@ -200,3 +200,19 @@ def test_state_names_match_linux() -> None:
     listener = t.listen(80)
     assert listener.state == "LISTEN"
     assert t.open_client().state == "ESTABLISHED"
+
+
+def test_tcp_keepidle_set_after_so_keepalive_reschedules_the_first_probe() -> None:
+    """Setting TCP_KEEPIDLE on an idle connection that already has SO_KEEPALIVE moves its first probe to
+    the new idle time after the last segment received (Linux's TCP_KEEPIDLE restarts the timer), instead
+    of the 2 hours SO_KEEPALIVE armed it with."""
+    t = Tester()
+    sock = t.open_client()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    t.expect_nothing(at=0.5)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
+    t.expect_nothing(at=0.5)
+    assert t.deadline() == pytest.approx(1.0)
+    (probe,) = t.poll(at=1.0)
+    assert probe.seq == 1000 and not probe.payload  # SEG.SEQ = SND.NXT - 1
