@@ -28,15 +28,28 @@ SIDES = ("linux", "stack")
 MINIMUM_SCRIPTS = 40
 #: Longest a script may take on one side (the longest scripts run about 4 s of real time on Linux).
 SCRIPT_TIMEOUT = 60
+#: Timing tolerance on the Linux side, in ms: Linux's RTO includes the real RTT the handshake measured
+#: (a few ms more than the script's 100 ms) and its timers tick in jiffies, so backed-off timers drift
+#: tens of ms from the script's times on a shared machine.  The stack's virtual clock needs none.
+LINUX_TOLERANCE_MS = 80
 
 #: Script (relative to tests/scripts) -> the --relax fields its pass relies on, each an RFC-allowed
 #: choice in docs/conformance.md's table.
-RELAX: dict[str, tuple[str, ...]] = {}
+RELAX: dict[str, tuple[str, ...]] = {
+    "ack/acceptable-acks-advance-snd-una.pkt": ("psh",),
+    "data/send-window-limits-what-is-in-flight.pkt": ("psh",),
+    "fast-retransmit/sack-blocks-trigger-a-retransmission.pkt": ("psh",),
+    "fast-retransmit/three-duplicate-acks-trigger-a-retransmission.pkt": ("psh",),
+    "fast-retransmit/two-duplicate-acks-do-not.pkt": ("psh",),
+    "retransmit/rto-resends-one-segment-then-slow-starts.pkt": ("psh",),
+    "sack/sender-resends-only-the-holes.pkt": ("psh",),
+}
 
 #: (script, side) -> why that side fails the script, as docs/conformance.md's table says.
 KNOWN_DIFFERENCES: dict[tuple[str, str], str] = {
-    ("ack/ack-of-unsent-data-is-answered-and-dropped.pkt", "linux"): (
-        "Linux drops a segment whose ACK is for data not yet sent without the ACK RFC 9293 3.10.7.4 asks for"
+    ("retransmit/syn-retransmits-with-backoff.pkt", "linux"): (
+        "Linux (net.ipv4.tcp_syn_linear_timeouts = 4) resends its first SYNs every second, without the "
+        "backoff of RFC 6298 5.5"
     ),
 }
 
@@ -59,6 +72,8 @@ def cases() -> list[object]:
 
 def play(script: str, side: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "lab", "script", str(SCRIPTS / script), "--against", side, "--json"]
+    if side == "linux":
+        command += ["--tolerance", str(LINUX_TOLERANCE_MS)]
     relax = RELAX.get(script)
     if relax:
         command += ["--relax", ",".join(relax)]
