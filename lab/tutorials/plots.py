@@ -95,7 +95,8 @@ def queue_plot(sides: dict[str, Sequence[QueueSample]], backlog: int, stem: Path
                 label="SYN queue (SYN_RECV)")
         ax.step(times, [s.accept_queue for s in samples], where="post", color=ACCEPT_COLOUR,
                 label="accept queue (ESTABLISHED, not accepted)")
-        ax.axhline(backlog + 1, color="grey", linestyle="--", linewidth=1, label=f"backlog + 1 = {backlog + 1}")
+        ax.axhline(backlog + 1, color="grey", linestyle="--", linewidth=1,
+                   label=f"backlog + 1 = {backlog + 1}")
         ax.set_title(side)
         ax.set_xlabel("seconds")
         ax.grid(True, alpha=0.3)
