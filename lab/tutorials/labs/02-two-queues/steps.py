@@ -24,9 +24,9 @@ from lab.build.control import StackClient
 from lab.experiments.backlog import connect_outcome, stack_listener_row, wait_for_connects
 from lab.experiments.stack_answers import counter_value, read_trace, trace_cursor
 from lab.kernel.rawsyn import interface_mac, send_syns
+from lab.kernel.silent import silent_address, silent_neighbour
 from lab.kernel.sockdiag import kernel_tcp_sockets
 from lab.kernel.sockets import counter_deltas, kernel_netstat, listening_socket
-from lab.kernel.silent import silent_address, silent_neighbour
 from lab.kernel.sysctls import read_sysctl
 from lab.kernel.tracepoints import optional_kernel_trace
 from lab.tutorials import Session, Step
@@ -66,7 +66,8 @@ class QueueWatcher(threading.Thread):
             except (OSError, ValueError, RuntimeError) as error:
                 self.error = f"{type(error).__name__}: {error}"
                 return
-            self.samples.append(QueueSample(round(time.monotonic() - self.started, 3), syn_queue, accept_queue))
+            moment = round(time.monotonic() - self.started, 3)
+            self.samples.append(QueueSample(moment, syn_queue, accept_queue))
             self._stop_event.wait(WATCH_SECONDS)
 
     def finish(self) -> list[QueueSample]:
@@ -180,9 +181,11 @@ def stack_listener(session: Session) -> None:
     synacks = [e for e in events if e.get("name") == "tcp_retransmit_synack"
                and str(e.get("remote", "")).startswith(f"{quiet}:")]
     most = max((s.syn_queue for s in samples), default=0)
+    client_state = half_state.state if half_state else "no state"
+    client_resent = half_state.retransmits if half_state else 0
     session.say(f"The stack's SYN queue held up to {most} entry; the half-open client on h1 sat in "
-                f"{half_state.state if half_state else 'no state'} with {half_state.retransmits if half_state else 0}"
-                f" SYN retransmission(s), while the stack resent its SYN-ACK {len(synacks)} time(s).")
+                f"{client_state} with {client_resent} SYN retransmission(s), while the stack resent its "
+                f"SYN-ACK {len(synacks)} time(s).")
     session.say(f"Of {CLIENTS} ordinary clients: {outcomes}. The stack counted ListenOverflows "
                 f"+{grew['ListenOverflows']}, ListenDrops +{grew['ListenDrops']}: a full accept queue drops "
                 "the SYN, so the client retransmits it and finally gives up.")
@@ -269,7 +272,8 @@ def kernel_listener(session: Session) -> None:
                       f"{len(synacks)} tcp_retransmit_synack event(s) toward {quiet}")
     session.check("kernel listener: dropped SYNs counted as ListenOverflows",
                   grew["TcpExtListenOverflows"] >= 1,
-                  f"ListenOverflows +{grew['TcpExtListenOverflows']}, ListenDrops +{grew['TcpExtListenDrops']}")
+                  f"ListenOverflows +{grew['TcpExtListenOverflows']}, "
+                  f"ListenDrops +{grew['TcpExtListenDrops']}")
 
 
 # ---------------------------------------------------------------------------------------------------
