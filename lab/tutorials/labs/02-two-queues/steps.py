@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from ipaddress import IPv4Interface
+from pathlib import Path
 from typing import Any
 
 from lab.build.control import StackClient
@@ -29,6 +30,7 @@ from lab.kernel.sockdiag import kernel_tcp_sockets
 from lab.kernel.sockets import counter_deltas, kernel_netstat, listening_socket
 from lab.kernel.sysctls import read_sysctl
 from lab.kernel.tracepoints import optional_kernel_trace
+from lab.tools.capture import capturing
 from lab.tutorials import Session, Step
 from lab.tutorials.plots import QueueSample, publish, queue_plot
 from stack.tcp.config import TcpConfig
@@ -101,6 +103,19 @@ def quiet_address(session: Session, index: int) -> str:
     return free[index]
 
 
+def wire_end(session: Session) -> str:
+    """s1's veth end: the wire itself, raw SYNs included (its TAP carries only the stack's own frames)."""
+    return session.lab.node(session.lab.first("pystack")).interfaces[0].name
+
+
+def capture_paths(session: Session, part: str) -> list[Path]:
+    """Where this part's two captures go (h1's interface, then s1's end of the wire), listed as pcaps."""
+    paths = [session.path(f"{part}-h1.pcap"), session.path(f"{part}-s1.pcap")]
+    for path in paths:
+        session.artifact("pcap", path)
+    return paths
+
+
 def samples_json(samples: list[QueueSample]) -> list[list[float]]:
     return [[s.time, s.syn_queue, s.accept_queue] for s in samples]
 
@@ -136,7 +151,10 @@ def stack_listener(session: Session) -> None:
     address, quiet = lab.address(stack_node), quiet_address(session, 0)
     session.say(f"The stack (s1, {address}) listens on port {STACK_PORT} with backlog {BACKLOG} and never "
                 "calls accept(). The kernel node h1 is the client side.")
-    with lab.stack(stack_node) as control, lab.stack(stack_node) as watching:
+    pcaps = capture_paths(session, "stack-listener")
+    with lab.stack(stack_node) as control, lab.stack(stack_node) as watching, \
+            capturing(lab, kernel, pcaps[0], bpf_filter=f"tcp port {STACK_PORT}"), \
+            capturing(lab, stack_node, pcaps[1], wire_end(session), bpf_filter=f"tcp port {STACK_PORT}"):
         control.ping(lab.address(kernel), count=1, timeout=1.0)  # ARP settled before the clients come
         before = stack_counters(control)
         cursor = trace_cursor(control)
@@ -229,7 +247,10 @@ def kernel_listener(session: Session) -> None:
     session.say(f"Now Linux (h1, {address}) listens on port {KERNEL_PORT} with backlog {BACKLOG} and never "
                 "accepts; the stack is the client side.")
     before = kernel_netstat(namespace)
+    pcaps = capture_paths(session, "kernel-listener")
     with optional_kernel_trace(lab.name, (KERNEL_PORT,)) as (trace, unavailable), \
+            capturing(lab, kernel, pcaps[0], bpf_filter=f"tcp port {KERNEL_PORT}"), \
+            capturing(lab, stack_node, pcaps[1], wire_end(session), bpf_filter=f"tcp port {KERNEL_PORT}"), \
             lab.stack(stack_node) as control, \
             silent_neighbour(namespace, ifname, quiet):
         control.config(syn_retries=1)
@@ -341,6 +362,9 @@ def cookies(session: Session) -> None:
                 f"+{kernel_grew['TcpExtSyncookiesSent']}; the stack client "
                 f"{'connected' if not answer.get('error') else answer['error']} (SyncookiesRecv "
                 f"+{kernel_grew['TcpExtSyncookiesRecv']}).")
+    session.say(f"Where cookies start: Linux kept {kernel_syn_queue} requests in its SYN queue (backlog + 1, "
+                f"as with the accept queue), the stack {syn_queue} (backlog): the stack's SYN queue is one "
+                "entry shorter than Linux's.")
     session.metric("cookies", {"stack": {"syn_queue": syn_queue, **stack_grew},
                                "kernel": {"syn_queue": kernel_syn_queue, "tcp_syncookies": cookies_sysctl,
                                           **kernel_grew}})
