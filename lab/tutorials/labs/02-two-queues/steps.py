@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.build.control import StackClient
+from lab.build.state import LabError
 from lab.experiments.backlog import connect_outcome, stack_listener_row, wait_for_connects
 from lab.experiments.stack_answers import counter_value, read_trace, trace_cursor
 from lab.kernel.rawsyn import interface_mac, send_syns
@@ -65,7 +66,7 @@ class QueueWatcher(threading.Thread):
         while not self._stop_event.is_set():
             try:
                 syn_queue, accept_queue = self.look()
-            except (OSError, ValueError, RuntimeError) as error:
+            except (OSError, LabError, ValueError) as error:  # the step says what stopped the looking
                 self.error = f"{type(error).__name__}: {error}"
                 return
             moment = round(time.monotonic() - self.started, 3)

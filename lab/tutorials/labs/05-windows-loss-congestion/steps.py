@@ -17,13 +17,17 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
+from lab.build.state import LabError
 from lab.experiments.kernel_peers import KernelServer
 from lab.experiments.stack_answers import counter_value, endpoint, find_connection, trace_cursor
 from lab.kernel.sockets import congestion_of, counter_deltas, kernel_netstat, namespace_socket, tcp_info
 from lab.kernel.tracepoints import KernelTrace, TraceUnavailable
 from lab.kernel.transfers import pattern_chunks, receive_all
+from lab.tools.capture import capturing
 from lab.tutorials import Session, Step
 from lab.tutorials.plots import INFINITE_SSTHRESH, SenderSample, SenderSeries, congestion_plot, publish
 
@@ -78,6 +82,20 @@ def kernel_series(events: list[Any], local: tuple[str, int], started: float) -> 
     return series
 
 
+@contextmanager
+def control_captures(session: Session, part: str, port: int) -> Iterator[None]:
+    """Both ends captured while the block runs, keeping only SYN, FIN and RST segments: the
+    handshake and the close, not megabytes of data (the trace and ss tell the rest)."""
+    lab = session.lab
+    kernel, stack_node = lab.kernel_and_stack()
+    wanted = f"tcp port {port} and tcp[tcpflags] & (tcp-syn|tcp-fin|tcp-rst) != 0"
+    with ExitStack() as captures:
+        for node in (kernel, stack_node):
+            path = session.artifact("pcap", session.path(f"{part}-{node}.pcap"))
+            captures.enter_context(capturing(lab, node, path, bpf_filter=wanted))
+        yield
+
+
 def send_until_acknowledged(sender: socket.socket, size: int) -> float:
     """Send `size` bytes and wait until the receiver has acknowledged all of them; the seconds it took.
 
@@ -110,12 +128,13 @@ def kernel_sends(session: Session) -> None:
         session.say(f"(tcp_probe unavailable: {error}; only the counters are read)")
     before = kernel_netstat(namespace)
     try:
-        started = time.monotonic()
-        sender.connect((lab.address(stack_node), DISCARD_PORT))
-        local = sender.getsockname()
-        algorithm = congestion_of(sender)
-        seconds = send_until_acknowledged(sender, BYTES)
-        info = tcp_info(sender)
+        with control_captures(session, "linux-sends", DISCARD_PORT):
+            started = time.monotonic()
+            sender.connect((lab.address(stack_node), DISCARD_PORT))
+            local = sender.getsockname()
+            algorithm = congestion_of(sender)
+            seconds = send_until_acknowledged(sender, BYTES)
+            info = tcp_info(sender)
         events = trace.events() if trace else []
     finally:
         sender.close()
@@ -162,7 +181,7 @@ class StackPoller(threading.Thread):
     def run(self) -> None:
         try:
             self.poll()
-        except Exception as error:
+        except (OSError, LabError, ValueError) as error:  # the step says what stopped the sampling
             self.error = f"{type(error).__name__}: {error}"
 
     def poll(self) -> None:
@@ -222,7 +241,8 @@ def stack_sends(session: Session) -> None:
         cursor = trace_cursor(control)
         started = time.monotonic()
         poller = StackPoller(session, stack_node, (address, READER_PORT), started)
-        with KernelServer(lab, kernel, READER_PORT, serve) as server:
+        with control_captures(session, "stack-sends", READER_PORT), \
+                KernelServer(lab, kernel, READER_PORT, serve) as server:
             poller.start()
             try:
                 answer = control.connect(address, READER_PORT, send=BYTES, shutdown=True, recv="eof",
