@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 if TYPE_CHECKING:  # annotations only
     from lab.tutorials.session import Session
@@ -87,8 +88,9 @@ def save(figure: Figure, stem: Path) -> list[Path]:
 
 def queue_plot(sides: dict[str, Sequence[QueueSample]], backlog: int, stem: Path) -> list[Path]:
     """Each listener's SYN queue and accept queue over time, one panel per side; the files written."""
-    figure = _new_figure(5.2 * max(1, len(sides)), 3.6)
+    figure = _new_figure(5.2 * max(1, len(sides)), 3.9)
     axes = figure.subplots(1, max(1, len(sides)), squeeze=False, sharey=True)[0]
+    highest = max([backlog + 1] + [max(s.syn_queue, s.accept_queue) for seen in sides.values() for s in seen])
     for ax, (side, samples) in zip(axes, sides.items(), strict=False):
         times = [s.time for s in samples]
         ax.step(times, [s.syn_queue for s in samples], where="post", color=SYN_COLOUR,
@@ -99,9 +101,12 @@ def queue_plot(sides: dict[str, Sequence[QueueSample]], backlog: int, stem: Path
                    label=f"backlog + 1 = {backlog + 1}")
         ax.set_title(side)
         ax.set_xlabel("seconds")
+        ax.set_ylim(-0.3, highest + 1.2)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
     axes[0].set_ylabel("connections")
-    axes[0].legend(loc="upper left", fontsize="small")
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside lower center", ncols=3, fontsize="small")
     return save(figure, stem)
 
 
