@@ -29,7 +29,8 @@ from lab.kernel.tracepoints import KernelTrace, TraceUnavailable
 from lab.kernel.transfers import pattern_chunks, receive_all
 from lab.tools.capture import capturing
 from lab.tutorials import Session, Step
-from lab.tutorials.plots import INFINITE_SSTHRESH, SenderSample, SenderSeries, congestion_plot, publish
+from lab.tutorials.plots import congestion_plot, publish
+from lab.tutorials.senders import kernel_series, median, series_json, series_of, stack_series
 
 CONGESTION = "cubic"
 BYTES = 3 * 1024 * 1024
@@ -44,42 +45,6 @@ KERNEL_COUNTERS = ("TcpExtTCPFastRetrans", "TcpExtTCPTimeouts", "TcpExtTCPLossPr
                    "TcpExtTCPSackRecovery",
                    "TcpExtTCPRenoRecovery", "TcpExtTCPSpuriousRTOs")
 STACK_COUNTERS = ("TCPFastRetrans", "TCPTimeouts", "RetransSegs")
-
-
-def series_json(series: SenderSeries) -> dict[str, Any]:
-    return {"name": series.name, "samples": [[s.time, s.cwnd, s.ssthresh, s.srtt_ms] for s in series.samples],
-            "fast_retransmits": series.fast_retransmits, "timeouts": series.timeouts,
-            "retransmits": series.retransmits}
-
-
-def series_of(data: dict[str, Any]) -> SenderSeries:
-    return SenderSeries(data["name"], [SenderSample(*row) for row in data["samples"]],
-                        list(data["fast_retransmits"]), list(data["timeouts"]), list(data["retransmits"]))
-
-
-def kernel_series(events: list[Any], local: tuple[str, int], started: float) -> SenderSeries:
-    """The kernel sender's window over time from tcp_probe; window cuts named by what they look like
-    (a timeout leaves cwnd at 1, a fast retransmit lowers ssthresh and keeps cwnd above 1)."""
-    series = SenderSeries(f"Linux sender (h1, {CONGESTION})")
-    previous: SenderSample | None = None
-    for event in events:
-        if (event.fields.get("saddr"), event.ports[0]) != local:
-            continue
-        moment = round(event.time - started, 4)
-        if event.name == "tcp_retransmit_skb":
-            series.retransmits.append(moment)
-            continue
-        if event.name != "tcp_probe":
-            continue
-        ssthresh = int(event.fields.get("ssthresh", "0"))
-        sample = SenderSample(moment, float(event.fields.get("snd_cwnd", "0")),
-                              None if ssthresh >= INFINITE_SSTHRESH else float(ssthresh),
-                              int(event.fields.get("srtt", "0")) / 1000.0 or None)
-        if previous is not None and sample.ssthresh != previous.ssthresh and sample.ssthresh is not None:
-            (series.timeouts if sample.cwnd <= 1 else series.fast_retransmits).append(moment)
-        series.samples.append(sample)
-        previous = sample
-    return series
 
 
 @contextmanager
@@ -141,8 +106,7 @@ def kernel_sends(session: Session) -> None:
         if trace:
             trace.stop()
     grew = counter_deltas(before, kernel_netstat(namespace), KERNEL_COUNTERS)
-    series = kernel_series(events, (local[0], local[1]), started)
-    srtts = [s.srtt_ms for s in series.samples if s.srtt_ms]
+    series = kernel_series(f"Linux sender (h1, {algorithm})", events, (local[0], local[1]), started)
     session.say(f"Linux sent {BYTES} bytes with {algorithm} in {seconds:.2f} s "
                 f"({BYTES * 8 / seconds / 1e6:.1f} Mbit/s); tcp_probe logged {len(series.samples)} ACKs.")
     session.say(f"It retransmitted {info['total_retrans']} segments: "
@@ -153,7 +117,7 @@ def kernel_sends(session: Session) -> None:
     session.metric("kernel_sender", {"series": series_json(series), "counters": grew,
                                      "total_retrans": info["total_retrans"], "congestion": algorithm,
                                      "seconds": round(seconds, 3), "goodput_bps": round(BYTES * 8 / seconds),
-                                     "srtt_ms_median": sorted(srtts)[len(srtts) // 2] if srtts else None})
+                                     "srtt_ms_median": median(s.srtt_ms for s in series.samples)})
     session.check("Linux sender uses the same congestion control as the stack", algorithm == CONGESTION,
                   f"TCP_CONGESTION {algorithm}")
     session.check("Linux sender retransmitted what the link lost", info["total_retrans"] > 0,
@@ -198,32 +162,6 @@ class StackPoller(threading.Thread):
         self.join(3.0)
 
 
-def stack_series(rows: list[tuple[float, dict[str, Any]]], events: list[dict[str, Any]],
-                 local: tuple[str, int], started_at: float) -> SenderSeries:
-    """The stack sender's window from `ss` rows, and its retransmissions and window cuts from its trace
-    (the stack's clock is CLOCK_MONOTONIC, so its event times line up with `started_at`)."""
-    series = SenderSeries(f"stack sender (s1, {CONGESTION})")
-    for moment, row in rows:
-        mss = max(1, int(row.get("mss") or 1))
-        ssthresh = row.get("ssthresh")
-        srtt = row.get("srtt")
-        series.samples.append(SenderSample(
-            moment, int(row.get("cwnd", 0)) / mss,
-            None if ssthresh is None or ssthresh >= INFINITE_SSTHRESH else int(ssthresh) / mss,
-            float(srtt) * 1000 if srtt else None))
-    for event in events:
-        if endpoint(event, "local") != local:
-            continue
-        moment = round(float(event["time"]) - started_at, 4)
-        if event.get("name") == "tcp_retransmit_skb":
-            series.retransmits.append(moment)
-        elif event.get("name") == "tcp_cwnd_change" and event.get("reason") == "fast_retransmit":
-            series.fast_retransmits.append(moment)
-        elif event.get("name") == "tcp_cwnd_change" and event.get("reason") == "rto":
-            series.timeouts.append(moment)
-    return series
-
-
 def stack_sends(session: Session) -> None:
     lab = session.lab
     kernel, stack_node = lab.kernel_and_stack()
@@ -254,7 +192,8 @@ def stack_sends(session: Session) -> None:
         events = control.trace(since=cursor).get("events", [])
     grew = {name: counter_value(after, name) - counter_value(before, name) for name in STACK_COUNTERS}
     local = endpoint(answer, "local") if answer.get("local") else ("", 0)
-    series = stack_series(poller.rows, events, local, started)
+    series = stack_series(f"stack sender (s1, {config.get('congestion', CONGESTION)})", poller.rows, events,
+                          local, started)
     seconds = float(answer.get("seconds") or 0.0)
     session.say(f"The stack sent {served.get('received')} bytes with {config.get('congestion', CONGESTION)} "
                 f"in {seconds:.2f} s; ss was read {len(poller.rows)} times during the transfer"
@@ -262,11 +201,10 @@ def stack_sends(session: Session) -> None:
     session.say(f"It retransmitted RetransSegs +{grew['RetransSegs']}: fast retransmits "
                 f"+{grew['TCPFastRetrans']} (the window cut to 0.7 of itself, CUBIC's beta), timeouts "
                 f"+{grew['TCPTimeouts']} (cwnd back to one segment, slow start again).")
-    srtts = [s.srtt_ms for s in series.samples if s.srtt_ms]
     session.metric("stack_sender", {"series": series_json(series), "counters": grew,
                                     "seconds": round(seconds, 3),
                                     "error": answer.get("error"), "congestion": config.get("congestion"),
-                                    "srtt_ms_median": sorted(srtts)[len(srtts) // 2] if srtts else None})
+                                    "srtt_ms_median": median(s.srtt_ms for s in series.samples)})
     session.check("stack sender: every byte arrived",
                   served.get("received") == BYTES and not answer.get("error"),
                   f"received {served.get('received')} of {BYTES}, error {answer.get('error')}")
