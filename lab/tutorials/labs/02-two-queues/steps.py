@@ -75,7 +75,8 @@ class QueueWatcher(threading.Thread):
 
     def finish(self) -> list[QueueSample]:
         self._stop_event.set()
-        self.join(2.0)
+        if self.ident is not None:  # started
+            self.join(2.0)
         return self.samples
 
 

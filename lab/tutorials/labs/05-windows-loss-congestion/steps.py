@@ -159,7 +159,8 @@ class StackPoller(threading.Thread):
 
     def finish(self) -> None:
         self._stop_event.set()
-        self.join(3.0)
+        if self.ident is not None:  # started
+            self.join(3.0)
 
 
 def stack_sends(session: Session) -> None:
@@ -174,20 +175,24 @@ def stack_sends(session: Session) -> None:
         return {"received": got.received}
 
     with lab.stack(stack_node, timeout=TRANSFER_TIMEOUT + 20) as control:
+        previous = control.config().get("tcp", {}).get("congestion", CONGESTION)
         config = control.config(congestion=CONGESTION).get("tcp", {})
         before = control.stats()
         cursor = trace_cursor(control)
         started = time.monotonic()
         poller = StackPoller(session, stack_node, (address, READER_PORT), started)
-        with control_captures(session, "stack-sends", READER_PORT), \
-                KernelServer(lab, kernel, READER_PORT, serve) as server:
-            poller.start()
-            try:
-                answer = control.connect(address, READER_PORT, send=BYTES, shutdown=True, recv="eof",
-                                         timeout=TRANSFER_TIMEOUT)
-                served = server.result()
-            finally:
-                poller.finish()
+        try:
+            with control_captures(session, "stack-sends", READER_PORT), \
+                    KernelServer(lab, kernel, READER_PORT, serve) as server:
+                poller.start()
+                try:
+                    answer = control.connect(address, READER_PORT, send=BYTES, shutdown=True, recv="eof",
+                                             timeout=TRANSFER_TIMEOUT)
+                    served = server.result()
+                finally:
+                    poller.finish()
+        finally:
+            control.config(congestion=previous)
         after = control.stats()
         events = control.trace(since=cursor).get("events", [])
     grew = {name: counter_value(after, name) - counter_value(before, name) for name in STACK_COUNTERS}
