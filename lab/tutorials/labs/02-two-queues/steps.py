@@ -205,7 +205,8 @@ def stack_listener(session: Session) -> None:
     client_resent = half_state.retransmits if half_state else 0
     session.say(f"The stack's SYN queue held up to {most} entry; the half-open client on h1 sat in "
                 f"{client_state} with {client_resent} SYN retransmission(s), while the stack resent its "
-                f"SYN-ACK {len(synacks)} time(s).")
+                f"SYN-ACK {len(synacks)} time(s): on its own timer, and again for each SYN the client "
+                "resent.")
     session.say(f"Of {CLIENTS} ordinary clients: {outcomes}. The stack counted ListenOverflows "
                 f"+{grew['ListenOverflows']}, ListenDrops +{grew['ListenDrops']}: a full accept queue drops "
                 "the SYN, so the client retransmits it and finally gives up.")
