@@ -29,7 +29,9 @@ from lab.tools.capture import capturing
 from lab.tutorials import Session, Step
 from lab.tutorials.packets import syn_options, tcp_segments
 
-ECHO_PORT = 7  # the pair topology's stack serves echo there
+# The stack's echo listener for the kernel's connects: a port of this lab's own, so the machine-wide
+# tracepoints (CLOSE -> SYN_SENT carries no source port yet) do not pick up other labs' connects.
+ECHO_PORT = 5404
 KERNEL_PORT = 5400
 SILENT_PORT_STACK, SILENT_PORT_KERNEL = 5401, 5402
 CLOSED_PORT = 5403
@@ -96,6 +98,8 @@ def ephemeral_ports(session: Session) -> None:
                 "double hash of the 4-tuple with a secret, then the next free port.")
     h1_pcap, s1_pcap = session.path("connect-h1.pcap"), session.path("connect-s1.pcap")
     listener = listening_socket(namespace, (lab.address(kernel), KERNEL_PORT), 8)
+    with lab.stack(stack_node) as control:
+        control.listen(ECHO_PORT, app="echo")
     try:
         with optional_kernel_trace(lab.name, (ECHO_PORT,)) as (trace, unavailable), \
                 capturing(lab, kernel, h1_pcap, bpf_filter="tcp"), \
@@ -108,6 +112,8 @@ def ephemeral_ports(session: Session) -> None:
                 entry["socket"].close()
     finally:
         listener.close()
+        with lab.stack(stack_node) as control:
+            control.close_listener(ECHO_PORT)
     session.artifact("pcap", h1_pcap)
     session.artifact("pcap", s1_pcap)
     kernel_ports = [entry["local"][1] for entry in kernel_side]

@@ -4,7 +4,7 @@ The link (topology `lossy-link.yaml` beside this file) adds 10 ms and loses 1 % 
 in the stack's TAP path. Both senders use CUBIC (the machine's default is BBR: the kernel socket is
 set with TCP_CONGESTION, the stack's `congestion` setting is cubic), so like is compared with like.
 
-1. Linux sends to the stack's discard service. Its congestion window, ssthresh and srtt come from the
+1. Linux sends to a discard listener of the stack's. Its congestion window, ssthresh and srtt come from the
    `tcp:tcp_probe` tracepoint (one event per ACK it receives), its retransmissions from
    `tcp:tcp_retransmit_skb`, fast retransmits and timeouts from the namespace's /proc/net/netstat.
 2. The stack sends to a Linux reader. Its window, ssthresh and srtt come from `ss` every 20 ms, its
@@ -34,7 +34,7 @@ from lab.tutorials.senders import kernel_series, median, series_json, series_of,
 
 CONGESTION = "cubic"
 BYTES = 3 * 1024 * 1024
-DISCARD_PORT = 9
+DISCARD_PORT = 5501  # the stack's discard listener for this lab: tracepoints filter on it
 READER_PORT = 5500
 POLL_SECONDS = 0.02
 # The stack's client queues all its data and its FIN at once: most of the transfer is sent in FIN_WAIT1.
@@ -84,6 +84,8 @@ def kernel_sends(session: Session) -> None:
     lab = session.lab
     kernel, stack_node = lab.kernel_and_stack()
     namespace = lab.node(kernel).namespace
+    with lab.stack(stack_node) as control:
+        control.listen(DISCARD_PORT, app="discard")
     sender = namespace_socket(namespace, congestion=CONGESTION)
     sender.settimeout(TRANSFER_TIMEOUT)
     trace: KernelTrace | None = None
@@ -105,6 +107,8 @@ def kernel_sends(session: Session) -> None:
         sender.close()
         if trace:
             trace.stop()
+        with lab.stack(stack_node) as control:
+            control.close_listener(DISCARD_PORT)
     grew = counter_deltas(before, kernel_netstat(namespace), KERNEL_COUNTERS)
     series = kernel_series(f"Linux sender (h1, {algorithm})", events, (local[0], local[1]), started)
     session.say(f"Linux sent {BYTES} bytes with {algorithm} in {seconds:.2f} s "
