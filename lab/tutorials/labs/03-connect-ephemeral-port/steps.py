@@ -106,10 +106,10 @@ def ephemeral_ports(session: Session) -> None:
                 capturing(lab, stack_node, s1_pcap, bpf_filter="tcp"):
             kernel_side = kernel_connects(session, 2)
             stack_side = stack_connects(session, 2)
-            time.sleep(0.2)  # the last ACKs reach both captures
-            events = trace.events() if trace else []
             for entry in kernel_side:
-                entry["socket"].close()
+                entry["socket"].close()  # the kernel closes first: FIN_WAIT1, FIN_WAIT2, TIME_WAIT
+            time.sleep(0.2)  # the last ACKs and FINs reach both captures
+            events = trace.events() if trace else []
     finally:
         listener.close()
         with lab.stack(stack_node) as control:
