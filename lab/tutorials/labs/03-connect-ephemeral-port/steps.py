@@ -23,15 +23,12 @@ from lab.experiments.timeout import LINEAR_TIMEOUTS_SYSCTL, unused_addresses
 from lab.kernel.silent import silent_address, silent_neighbour
 from lab.kernel.sockets import listening_socket, namespace_socket
 from lab.kernel.sysctls import read_sysctl, swap_sysctl
-from lab.kernel.tracepoints import TraceEvent, optional_kernel_trace, state_sequence
+from lab.kernel.tracepoints import TraceEvent, optional_kernel_trace, state_sequence, traceable_port
 from lab.kernel.transfers import BackgroundCall
 from lab.tools.capture import capturing
 from lab.tutorials import Session, Step
 from lab.tutorials.packets import syn_options, tcp_segments
 
-# The stack's echo listener for the kernel's connects: a port of this lab's own, so the machine-wide
-# tracepoints (CLOSE -> SYN_SENT carries no source port yet) do not pick up other labs' connects.
-ECHO_PORT = 5404
 KERNEL_PORT = 5400
 SILENT_PORT_STACK, SILENT_PORT_KERNEL = 5401, 5402
 CLOSED_PORT = 5403
@@ -45,14 +42,14 @@ def port_range(text: str | None) -> tuple[int, int]:
     return int(low), int(high)
 
 
-def kernel_connects(session: Session, count: int) -> list[dict[str, Any]]:
+def kernel_connects(session: Session, count: int, port: int) -> list[dict[str, Any]]:
     lab = session.lab
     kernel, stack_node = lab.kernel_and_stack()
     found = []
     for _ in range(count):
         client = lab.kernel_socket(kernel)
         client.settimeout(5.0)
-        client.connect((lab.address(stack_node), ECHO_PORT))
+        client.connect((lab.address(stack_node), port))
         local = client.getsockname()
         found.append({"socket": client, "local": local})
     return found
@@ -88,6 +85,9 @@ def ephemeral_ports(session: Session) -> None:
     lab = session.lab
     kernel, stack_node = lab.kernel_and_stack()
     namespace = lab.node(kernel).namespace
+    # The stack's echo listener for the kernel's connects, on a port of this run's own: the tracepoint's
+    # CLOSE -> SYN_SENT carries no source port yet, only the destination to tell connections apart.
+    echo_port = traceable_port()
     kernel_range = port_range(read_sysctl(namespace, "net.ipv4.ip_local_port_range"))
     with lab.stack(stack_node) as control:
         config = control.config().get("tcp", {})
@@ -99,12 +99,12 @@ def ephemeral_ports(session: Session) -> None:
     h1_pcap, s1_pcap = session.path("connect-h1.pcap"), session.path("connect-s1.pcap")
     listener = listening_socket(namespace, (lab.address(kernel), KERNEL_PORT), 8)
     with lab.stack(stack_node) as control:
-        control.listen(ECHO_PORT, app="echo")
+        control.listen(echo_port, app="echo")
     try:
-        with optional_kernel_trace(lab.name, (ECHO_PORT,)) as (trace, unavailable), \
+        with optional_kernel_trace(lab.name, (echo_port,)) as (trace, unavailable), \
                 capturing(lab, kernel, h1_pcap, bpf_filter="tcp"), \
                 capturing(lab, stack_node, s1_pcap, bpf_filter="tcp"):
-            kernel_side = kernel_connects(session, 2)
+            kernel_side = kernel_connects(session, 2, echo_port)
             stack_side = stack_connects(session, 2)
             for entry in kernel_side:
                 entry["socket"].close()  # the kernel closes first: FIN_WAIT1, FIN_WAIT2, TIME_WAIT
@@ -113,7 +113,7 @@ def ephemeral_ports(session: Session) -> None:
     finally:
         listener.close()
         with lab.stack(stack_node) as control:
-            control.close_listener(ECHO_PORT)
+            control.close_listener(echo_port)
     session.artifact("pcap", h1_pcap)
     session.artifact("pcap", s1_pcap)
     kernel_ports = [entry["local"][1] for entry in kernel_side]
@@ -121,9 +121,9 @@ def ephemeral_ports(session: Session) -> None:
     with lab.stack(stack_node) as control:
         stack_events = control.trace(since=cursor).get("events", [])
     kernel_states = kernel_state_sequences(events, lab.address(kernel), kernel_ports,
-                                           (lab.address(stack_node), ECHO_PORT))
+                                           (lab.address(stack_node), echo_port))
     for port, states in zip(kernel_ports, kernel_states, strict=True):
-        session.states("kernel (h1)", f"{lab.address(kernel)}:{port} -> :{ECHO_PORT}", states)
+        session.states("kernel (h1)", f"{lab.address(kernel)}:{port} -> :{echo_port}", states)
     stack_states = []
     for port in stack_ports:
         mine = connection_trace(stack_events, local=(lab.address(stack_node), port))

@@ -25,7 +25,7 @@ from lab.build.state import LabError
 from lab.experiments.kernel_peers import KernelServer
 from lab.experiments.stack_answers import counter_value, endpoint, find_connection, trace_cursor
 from lab.kernel.sockets import congestion_of, counter_deltas, kernel_netstat, namespace_socket, tcp_info
-from lab.kernel.tracepoints import KernelTrace, TraceUnavailable
+from lab.kernel.tracepoints import KernelTrace, TraceUnavailable, traceable_port
 from lab.kernel.transfers import pattern_chunks, receive_all
 from lab.tools.capture import capturing
 from lab.tutorials import Session, Step
@@ -34,7 +34,6 @@ from lab.tutorials.senders import kernel_series, median, series_json, series_of,
 
 CONGESTION = "cubic"
 BYTES = 3 * 1024 * 1024
-DISCARD_PORT = 5501  # the stack's discard listener for this lab: tracepoints filter on it
 READER_PORT = 5500
 POLL_SECONDS = 0.02
 # The stack's client queues all its data and its FIN at once: most of the transfer is sent in FIN_WAIT1.
@@ -84,20 +83,21 @@ def kernel_sends(session: Session) -> None:
     lab = session.lab
     kernel, stack_node = lab.kernel_and_stack()
     namespace = lab.node(kernel).namespace
+    discard_port = traceable_port()  # the stack's discard listener; tcp_probe is filtered on it
     with lab.stack(stack_node) as control:
-        control.listen(DISCARD_PORT, app="discard")
+        control.listen(discard_port, app="discard")
     sender = namespace_socket(namespace, congestion=CONGESTION)
     sender.settimeout(TRANSFER_TIMEOUT)
     trace: KernelTrace | None = None
     try:
-        trace = KernelTrace(lab.name, (DISCARD_PORT,), KERNEL_EVENTS).start()
+        trace = KernelTrace(lab.name, (discard_port,), KERNEL_EVENTS).start()
     except TraceUnavailable as error:
         session.say(f"(tcp_probe unavailable: {error}; only the counters are read)")
     before = kernel_netstat(namespace)
     try:
-        with control_captures(session, "linux-sends", DISCARD_PORT):
+        with control_captures(session, "linux-sends", discard_port):
             started = time.monotonic()
-            sender.connect((lab.address(stack_node), DISCARD_PORT))
+            sender.connect((lab.address(stack_node), discard_port))
             local = sender.getsockname()
             algorithm = congestion_of(sender)
             seconds = send_until_acknowledged(sender, BYTES)
@@ -108,7 +108,7 @@ def kernel_sends(session: Session) -> None:
         if trace:
             trace.stop()
         with lab.stack(stack_node) as control:
-            control.close_listener(DISCARD_PORT)
+            control.close_listener(discard_port)
     grew = counter_deltas(before, kernel_netstat(namespace), KERNEL_COUNTERS)
     series = kernel_series(f"Linux sender (h1, {algorithm})", events, (local[0], local[1]), started)
     session.say(f"Linux sent {BYTES} bytes with {algorithm} in {seconds:.2f} s "
