@@ -30,7 +30,7 @@ from lab.kernel.silent import silent_address, silent_neighbour
 from lab.kernel.sockdiag import kernel_tcp_sockets
 from lab.kernel.sockets import counter_deltas, kernel_netstat, listening_socket
 from lab.kernel.sysctls import read_sysctl
-from lab.kernel.tracepoints import optional_kernel_trace
+from lab.kernel.tracepoints import optional_kernel_trace, traceable_port
 from lab.tools.capture import capturing
 from lab.tutorials import Session, Step
 from lab.tutorials.plots import QueueSample, publish, queue_plot
@@ -38,7 +38,7 @@ from stack.tcp.config import TcpConfig
 
 BACKLOG = 2
 CLIENTS = 5
-STACK_PORT, KERNEL_PORT, STACK_COOKIE_PORT, KERNEL_COOKIE_PORT = 5300, 5301, 5302, 5303
+STACK_PORT, STACK_COOKIE_PORT, KERNEL_COOKIE_PORT = 5300, 5302, 5303
 HALF_OPEN_PORT = 40001  # the raw half-open client's source port toward the kernel listener
 FLOOD = 6  # half-open SYNs sent to each cookie listener
 WATCH_SECONDS = 0.05
@@ -247,28 +247,29 @@ def kernel_listener(session: Session) -> None:
     plan = lab.node(kernel)
     namespace, ifname = plan.namespace, plan.interfaces[0].name
     address, quiet = lab.address(kernel), quiet_address(session, 1)
-    session.say(f"Now Linux (h1, {address}) listens on port {KERNEL_PORT} with backlog {BACKLOG} and never "
+    port = traceable_port()  # tcp_retransmit_synack is machine-wide: filtered on a port of this run's own
+    session.say(f"Now Linux (h1, {address}) listens on port {port} with backlog {BACKLOG} and never "
                 "accepts; the stack is the client side.")
     before = kernel_netstat(namespace)
     pcaps = capture_paths(session, "kernel-listener")
-    with optional_kernel_trace(lab.name, (KERNEL_PORT,)) as (trace, unavailable), \
-            capturing(lab, kernel, pcaps[0], bpf_filter=f"tcp port {KERNEL_PORT}"), \
-            capturing(lab, stack_node, pcaps[1], wire_end(session), bpf_filter=f"tcp port {KERNEL_PORT}"), \
+    with optional_kernel_trace(lab.name, (port,)) as (trace, unavailable), \
+            capturing(lab, kernel, pcaps[0], bpf_filter=f"tcp port {port}"), \
+            capturing(lab, stack_node, pcaps[1], wire_end(session), bpf_filter=f"tcp port {port}"), \
             lab.stack(stack_node) as control, \
             silent_neighbour(namespace, ifname, quiet):
         control.config(syn_retries=1)
-        listener = listening_socket(namespace, (address, KERNEL_PORT), BACKLOG)
+        listener = listening_socket(namespace, (address, port), BACKLOG)
         started = time.monotonic()
-        watcher = QueueWatcher(kernel_queues(namespace, KERNEL_PORT), started)
+        watcher = QueueWatcher(kernel_queues(namespace, port), started)
         try:
             watcher.start()
             send_syns(lab.node(stack_node).namespace, lab.node(stack_node).interfaces[0].name,
-                      interface_mac(namespace, ifname), quiet, (address, KERNEL_PORT), [HALF_OPEN_PORT])
+                      interface_mac(namespace, ifname), quiet, (address, port), [HALF_OPEN_PORT])
             session.say(f"A raw SYN from {quiet}:{HALF_OPEN_PORT}, an address h1 resolves to a MAC nobody "
                         "has: Linux queues the request and sends its SYN-ACK into the void.")
             time.sleep(CLIENTS_START)
             hold = LOOK_UNTIL - CLIENTS_START
-            threads, results = stack_clients(session, address, KERNEL_PORT, CLIENTS, hold)
+            threads, results = stack_clients(session, address, port, CLIENTS, hold)
             time.sleep(max(0.0, LOOK_UNTIL - (time.monotonic() - started)))
             for thread in threads:
                 thread.join(15.0)
