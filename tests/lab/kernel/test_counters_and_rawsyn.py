@@ -1,9 +1,11 @@
-"""Parsing /proc/net/netstat and /proc/net/snmp, and the raw SYN frame the two-queues lab sends."""
+"""Parsing /proc/net/netstat and /proc/net/snmp, the raw SYN frame the two-queues lab sends, and the ports
+tutorials draw for their tracepoint filters."""
 
 from __future__ import annotations
 
 from lab.kernel.rawsyn import SYN_OPTIONS, syn_frame
 from lab.kernel.sockets import counter_deltas, parse_proc_counters
+from lab.kernel.tracepoints import TRACEABLE_PORTS, traceable_port
 from stack.wire.ethernet import parse_ethernet
 from stack.wire.ipv4 import parse_ipv4
 from stack.wire.tcp import TcpFlags, parse_tcp
@@ -53,3 +55,9 @@ def test_raw_syn_frame_is_a_valid_syn_with_linux_options() -> None:
     assert (segment.src_port, segment.dst_port, segment.seq) == (40001, 5201, 12345)
     assert segment.options.mss == SYN_OPTIONS.mss and segment.options.sack_permitted
     assert segment.options.wscale == 7 and segment.options.timestamp is not None
+
+
+def test_traceable_ports_stay_below_the_ephemeral_range() -> None:
+    ports = {traceable_port() for _ in range(200)}
+    assert all(TRACEABLE_PORTS[0] <= port < TRACEABLE_PORTS[1] < 32768 for port in ports)
+    assert len(ports) > 1
