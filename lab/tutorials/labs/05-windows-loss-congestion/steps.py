@@ -236,13 +236,20 @@ def compare(session: Session) -> None:
     for name, side in (("stack", stack), ("Linux", kernel)):
         if side:
             counters = side["counters"]
-            fast = counters.get("TCPFastRetrans", counters.get("TcpExtTCPFastRetrans"))
             timeouts = counters.get("TCPTimeouts", counters.get("TcpExtTCPTimeouts"))
             srtt = side.get("srtt_ms_median")
-            line = f"{name}: fast retransmits {fast}, timeouts {timeouts}"
+            if name == "stack":
+                line = (f"stack: {counters['TCPFastRetrans']} fast recoveries ({counters['RetransSegs']} "
+                        f"segments resent), timeouts {timeouts}")
+            else:
+                recoveries = counters["TcpExtTCPSackRecovery"] + counters["TcpExtTCPRenoRecovery"]
+                line = (f"Linux: {recoveries} fast recoveries ({counters['TcpExtTCPFastRetrans']} segments fast-retransmitted), "
+                        f"timeouts {timeouts}")
             lines.append(f"{line}, median srtt {srtt:.1f} ms" if srtt else line)
     session.say("; ".join(lines) + ". Most losses are repaired by fast retransmit, which costs far less than "
-                "a timeout: the window is cut once, not reset to one segment.")
+                "a timeout: the window is cut once, not reset to one segment. (Counters differ in name: "
+                "Linux's TCPFastRetrans counts segments and TCPSackRecovery the recoveries; the stack's "
+                "TCPFastRetrans counts recoveries.)")
     session.check("both senders retransmitted", bool(kernel and stack)
                   and kernel["total_retrans"] > 0 and stack["counters"]["RetransSegs"] > 0,
                   "; ".join(lines))
