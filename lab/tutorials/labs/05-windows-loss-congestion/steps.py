@@ -243,8 +243,8 @@ def compare(session: Session) -> None:
                         f"segments resent), timeouts {timeouts}")
             else:
                 recoveries = counters["TcpExtTCPSackRecovery"] + counters["TcpExtTCPRenoRecovery"]
-                line = (f"Linux: {recoveries} fast recoveries ({counters['TcpExtTCPFastRetrans']} segments fast-retransmitted), "
-                        f"timeouts {timeouts}")
+                line = (f"Linux: {recoveries} fast recoveries ({counters['TcpExtTCPFastRetrans']} segments "
+                        f"fast-retransmitted), timeouts {timeouts}")
             lines.append(f"{line}, median srtt {srtt:.1f} ms" if srtt else line)
     session.say("; ".join(lines) + ". Most losses are repaired by fast retransmit, which costs far less than "
                 "a timeout: the window is cut once, not reset to one segment. (Counters differ in name: "
