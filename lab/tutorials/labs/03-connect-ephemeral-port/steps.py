@@ -30,7 +30,7 @@ from lab.tutorials import Session, Step
 from lab.tutorials.packets import syn_options, tcp_segments
 
 KERNEL_PORT = 5400
-SILENT_PORT_STACK, SILENT_PORT_KERNEL = 5401, 5402
+SILENT_PORT_STACK = 5401  # the stack's connect is read from its own trace; Linux's port is drawn per run
 CLOSED_PORT = 5403
 CUT_AFTER = 8.0  # seconds: SYNs at 0, 1, 3, 7 s have all left
 EXPECTED_GAPS = [1.0, 2.0, 4.0]
@@ -216,18 +216,19 @@ def silent_peer(session: Session) -> None:
     plan = lab.node(kernel)
     iface = plan.interfaces[0]
     quiet_for_stack, quiet_for_kernel = unused_addresses(lab, iface.address, 2)
+    silent_port = traceable_port()  # tcp_retransmit_skb is machine-wide: this run's own destination port
     session.say(f"Both connect to an address that never answers ({quiet_for_stack} for the stack, "
                 f"{quiet_for_kernel} for Linux): the SYN is resent each time the retransmission timer "
                 f"fires (tcp_retransmit_timer), and the timer doubles. Cut after {CUT_AFTER:g} s.")
     previous = swap_sysctl(plan.namespace, LINEAR_TIMEOUTS_SYSCTL, "0")
     try:
-        with optional_kernel_trace(lab.name, (SILENT_PORT_KERNEL,)) as (trace, unavailable), \
+        with optional_kernel_trace(lab.name, (silent_port,)) as (trace, unavailable), \
                 silent_address(plan.namespace, iface.name, quiet_for_stack), \
                 silent_neighbour(plan.namespace, iface.name, quiet_for_kernel), \
                 lab.stack(stack_node, timeout=CUT_AFTER + 20) as control:
             cursor = trace_cursor(control)
             kernel_side = BackgroundCall(kernel_silent_connect, plan.namespace,
-                                         (quiet_for_kernel, SILENT_PORT_KERNEL))
+                                         (quiet_for_kernel, silent_port))
             kernel_side.start()
             answer = control.connect(quiet_for_stack, SILENT_PORT_STACK, timeout=CUT_AFTER)
             kernel_started, kernel_outcome = kernel_side.join_result(CUT_AFTER + 10)
