@@ -12,7 +12,6 @@ The Linux side runs in real time (about a minute for the corpus); the stack side
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -77,9 +76,8 @@ def play(script: str, side: str) -> subprocess.CompletedProcess[str]:
     relax = RELAX.get(script)
     if relax:
         command += ["--relax", ",".join(relax)]
-    env = dict(os.environ, NSLAB_SCRIPT_PREFIX="sc")
     return subprocess.run(command, capture_output=True, text=True, timeout=SCRIPT_TIMEOUT, cwd=PROJECT_ROOT,
-                          env=env, check=False)
+                          check=False)
 
 
 @pytest.mark.root
