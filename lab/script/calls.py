@@ -212,7 +212,8 @@ class Calls:
         def run(ops: SocketOps) -> int:
             seen = ops.poll(self.handle(fd), events, timeout / 1000 if timeout >= 0 else -1.0)
             if revents is not None and seen != revents:
-                raise Mismatch(f"poll gave revents={poll_names(seen)}, the script expects {poll_names(revents)}")
+                raise Mismatch(f"poll gave revents={poll_names(seen)}, "
+                               f"the script expects {poll_names(revents)}")
             return 1 if seen else 0
         return run
 

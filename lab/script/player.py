@@ -16,10 +16,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from lab.script.calls import REMOTE_SERVICE_PORT, Blocked, Calls, Mismatch, Skipped, SocketOps
+from lab.script.calls import REMOTE_SERVICE_PORT, Calls, Mismatch, Skipped, SocketOps
 from lab.script.expect import ACK_DELAY_BOUND, MOD, is_pure_ack, match_segment
-from lab.script.model import LOCAL_IP, LOCAL_PORT, REMOTE_IP, REMOTE_PORT, Event, Option, Packet, Script, \
-    Segment, Shell, Syscall
+from lab.script.model import (
+    LOCAL_IP,
+    LOCAL_PORT,
+    REMOTE_IP,
+    REMOTE_PORT,
+    Event,
+    Option,
+    Packet,
+    Script,
+    Segment,
+    Shell,
+    Syscall,
+)
 from lab.script.packets import FLAG_BITS, Observed, flags_bits, icmp_packet, tcp_packet
 
 ANYTIME_WAIT = 10.0  # how long ``*`` waits for an outbound segment
@@ -175,7 +186,8 @@ class Player:
     def judge(self, call: Syscall, outcome: Outcome) -> None:
         error = outcome.error
         if isinstance(error, Skipped):
-            self.result.notes.append(f"line {call.where.line}: {call.name} skipped on {self.side.name}: {error}")
+            self.result.notes.append(f"line {call.where.line}: {call.name} skipped on {self.side.name}: "
+                                     f"{error}")
             return
         if isinstance(error, Mismatch):
             raise Failed(call, str(error))
