@@ -168,6 +168,8 @@ class Player:
 
     def syscall(self, call: Syscall) -> None:
         operation = self.calls.prepare(call)
+        if call.name == "connect":
+            self.remote_port = REMOTE_SERVICE_PORT  # the SYN goes to 192.0.2.1:8080
         outcome = self.side.start_call(lambda: operation(self.side.ops))
         if isinstance(outcome, Outcome):
             self.judge(call, outcome)
@@ -212,8 +214,6 @@ class Player:
             raise Failed(call, f"expected -1 {call.errno_name}, got {outcome.value}")
         if outcome.value != call.result:
             raise Failed(call, f"expected {call.describe()}, got {outcome.value}")
-        if call.name == "connect":
-            self.remote_port = REMOTE_SERVICE_PORT
 
     def shell(self, event: Shell) -> None:
         answer = self.side.shell(event.command, self.cwd)
