@@ -277,8 +277,9 @@ class Player:
             self.learn(segment, seen)
             isn = self.local_isn or 0
             match = match_segment(segment, seen, isn, self.relax, start=seq_start, length=remaining)
-            pieces = ("segmentation" in self.relax and match.differences == ["length"]
-                      and 0 < seen.length < remaining)
+            psh_only = (seen.flags ^ flags_bits(segment.flags)) == FLAG_BITS["P"]
+            pieces = ("segmentation" in self.relax and 0 < seen.length < remaining
+                      and match.differences in (["length"], ["flags", "length"] if psh_only else None))
             if pieces:
                 self.result.relaxed.add("segmentation")
                 self.result.relaxed |= match.relaxed
