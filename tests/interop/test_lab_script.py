@@ -49,7 +49,8 @@ def test_starter_scripts_pass_on_linux_and_the_stack(path: Path, no_namespace_le
 
 @pytest.mark.root
 @pytest.mark.parametrize(("name", "line"), sorted(MUST_FAIL.items()))
-def test_must_fail_scripts_fail_on_linux_and_the_stack(name: str, line: int, no_namespace_left: object) -> None:
+def test_must_fail_scripts_fail_on_linux_and_the_stack(name: str, line: int,
+                                                       no_namespace_left: object) -> None:
     for result in play(load(SCRIPTS / "must-fail" / name), ("linux", "stack")):
         assert not result.passed and result.line == line, (result.side, result.difference)
 
