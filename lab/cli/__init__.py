@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import typer
 
-from lab.cli import impair, labs, run, stack
+from lab.cli import impair, labs, run, script, stack
 from lab.cli.bench import bench_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
@@ -29,3 +29,4 @@ app.command("doctor")(labs.doctor_command)
 app.command("impair")(impair.impair_command)
 app.command("stack")(stack.stack_command)
 app.command("run")(run.run_command)
+app.command("script", epilog=script.EXAMPLE)(script.script_command)

@@ -93,7 +93,8 @@ class Segment:
 
 @dataclass(frozen=True, slots=True)
 class Icmp:
-    """An inbound ICMP error quoting a segment of the connection: ``icmp unreachable frag_needed mtu 1200``."""
+    """An inbound ICMP error quoting a segment of the connection:
+    ``icmp unreachable frag_needed mtu 1200``."""
 
     type_name: str  # "unreachable" or "time_exceeded"
     code_name: str  # "frag_needed", "port_unreachable", "host_unreachable", "net_unreachable", ...

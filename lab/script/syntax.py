@@ -85,7 +85,7 @@ def _strip_comments(text: str, file: str) -> list[str]:
     """The lines with comments blanked, keeping line numbers (a ``/* */`` may span lines)."""
     out: list[str] = []
     in_block = False
-    for number, line in enumerate(text.splitlines(), start=1):
+    for line in text.splitlines():
         kept = []
         i = 0
         in_backticks = False
@@ -206,7 +206,8 @@ def _segment(text: str, where: Where, quoted: bool = False) -> Segment:
         raise ScriptError(where, f"ack {fields['ack']} given but the flags {flags!r} have no '.' (ACK)")
     if "." in flags and "ack" not in fields and "R" not in flags and not quoted:
         raise ScriptError(where, f"flags {flags!r} include ACK but no 'ack N' is given")
-    return Segment(flags, start, end, length, fields.get("ack"), fields.get("win"), options, fields.get("urg"))
+    return Segment(flags, start, end, length, fields.get("ack"), fields.get("win"), options,
+                   fields.get("urg"))
 
 
 def _options(text: str, where: Where) -> tuple[Option, ...] | None:
@@ -281,7 +282,8 @@ def _syscall(text: str, where: Where, timing: Timing) -> Syscall:
         raise ScriptError(where, f"expected a system call, '<', '>' or a `shell line`, got {text!r}")
     name = name_match.group(1)
     if name not in SYSCALLS:
-        raise ScriptError(where, f"unsupported system call {name!r} (supported: {', '.join(sorted(SYSCALLS))})")
+        supported = ", ".join(sorted(SYSCALLS))
+        raise ScriptError(where, f"unsupported system call {name!r} (supported: {supported})")
     reader = _ArgReader(text, name_match.end(), where)
     args = reader.arguments()
     tail = text[reader.position:].strip()
