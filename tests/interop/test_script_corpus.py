@@ -53,8 +53,13 @@ KNOWN_DIFFERENCES: dict[tuple[str, str], str] = {
 }
 
 
+#: Scripts the runner's own tests play to see them fail (tests/interop/test_lab_script.py), not corpus.
+MUST_FAIL = "must-fail"
+
+
 def corpus() -> list[str]:
-    return sorted(str(path.relative_to(SCRIPTS)) for path in SCRIPTS.rglob("*.pkt"))
+    return sorted(str(path.relative_to(SCRIPTS)) for path in SCRIPTS.rglob("*.pkt")
+                  if path.relative_to(SCRIPTS).parts[0] != MUST_FAIL)
 
 
 def cases() -> list[object]:
@@ -96,6 +101,7 @@ def test_corpus_covers_the_topics_with_enough_scripts() -> None:
     scripts = corpus()
     assert len(scripts) >= MINIMUM_SCRIPTS, f"{len(scripts)} scripts, at least {MINIMUM_SCRIPTS} wanted"
     topics = {Path(script).parts[0] for script in scripts if len(Path(script).parts) > 1}
+    assert MUST_FAIL not in topics
     wanted = {"handshake", "reset", "ack", "data", "close", "listen", "retransmit", "zero-window",
               "fast-retransmit", "sack", "pmtu", "time-wait", "keepalive"}
     assert wanted <= topics, f"topics without a script: {sorted(wanted - topics)}"
