@@ -1,7 +1,7 @@
 """The script corpus (tests/scripts/): every packetdrill script played against Linux and against the stack.
 
 Each script is written from the RFCs and states what it checks in its opening comment.  A script runs
-once per side (`lab script FILE --against linux|stack`); a side passes when the command exits 0.  Where the
+once per side, as `lab script FILE --against linux|stack` plays it (lab.script.run.play).  Where the
 two sides differ by a choice the RFCs allow, the script is played with `--relax FIELD` (RELAX); where a
 side departs from what the script's RFC text asks, the pair (script, side) is an expected failure
 (KNOWN_DIFFERENCES), strict, so it fails loudly the day the difference goes away.  Both tables are
@@ -13,11 +13,14 @@ The Linux side runs in real time (about a minute for the corpus); the stack side
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from lab.script import run
+from lab.script.expect import parse_relaxations
+from lab.script.player import SideResult
+from lab.script.run import DEFAULT_TOLERANCE
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = PROJECT_ROOT / "tests" / "scripts"
@@ -25,8 +28,6 @@ CONFORMANCE = PROJECT_ROOT / "docs" / "conformance.md"
 SIDES = ("linux", "stack")
 #: The corpus must cover the issue's topics with at least this many scripts.
 MINIMUM_SCRIPTS = 40
-#: Longest a script may take on one side (the longest scripts run about 4 s of real time on Linux).
-SCRIPT_TIMEOUT = 60
 #: Timing tolerance on the Linux side, in ms: Linux's RTO includes the real RTT the handshake measured
 #: (a few ms more than the script's 100 ms) and its timers tick in jiffies, so backed-off timers drift
 #: tens of ms from the script's times on a shared machine.  The stack's virtual clock needs none.
@@ -74,24 +75,21 @@ def cases() -> list[object]:
     return params
 
 
-def play(script: str, side: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "lab", "script", str(SCRIPTS / script), "--against", side, "--json"]
-    if side == "linux":
-        command += ["--tolerance", str(LINUX_TOLERANCE_MS)]
-    relax = RELAX.get(script)
-    if relax:
-        command += ["--relax", ",".join(relax)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=SCRIPT_TIMEOUT, cwd=PROJECT_ROOT,
-                          check=False)
+def play(script: str, side: str) -> SideResult:
+    """One side's verdict on one script, with the script's relaxations; a Linux side's namespace is named
+    with this corpus's prefix and removed whatever happens."""
+    tolerance = LINUX_TOLERANCE_MS / 1000 if side == "linux" else DEFAULT_TOLERANCE
+    relax = parse_relaxations(",".join(RELAX.get(script, ())) or None)
+    [result] = run.play(run.load(SCRIPTS / script), (side,), relax=relax, tolerance=tolerance, prefix="sc")
+    return result
 
 
 @pytest.mark.root
 @pytest.mark.parametrize(("script", "side"), cases())
 def test_script_passes(script: str, side: str) -> None:
     result = play(script, side)
-    assert result.returncode == 0, (
-        f"{script} against {side}: exit {result.returncode}\n{result.stdout}{result.stderr}"
-    )
+    assert result.passed, f"{script} against {side}: line {result.line}: {result.difference}"
+    assert result.relaxed <= set(RELAX.get(script, ())), f"{script}: relied on {sorted(result.relaxed)}"
 
 
 # ------------------------------------------------------------------ the corpus itself (no root)
