@@ -22,7 +22,7 @@ from lab.tools.http_get import fetch_to_file, fetch_to_stream, parse_url, summar
 from stack.ranges import BACKLOG, BYTE_COUNT, TIMEOUT_SECONDS, Range
 
 STACK_VERBS = ("ss", "stats", "tables", "listen", "connect", "close", "hello", "trace", "get")
-APPS = ("echo", "discard", "source", "http", "none")
+APPS = ("echo", "discard", "source", "http", "iperf3", "none")
 
 
 def stack_command(
@@ -33,7 +33,8 @@ def stack_command(
     argument: Annotated[str | None, typer.Argument(help="PORT (listen, close), ADDR:PORT (connect) or "
                                                         "http://ADDR[:PORT]/PATH (get).")]
     = None,
-    app_name: Annotated[str, typer.Option("--app", help="listen: echo, discard, source, http, none.")]
+    app_name: Annotated[str, typer.Option("--app", help="listen: echo, discard, source, http, iperf3, none; "
+                                                         "connect: iperf3 (a test against iperf3 -s).")]
     = "echo",
     backlog: Annotated[int, typer.Option("--backlog", help="listen: the accept queue's size.")] = 128,
     send: Annotated[int, typer.Option("--send", help="connect: bytes to send, then SHUT_WR.")] = 0,

@@ -46,7 +46,7 @@ RECV_CHUNK = 256 * 1024
 # heads are bounded by its own parser (`http_messages.Limits`), not by the stream's limit.
 BULK_STREAM_LIMIT = 1 << 20
 STREAM_LIMITS = {"discard": BULK_STREAM_LIMIT, "echo": BULK_STREAM_LIMIT,
-                 "http": BULK_STREAM_LIMIT}
+                 "http": BULK_STREAM_LIMIT, "iperf3": BULK_STREAM_LIMIT}
 SETTLE_AFTER_CLOSE = 1.0  # seconds `connect` waits after closing for CLOSE/TIME_WAIT to show in `states`
 CONNECT_CLOSE_MODES = ("close", "abort", "none")
 
