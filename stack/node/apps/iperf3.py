@@ -8,8 +8,10 @@ until the client's TEST_END, or until `-n` bytes or `-k` blocks are sent.
 
 Byte counts are exact on both sides: at TEST_END a receiving stream goes on reading until it has been
 quiet for `DRAIN_QUIET` (the client wrote its last block before TEST_END, some of it may still be on the
-way), and a sending stream stops writing and waits until the client acknowledged every byte it wrote
-before the results are exchanged, so the client's receiver count and this side's sender count agree.
+way), so the client's sender count and this side's receiver count agree. With `-R` a sending stream stops
+writing and waits until the client acknowledged every byte it wrote, so the sender count is what arrived;
+a stock `iperf3 -c -R` counts only what it read before its own TEST_END (as against any server), so its
+receiver line falls short of the sender line by what was in flight and in its receive buffer then.
 CPU use is the node process's (user and system time over the test's wall time), as iperf3 reports it.
 """
 
@@ -45,7 +47,7 @@ COOKIE_WAIT = 10.0  # seconds a new connection may take to send its cookie
 STEP_WAIT = 30.0  # seconds the client may take for each step of the control exchange
 TEST_GRACE = 60.0  # seconds past the test's duration before the server gives up on TEST_END
 BYTES_TEST_LIMIT = 3600.0  # seconds a -n or -k test may last
-DRAIN_QUIET = 0.1  # a receiving stream is done when nothing arrived for this long after TEST_END
+DRAIN_QUIET = 0.2  # a receiving stream is done when nothing arrived for this long after TEST_END
 DRAIN_LIMIT = 2.0  # and at most this long after TEST_END
 ACK_WAIT = 10.0  # seconds a sending stream waits for the client to acknowledge what it wrote
 SEND_BUFFER = 1 << 20  # bytes a sending stream's transport holds before its writes wait
