@@ -17,21 +17,40 @@ import pytest
 
 from lab.experiments.http import wait_for_listener
 from lab.experiments.running import RunningLab, lab_for_experiment
-from lab.topology import DEFAULT_TOPOLOGY, load_topology
+from lab.topology import plan_from_text
 from tests.interop.conftest import unique_lab_name
 
 IPERF3_PORT = 5201
 KERNEL_IPERF3_PORT = 5202
 
 
+# The pair topology with the iperf3 app named in s1's apps list, as a user's topology would.
+IPERF3_PAIR = f"""
+name: iperf3pair
+nodes:
+  h1: {{kind: kernel}}
+  s1:
+    kind: pystack
+    apps:
+      - {{app: iperf3, port: {IPERF3_PORT}}}
+links:
+  - endpoints: [h1:eth0, s1:eth0]
+    subnet: 10.0.0.0/24
+"""
+
+
 @pytest.fixture(scope="module")
 def iperf3_lab() -> Iterator[RunningLab]:
-    """The pair topology under a name of this module's own, with the iperf3 app listening on s1."""
-    plan = load_topology(DEFAULT_TOPOLOGY, name=unique_lab_name("ia"))
+    """IPERF3_PAIR under a name of this module's own: its iperf3 app serves from `lab up` on."""
+    plan = plan_from_text(IPERF3_PAIR, source="<iperf3 pair>", name=unique_lab_name("ia"))
     with lab_for_experiment(plan, None) as lab:
-        with lab.stack("s1") as control:
-            control.listen(IPERF3_PORT, "iperf3")
         yield lab
+
+
+def test_a_topology_can_name_the_iperf3_app() -> None:
+    plan = plan_from_text(IPERF3_PAIR, source="<iperf3 pair>", name="iacheck")
+    (stack,) = [node for node in plan.nodes if node.kind == "pystack"]
+    assert [(app.app, app.port) for app in stack.apps] == [("iperf3", IPERF3_PORT)]
 
 
 def kernel_client(lab: RunningLab, *options: str) -> dict[str, Any]:
@@ -116,6 +135,25 @@ def test_lab_stack_connect_app_iperf3_prints_iperf3s_summary(iperf3_lab: Running
                           "--app", "iperf3", "--parallel", "500"], capture_output=True, text=True, timeout=60,
                          check=False)
     assert bad.returncode == 2 and "--parallel" in bad.stderr
+
+
+@pytest.mark.root
+def test_lab_stack_listen_app_iperf3_serves_a_stock_client(iperf3_lab: RunningLab) -> None:
+    def lab_cli(*arguments: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "lab", "stack", iperf3_lab.name, "s1", *arguments],
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    listened = lab_cli("listen", "5203", "--app", "iperf3")
+    assert listened.returncode == 0, listened.stderr
+    try:
+        tables = lab_cli("tables", "--json")
+        assert {"5203": "iperf3"}.items() <= {str(r["local"]).rpartition(":")[2]: r.get("app")
+                                              for r in json.loads(tables.stdout)["listening"]}.items()
+        done = iperf3_lab.exec("h1", ["iperf3", "-c", iperf3_lab.address("s1"), "-p", "5203", "-t", "1"],
+                               timeout=60)
+        assert done.returncode == 0 and b"receiver" in done.stdout, done.stderr
+    finally:
+        assert lab_cli("close", "5203").returncode == 0
 
 
 @pytest.mark.root
