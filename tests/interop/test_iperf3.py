@@ -95,6 +95,14 @@ def test_kernel_iperf3_client_with_two_streams_each_way(iperf3_lab: RunningLab) 
                                                                       for s in end["streams"]]
 
 
+@pytest.mark.root
+def test_omitted_seconds_are_left_out_on_both_sides(iperf3_lab: RunningLab) -> None:
+    end = kernel_client(iperf3_lab, "-t", "2", "-O", "1")["end"]
+    sent, received = end["sum_sent"]["bytes"], end["sum_received"]["bytes"]
+    # each side starts counting when its own omit timer fires: close, not exact
+    assert received > 0 and abs(received - sent) <= 0.25 * sent, (sent, received)
+
+
 def kernel_server(lab: RunningLab) -> subprocess.Popen[bytes]:
     """A one-test kernel `iperf3 -s -1 -J` in h1; its JSON report is its stdout when it exits."""
     argv = ["iperf3", "-s", "-1", "-J", "-B", lab.address("h1"), "-p", str(KERNEL_IPERF3_PORT)]

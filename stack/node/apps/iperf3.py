@@ -67,12 +67,17 @@ class Stream:
     sender: bool
     bytes: int = 0
     blocks: int = 0
+    omitted: int = 0  # bytes moved during the first `omit` seconds (-O), which neither side reports
     start: float = 0.0
     end: float = 0.0
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def result(self, test_start: float) -> StreamResult:
-        return StreamResult(self.id, self.bytes, -1, 0.0, max(0.0, self.end - test_start))
+    def result(self) -> StreamResult:
+        return StreamResult(self.id, self.bytes - self.omitted, -1, 0.0, max(0.0, self.end - self.start))
+
+    def end_omitting(self, now: float) -> None:
+        """The omitted seconds are over: count from here, as iperf3 resets its statistics then."""
+        self.omitted, self.start = self.bytes, now
 
 
 class Iperf3App:
@@ -147,15 +152,18 @@ class Iperf3Test:
             cpu_start, start = os.times(), loop.time()
             await self._send(self.control.send_state(State.TEST_START))
             for stream in self.streams:
-                stream.start = start
+                stream.start = stream.end = start
                 self.tasks.append(asyncio.ensure_future(
                     self._send_blocks(stream) if stream.sender else self._receive(stream)))
             await self._send(self.control.send_state(State.TEST_RUNNING))
+            omitting = loop.call_later(parameters.omit, self._end_omitting) if parameters.omit else None
             limit = (parameters.time + parameters.omit + TEST_GRACE if parameters.time
                      else BYTES_TEST_LIMIT)
             end = await self._next(StateReceived, limit)
             if end.state is not State.TEST_END:
                 raise TestAborted(f"the client sent {end.state.name} during the test")
+            if omitting is not None:
+                omitting.cancel()
             await self._finish_streams()
             cpu_end, finish = os.times(), loop.time()
             ours = self._results(parameters, start, finish, cpu_start, cpu_end)
@@ -200,12 +208,17 @@ class Iperf3Test:
             data = await asyncio.wait_for(self.reader.read(READ_SIZE), max(0.0, deadline - loop.time()))
             self.control.receive_data(data)
 
+    def _end_omitting(self) -> None:
+        now = asyncio.get_running_loop().time()
+        for stream in self.streams:
+            stream.end_omitting(now)
+
     def _results(self, parameters: Parameters, start: float, finish: float, cpu_start: os.times_result,
                  cpu_end: os.times_result) -> Results:
         wall = max(finish - start, 1e-9)
         user = 100.0 * (cpu_end.user - cpu_start.user) / wall
         system = 100.0 * (cpu_end.system - cpu_start.system) / wall
-        streams = tuple(stream.result(start) for stream in self.streams)
+        streams = tuple(stream.result() for stream in self.streams)
         text = None
         if parameters.get_server_output:
             lines = [f"nslab stack iperf3 server: {'sender' if parameters.reverse else 'receiver'}, "
@@ -269,7 +282,7 @@ class Iperf3Test:
         self.stopping.set()
         deadline = loop.time() + (ACK_WAIT if any(s.sender for s in self.streams) else DRAIN_LIMIT)
         while loop.time() < deadline:
-            if all(_acknowledged(s) if s.sender else loop.time() - max(s.end, s.start) >= DRAIN_QUIET
+            if all(_acknowledged(s) if s.sender else loop.time() - s.end >= DRAIN_QUIET
                    for s in self.streams):
                 break
             await asyncio.sleep(0.005)
