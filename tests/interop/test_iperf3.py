@@ -139,6 +139,14 @@ def test_lab_stack_connect_app_iperf3_prints_iperf3s_summary(iperf3_lab: Running
     assert done.returncode == 0, done.stderr
     assert "sender" in done.stdout and "receiver" in done.stdout and "[SUM]" in done.stdout
     assert done.stdout.rstrip().endswith("iperf Done.")
+    server = kernel_server(iperf3_lab)
+    as_json = subprocess.run([sys.executable, "-m", "lab", "stack", iperf3_lab.name, "s1", "connect", target,
+                              "--app", "iperf3", "--seconds", "1", "--reverse", "--json"],
+                             capture_output=True, text=True, timeout=60, check=False)
+    server.communicate(timeout=20)
+    assert as_json.returncode == 0, as_json.stderr
+    answer = json.loads(as_json.stdout)
+    assert answer["reverse"] and answer["sent_bytes"] == answer["received_bytes"] > 0
     bad = subprocess.run([sys.executable, "-m", "lab", "stack", iperf3_lab.name, "s1", "connect", target,
                           "--app", "iperf3", "--parallel", "500"], capture_output=True, text=True, timeout=60,
                          check=False)

@@ -87,3 +87,26 @@ def test_a_test_the_server_does_not_run_is_refused_with_iperf3s_error() -> None:
         return str(refused.value)
 
     assert "parallel streams too large" in run_against_app(body)
+
+
+def test_a_client_that_breaks_the_protocol_costs_only_its_own_test() -> None:
+    """An oversized JSON length, then JSON that is not parameters: each test ends, the next one runs."""
+
+    async def body(client: Host, app: Iperf3App) -> tuple[list[bytes], dict[str, Any]]:
+        heard = []
+        for bad in ((1 << 31).to_bytes(4, "big"), (4).to_bytes(4, "big") + b"[1]\n"):
+            reader, writer = await open_connection(client, SERVER_IP, PORT)
+            writer.write(b"z" * (COOKIE_SIZE - 1) + b"\0")
+            await writer.drain()
+            heard.append(await asyncio.wait_for(reader.read(1), 5))  # PARAM_EXCHANGE
+            writer.write(bad)
+            await writer.drain()
+            assert await asyncio.wait_for(reader.read(100), 5) == b""  # the server closed this test
+            writer.close()
+        while app.test is not None:
+            await asyncio.sleep(0.01)
+        return heard, await run_test(opener(client), seconds=1)
+
+    heard, answer = run_against_app(body)
+    assert heard == [State.PARAM_EXCHANGE.to_bytes(1, "big")] * 2
+    assert answer["sent_bytes"] == answer["received_bytes"] > 0
