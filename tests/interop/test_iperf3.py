@@ -103,6 +103,15 @@ def test_omitted_seconds_are_left_out_on_both_sides(iperf3_lab: RunningLab) -> N
     assert received > 0 and abs(received - sent) <= 0.25 * sent, (sent, received)
 
 
+@pytest.mark.root
+def test_a_test_the_app_does_not_run_is_refused_in_iperf3s_words(iperf3_lab: RunningLab) -> None:
+    for option in ("-u", "--bidir"):
+        done = iperf3_lab.exec("h1", ["iperf3", "-c", iperf3_lab.address("s1"), "-p", str(IPERF3_PORT), "-t",
+                                      "1", "-J", option], timeout=30)
+        assert done.returncode != 0 and "not implemented" in json.loads(done.stdout)["error"]
+    assert kernel_client(iperf3_lab, "-t", "1")["end"]["sum_received"]["bytes"] > 0  # and the next test runs
+
+
 def kernel_server(lab: RunningLab) -> subprocess.Popen[bytes]:
     """A one-test kernel `iperf3 -s -1 -J` in h1; its JSON report is its stdout when it exits."""
     argv = ["iperf3", "-s", "-1", "-J", "-B", lab.address("h1"), "-p", str(KERNEL_IPERF3_PORT)]
