@@ -57,7 +57,7 @@ def stack_command(
     against `iperf3 -s`, printed as iperf3 prints it); get (an HTTP GET by the stack: the body to stdout
     or -o FILE, the receiver's figures on stderr; exit 1 when the status is 400 or more).
 
-    Example: lab stack pair s1 connect 10.0.0.1:5201 --app iperf3 --seconds 5 --parallel 2
+    Example: lab stack pair s1 connect 10.0.0.1:5201 --app iperf3 --parallel 2
     """
     with errors_to_exit_codes():
         if verb not in STACK_VERBS:

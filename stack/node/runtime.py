@@ -330,13 +330,12 @@ class StackNode:
             return await iperf3_client.run_test(opener, seconds=seconds, parallel=parallel, reverse=reverse,
                                                 timeout=timeout)
         except TimeoutError:
-            raise CommandError(f"iperf3 {addr}:{port}: no connection within {timeout:g} s",
-                               "ETIMEDOUT") from None
+            raise CommandError(f"{addr}:{port}: no connection within {timeout:g} s", "ETIMEDOUT") from None
         except OSError as exc:
-            raise CommandError(f"iperf3 {addr}:{port}: {exc.strerror or exc}",
+            raise CommandError(f"{addr}:{port}: {os.strerror(exc.errno) if exc.errno else exc}",
                                errno_name(exc.errno) if exc.errno else None) from None
         except iperf3_client.Iperf3Error as exc:
-            raise CommandError(f"iperf3 {addr}:{port}: {exc}") from None
+            raise CommandError(f"{addr}:{port}: {exc}") from None
 
     # -- http_get, ping, config --------------------------------------------------------------------------
 
