@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -110,6 +111,16 @@ def test_a_test_the_app_does_not_run_is_refused_in_iperf3s_words(iperf3_lab: Run
                                       "1", "-J", option], timeout=30)
         assert "not implemented" in json.loads(done.stdout)["error"]  # iperf3 -J exits 0 even so
     assert kernel_client(iperf3_lab, "-t", "1")["end"]["sum_received"]["bytes"] > 0  # and the next test runs
+
+
+@pytest.mark.root
+def test_a_client_killed_mid_test_frees_the_server_for_the_next(iperf3_lab: RunningLab) -> None:
+    for options in (("-P", "2"), ("-R",)):
+        argv = ["iperf3", "-c", iperf3_lab.address("s1"), "-p", str(IPERF3_PORT), "-t", "10", *options]
+        killed = iperf3_lab.exec("h1", ["timeout", "-s", "KILL", "1.5", *argv], timeout=30)
+        assert killed.returncode in (-9, 137)  # timeout itself killed (no shell in between: -9)
+    time.sleep(0.3)  # the stack sees the RSTs and ends the test
+    assert kernel_client(iperf3_lab, "-t", "1")["end"]["sum_received"]["bytes"] > 0
 
 
 def kernel_server(lab: RunningLab) -> subprocess.Popen[bytes]:
