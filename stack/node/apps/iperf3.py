@@ -130,6 +130,7 @@ class Iperf3Test:
         self.all_streams = asyncio.Event()
         self.stopping = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
+        self.omitting: asyncio.TimerHandle | None = None
         self.peer = writer.get_extra_info("peername")
 
     # -- the control connection ------------------------------------------------------------------------
@@ -156,14 +157,15 @@ class Iperf3Test:
                 self.tasks.append(asyncio.ensure_future(
                     self._send_blocks(stream) if stream.sender else self._receive(stream)))
             await self._send(self.control.send_state(State.TEST_RUNNING))
-            omitting = loop.call_later(parameters.omit, self._end_omitting) if parameters.omit else None
+            if parameters.omit:
+                self.omitting = loop.call_later(parameters.omit, self._end_omitting)
             limit = (parameters.time + parameters.omit + TEST_GRACE if parameters.time
                      else BYTES_TEST_LIMIT)
             end = await self._next(StateReceived, limit)
             if end.state is not State.TEST_END:
                 raise TestAborted(f"the client sent {end.state.name} during the test")
-            if omitting is not None:
-                omitting.cancel()
+            if self.omitting is not None:
+                self.omitting.cancel()
             await self._finish_streams()
             cpu_end, finish = os.times(), loop.time()
             ours = self._results(parameters, start, finish, cpu_start, cpu_end)
@@ -294,6 +296,8 @@ class Iperf3Test:
             stream.writer.close()
 
     async def close(self) -> None:
+        if self.omitting is not None:
+            self.omitting.cancel()
         for task in self.tasks:
             task.cancel()
         for stream in self.streams:
