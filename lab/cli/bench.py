@@ -96,13 +96,18 @@ def bench_tools(
         print_json(figures)
         return
     table = Table("measurement", "unit", "stack", "kernel", "ratio", "bound by (stack run)",
-                  "bound by (kernel run)", title="the stack vs the kernel, with the tools everyone knows")
+                  "bound by (kernel run)", "CPU shares (stack run; kernel run)",
+                  title="the stack vs the kernel, with the tools everyone knows")
     for key, row in figures["measurements"].items():
+        shares = "; ".join(" ".join(f"{side} {share:.2f}" for side, share in run.items())
+                           for run in (row["stack_cpu_share"], row["kernel_cpu_share"]))
         table.add_row(key, row["unit"], f"{row['stack']:.3f}", f"{row['kernel']:.3f}", f"{row['ratio']:.3f}",
-                      row["stack_bound_by"], row["kernel_bound_by"])
+                      row["stack_bound_by"], row["kernel_bound_by"], shares)
     out.print(table)
     for key, row in figures["measurements"].items():
         out.print(f"{key}: {row['what']}", markup=False)
+    out.print(f"CPU shares are CPU seconds per second of wall time (1.0: one core busy), on "
+              f"{figures['cores']} cores shared by both ends of each run", markup=False)
 
 
 bench_app.callback(invoke_without_command=True)(bench_stack)
