@@ -53,6 +53,8 @@ TIMEOUT_SECONDS = Range(0.001, 3600)  # connect, http_get and ping timeouts: 1 m
 HOLD_SECONDS = Range(0, 3600)  # how long connect keeps a connection open after its transfer
 PING_COUNT = Range(1, 1000)
 HTTP_GET_COUNT = Range(1, 10_000)
+IPERF3_SECONDS = Range(1, 3600)  # an iperf3 test's duration (-t)
+IPERF3_STREAMS = Range(1, 128)  # its parallel streams (-P), iperf3's own limit
 TRACE_SEQUENCE = Range(0, (1 << 63) - 1)
 
 # --- the control socket's `config`: each numeric `stack.tcp.config.TcpConfig` field -------------------

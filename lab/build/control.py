@@ -173,6 +173,12 @@ class StackClient:
                 return {"error": failure.errno_name, "message": failure.error}
             raise
 
+    def iperf3(self, addr: str, port: int = 5201, *, seconds: int = 10, parallel: int = 1,
+               reverse: bool = False, timeout: float = 10.0) -> dict[str, Any]:
+        """An iperf3 test from the stack against an iperf3 server (`iperf3 -c`): both sides' figures."""
+        return self.request("iperf3", answer_within=seconds + 2 * timeout + 30.0, addr=addr, port=port,
+                            seconds=seconds, parallel=parallel, reverse=reverse, timeout=timeout)
+
     def trace(self, since: int = 0) -> dict[str, Any]:
         return self.request("trace", since=since)
 

@@ -19,10 +19,11 @@ from lab.build.state import LabError, LabState, node_namespace
 from lab.cli.output import JsonFlag, err, errors_to_exit_codes, fail, out, print_json
 from lab.cli.tables import flatten, milliseconds
 from lab.tools.http_get import fetch_to_file, fetch_to_stream, parse_url, summary
-from stack.ranges import BACKLOG, BYTE_COUNT, TIMEOUT_SECONDS, Range
+from lab.tools.iperf3_report import iperf3_text
+from stack.ranges import BACKLOG, BYTE_COUNT, IPERF3_SECONDS, IPERF3_STREAMS, TIMEOUT_SECONDS, Range
 
 STACK_VERBS = ("ss", "stats", "tables", "listen", "connect", "close", "hello", "trace", "get")
-APPS = ("echo", "discard", "source", "http", "none")
+APPS = ("echo", "discard", "source", "http", "iperf3", "none")
 
 
 def stack_command(
@@ -33,7 +34,8 @@ def stack_command(
     argument: Annotated[str | None, typer.Argument(help="PORT (listen, close), ADDR:PORT (connect) or "
                                                         "http://ADDR[:PORT]/PATH (get).")]
     = None,
-    app_name: Annotated[str, typer.Option("--app", help="listen: echo, discard, source, http, none.")]
+    app_name: Annotated[str, typer.Option("--app", help="listen: echo, discard, source, http, iperf3, none; "
+                                                         "connect: iperf3 (a test against iperf3 -s).")]
     = "echo",
     backlog: Annotated[int, typer.Option("--backlog", help="listen: the accept queue's size.")] = 128,
     send: Annotated[int, typer.Option("--send", help="connect: bytes to send, then SHUT_WR.")] = 0,
@@ -42,11 +44,21 @@ def stack_command(
                                                          "longest the transfer may stall.")] = 10.0,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="get: write the body to this file "
                                                                        "instead of stdout.")] = None,
+    seconds: Annotated[int, typer.Option("--seconds", help="connect --app iperf3: the test's length "
+                                                           "(iperf3 -t).")] = 10,
+    reverse: Annotated[bool, typer.Option("--reverse", help="connect --app iperf3: the server sends "
+                                                            "(iperf3 -R).")] = False,
+    parallel: Annotated[int, typer.Option("--parallel", help="connect --app iperf3: streams (iperf3 -P).")]
+    = 1,
     as_json: JsonFlag = False,
 ) -> None:
-    """Ask a pystack node's stack: connections, counters, socket tables; open/close listeners; connect;
-    get (an HTTP GET by the stack: the body to stdout or -o FILE, the receiver's figures on stderr;
-    exit 1 when the status is 400 or more)."""
+    """Ask a pystack node's stack: connections, counters, socket tables; open/close listeners; connect
+    (the goodput counts until the peer acknowledged the last byte; with --app iperf3, an iperf3 test
+    against `iperf3 -s`, printed as iperf3 prints it); get (an HTTP GET by the stack: the body to stdout
+    or -o FILE, the receiver's figures on stderr; exit 1 when the status is 400 or more).
+
+    Example: lab stack pair s1 connect 10.0.0.1:5201 --app iperf3 --parallel 2
+    """
     with errors_to_exit_codes():
         if verb not in STACK_VERBS:
             raise LabError(f"stack verb {verb!r}: expected one of {', '.join(STACK_VERBS)}")
@@ -54,17 +66,30 @@ def stack_command(
             _get(name, node, argument, output, timeout, as_json)
             return
         for option, value, limits in (("--backlog", backlog, BACKLOG), ("--send", send, BYTE_COUNT),
-                                      ("--timeout", timeout, TIMEOUT_SECONDS)):
+                                      ("--timeout", timeout, TIMEOUT_SECONDS),
+                                      ("--seconds", seconds, IPERF3_SECONDS),
+                                      ("--parallel", parallel, IPERF3_STREAMS)):
             _check_range(option, value, limits)
+        iperf3 = verb == "connect" and app_name == "iperf3"
+        if verb == "connect" and app_name not in ("echo", "iperf3"):
+            raise LabError(f"stack connect --app {app_name!r}: the client apps are iperf3 (or none: "
+                           "leave --app out)")
         namespace = node_namespace(name, node)  # one-line error for an unknown lab or node
         _require_stack_process(name, node, namespace)
         with StackClient(control_socket_path(name, node)) as client:
             try:
-                answer = _stack_request(client, verb, argument, app_name, backlog, send, recv, timeout)
+                if iperf3:
+                    address, port = _address_port(argument)
+                    answer = client.iperf3(address, port, seconds=seconds, parallel=parallel,
+                                           reverse=reverse, timeout=timeout)
+                else:
+                    answer = _stack_request(client, verb, argument, app_name, backlog, send, recv, timeout)
             except StackCommandFailed as failure:
                 fail(f"{name}/{node}: {failure}", 1)
     if as_json:
         print_json(answer)
+    elif iperf3:
+        out.print(iperf3_text(answer), markup=False, soft_wrap=True)
     else:
         _print_stack_answer(verb, answer)
     if verb == "connect" and answer.get("error"):
@@ -147,11 +172,16 @@ def _stack_request(client: StackClient, verb: str, argument: str | None, app_nam
         return client.listen(_port(verb, argument), app_name, backlog=backlog, accept=app_name != "none")
     if verb == "close":
         return client.close_listener(_port(verb, argument))
+    address, port = _address_port(argument)
+    return client.connect(address, port, send=send, recv="eof" if recv else 0,
+                          shutdown=send > 0 or recv, timeout=timeout)
+
+
+def _address_port(argument: str | None) -> tuple[str, int]:
     address, sep, port = (argument or "").rpartition(":")
     if not sep or not address:
         raise LabError(f"stack connect: expected ADDR:PORT like 10.0.0.1:7, got {argument!r}")
-    return client.connect(address, _port(verb, port), send=send, recv="eof" if recv else 0,
-                          shutdown=send > 0 or recv, timeout=timeout)
+    return address, _port("connect", port)
 
 
 def _print_stack_answer(verb: str, answer: dict[str, Any]) -> None:
@@ -178,7 +208,8 @@ def _print_stack_answer(verb: str, answer: dict[str, Any]) -> None:
         out.print(f"{answer['local']} -> {answer['remote']}: connected in "
                   f"{answer['connect_seconds'] * 1000:.2f} ms, sent {answer['sent']} B, received "
                   f"{answer['received']} B in {answer['seconds']:.3f} s "
-                  f"({answer.get('goodput_bps', 0) / 1e6:.1f} Mbit/s)")
+                  f"({answer.get('goodput_bps', 0) / 1e6:.1f} Mbit/s until the last ACK; "
+                  f"{answer.get('buffered_goodput_bps', 0) / 1e6:.1f} Mbit/s into the send buffer)")
         if answer.get("received"):
             out.print(f"received SHA-256 {answer['received_sha256']}")
     elif verb == "trace":

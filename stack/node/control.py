@@ -155,6 +155,12 @@ async def _http_get(server: ControlServer, fields: Fields) -> dict[str, Any]:
                                       float(fields["timeout"]), fields["output"])
 
 
+async def _iperf3(server: ControlServer, fields: Fields) -> dict[str, Any]:
+    return await server.node.iperf3(fields["addr"], fields["port"], seconds=fields["seconds"],
+                                    parallel=fields["parallel"], reverse=fields["reverse"],
+                                    timeout=float(fields["timeout"]))
+
+
 async def _trace(server: ControlServer, fields: Fields) -> dict[str, Any]:
     events, following = server.node.trace.since(fields["since"])
     return {"events": events, "next": following}
@@ -196,6 +202,6 @@ async def _arp(server: ControlServer, fields: Fields) -> dict[str, Any]:
 # The handlers; the fields each takes (names, types, ranges) are `stack.node.requests.COMMAND_FIELDS`'.
 COMMANDS: dict[str, Callable[[ControlServer, Fields], Awaitable[dict[str, Any]]]] = {
     "hello": _hello, "ss": _ss, "stats": _stats, "tables": _tables, "listen": _listen, "close": _close,
-    "connect": _connect, "http_get": _http_get, "trace": _trace, "config": _config, "ping": _ping,
-    "arp": _arp, "impair": _impair,
+    "connect": _connect, "http_get": _http_get, "iperf3": _iperf3, "trace": _trace, "config": _config,
+    "ping": _ping, "arp": _arp, "impair": _impair,
 }

@@ -26,6 +26,8 @@ from stack.ranges import (
     BYTE_COUNT,
     HOLD_SECONDS,
     HTTP_GET_COUNT,
+    IPERF3_SECONDS,
+    IPERF3_STREAMS,
     PING_COUNT,
     PORT,
     TCP_CONFIG,
@@ -161,6 +163,14 @@ COMMAND_FIELDS: dict[str, dict[str, FieldSpec]] = {
         "count": _integer(HTTP_GET_COUNT, 1),
         "timeout": _seconds(TIMEOUT_SECONDS, 60.0),
         "output": FieldSpec((str,), None, check=_output_problem),  # the body to this file (or a FIFO)
+    },
+    "iperf3": {
+        "addr": _ADDRESS,
+        "port": _integer(PORT, 5201),
+        "seconds": _integer(IPERF3_SECONDS, 10),
+        "parallel": _integer(IPERF3_STREAMS, 1),
+        "reverse": _flag(False),
+        "timeout": _seconds(TIMEOUT_SECONDS, 10.0),
     },
     "trace": {"since": _integer(TRACE_SEQUENCE, 0)},
     "config": {"tcp": FieldSpec((dict,), {})},
