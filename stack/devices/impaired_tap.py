@@ -60,17 +60,7 @@ class ImpairedTapMedium(TapMedium):
     def step(self, now: float) -> int:
         if self.egress is None and self.ingress is None:
             return super().step(now)
-        moved = 0
-        for frame in self.node.poll(now):
-            moved += 1
-            if self.egress is None:
-                self._send(frame)
-                continue
-            for packet in wire_packets(frame):
-                self.egress.send(packet, now)
-        if self.egress is not None:
-            for packet in self.egress.poll(now):
-                self.tap.write(packet)
+        moved = 0  # read first, then write, as `TapMedium.step` says why
         for hdr, frame in self.tap.read_batch(self.batch):
             moved += 1
             if self.ingress is None:
@@ -87,6 +77,16 @@ class ImpairedTapMedium(TapMedium):
             for packet in self.ingress.poll(now):
                 self.node.receive_frame(packet, now)
                 moved += 1
+        for frame in self.node.poll(now):
+            moved += 1
+            if self.egress is None:
+                self._send(frame)
+                continue
+            for packet in wire_packets(frame):
+                self.egress.send(packet, now)
+        if self.egress is not None:
+            for packet in self.egress.poll(now):
+                self.tap.write(packet)
         self._settle()
         return moved
 

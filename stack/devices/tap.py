@@ -326,14 +326,20 @@ class TapMedium:
         return self.tap.fileno()
 
     def step(self, now: float) -> int:
-        """Frames moved: written from the node, then read for it (at most `batch`)."""
+        """Frames moved: read for the node (at most `batch`), then written from it.
+
+        Reading comes first so that `now`, read by the loop just before, is the time the frames were
+        found, and what the node writes in answer leaves in the same turn. The other order stamped a
+        segment and the ACK the kernel sent back during its very write (veth answers inside the write
+        call) with the same `now`, and the stack measured a round trip of 0.
+        """
         moved = 0
-        for frame in self.node.poll(now):
-            self._send(frame)
-            moved += 1
         for hdr, frame in self.tap.read_batch(self.batch):
             if self._receive(hdr, frame, now):
                 moved += 1
+        for frame in self.node.poll(now):
+            self._send(frame)
+            moved += 1
         return moved
 
     def _receive(self, hdr: VirtioNetHdr | None, frame: memoryview, now: float) -> bool:
