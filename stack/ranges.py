@@ -54,6 +54,7 @@ HOLD_SECONDS = Range(0, 3600)  # how long connect keeps a connection open after 
 PING_COUNT = Range(1, 1000)
 HTTP_GET_COUNT = Range(1, 10_000)
 TRACE_SEQUENCE = Range(0, (1 << 63) - 1)
+SS_LIMIT = Range(1, 1_000_000)  # connections in one `ss` answer
 
 # --- the control socket's `config`: each numeric `stack.tcp.config.TcpConfig` field -------------------
 _SECONDS_SETTING = Range(0, 86_400)  # timers and timeouts: up to a day (keepalive_time is 2 h by default)

@@ -70,5 +70,5 @@ def bench_up(
     out.print(table)
 
 
-bench_app.callback(invoke_without_command=True)(bench_stack)
-bench_app.command("up")(bench_up)
+bench_app.callback(invoke_without_command=True, epilog="Example: lab bench --seconds 2 --json")(bench_stack)
+bench_app.command("up", epilog="Example: lab bench up --sizes 10,20")(bench_up)

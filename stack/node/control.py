@@ -28,7 +28,7 @@ from stack.node.requests import (
 )
 from stack.node.runtime import CommandError, StackNode
 from stack.node.settings import SettingsError, impairment_from_json, impairment_to_json
-from stack.node.views import connection_json, neighbour_json, tables_json
+from stack.node.views import neighbour_json, ss_json, tables_json
 
 Fields = dict[str, Any]  # a request's fields, checked and completed by `stack.node.requests.parse_request`
 
@@ -119,7 +119,7 @@ async def _hello(server: ControlServer, fields: Fields) -> dict[str, Any]:
 
 
 async def _ss(server: ControlServer, fields: Fields) -> dict[str, Any]:
-    return {"connections": [connection_json(s) for s in server.node.host.snapshots()]}
+    return ss_json(server.node.host.snapshots(), **fields)
 
 
 async def _stats(server: ControlServer, fields: Fields) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any
 
 from stack.node.apps import APP_NAMES
 from stack.node.runtime import CONNECT_CLOSE_MODES
+from stack.node.views import SS_STATE_WORDS, ss_state_name
 from stack.ranges import (
     BACKLOG,
     BYTE_COUNT,
@@ -28,6 +29,7 @@ from stack.ranges import (
     HTTP_GET_COUNT,
     PING_COUNT,
     PORT,
+    SS_LIMIT,
     TCP_CONFIG,
     TIMEOUT_SECONDS,
     TRACE_SEQUENCE,
@@ -125,12 +127,25 @@ def _output_problem(text: str) -> str | None:
     return None
 
 
+def _state_problem(text: str) -> str | None:
+    if ss_state_name(text) is None:
+        return f"expected a state ({', '.join(SS_STATE_WORDS)}; ss's time-wait spelling too)"
+    return None
+
+
 _ADDRESS = FieldSpec((str,), check=_ipv4_problem)
 _PORT = _integer(PORT)
 
 COMMAND_FIELDS: dict[str, dict[str, FieldSpec]] = {
     "hello": {},
-    "ss": {},
+    "ss": {  # filters like ss(8)'s, applied on the node; absent means any
+        "state": FieldSpec((str,), None, check=_state_problem),
+        "port": _integer(PORT, None),
+        "sport": _integer(PORT, None),
+        "dport": _integer(PORT, None),
+        "address": FieldSpec((str,), None, check=_ipv4_problem),
+        "limit": _integer(SS_LIMIT, None),
+    },
     "stats": {},
     "tables": {},
     "arp": {},
