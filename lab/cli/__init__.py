@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import typer
 
-from lab.cli import impair, labs, run, stack
+from lab.cli import capture, impair, labs, run, stack
 from lab.cli.bench import bench_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
@@ -30,3 +30,5 @@ app.command("impair", epilog="Example: lab impair wan h1:eth1 --delay 20ms --los
 app.command("stack", epilog="Example: lab stack pair s1 ss --state established --port 80")(
     stack.stack_command)
 app.command("run", epilog="Example: lab run handshake --json")(run.run_command)
+app.command("capture", epilog="Example: lab capture pair h1 eth0 -w h1.pcap --duration 5")(
+    capture.capture_command)

@@ -75,10 +75,14 @@ class ImpairedTapMedium(TapMedium):
                 self.ingress.send(packet, now)
         if self.ingress is not None:
             for packet in self.ingress.poll(now):
+                if self.recorder is not None:
+                    self.recorder.record(packet, now, received=True)
                 self.node.receive_frame(packet, now)
                 moved += 1
         for frame in self.node.poll(now):
             moved += 1
+            if self.recorder is not None:
+                self.recorder.record(frame.joined(), now, received=False)
             if self.egress is None:
                 self._send(frame)
                 continue

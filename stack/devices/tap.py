@@ -30,6 +30,7 @@ from typing import TypeAlias
 
 from stack.devices.contract import FrameNode, OutgoingFrame
 from stack.devices.namespace import entered, namespace_path
+from stack.devices.pcap import PcapRecorder
 from stack.devices.virtio_net import (
     VIRTIO_NET_HDR_LEN,
     VirtioNetError,
@@ -321,6 +322,7 @@ class TapMedium:
         self.checksums_completed = 0  # received frames whose checksum Python had to finish
         self.gso_frames_sent = 0  # super-segments the kernel cut into MSS-sized packets for us
         self.segmented_in_software = 0  # frames finished by Python because the device is in plain mode
+        self.recorder: PcapRecorder | None = None  # the node's own capture, while one is asked for
 
     def fileno(self) -> int:
         return self.tap.fileno()
@@ -338,6 +340,8 @@ class TapMedium:
             if self._receive(hdr, frame, now):
                 moved += 1
         for frame in self.node.poll(now):
+            if self.recorder is not None:
+                self.recorder.record(frame.joined(), now, received=False)
             self._send(frame)
             moved += 1
         return moved
@@ -345,6 +349,8 @@ class TapMedium:
     def _receive(self, hdr: VirtioNetHdr | None, frame: memoryview, now: float) -> bool:
         """Hand one frame read from the TAP to the node; False when it was dropped (a broken header)."""
         node = self.node
+        if self.recorder is not None:
+            self.recorder.record(frame, now, received=True)
         if hdr is None:
             node.receive_frame(frame.obj if frame.nbytes == len(frame.obj) else bytes(frame), now)
         elif tcp_checksum_trusted(hdr, frame):

@@ -27,6 +27,7 @@ from stack.ranges import (
     BYTE_COUNT,
     HOLD_SECONDS,
     HTTP_GET_COUNT,
+    PCAP_BYTES,
     PING_COUNT,
     PORT,
     SS_LIMIT,
@@ -181,6 +182,11 @@ COMMAND_FIELDS: dict[str, dict[str, FieldSpec]] = {
     "config": {"tcp": FieldSpec((dict,), {})},
     "ping": {"addr": _ADDRESS, "count": _integer(PING_COUNT, 1), "timeout": _seconds(TIMEOUT_SECONDS, 1.0)},
     "impair": {"egress": FieldSpec((dict,), None), "ingress": FieldSpec((dict,), None)},  # profiles: settings
+    "pcap": {  # the node's own capture of what it sends and receives
+        "action": FieldSpec((str,), "status", choices=("start", "stop", "status")),
+        "path": FieldSpec((str,), None, check=_output_problem),
+        "max_bytes": _integer(PCAP_BYTES, 100 << 20),
+    },
 }
 
 
