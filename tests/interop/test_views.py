@@ -173,3 +173,14 @@ def test_tables_and_ss_filters(lab: RunningLab) -> None:
     finally:
         for sock in held:
             sock.close()
+
+
+def test_graph_draws_a_running_lab_by_name(lab: RunningLab, tmp_path: Path) -> None:
+    picture = tmp_path / "running.svg"
+    result = run_lab("graph", lab.name, "-o", str(picture))
+    assert result.returncode == 0, result.stderr
+    svg = picture.read_text()
+    assert f"<title>{lab.name}</title>" in svg  # the lab as built, under its own name
+    for node in lab.plan.nodes:
+        for interface in node.interfaces:
+            assert f"{interface.name} {interface.address}" in svg
