@@ -139,14 +139,14 @@ def record(lab: RunningLab, node: str, path: Path, interface: str | None, *, dur
     result: CaptureResult | None = None
     try:
         with capturing(lab, node, path, interface, bpf_filter=bpf_filter) as result:
-            result.stopped_by = _wait_for_bounds(duration, lambda: _size(path) >= max_bytes)
+            result.stopped_by = wait_for_bounds(duration, lambda: _size(path) >= max_bytes)
     except BaseException:  # Ctrl-C or SIGTERM: `capturing` has stopped tcpdump; keep the file whole
         if result is not None:
             result.stopped_by = "interrupt"
-            _cut_to(path, max_bytes, result)
+            cut_to(path, max_bytes, result)
             note_cleanup(f"stopped the capture; {path} holds {result.packets} packets")
         raise
-    _cut_to(path, max_bytes, result)
+    cut_to(path, max_bytes, result)
     return result
 
 
@@ -158,7 +158,7 @@ def record_stack(lab: RunningLab, node: str, path: Path, *, duration: float,
         client.request("pcap", action="start", path=str(path), max_bytes=max_bytes)
         stopped_by = "interrupt"
         try:
-            stopped_by = _wait_for_bounds(
+            stopped_by = wait_for_bounds(
                 duration, lambda: bool(client.request("pcap", action="status").get("full")))
         finally:
             answer = client.request("pcap", action="stop")
@@ -169,7 +169,7 @@ def record_stack(lab: RunningLab, node: str, path: Path, *, duration: float,
     return answer
 
 
-def _wait_for_bounds(duration: float, full: Callable[[], bool]) -> str:
+def wait_for_bounds(duration: float, full: Callable[[], bool]) -> str:
     deadline = time.monotonic() + duration
     while True:
         if full():
@@ -187,7 +187,7 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _cut_to(path: Path, max_bytes: int, result: CaptureResult) -> None:
+def cut_to(path: Path, max_bytes: int, result: CaptureResult) -> None:
     """Truncate a pcap that grew past `max_bytes` after its last whole record within it."""
     if _size(path) <= max_bytes:
         return
