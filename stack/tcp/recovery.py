@@ -176,7 +176,8 @@ class LossRecovery:
         """
         if first_sent is not None:
             rtt = max(now - first_sent, 0.0)
-            conn.rtt.sample(rtt)
+            if not conn.send_times.repeats(first_sent, now):
+                conn.rtt.sample(rtt)
             return rtt
         ts = seg.options.timestamp
         if conn.negotiated.timestamps and ts is not None and ts[1]:

@@ -134,11 +134,12 @@ class SendTimes:
 
     MAX_ENTRIES = 4096
 
-    __slots__ = ("_entries",)
+    __slots__ = ("_entries", "_last_sample")
 
     def __init__(self) -> None:
         # [start, end, first sent, retransmitted], ordered by sequence, not overlapping
         self._entries: deque[list] = deque()
+        self._last_sample: tuple[float, float] | None = None
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -182,6 +183,15 @@ class SendTimes:
                 first = head[2]
             head[0] = ack
         return None if ambiguous else first
+
+    def repeats(self, first_sent: float, now: float) -> bool:
+        """Whether (`first_sent`, `now`) was measured already. The ACKs read in one turn for data sent
+        in one turn all measure the same interval; fed once per ACK it would count hundreds of times,
+        and RTTVAR would fall to 0 while the path varies by milliseconds."""
+        if self._last_sample == (first_sent, now):
+            return True
+        self._last_sample = (first_sent, now)
+        return False
 
     def clear(self) -> None:
         self._entries.clear()

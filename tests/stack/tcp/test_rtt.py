@@ -158,3 +158,11 @@ def test_a_sub_millisecond_path_reads_its_rtt_not_zero() -> None:
         assert first is not None
         est.sample(now - first)
     assert est.srtt == pytest.approx(0.000150)
+
+
+def test_one_turns_acks_for_one_turns_data_count_once() -> None:
+    """Two hundred ACKs read at one instant for data sent at one instant are one measurement."""
+    times = SendTimes()
+    assert not times.repeats(1.0, 1.010)
+    assert all(times.repeats(1.0, 1.010) for _ in range(200))
+    assert not times.repeats(1.0, 1.011) and not times.repeats(1.002, 1.011)
