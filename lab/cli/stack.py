@@ -255,6 +255,7 @@ def _print_tables(answer: dict[str, Any], limit: int) -> None:
         listening.add_row(str(row["local"]), str(row["syn_queue"]), str(row["accept_queue"]),
                           str(row["backlog"]), str(row.get("app") or ""))
     out.print(listening if answer.get("listening") else "listening: none")
+    _more_line(len(answer.get("listening", [])), min(limit, len(answer.get("listening", []))))
     established = answer.get("established", [])
     out.print(_connections_table(established[:limit], "established") if established else "established: none")
     _more_line(len(established), min(limit, len(established)))
