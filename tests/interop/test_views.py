@@ -136,7 +136,8 @@ def test_ctrl_c_leaves_a_whole_file(lab: RunningLab, tmp_path: Path, stack: bool
 
 def test_bad_capture_input_is_one_line_exit_2(lab: RunningLab, tmp_path: Path) -> None:
     for args, words in ((["--duration", "0"], "--duration"), (["--max-bytes", "10"], "--max-bytes"),
-                        (["wlan9"], "no interface 'wlan9'"), (["--stack", "eth0"], "--stack")):
+                        (["wlan9"], "no interface 'wlan9'"), (["--stack", "eth0"], "--stack"),
+                        (["--filter", "tcp prt 80"], "can't parse filter")):
         result = run_lab("capture", lab.name, "s1", *args, "-w", str(tmp_path / "x.pcap"))
         assert result.returncode == 2, (args, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1 and words in result.stderr, result.stderr
