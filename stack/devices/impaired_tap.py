@@ -16,6 +16,7 @@ made clean returns to the fast path once it has delivered them.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 from stack.deadlines import earliest
 from stack.devices.contract import FrameNode
@@ -28,8 +29,8 @@ class ImpairedTapMedium(TapMedium):
     """`TapMedium` with a seeded impairment per direction; `next_deadline` is when a delayed frame is due."""
 
     def __init__(self, node: FrameNode, tap: TapDevice, egress: Impairment, ingress: Impairment, *,
-                 seed: int | None = None, batch: int = 64) -> None:
-        super().__init__(node, tap, batch)
+                 seed: int | None = None, batch: int = 64, clock: Callable[[], float] | None = None) -> None:
+        super().__init__(node, tap, batch, clock)
         self._rng = random.Random(seed)
         self.profiles = {"egress": Impairment(), "ingress": Impairment()}
         self.stats = {"egress": ImpairmentStats(), "ingress": ImpairmentStats()}
@@ -79,6 +80,7 @@ class ImpairedTapMedium(TapMedium):
                     self.recorder.record(packet, now, received=True)
                 self.node.receive_frame(packet, now)
                 moved += 1
+        now = self.sending_time(now)
         for frame in self.node.poll(now):
             moved += 1
             if self.recorder is not None:
