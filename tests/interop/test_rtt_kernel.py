@@ -3,8 +3,8 @@
 A kernel client in h1 plays ping-pong with the stack's echo app on s1: each side's data is answered at
 once by the other's (the echo, the next ping), so each side times the other's answer; a pause between
 pings would be timed too, as the kernel holds its ACK for the next ping (delayed ACK). On a link the
-stack delays by 5 ms each way both read about 10.6 ms; on the clean pair both read about 0.1 ms (the
-kernel answers in microseconds; the rest is the stack's loop turn).
+stack delays by 5 ms each way both read about 10.6 ms; on the clean pair both read 0.05-0.15 ms: each
+times the other's answer, the test's client in Python and the stack's loop turn.
 """
 
 from __future__ import annotations
@@ -79,7 +79,8 @@ def test_stack_rtt_agrees_with_the_kernels(rtt_lab: tuple[str, RunningLab]) -> N
                f"rto {stack['rto'] * 1e3:.1f} ms; kernel srtt {kernel_srtt * 1e3:.3f} ms rttvar "
                f"{kernel_rttvar * 1e3:.3f} ms rto {kernel_rto * 1e3:.1f} ms")
     print(figures)
-    assert stack["srtt"] > 0.00005, figures  # never the 0.00 ms of millisecond timestamp echoes
+    # never the 0 of millisecond timestamp echoes: a Python peer's answer takes tens of microseconds
+    assert stack["srtt"] > 0.00001, figures
     if kind == "delayed":
         # both see the 10 ms the link adds, plus each other's answer time
         assert 0.009 < stack["srtt"] < 0.030, figures
