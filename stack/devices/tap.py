@@ -334,9 +334,9 @@ class TapMedium:
         """Frames moved: read for the node (at most `batch`), then written from it.
 
         Reading comes first so that `now`, read by the loop just before, is the time the frames were
-        found, and what the node writes in answer leaves in the same turn. The other order stamped a
-        segment and the ACK the kernel sent back during its very write (veth answers inside the write
-        call) with the same `now`, and the stack measured a round trip of 0. With a `clock`, the
+        found, and what the node writes in answer leaves in the same turn. Writing first would stamp a
+        segment and the ACK the kernel sends back during its very write (veth answers inside the write
+        call) with the same `now`: a round trip of 0. With a `clock`, the
         writing half runs at a fresh reading (`sending_time`): handling a batch of 256 frames takes
         milliseconds, and segments stamped at the batch's start would lengthen every RTT sample by that.
         """

@@ -3,9 +3,9 @@
 The estimator only turns RTT samples into an RTO. Choosing which samples are valid is the caller's job
 (Karn's rule: never sample a retransmitted segment unless timestamps say which transmission was ACKed).
 `SendTimes` remembers when each stretch of sequence space first left, on the driver's clock, so an ACK
-gives an RTT sample as fine as that clock: the timestamp option ticks in milliseconds, and on a path
-faster than a millisecond its echoes measure 0 (which drove SRTT to 0 while the kernel, timing its own
-segments in microseconds as Linux's tcp_clean_rtx_queue does, measured the same path at 1-3 ms).
+gives an RTT sample as fine as that clock, as Linux's tcp_clean_rtx_queue times its segments in
+microseconds. The timestamp option ticks in milliseconds: on a path faster than that its echoes measure
+0, and SRTT fed by them alone falls to 0 while the kernel measures the same path at 1-3 ms.
 """
 
 from __future__ import annotations
