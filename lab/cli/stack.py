@@ -223,11 +223,14 @@ def _print_stack_answer(verb: str, answer: dict[str, Any], limit: int) -> None:
 
 
 def _connections_table(connections: list[dict[str, Any]], title: str) -> Table:
-    table = Table("state", "local", "remote", "send-q", "recv-q", "cwnd", "srtt ms", "rto ms", "retrans",
+    """One row per connection; "rtt ms" is srtt/rttvar, as `ss -ti` prints the kernel's `rtt:`."""
+    table = Table("state", "local", "remote", "send-q", "recv-q", "cwnd", "rtt ms", "rto ms", "retrans",
                   "mss", title=title)
     for c in connections:
+        timed = c.get("srtt") is not None
+        rtt = f"{milliseconds(c.get('srtt'))}/{milliseconds(c.get('rttvar'))}" if timed else ""
         table.add_row(c["state"], c["local"], c["remote"], str(c.get("send_queue", "")),
-                      str(c.get("recv_queue", "")), str(c.get("cwnd", "")), milliseconds(c.get("srtt")),
+                      str(c.get("recv_queue", "")), str(c.get("cwnd", "")), rtt,
                       milliseconds(c.get("rto")), str(c.get("retransmissions", "")), str(c.get("mss", "")))
     return table
 
