@@ -12,20 +12,23 @@ from __future__ import annotations
 
 import typer
 
-from lab.cli import impair, labs, run, stack
+from lab.cli import capture, impair, labs, run, stack
 from lab.cli.bench import bench_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Network-namespace lab: kernel nodes and pystack nodes wired by netlink.")
 app.add_typer(bench_app, name="bench")
-app.command()(labs.up)
-app.command()(labs.down)
-app.command()(labs.status)
-app.command("list")(labs.list_command)
-app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
-    labs.exec_command)
-app.command()(labs.graph)
-app.command("doctor")(labs.doctor_command)
-app.command("impair")(impair.impair_command)
-app.command("stack")(stack.stack_command)
-app.command("run")(run.run_command)
+app.command(epilog="Example: lab up topologies/router.yaml --name r1")(labs.up)
+app.command(epilog="Example: lab down pair")(labs.down)
+app.command(epilog="Example: lab status pair --json")(labs.status)
+app.command("list", epilog="Example: lab list --json")(labs.list_command)
+app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+            epilog="Example: lab exec pair h1 -- ping -c1 10.0.0.2")(labs.exec_command)
+app.command(epilog="Example: lab graph pair -o pair.svg")(labs.graph)
+app.command("doctor", epilog="Example: lab doctor --json")(labs.doctor_command)
+app.command("impair", epilog="Example: lab impair wan h1:eth1 --delay 20ms --loss 1%")(impair.impair_command)
+app.command("stack", epilog="Example: lab stack pair s1 ss --state established --port 80")(
+    stack.stack_command)
+app.command("run", epilog="Example: lab run handshake --json")(run.run_command)
+app.command("capture", epilog="Example: lab capture pair h1 eth0 -w h1.pcap --duration 5")(
+    capture.capture_command)

@@ -110,6 +110,6 @@ def bench_tools(
               f"{figures['cores']} cores shared by both ends of each run", markup=False)
 
 
-bench_app.callback(invoke_without_command=True)(bench_stack)
-bench_app.command("up")(bench_up)
-bench_app.command("tools")(bench_tools)
+bench_app.callback(invoke_without_command=True, epilog="Example: lab bench --seconds 2 --json")(bench_stack)
+bench_app.command("up", epilog="Example: lab bench up --sizes 10,20")(bench_up)
+bench_app.command("tools", epilog="Example: lab bench tools --seconds 2 --json")(bench_tools)

@@ -21,6 +21,7 @@ from typing import Any
 
 from stack.node.apps import APP_NAMES
 from stack.node.runtime import CONNECT_CLOSE_MODES
+from stack.node.views import SS_STATE_WORDS, ss_state_name
 from stack.ranges import (
     BACKLOG,
     BYTE_COUNT,
@@ -28,8 +29,10 @@ from stack.ranges import (
     HTTP_GET_COUNT,
     IPERF3_SECONDS,
     IPERF3_STREAMS,
+    PCAP_BYTES,
     PING_COUNT,
     PORT,
+    SS_LIMIT,
     TCP_CONFIG,
     TIMEOUT_SECONDS,
     TRACE_SEQUENCE,
@@ -127,12 +130,25 @@ def _output_problem(text: str) -> str | None:
     return None
 
 
+def _state_problem(text: str) -> str | None:
+    if ss_state_name(text) is None:
+        return f"expected a state ({', '.join(SS_STATE_WORDS)}; ss's time-wait spelling too)"
+    return None
+
+
 _ADDRESS = FieldSpec((str,), check=_ipv4_problem)
 _PORT = _integer(PORT)
 
 COMMAND_FIELDS: dict[str, dict[str, FieldSpec]] = {
     "hello": {},
-    "ss": {},
+    "ss": {  # filters like ss(8)'s, applied on the node; absent means any
+        "state": FieldSpec((str,), None, check=_state_problem),
+        "port": _integer(PORT, None),
+        "sport": _integer(PORT, None),
+        "dport": _integer(PORT, None),
+        "address": FieldSpec((str,), None, check=_ipv4_problem),
+        "limit": _integer(SS_LIMIT, None),
+    },
     "stats": {},
     "tables": {},
     "arp": {},
@@ -176,6 +192,11 @@ COMMAND_FIELDS: dict[str, dict[str, FieldSpec]] = {
     "config": {"tcp": FieldSpec((dict,), {})},
     "ping": {"addr": _ADDRESS, "count": _integer(PING_COUNT, 1), "timeout": _seconds(TIMEOUT_SECONDS, 1.0)},
     "impair": {"egress": FieldSpec((dict,), None), "ingress": FieldSpec((dict,), None)},  # profiles: settings
+    "pcap": {  # the node's own capture of what it sends and receives
+        "action": FieldSpec((str,), "status", choices=("start", "stop", "status")),
+        "path": FieldSpec((str,), None, check=_output_problem),
+        "max_bytes": _integer(PCAP_BYTES, 100 << 20),
+    },
 }
 
 
