@@ -14,6 +14,7 @@ import typer
 
 from lab.cli import impair, labs, run, stack
 from lab.cli.bench import bench_app
+from lab.cli.tutorial import tutorial_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Network-namespace lab: kernel nodes and pystack nodes wired by netlink.")
@@ -29,3 +30,4 @@ app.command("doctor")(labs.doctor_command)
 app.command("impair")(impair.impair_command)
 app.command("stack")(stack.stack_command)
 app.command("run")(run.run_command)
+app.add_typer(tutorial_app, name="tutorial")

@@ -1,0 +1,225 @@
+"""Tutorial 1: socket, bind, listen on Linux (h1) and on the stack (s1), and the tables they fill."""
+
+from __future__ import annotations
+
+import errno
+import socket
+import threading
+from typing import Any
+
+from lab.kernel.sysctls import read_sysctl
+from lab.tutorials import Session, Step
+from lab.tutorials.observe import (
+    capturing_both,
+    draw_ladders,
+    kernel_row_text,
+    kernel_rows,
+    stack_rows,
+    stack_tables,
+    watching,
+)
+
+BOUND_PORT = 7001  # kernel: bound, never listening
+SMALL, HUGE = 7002, 7003  # kernel listeners: backlog 5 and 100000
+STACK_SMALL, STACK_HUGE = 7010, 7011  # stack listeners: backlog 5 and 60000
+CONFLICT = 7004  # kernel: a listener and a second bind
+KERNEL_REUSE, STACK_REUSE = 7020, 7021  # a port left in TIME_WAIT on each side
+
+
+def kernel_address(session: Session) -> str:
+    return session.lab.address(session.lab.first("kernel"))
+
+
+def stack_address(session: Session) -> str:
+    return session.lab.address(session.lab.first("pystack"))
+
+
+def bind_error(sock: socket.socket, address: tuple[str, int]) -> str:
+    """'ok' when bind() succeeds, else the errno's name (EADDRINUSE)."""
+    try:
+        sock.bind(address)
+    except OSError as error:
+        return errno.errorcode.get(error.errno or 0, str(error))
+    return "ok"
+
+
+def bind_alone(session: Session) -> None:
+    with session.lab.kernel_socket(session.lab.first("kernel")) as kernel:
+        before = kernel.getsockname()
+        kernel.bind((kernel_address(session), BOUND_PORT))
+        session.say(f"socket() on Linux: getsockname() is {before[0]}:{before[1]}, no address yet.")
+        session.say(f"bind(('{kernel_address(session)}', {BOUND_PORT})): now it has one.")
+        rows = kernel_rows(session, BOUND_PORT)
+    for row in rows:
+        session.say(f"Linux sock_diag (ss -tan): {kernel_row_text(row)}")
+    session.check("Linux: a bound socket is in the bind table but not listening (state CLOSE)",
+                  [r.state for r in rows] == ["CLOSE"], f"states on port {BOUND_PORT}: "
+                  f"{', '.join(r.state for r in rows) or 'none'}")
+    tables = stack_tables(session)
+    bound = [f"{row['local']} {row['state']}" for row in tables["bound"]]
+    session.say(f"The stack's bound table holds every port a socket of it has: {'; '.join(bound)}")
+    listening = {row["local"] for row in tables["listening"]}
+    session.check("stack: every listening port is also in the bound table",
+                  listening <= {row["local"] for row in tables["bound"]},
+                  f"{len(listening)} listening, {len(tables['bound'])} bound")
+
+
+def listen_backlog(session: Session) -> None:
+    lab = session.lab
+    namespace = lab.node(lab.first("kernel")).namespace
+    somaxconn = int(read_sysctl(namespace, "net.core.somaxconn") or 4096)
+    session.say(f"net.core.somaxconn in h1's namespace is {somaxconn}: "
+                "listen() never keeps a larger backlog.")
+    kept: list[socket.socket] = []
+    sizes: dict[str, Any] = {}
+    for port, backlog in ((SMALL, 5), (HUGE, 100000)):
+        sock = lab.kernel_socket(lab.first("kernel"))
+        kept.append(sock)
+        sock.bind((kernel_address(session), port))
+        sock.listen(backlog)
+        row = next(r for r in kernel_rows(session, port) if r.state == "LISTEN")
+        session.say(f"Linux listen({backlog}) on port {port}: {kernel_row_text(row)}  "
+                    "(Send-Q is the backlog)")
+        sizes[f"kernel_backlog_{backlog}"] = row.send_queue
+    with lab.stack(lab.first("pystack")) as stack:
+        stack.listen(STACK_SMALL, app="echo", backlog=5)
+        stack.listen(STACK_HUGE, app="echo", backlog=60000)
+        tables = stack.tables()
+        for port, backlog in ((STACK_SMALL, 5), (STACK_HUGE, 60000)):
+            row = stack_rows(tables, "listening", port)[0]
+            session.say(f"stack listen({backlog}) on port {port}: backlog {row['backlog']}, SYN queue "
+                        f"{row['syn_queue']}, accept queue {row['accept_queue']}")
+            sizes[f"stack_backlog_{backlog}"] = row["backlog"]
+        stack.close_listener(STACK_SMALL)
+        stack.close_listener(STACK_HUGE)
+    for sock in kept:
+        sock.close()
+    session.metric("somaxconn", somaxconn)
+    session.metric("backlogs", sizes)
+    session.check("Linux keeps the backlog asked for when it is small", sizes["kernel_backlog_5"] == 5,
+                  f"listen(5) -> {sizes['kernel_backlog_5']}")
+    session.check("Linux caps the backlog at net.core.somaxconn", sizes["kernel_backlog_100000"] == somaxconn,
+                  f"listen(100000) -> {sizes['kernel_backlog_100000']}, somaxconn {somaxconn}")
+    session.check("the stack keeps a small backlog and caps a big one the same way",
+                  sizes["stack_backlog_5"] == 5 and sizes["stack_backlog_60000"] == somaxconn,
+                  f"listen(5) -> {sizes['stack_backlog_5']}, listen(60000) -> {sizes['stack_backlog_60000']}")
+
+
+def address_in_use(session: Session) -> None:
+    lab = session.lab
+    address = (kernel_address(session), CONFLICT)
+    first = lab.kernel_socket(lab.first("kernel"))
+    second = lab.kernel_socket(lab.first("kernel"))
+    third = lab.kernel_socket(lab.first("kernel"))
+    try:
+        for sock in (first, third):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        first.bind(address)
+        first.listen(16)
+        plain = bind_error(second, address)
+        reused = bind_error(third, address)
+    finally:
+        for sock in (first, second, third):
+            sock.close()
+    session.say(f"Linux: a listener holds {address[0]}:{CONFLICT}; a second bind() gets {plain}, and "
+                f"with SO_REUSEADDR on both it still gets {reused}: two listeners never share a port.")
+    with lab.stack(lab.first("pystack")) as stack:
+        answer: dict[str, Any] = {}
+        try:
+            stack.listen(80, app="echo")
+        except Exception as failure:
+            answer = {"errno": getattr(failure, "errno_name", None), "error": str(failure)}
+    session.say(f"stack: listen on port 80, where its http app listens: {answer.get('error', 'accepted!')}")
+    session.check("Linux: bind() on a port a listener holds fails with EADDRINUSE", plain == "EADDRINUSE",
+                  plain)
+    session.check("Linux: SO_REUSEADDR does not let a second socket bind a listening port",
+                  reused == "EADDRINUSE", reused)
+    session.check("stack: a second listener on a port fails with EADDRINUSE",
+                  answer.get("errno") == "EADDRINUSE",
+                  str(answer.get("errno")))
+
+
+def reuse_after_time_wait(session: Session) -> None:
+    lab = session.lab
+    kernel, stack_node = lab.first("kernel"), lab.first("pystack")
+    verdicts: dict[str, str] = {}
+    with watching(session, [KERNEL_REUSE, STACK_REUSE]) as observer, \
+            capturing_both(session, "reuse", f"tcp port {KERNEL_REUSE} or tcp port {STACK_REUSE}") as pcaps:
+        # Linux is the server and closes first: its side of the connection stays in TIME_WAIT.
+        listener = lab.kernel_socket(kernel)
+        # The old socket must say SO_REUSEADDR too: its TIME_WAIT remembers it (inet_bind_conflict).
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((kernel_address(session), KERNEL_REUSE))
+        listener.listen(4)
+        answers: dict[str, Any] = {}
+
+        def stack_client() -> None:
+            with lab.stack(stack_node) as client:
+                answers["connect"] = client.connect(kernel_address(session), KERNEL_REUSE, recv="eof")
+
+        thread = threading.Thread(target=stack_client, daemon=True)
+        thread.start()
+        listener.settimeout(10.0)
+        conn, peer = listener.accept()
+        conn.sendall(b"hello from the kernel\n")
+        conn.close()  # the server closes first: the active closer
+        thread.join(15.0)
+        listener.close()
+        session.say(f"Linux served {peer[0]}:{peer[1]} and closed first; its sockets on port {KERNEL_REUSE}:")
+        for row in kernel_rows(session, KERNEL_REUSE):
+            session.say(f"  {kernel_row_text(row)}")
+        for reuse in (False, True):
+            sock = lab.kernel_socket(kernel)
+            if reuse:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            verdicts["kernel_with" if reuse else "kernel_without"] = bind_error(
+                sock, (kernel_address(session), KERNEL_REUSE))
+            sock.close()
+        session.say(f"Linux bind() of port {KERNEL_REUSE} again: without SO_REUSEADDR "
+                    f"{verdicts['kernel_without']}, with it {verdicts['kernel_with']}.")
+        # The stack is the server and closes first (its `source` app sends 1000 bytes and closes).
+        with lab.stack(stack_node) as stack:
+            stack.listen(STACK_REUSE, app="source", bytes=1000)
+            with lab.kernel_socket(kernel) as client:
+                client.settimeout(10.0)
+                client.connect((stack_address(session), STACK_REUSE))
+                received = b""
+                while chunk := client.recv(4096):
+                    received += chunk
+            stack.close_listener(STACK_REUSE)
+            left = [f"{row['local']} {row['state']}"
+                    for row in stack_rows(stack.tables(), "bound", STACK_REUSE)]
+            session.say(f"the stack sent {len(received)} B and closed first; its bound table on port "
+                        f"{STACK_REUSE}: {'; '.join(left) or 'empty'}")
+            try:
+                stack.listen(STACK_REUSE, app="echo")
+                verdicts["stack_relisten"] = "ok"
+                stack.close_listener(STACK_REUSE)
+            except Exception as failure:
+                verdicts["stack_relisten"] = str(getattr(failure, "errno_name", None) or failure)
+        session.say(f"stack listen() on port {STACK_REUSE} again (it sets SO_REUSEADDR, like every server): "
+                    f"{verdicts['stack_relisten']}")
+        observer.record(f"Linux server :{KERNEL_REUSE}",
+                        kernel=((kernel_address(session), KERNEL_REUSE), None))
+        observer.record(f"stack server :{STACK_REUSE}", stack=((stack_address(session), STACK_REUSE), None))
+    session.metric("reuse", verdicts)
+    time_wait = [r for r in kernel_rows(session, KERNEL_REUSE) if r.state == "TIME_WAIT"]
+    session.check("Linux: the server that closed first holds its port in TIME_WAIT", bool(time_wait),
+                  ", ".join(kernel_row_text(r) for r in time_wait) or "no TIME_WAIT row")
+    session.check("Linux: bind() of a port in TIME_WAIT fails without SO_REUSEADDR",
+                  verdicts["kernel_without"] == "EADDRINUSE", verdicts["kernel_without"])
+    session.check("Linux: with SO_REUSEADDR the same bind() succeeds", verdicts["kernel_with"] == "ok",
+                  verdicts["kernel_with"])
+    session.check("stack: a server listens again on a port its closed connection holds in TIME_WAIT",
+                  verdicts["stack_relisten"] == "ok" and any("TIME_WAIT" in row for row in left),
+                  f"bound {'; '.join(left) or 'empty'}; listen again: {verdicts['stack_relisten']}")
+    draw_ladders(session, pcaps[0].path, observer, "reuse",
+                 caption="the connections that left TIME_WAIT behind, captured on h1")
+
+
+STEPS = [
+    Step("bind alone: an address, no listening", bind_alone),
+    Step("listen(backlog): what the number sizes, and the somaxconn cap", listen_backlog),
+    Step("EADDRINUSE: two sockets, one port", address_in_use),
+    Step("SO_REUSEADDR: binding a port that TIME_WAIT still holds", reuse_after_time_wait),
+]
