@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -110,7 +109,8 @@ def linux_listener(session: Session) -> None:
                 f"{stack_answer.get('received', 0)} B.")
     session.check("Linux: closing the listener keeps the accepted connection",
                   gone and len(got) == 5 and stack_answer.get("received") == len(MESSAGE),
-                  f"listener gone: {gone}; after it, {len(got)} B in, {stack_answer.get('received', 0)} B out")
+                  f"listener gone: {gone}; after it, {len(got)} B in, "
+                  f"{stack_answer.get('received', 0)} B out")
 
 
 def stack_listener(session: Session) -> None:
@@ -237,7 +237,8 @@ def unaccepted_reset(session: Session) -> None:
                   stack_resets["tcp_receive_reset"] >= QUEUED and stack_resets["tcp_send_reset"] >= QUEUED
                   and (not traced or (kernel_resets["tcp_send_reset"] >= QUEUED
                                       and kernel_resets["tcp_receive_reset"] >= QUEUED)),
-                  f"kernel sent {kernel_resets['tcp_send_reset']} received {kernel_resets['tcp_receive_reset']}; "
+                  f"kernel sent {kernel_resets['tcp_send_reset']} "
+                  f"received {kernel_resets['tcp_receive_reset']}; "
                   f"stack sent {stack_resets['tcp_send_reset']} received {stack_resets['tcp_receive_reset']}"
                   + ("" if traced else " (kernel not traced)"))
     draw_ladders(session, pcaps[0].path, observer, "accept", echo=False,
