@@ -1,0 +1,145 @@
+"""Tutorial 6: how connections end, on the close experiment's exchanges, watched and captured."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from lab.experiments.close import CloseScenarios, Exchange, exchange_checks
+from lab.experiments.stack_answers import find_connection
+from lab.kernel.sysctls import read_sysctl
+from lab.tutorials import Session, Step
+from lab.tutorials.observe import (
+    Observer,
+    capturing_both,
+    draw_ladders,
+    kernel_row_text,
+    kernel_rows,
+    watching,
+)
+
+FIRST_PORT = 7600  # the close scenarios use 7600..7605
+FIN_WAIT_PORT = 7606  # Linux half-closes towards a stack that never closes
+SIZE = 65536
+TIME_WAIT_SECONDS = 60  # Linux's TCP_TIMEWAIT_LEN
+
+
+def scenarios(session: Session, observer: Observer) -> CloseScenarios:
+    scenario = CloseScenarios(session.lab, SIZE, FIRST_PORT)
+    scenario.stack = observer.stack
+    scenario.kernel_trace = observer.kernel_trace
+    return scenario
+
+
+def tell(session: Session, exchange: Exchange) -> None:
+    """Both sides' state sequences into the report, and the exchange's verdicts as checks."""
+    kernel = exchange.kernel_states if exchange.kernel_states is not None else ["(not traced)"]
+    session.states("kernel", exchange.name, kernel)
+    session.states("stack", exchange.name, exchange.stack_states)
+    session.say(f"{exchange.name} (active closer: {exchange.active}): kernel {' > '.join(kernel) or '-'}; "
+                f"stack {' > '.join(exchange.stack_states) or '-'}; afterwards kernel "
+                f"{exchange.kernel_state or 'gone'}, stack {exchange.stack_state or 'gone'}")
+    for check in exchange_checks(exchange):
+        session.check(check.name, check.passed, check.detail)
+
+
+def watched(session: Session, stem: str, ports: list[int], work: Callable[[Observer], None],
+            caption: str) -> None:
+    """Run `work` while both sides are traced and both ends captured; draw the ladders after."""
+    bpf = " or ".join(f"tcp port {port}" for port in ports)
+    with watching(session, ports) as observer, capturing_both(session, stem, bpf) as pcaps:
+        work(observer)
+    draw_ladders(session, pcaps[0].path, observer, stem, echo=False, caption=caption)
+
+
+def active_and_passive(session: Session) -> None:
+    def work(observer: Observer) -> None:
+        scenario = scenarios(session, observer)
+        for exchange in (scenario.kernel_client_closes_first(), scenario.stack_server_closes_first(),
+                         scenario.kernel_server_closes_first()):
+            tell(session, exchange)
+        ours = range(FIRST_PORT, FIRST_PORT + 4)
+        rows = [r for r in kernel_rows(session) if r.state == "TIME_WAIT"
+                and (r.local_port in ours or r.remote_port in ours)]
+        for row in rows:
+            session.say(f"Linux sock_diag: {kernel_row_text(row)}")
+        timers = [row.timer_ms / 1000 for row in rows]
+        session.metric("kernel_time_wait_seconds_left", timers)
+        session.check(f"Linux: TIME_WAIT lasts {TIME_WAIT_SECONDS} s (TCP_TIMEWAIT_LEN)",
+                      bool(timers) and all(TIME_WAIT_SECONDS - 15 < t <= TIME_WAIT_SECONDS for t in timers),
+                      "time left on the kernel's TIME_WAIT sockets: "
+                      f"{', '.join(f'{t:.1f} s' for t in timers) or 'none found'}")
+        session.say("Only the active closer keeps a TIME_WAIT: the passive closer's socket is gone as soon "
+                    "as its FIN is ACKed.")
+
+    watched(session, "close", [FIRST_PORT + i for i in range(4)], work,
+            "orderly closes between Linux and the stack, captured on h1")
+
+
+def half_close(session: Session) -> None:
+    lab = session.lab
+    namespace = lab.node(lab.first("kernel")).namespace
+
+    def work(observer: Observer) -> None:
+        tell(session, scenarios(session, observer).stack_client_closes_first())
+        stack_ip = lab.address(lab.first("pystack"))
+        observer.stack.listen(FIN_WAIT_PORT, app="none")  # accepts and holds: never reads, never closes
+        client = lab.kernel_socket(lab.first("kernel"))
+        try:
+            client.settimeout(5.0)
+            client.connect((stack_ip, FIN_WAIT_PORT))
+            client.shutdown(socket.SHUT_WR)
+            mine = client.getsockname()
+            kernel_state, stack_state = wait_for_states(session, observer, mine[1])
+            session.say(f"Linux shut down its sending side to a stack that keeps its own half open: Linux "
+                        f"{kernel_state}, stack {stack_state}.")
+            fin_timeout = read_sysctl(namespace, "net.ipv4.tcp_fin_timeout")
+            session.metric("tcp_fin_timeout", fin_timeout)
+            session.say(f"FIN_WAIT2 lasts while the peer's half is open; Linux bounds it only for a socket "
+                        f"the application has closed (net.ipv4.tcp_fin_timeout = {fin_timeout} s).")
+            session.check("half-closed Linux waits in FIN_WAIT2, the stack in CLOSE_WAIT",
+                          (kernel_state, stack_state) == ("FIN_WAIT2", "CLOSE_WAIT"),
+                          f"kernel {kernel_state}, stack {stack_state}")
+        finally:
+            observer.stack.close_listener(FIN_WAIT_PORT)  # the held connection ends with a RST
+            client.close()
+
+    watched(session, "halfclose", [FIRST_PORT + 2, FIN_WAIT_PORT], work,
+            "half-close: data keeps flowing to the side that sent FIN; FIN_WAIT2 until the peer closes")
+
+
+def wait_for_states(session: Session, observer: Observer, kernel_port: int) -> tuple[str, str]:
+    """(kernel state, stack state) of the FIN_WAIT connection once they settle (within 3 s)."""
+    kernel_ip = session.lab.address(session.lab.first("kernel"))
+    deadline = time.monotonic() + 3.0
+    kernel_state = stack_state = "gone"
+    while time.monotonic() < deadline:
+        rows = [r for r in kernel_rows(session, FIN_WAIT_PORT) if r.local_port == kernel_port]
+        kernel_state = rows[0].state if rows else "gone"
+        row: dict[str, Any] | None = find_connection(observer.stack.ss(), remote=(kernel_ip, kernel_port))
+        stack_state = str(row.get("state")) if row else "gone"
+        if (kernel_state, stack_state) == ("FIN_WAIT2", "CLOSE_WAIT"):
+            break
+        time.sleep(0.05)
+    return kernel_state, stack_state
+
+
+def reset_on_unread(session: Session) -> None:
+    def work(observer: Observer) -> None:
+        scenario = scenarios(session, observer)
+        for exchange in (scenario.kernel_resets_on_unread_data(), scenario.stack_resets_on_unread_data()):
+            tell(session, exchange)
+            session.say(f"{exchange.name}: {exchange.figures.get('unread_bytes', 0)} B unread; kernel reset "
+                        f"events {exchange.kernel_resets or 'none'}, stack {exchange.stack_resets or 'none'}")
+
+    watched(session, "reset", [FIRST_PORT + 4, FIRST_PORT + 5], work,
+            "close() with unread data: a RST, not a FIN")
+
+
+STEPS = [
+    Step("active and passive close; TIME_WAIT on the active closer only", active_and_passive),
+    Step("half-close: shutdown(SHUT_WR) and FIN_WAIT2", half_close),
+    Step("RST on close with unread data", reset_on_unread),
+]
