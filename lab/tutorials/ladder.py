@@ -14,6 +14,7 @@ inlines it). Both are pure functions of the packets and marks.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import ipaddress
 import struct
@@ -308,10 +309,12 @@ def ladder_svg(ladder: Ladder) -> str:
     right = left + span
     width = int(right + MARGIN_SIDE)
     height = int(TOP + ROW_HEIGHT * (len(rows) + (1 if hidden else 0)) + 30)
+    # the marker's id is the ladder's own: a report inlines many ladders in one page
+    arrow = "arrow-" + hashlib.sha1(f"{ladder.title} {ladder.start}".encode()).hexdigest()[:10]
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="ladder" width="{width}" height="{height}" '
              f'viewBox="0 0 {width} {height}" font-family="monospace" font-size="12">',
              f"<title>{html.escape(ladder.title)}</title>",
-             '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="8" '
+             f'<defs><marker id="{arrow}" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="8" '
              'markerHeight="8" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#333"/>'
              "</marker></defs>",
              f'<rect width="{width}" height="{height}" fill="white"/>',
@@ -342,7 +345,7 @@ def ladder_svg(ladder: Ladder) -> str:
         color = "#c00" if row.flags & TcpFlags.RST else ("#060" if row.flags & (TcpFlags.SYN | TcpFlags.FIN)
                                                           else "#333")
         parts.append(f'<line x1="{x1}" y1="{y + 6}" x2="{x2}" y2="{y + 6}" stroke="{color}" '
-                     f'stroke-width="1.5" marker-end="url(#arrow)"/>')
+                     f'stroke-width="1.5" marker-end="url(#{arrow})"/>')
         parts.append(f'<text x="{(left + right) / 2}" y="{y + 1}" text-anchor="middle" fill="{color}" '
                      f'class="segment">{html.escape(ladder.label(row))}</text>')
     if hidden:
