@@ -23,19 +23,16 @@ from lab.tutorials.report import write_report
 from lab.tutorials.runner import TutorialResult, run_tutorial
 
 tutorial_app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
-                           help="Tutorial labs: the socket API and the kernel behind it, one lab per "
-                                "topic.\n\nExample: lab tutorial run 1")
+                           help="Tutorial labs: the socket API and the kernel behind it, one lab per topic.",
+                           epilog="Example: lab tutorial run 1")
 
 NameArgument = Annotated[str, typer.Argument(
     help="A number (1), a slug (socket-bind-listen) or a folder NN-slug/.")]
 
 
-@tutorial_app.command("list")
+@tutorial_app.command("list", epilog="Example: lab tutorial list --json")
 def list_command(as_json: JsonFlag = False) -> None:
-    """The shipped tutorials, one line each: number, slug, title.
-
-    Example: lab tutorial list --json
-    """
+    """The shipped tutorials, one line each: number, slug, title."""
     with errors_to_exit_codes():
         tutorials = shipped_tutorials()
     if as_json:
@@ -48,12 +45,9 @@ def list_command(as_json: JsonFlag = False) -> None:
     out.print(table)
 
 
-@tutorial_app.command("show")
+@tutorial_app.command("show", epilog="Example: lab tutorial show 4")
 def show_command(name: NameArgument) -> None:
-    """Print a tutorial's text: what it teaches, the seed passage, the kernel functions it mirrors.
-
-    Example: lab tutorial show 4
-    """
+    """Print a tutorial's text: what it teaches, the seed passage, the kernel functions it mirrors."""
     with errors_to_exit_codes():
         tutorial = find_tutorial(name)
     out.print(f"Tutorial {tutorial.number}: {tutorial.title}", markup=False, style="bold")
@@ -63,7 +57,7 @@ def show_command(name: NameArgument) -> None:
     out.print(tutorial.text, markup=False, highlight=False)
 
 
-@tutorial_app.command("run")
+@tutorial_app.command("run", epilog="Example: lab tutorial run 1 --out /tmp/lab1")
 def run_command(
     name: NameArgument,
     as_json: JsonFlag = False,
@@ -77,8 +71,6 @@ def run_command(
     """Run a tutorial: its lab up, each step with what happens and why, checks, report, lab down.
 
     Exit 0 when every check passed, 1 otherwise, 2 on bad input, 130 on Ctrl-C (the lab is down).
-
-    Example: lab tutorial run 1 --out /tmp/lab1
     """
     with errors_to_exit_codes():
         if prefix is not None:
