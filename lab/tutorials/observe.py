@@ -237,3 +237,9 @@ def stack_rows(tables: dict[str, Any], table: str, port: int) -> list[dict[str, 
         if port in ends:
             chosen.append(row)
     return chosen
+
+
+def stack_connections(client: StackClient) -> list[dict[str, Any]]:
+    """The stack's connections (`ss`): the node's answer is `{"connections": [...], ...}`."""
+    answer: Any = client.ss()
+    return list(answer["connections"] if isinstance(answer, dict) else answer)

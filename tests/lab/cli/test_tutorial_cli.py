@@ -74,7 +74,8 @@ def test_bad_options_are_exit_2_before_any_lab(runner: CliRunner) -> None:
     assert runner.invoke(app, ["tutorial", "run"]).exit_code == 2
 
 
-@pytest.mark.parametrize("argv", [["tutorial"], ["tutorial", "list"], ["tutorial", "show"], ["tutorial", "run"]])
+@pytest.mark.parametrize("argv", [["tutorial"], ["tutorial", "list"], ["tutorial", "show"],
+                                  ["tutorial", "run"]])
 def test_every_help_ends_with_an_example(runner: CliRunner, argv: list[str]) -> None:
     result = runner.invoke(app, [*argv, "--help"])
     assert result.exit_code == 0
@@ -105,7 +106,8 @@ def test_run_json_has_the_issue_shape_and_exit_0(tmp_path: Path) -> None:
     assert Path(result["artifacts"]["report"]).is_file() and Path(result["artifacts"]["ladder"]).is_file()
     assert len(result["artifacts"]["pcap"]) == 2, "both ends captured"
     step = result["steps"][0]
-    assert set(step) == {"title", "observed", "checks"} and set(step["checks"][0]) == {"name", "passed", "detail"}
+    assert set(step) == {"title", "observed", "checks"}
+    assert set(step["checks"][0]) == {"name", "passed", "detail"}
     assert our_namespaces(prefix) == []
 
 

@@ -17,6 +17,7 @@ from lab.tutorials.observe import (
     draw_ladders,
     kernel_row_text,
     kernel_rows,
+    stack_connections,
     watching,
 )
 
@@ -118,7 +119,8 @@ def wait_for_states(session: Session, observer: Observer, kernel_port: int) -> t
     while time.monotonic() < deadline:
         rows = [r for r in kernel_rows(session, FIN_WAIT_PORT) if r.local_port == kernel_port]
         kernel_state = rows[0].state if rows else "gone"
-        row: dict[str, Any] | None = find_connection(observer.stack.ss(), remote=(kernel_ip, kernel_port))
+        row: dict[str, Any] | None = find_connection(stack_connections(observer.stack),
+                                                     remote=(kernel_ip, kernel_port))
         stack_state = str(row.get("state")) if row else "gone"
         if (kernel_state, stack_state) == ("FIN_WAIT2", "CLOSE_WAIT"):
             break
