@@ -42,6 +42,11 @@ def tell(session: Session, exchange: Exchange) -> None:
     session.say(f"{exchange.name} (active closer: {exchange.active}): kernel {' > '.join(kernel) or '-'}; "
                 f"stack {' > '.join(exchange.stack_states) or '-'}; afterwards kernel "
                 f"{exchange.kernel_state or 'gone'}, stack {exchange.stack_state or 'gone'}")
+    session.metric(exchange.name, {
+        "active": exchange.active, "kernel_state": exchange.kernel_state, "stack_state": exchange.stack_state,
+        "kernel_states": exchange.kernel_states, "stack_states": exchange.stack_states,
+        "resets": exchange.resets, "kernel_resets": exchange.kernel_resets,
+        "stack_resets": exchange.stack_resets})
     for check in exchange_checks(exchange):
         session.check(check.name, check.passed, check.detail)
 
