@@ -296,7 +296,7 @@ def ladder_text(ladder: Ladder) -> str:
 ROW_HEIGHT = 26
 CHAR_WIDTH = 7.2  # 12 px monospace
 MARGIN_TIME = 80
-MARGIN_SIDE = 150  # room for a state name outside each lifeline
+MARGIN_SIDE = 150  # the least room for a state name outside each lifeline
 TOP = 56
 
 
@@ -304,10 +304,12 @@ def ladder_svg(ladder: Ladder) -> str:
     """The ladder as a standalone SVG: one row per segment or state change, labels above their arrows."""
     rows, hidden = _shown_rows(ladder)
     longest = max([len(ladder.label(r)) for r in rows if isinstance(r, Packet)] + [20])
+    longest_state = max([len(f"{r.state} ({r.side})") for r in rows if isinstance(r, StateMark)] + [0])
+    side = max(MARGIN_SIDE, longest_state * CHAR_WIDTH + 24)  # a state name fits outside its lifeline
     span = max(320.0, longest * CHAR_WIDTH + 40)
-    left = MARGIN_TIME + MARGIN_SIDE
+    left = MARGIN_TIME + side
     right = left + span
-    width = int(right + MARGIN_SIDE)
+    width = int(right + side)
     height = int(TOP + ROW_HEIGHT * (len(rows) + (1 if hidden else 0)) + 30)
     # the marker's id is the ladder's own: a report inlines many ladders in one page
     arrow = "arrow-" + hashlib.sha1(f"{ladder.title} {ladder.start}".encode()).hexdigest()[:10]

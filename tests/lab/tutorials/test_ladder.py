@@ -108,6 +108,18 @@ def test_the_svg_is_well_formed_and_no_two_labels_share_a_row() -> None:
     width = float(root.get("width", 0))
     longest = max(len(t.text or "") for t in labels if t.get("class") == "segment")
     assert longest * 7.2 < width - 2 * 150, "the longest label fits between the margins"
+    for state in (t for t in labels if t.get("class") == "state"):
+        x, size = float(state.get("x", 0)), len(state.text or "") * 7.2
+        left, right = (x - size, x) if state.get("text-anchor") == "end" else (x, x + size)
+        assert left > 60 and right <= width, f"{state.text} is drawn inside the picture"
+
+
+def test_a_long_state_name_widens_the_margins() -> None:
+    established = StateMark(T0 + 0.0021, SERVER, "ESTABLISHED", "kernel", CLIENT)
+    ladder = ladders(handshake_data_close(), [established])[0]
+    root = ElementTree.fromstring(ladder_svg(ladder))
+    state = next(t for t in root.iter("{http://www.w3.org/2000/svg}text") if t.get("class") == "state")
+    assert float(state.get("x", 0)) + len(state.text or "") * 7.2 <= float(root.get("width", 0))
 
 
 def test_a_pcap_written_with_the_stacks_codecs_reads_back(tmp_path: Path) -> None:
