@@ -2,9 +2,12 @@
 
 A step opens `watching(session, ports)` around what it does. The kernel side is the tracepoint
 `sock:inet_sock_set_state` (and the reset events) of a tracing instance of the lab's own, filtered in
-the kernel by port and here by the lab's own addresses, so another lab on the machine using the same
-ports never shows up; the stack side is the node's trace ring, read through its control socket from a
-cursor taken when the block began. Both give state sequences named as Linux names them
+the kernel by the step's ports and here by the lab's addresses. Tracepoints are machine-wide and carry
+no namespace, and every pair lab has the addresses 10.0.0.1 and 10.0.0.2, so what is said about one
+connection is picked by its whole 4-tuple, whose ephemeral port is this run's own: another lab on the
+same ports at the same moment cannot slip into a connection's states or its RST count. The stack side
+is the node's trace ring (the lab's own process), read through its control socket from a cursor taken
+when the block began. Both give state sequences named as Linux names them
 (SYN_SENT, ESTABLISHED, FIN_WAIT1, TIME_WAIT, ...), and `StateMark`s in wall-clock time for the
 ladder. `capturing_both` takes a pcap at each end of the link (the kernel node's interface and the
 stack's TAP); `draw_ladders` turns one of them and the marks into ladder diagrams in the report.
@@ -39,6 +42,18 @@ def lab_addresses(session: Session) -> set[str]:
             if iface.address is not None}
 
 
+def events_of_lab(events: list[TraceEvent], addresses: set[str]) -> list[TraceEvent]:
+    """The events whose source address is the lab's and whose destination is the lab's too (or none
+    yet: a listener's, 0.0.0.0). Tracepoints are machine-wide: another lab on the same ports has
+    other addresses, or the same ones in other namespaces only if it copied ours, which names prevent."""
+    chosen = []
+    for event in events:
+        saddr, daddr = event.fields.get("saddr", ""), event.fields.get("daddr", "")
+        if saddr in addresses and (daddr in addresses or daddr == "0.0.0.0"):
+            chosen.append(event)
+    return chosen
+
+
 class Observer:
     """Both sides' view of the connections on some ports, from the moment the block began."""
 
@@ -60,12 +75,7 @@ class Observer:
         """This lab's kernel events: both addresses (or the one a fresh socket has) are the lab's."""
         if self.kernel_trace is None:
             return []
-        chosen = []
-        for event in self.kernel_trace.events():
-            saddr, daddr = event.fields.get("saddr", ""), event.fields.get("daddr", "")
-            if saddr in self.addresses and (daddr in self.addresses or daddr == "0.0.0.0"):
-                chosen.append(event)
-        return chosen
+        return events_of_lab(self.kernel_trace.events(), self.addresses)
 
     def kernel_states(self, local: Endpoint, remote: Endpoint | None = None) -> list[str]:
         """The states of the kernel socket bound to `local` (talking to `remote`), oldest first."""
@@ -83,11 +93,17 @@ class Observer:
                 chosen.append(event)  # CLOSE -> SYN_SENT comes before the ephemeral port is chosen
         return chosen
 
-    def kernel_resets(self) -> dict[str, int]:
-        """How many RSTs the kernel sent and received on the lab's addresses (tcp_send/receive_reset)."""
+    def kernel_resets(self, connections: list[tuple[Endpoint, Endpoint]] | None = None) -> dict[str, int]:
+        """How many RSTs the kernel sent and received (tcp_send_reset, tcp_receive_reset): on the given
+        connections (either end first), or on any of the lab's addresses and the step's ports."""
         counts = {"tcp_send_reset": 0, "tcp_receive_reset": 0}
+        wanted = {frozenset(pair) for pair in connections} if connections is not None else None
         for event in self.kernel_events():
-            if event.name in counts:
+            if event.name not in counts:
+                continue
+            sport, dport = event.ports
+            ends = frozenset(((event.fields.get("saddr", ""), sport), (event.fields.get("daddr", ""), dport)))
+            if wanted is None or ends in wanted:
                 counts[event.name] += 1
         return counts
 

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from lab.experiments.stack_answers import endpoint
 from lab.tutorials import Session, Step
 from lab.tutorials.observe import (
     Observer,
@@ -173,13 +174,16 @@ def linux_unaccepted(session: Session, observer: Observer) -> dict[str, Any]:
     for thread, _ in clients:
         thread.join(15.0)
     errors = [answer.get("value", {}).get("error") for _, answer in clients]
-    return {"queued": queued, "client_errors": errors}
+    ends = [endpoint(answer.get("value", {}), "local") for _, answer in clients]
+    return {"queued": queued, "client_errors": errors,
+            "connections": [((kernel_ip, KERNEL_QUEUE), end) for end in ends]}
 
 
 def stack_unaccepted(session: Session, observer: Observer) -> dict[str, Any]:
     lab = session.lab
     _, stack_ip = addresses(session)
     errors: list[str] = []
+    connections: list[tuple[tuple[str, int], tuple[str, int]]] = []
     with lab.stack(lab.first("pystack")) as stack:
         stack.listen(STACK_QUEUE, app="none", accept=False, backlog=8)
         clients = []
@@ -188,6 +192,7 @@ def stack_unaccepted(session: Session, observer: Observer) -> dict[str, Any]:
             client.settimeout(5.0)
             client.connect((stack_ip, STACK_QUEUE))  # done when the stack's SYN-ACK came: queued there
             clients.append(client)
+            connections.append(((stack_ip, STACK_QUEUE), client.getsockname()))
 
         def accept_queue() -> int:
             rows = stack_rows(stack_tables(session), "listening", STACK_QUEUE)
@@ -207,7 +212,7 @@ def stack_unaccepted(session: Session, observer: Observer) -> dict[str, Any]:
                 errors.append("no answer")
             finally:
                 client.close()
-    return {"queued": queued, "client_errors": errors}
+    return {"queued": queued, "client_errors": errors, "connections": connections}
 
 
 def unaccepted_reset(session: Session) -> None:
@@ -216,7 +221,8 @@ def unaccepted_reset(session: Session) -> None:
         kernel = linux_unaccepted(session, observer)
         stack = stack_unaccepted(session, observer)
         time.sleep(0.3)  # the last RSTs reach both traces
-        kernel_resets, stack_resets = observer.kernel_resets(), observer.stack_resets()
+        kernel_resets = observer.kernel_resets(kernel.pop("connections") + stack.pop("connections"))
+        stack_resets = observer.stack_resets()
     session.metric("unaccepted", {"linux_listener": kernel, "stack_listener": stack,
                                   "kernel_resets": kernel_resets, "stack_resets": stack_resets})
     session.say(f"Linux closed a listener holding {kernel['queued']}: the stack clients saw "
