@@ -28,7 +28,7 @@ pre { background: #f6f6f6; padding: .6em; overflow-x: auto; font-size: 12px; }
 table { border-collapse: collapse; margin: .6em 0; } td, th { border: 1px solid #ccc; padding: .3em .6em;
   text-align: left; vertical-align: top; }
 figure { margin: 1em 0; overflow-x: auto; } figcaption { color: #555; font-size: .9em; }
-.states { font-family: monospace; }
+.states { font-family: monospace; } pre.text { white-space: pre-wrap; font-size: 13px; }
 """
 _SVG_PROLOGUE = re.compile(r"^\s*(<\?xml[^>]*\?>\s*)?(<!DOCTYPE[^>]*>\s*)?", re.IGNORECASE)
 
@@ -80,7 +80,9 @@ def report_html(session: Session, tutorial: Tutorial, *, lab: str) -> str:
             f'<p><span class="verdict {verdict}">{sum(c.passed for c in checks)}/{len(checks)} checks '
             f"passed</span> &nbsp; lab <code>{_e(lab)}</code></p>",
             f"<p><b>Seed passage:</b> {_e(tutorial.seed)}</p>",
-            f"<p><b>Kernel functions it mirrors:</b> {_e(', '.join(tutorial.kernel))}</p>"]
+            f"<p><b>Kernel functions it mirrors:</b> {_e(', '.join(tutorial.kernel))}</p>",
+            f"<details><summary>The tutorial's text</summary><pre class=\"text\">{_e(tutorial.text)}</pre>"
+            "</details>"]
     for index, step in enumerate(session.steps, start=1):
         body.append(f"<h2>Step {index}: {_e(step.title)}</h2>")
         if step.observed:

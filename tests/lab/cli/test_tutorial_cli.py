@@ -87,10 +87,12 @@ def our_namespaces(prefix: str) -> list[str]:
         if NETNS_DIR.is_dir() else []
 
 
-def start(*argv: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "lab", *argv], cwd=PROJECT_ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+def start(*argv: str, stdin: bool = False) -> subprocess.Popen[str]:
+    """`python -m lab ARGV`; with `stdin`, its input is a pipe (the Enters `--step` waits for)."""
+    with open(os.devnull) as empty:
+        return subprocess.Popen([sys.executable, "-m", "lab", *argv], cwd=PROJECT_ROOT, text=True,
+                                stdin=subprocess.PIPE if stdin else empty, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 @pytest.mark.root
@@ -132,3 +134,13 @@ def test_ctrl_c_during_a_step_exits_130_with_the_lab_down(tmp_path: Path) -> Non
     assert process.returncode == 130, err[-2000:]
     assert "stopped by SIGINT" in err
     assert our_namespaces(prefix) == []
+
+
+@pytest.mark.root
+def test_step_waits_for_enter_before_each_step(tmp_path: Path) -> None:
+    prefix = f"tc{uuid.uuid4().hex[:4]}"
+    process = start("tutorial", "run", "4", "--step", "--out", str(tmp_path), "--name", prefix, stdin=True)
+    out, err = process.communicate("\n" * 3, timeout=120)
+    assert process.returncode == 0, err[-2000:]
+    assert err.count("(Enter to run this step)") == 3
+    assert "Step 1: Linux: the listener" in out and "Step 3: closing a listener" in out

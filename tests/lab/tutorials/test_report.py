@@ -79,6 +79,7 @@ def test_the_report_shows_steps_checks_states_and_pictures(tmp_path: Path) -> No
     assert "CLOSE &gt; SYN_SENT &gt; ESTABLISHED" in text and "LISTEN &gt; SYN_RECV &gt; ESTABLISHED" in text
     assert 'class="ladder"' in text and "data:image/png;base64," in text
     assert "Kernel functions it mirrors" in text and "inet_listen" in text
+    assert "<summary>The tutorial's text</summary>" in text and "bind hash table" in text
 
 
 def test_a_missing_picture_is_named_not_linked(tmp_path: Path) -> None:
