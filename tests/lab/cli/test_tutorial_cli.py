@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -117,22 +118,30 @@ def test_run_json_has_the_issue_shape_and_exit_0(tmp_path: Path) -> None:
 def test_ctrl_c_during_a_step_exits_130_with_the_lab_down(tmp_path: Path) -> None:
     prefix = f"tc{uuid.uuid4().hex[:4]}"
     process = start("tutorial", "run", "6", "--out", str(tmp_path), "--name", prefix)
+    lines: list[str] = []
+    assert process.stdout is not None
+    reader = threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")), daemon=True)
+    reader.start()
     try:
         deadline = time.monotonic() + 60
-        while not our_namespaces(prefix):
+        while not any(line.startswith("Step 1:") for line in lines):
             assert process.poll() is None, process.communicate()[1][-2000:]
-            assert time.monotonic() < deadline, "the lab never came up"
-            time.sleep(0.05)
-        time.sleep(1.5)  # inside the first step: the exchanges are running
+            assert time.monotonic() < deadline, "the first step never began"
+            time.sleep(0.02)
+        time.sleep(0.3)  # inside the first step: its exchanges are running
+        assert our_namespaces(prefix), "the lab is up during the step"
         assert process.poll() is None, "the tutorial ended before the signal"
         process.send_signal(signal.SIGINT)
-        _, err = process.communicate(timeout=30)
+        process.wait(timeout=30)
+        err = process.stderr.read() if process.stderr else ""
     finally:
         if process.poll() is None:
             process.kill()
             process.communicate()
+    reader.join(5)
     assert process.returncode == 130, err[-2000:]
     assert "stopped by SIGINT" in err
+    assert not any(line.startswith("Step 3:") for line in lines), "the run stopped where it was"
     assert our_namespaces(prefix) == []
 
 
