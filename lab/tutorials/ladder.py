@@ -207,18 +207,28 @@ def ladders(packets: Iterable[Packet], marks: Iterable[StateMark] = ()) -> list[
     for mark in marks:
         if mark.peer is None:
             continue  # a listener's own change (LISTEN, CLOSE): not one connection's
+        if mark.endpoint[1] == 0:
+            _place_unbound(mark, found)
+            continue
         for ladder in found:
             ends = (ladder.client, ladder.server)
             if mark.endpoint in ends and mark.peer in ends and mark.peer != mark.endpoint:
                 ladder.marks.append(mark)
                 break
-            if mark.endpoint[1] == 0 and mark.endpoint[0] == ladder.client[0] and mark.peer == ladder.server:
-                # a client's CLOSE -> SYN_SENT comes before its ephemeral port is chosen
-                ladder.marks.append(StateMark(mark.time, ladder.client, mark.state, mark.side, mark.peer))
-                break
     for ladder in found:
         ladder.marks = aligned_marks(ladder)
     return found
+
+
+def _place_unbound(mark: StateMark, found: list[Ladder]) -> None:
+    """A client's CLOSE -> SYN_SENT comes before its ephemeral port is chosen: it belongs to the
+    connection from that address to that server whose first segment (the SYN) follows it soonest."""
+    following = [ladder for ladder in found
+                 if ladder.client[0] == mark.endpoint[0] and ladder.server == mark.peer and ladder.packets
+                 and ladder.packets[0].time >= mark.time - ALIGN_SECONDS]
+    if following:
+        ladder = min(following, key=lambda candidate: candidate.packets[0].time)
+        ladder.marks.append(StateMark(mark.time, ladder.client, mark.state, mark.side, mark.peer))
 
 
 # Which segment makes a socket enter a state: one it receives (ESTABLISHED on the SYN-ACK or the

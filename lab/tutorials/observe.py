@@ -82,16 +82,21 @@ class Observer:
         return state_sequence(self._kernel_of(local, remote))
 
     def _kernel_of(self, local: Endpoint, remote: Endpoint | None) -> list[TraceEvent]:
-        chosen = []
+        own, unbound = [], []
         for event in self.kernel_events():
             sport, dport = event.ports
-            own = (event.fields.get("saddr"), sport)
+            source = (event.fields.get("saddr"), sport)
             peer = (event.fields.get("daddr"), dport)
-            if own == local and (remote is None or peer == remote):
-                chosen.append(event)
-            elif sport == 0 and remote is not None and peer == remote and own[0] == local[0]:
-                chosen.append(event)  # CLOSE -> SYN_SENT comes before the ephemeral port is chosen
-        return chosen
+            if source == local and (remote is None or peer == remote):
+                own.append(event)
+            elif sport == 0 and remote is not None and peer == remote and source[0] == local[0]:
+                unbound.append(event)
+        # A client's CLOSE -> SYN_SENT comes before its ephemeral port is chosen (sport 0): it is the
+        # last such event towards the same peer before the socket's first event with its own port.
+        if own:
+            before = [event for event in unbound if event.time <= own[0].time]
+            own = before[-1:] + own
+        return own
 
     def kernel_resets(self, connections: list[tuple[Endpoint, Endpoint]] | None = None) -> dict[str, int]:
         """How many RSTs the kernel sent and received (tcp_send_reset, tcp_receive_reset): on the given

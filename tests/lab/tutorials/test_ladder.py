@@ -152,3 +152,15 @@ def pcap_of(packets: list[Packet]) -> bytes:
         micros = round((p.time - seconds) * 1e6)
         out.append(struct.pack("<IIII", seconds, micros, len(frame), len(frame)) + frame)
     return b"".join(out)
+
+
+def test_an_unbound_syn_sent_joins_the_connection_whose_syn_follows_it() -> None:
+    first = handshake_data_close()[:3]
+    second = [Packet(p.time + 0.5, ("10.0.0.1", 40001) if p.src == CLIENT else p.src,
+                     ("10.0.0.1", 40001) if p.dst == CLIENT else p.dst, p.flags, p.seq, p.ack, p.window, 0)
+              for p in first]
+    unbound = [StateMark(T0 - 0.0001, ("10.0.0.1", 0), "SYN_SENT", "kernel", SERVER),
+               StateMark(T0 + 0.4999, ("10.0.0.1", 0), "SYN_SENT", "kernel", SERVER)]
+    found = ladders(first + second, unbound)
+    assert [[(m.endpoint, m.state) for m in ladder.marks] for ladder in found] == [
+        [(CLIENT, "SYN_SENT")], [(("10.0.0.1", 40001), "SYN_SENT")]]

@@ -77,3 +77,20 @@ def test_state_sequences_and_marks_follow_one_4_tuple() -> None:
     marks = observer.marks()
     assert marks[0] == StateMark(1100.1, ("10.0.0.1", 0), "SYN_SENT", "kernel", ("10.0.0.2", 7400))
     assert [m.endpoint[1] for m in marks[1:]] == [41000, 41001]
+
+
+def test_each_client_gets_its_own_syn_sent_when_it_connects_again_and_again() -> None:
+    events = parsed([
+        state(0, 7403, "10.0.0.1", "10.0.0.2", "CLOSE", "SYN_SENT", "100.1"),
+        state(41000, 7403, "10.0.0.1", "10.0.0.2", "SYN_SENT", "ESTABLISHED", "100.2"),
+        state(0, 7403, "10.0.0.1", "10.0.0.2", "CLOSE", "SYN_SENT", "100.3"),
+        state(41001, 7403, "10.0.0.1", "10.0.0.2", "SYN_SENT", "ESTABLISHED", "100.4"),
+        state(41000, 7403, "10.0.0.1", "10.0.0.2", "ESTABLISHED", "CLOSE", "100.5"),
+    ])
+    observer = observer_over(events)
+    first = observer.kernel_events()[0]
+    assert observer.kernel_states(("10.0.0.1", 41000), ("10.0.0.2", 7403)) == [
+        "CLOSE", "SYN_SENT", "ESTABLISHED", "CLOSE"]
+    assert observer.kernel_states(("10.0.0.1", 41001), ("10.0.0.2", 7403)) == [
+        "CLOSE", "SYN_SENT", "ESTABLISHED"]
+    assert first.fields["sport"] == "0"

@@ -183,6 +183,7 @@ def reuse_after_time_wait(session: Session) -> None:
             with lab.kernel_socket(kernel) as client:
                 client.settimeout(10.0)
                 client.connect((stack_address(session), STACK_REUSE))
+                kernel_client = client.getsockname()
                 received = b""
                 while chunk := client.recv(4096):
                     received += chunk
@@ -199,9 +200,12 @@ def reuse_after_time_wait(session: Session) -> None:
                 verdicts["stack_relisten"] = str(getattr(failure, "errno_name", None) or failure)
         session.say(f"stack listen() on port {STACK_REUSE} again (it sets SO_REUSEADDR, like every server): "
                     f"{verdicts['stack_relisten']}")
-        observer.record(f"Linux server :{KERNEL_REUSE}",
-                        kernel=((kernel_address(session), KERNEL_REUSE), None))
-        observer.record(f"stack server :{STACK_REUSE}", stack=((stack_address(session), STACK_REUSE), None))
+        kernel_end, stack_end = (kernel_address(session), KERNEL_REUSE), (peer[0], peer[1])
+        observer.record(f"stack client -> Linux server :{KERNEL_REUSE}", kernel=(kernel_end, stack_end),
+                        stack=(stack_end, kernel_end))
+        kernel_end, stack_end = (kernel_client[0], kernel_client[1]), (stack_address(session), STACK_REUSE)
+        observer.record(f"Linux client -> stack server :{STACK_REUSE}", kernel=(kernel_end, stack_end),
+                        stack=(stack_end, kernel_end))
     session.metric("reuse", verdicts)
     time_wait = [r for r in kernel_rows(session, KERNEL_REUSE) if r.state == "TIME_WAIT"]
     session.check("Linux: the server that closed first holds its port in TIME_WAIT", bool(time_wait),

@@ -221,8 +221,14 @@ def unaccepted_reset(session: Session) -> None:
         kernel = linux_unaccepted(session, observer)
         stack = stack_unaccepted(session, observer)
         time.sleep(0.3)  # the last RSTs reach both traces
-        kernel_resets = observer.kernel_resets(kernel.pop("connections") + stack.pop("connections"))
+        queued = {"Linux": kernel.pop("connections"), "stack": stack.pop("connections")}
+        kernel_resets = observer.kernel_resets(queued["Linux"] + queued["stack"])
         stack_resets = observer.stack_resets()
+        for listener, connections in queued.items():
+            for index, (server, client) in enumerate(connections, start=1):
+                kernel_end, stack_end = (server, client) if listener == "Linux" else (client, server)
+                observer.record(f"queued on the {listener} listener, #{index}",
+                                kernel=(kernel_end, stack_end), stack=(stack_end, kernel_end))
     session.metric("unaccepted", {"linux_listener": kernel, "stack_listener": stack,
                                   "kernel_resets": kernel_resets, "stack_resets": stack_resets})
     session.say(f"Linux closed a listener holding {kernel['queued']}: the stack clients saw "
