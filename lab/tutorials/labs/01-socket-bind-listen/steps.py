@@ -81,6 +81,11 @@ def listen_backlog(session: Session) -> None:
         session.say(f"Linux listen({backlog}) on port {port}: {kernel_row_text(row)}  "
                     "(Send-Q is the backlog)")
         sizes[f"kernel_backlog_{backlog}"] = row.send_queue
+    shown = lab.exec(lab.first("kernel"), ["ss", "-ltn"], timeout=10.0)
+    if shown.returncode == 0:
+        lines = shown.stdout.decode(errors="replace").splitlines()
+        ours = [line for line in lines[1:] if f":{SMALL} " in line or f":{HUGE} " in line]
+        session.say("`ss -ltn` in h1 reads the same sock_diag rows:\n" + "\n".join(lines[:1] + ours))
     with lab.stack(lab.first("pystack")) as stack:
         stack.listen(STACK_SMALL, app="echo", backlog=5)
         stack.listen(STACK_HUGE, app="echo", backlog=60000)
