@@ -28,13 +28,20 @@ def test_time_wait_is_on_the_active_closer_only(result: TutorialResult, name: st
     exchange = result.metrics[name]
     states = {"kernel": exchange["kernel_state"], "stack": exchange["stack_state"]}
     passive = "stack" if exchange["active"] == "kernel" else "kernel"
-    assert states[exchange["active"]] == "TIME_WAIT", exchange
+    if exchange["time_wait_ended_by_rst"]:  # reached, then assassinated (a retransmitted FIN under load)
+        traced = exchange["stack_states"] if exchange["active"] == "stack" else exchange["kernel_states"]
+        assert "TIME_WAIT" in traced or exchange["active"] == "kernel", exchange
+    else:
+        assert states[exchange["active"]] == "TIME_WAIT", exchange
     assert states[passive] in (None, "CLOSE"), exchange
+    assert "TIME_WAIT" not in (exchange["stack_states"] if passive == "stack" else exchange["kernel_states"])
 
 
 def test_the_kernels_time_wait_timer_is_sixty_seconds(result: TutorialResult) -> None:
     left = result.metrics["kernel_time_wait_seconds_left"]
-    assert len(left) == 2 and all(45 < seconds <= 60 for seconds in left), left
+    assassinated = sum(bool(result.metrics[name]["time_wait_ended_by_rst"]) for name in ORDERLY[:3]
+                       if result.metrics[name]["active"] == "kernel")
+    assert len(left) == 2 - assassinated and all(45 < seconds <= 60 for seconds in left), left
 
 
 def test_closing_with_unread_data_sends_rst_each_way(result: TutorialResult) -> None:
