@@ -15,6 +15,7 @@ stack's TAP); `draw_ladders` turns one of them and the marks into ladder diagram
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -264,3 +265,17 @@ def stack_connections(client: StackClient) -> list[dict[str, Any]]:
     """The stack's connections (`ss`): the node's answer is `{"connections": [...], ...}`."""
     answer: Any = client.ss()
     return list(answer["connections"] if isinstance(answer, dict) else answer)
+
+
+RUN_PORTS_LOW, RUN_PORTS_HIGH = 20000, 30000  # below Linux's ephemeral range (32768-60999)
+
+
+def run_ports(session: Session, count: int) -> int:
+    """The first of `count` consecutive ports of this run's own, chosen at random the first time and
+    kept in the run's metrics (`ports`), so its text can name them and two runs rarely share one."""
+    chosen = session.metrics.get("ports")
+    if not isinstance(chosen, dict) or chosen.get("count") != count:
+        blocks = (RUN_PORTS_HIGH - RUN_PORTS_LOW) // count
+        chosen = {"first": RUN_PORTS_LOW + secrets.randbelow(blocks) * count, "count": count}
+        session.metric("ports", chosen)
+    return int(chosen["first"])

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 from lab.kernel.tracepoints import TraceEvent, parse_trace_line
 from lab.tutorials.ladder import StateMark
-from lab.tutorials.observe import Observer, events_of_lab
+from lab.tutorials.observe import RUN_PORTS_HIGH, RUN_PORTS_LOW, Observer, events_of_lab, run_ports
 
 LAB = {"10.0.0.1", "10.0.0.2"}
 
@@ -94,3 +94,14 @@ def test_each_client_gets_its_own_syn_sent_when_it_connects_again_and_again() ->
     assert observer.kernel_states(("10.0.0.1", 41001), ("10.0.0.2", 7403)) == [
         "CLOSE", "SYN_SENT", "ESTABLISHED"]
     assert first.fields["sport"] == "0"
+
+
+def test_a_run_keeps_its_own_block_of_ports() -> None:
+    session = SimpleNamespace(metrics={})
+    session.metric = session.metrics.__setitem__
+    first = run_ports(session, 7)  # type: ignore[arg-type]
+    assert first >= RUN_PORTS_LOW and first + 7 <= RUN_PORTS_HIGH and first % 7 == RUN_PORTS_LOW % 7
+    assert run_ports(session, 7) == first  # type: ignore[arg-type]
+    assert session.metrics["ports"] == {"first": first, "count": 7}
+    others = {run_ports(SimpleNamespace(metrics={}, metric=lambda *a: None), 7) for _ in range(50)}  # type: ignore[arg-type]
+    assert len(others) > 40, "runs rarely share a block"

@@ -17,18 +17,28 @@ from lab.tutorials.observe import (
     draw_ladders,
     kernel_row_text,
     kernel_rows,
+    run_ports,
     stack_connections,
     watching,
 )
 
-FIRST_PORT = 7600  # the close scenarios use 7600..7605
-FIN_WAIT_PORT = 7606  # Linux half-closes towards a stack that never closes
+PORTS = 7  # the close scenarios use the first six, the FIN_WAIT2 look the seventh
 SIZE = 65536
 TIME_WAIT_SECONDS = 60  # Linux's TCP_TIMEWAIT_LEN
 
 
+def first_port(session: Session) -> int:
+    """The first of this run's ports: its own, so two runs on one machine (whose pair labs share
+    10.0.0.1 and 10.0.0.2, and the machine-wide tracepoints) never read each other's events."""
+    return run_ports(session, PORTS)
+
+
+def fin_wait_port(session: Session) -> int:
+    return first_port(session) + PORTS - 1
+
+
 def scenarios(session: Session, observer: Observer) -> CloseScenarios:
-    scenario = CloseScenarios(session.lab, SIZE, FIRST_PORT)
+    scenario = CloseScenarios(session.lab, SIZE, first_port(session))
     scenario.stack = observer.stack
     scenario.kernel_trace = observer.kernel_trace
     return scenario
@@ -97,7 +107,7 @@ def active_and_passive(session: Session) -> None:
         for exchange in (scenario.kernel_client_closes_first, scenario.stack_server_closes_first,
                          scenario.kernel_server_closes_first):
             run_exchange(session, observer, exchange)
-        ours = range(FIRST_PORT, FIRST_PORT + 4)
+        ours = range(first_port(session), first_port(session) + 4)
         rows = [r for r in kernel_rows(session) if r.state == "TIME_WAIT"
                 and (r.local_port in ours or r.remote_port in ours)]
         for row in rows:
@@ -111,7 +121,7 @@ def active_and_passive(session: Session) -> None:
         session.say("Only the active closer keeps a TIME_WAIT: the passive closer's socket is gone as soon "
                     "as its FIN is ACKed.")
 
-    watched(session, "close", [FIRST_PORT + i for i in range(4)], work,
+    watched(session, "close", [first_port(session) + i for i in range(4)], work,
             "orderly closes between Linux and the stack, captured on h1")
 
 
@@ -122,11 +132,12 @@ def half_close(session: Session) -> None:
     def work(observer: Observer) -> None:
         run_exchange(session, observer, scenarios(session, observer).stack_client_closes_first)
         stack_ip = lab.address(lab.first("pystack"))
-        observer.stack.listen(FIN_WAIT_PORT, app="none")  # accepts and holds: never reads, never closes
+        # app "none" accepts and holds: it never reads and never closes
+        observer.stack.listen(fin_wait_port(session), app="none")
         client = lab.kernel_socket(lab.first("kernel"))
         try:
             client.settimeout(5.0)
-            client.connect((stack_ip, FIN_WAIT_PORT))
+            client.connect((stack_ip, fin_wait_port(session)))
             client.shutdown(socket.SHUT_WR)
             mine = client.getsockname()
             kernel_state, stack_state = wait_for_states(session, observer, mine[1])
@@ -140,10 +151,10 @@ def half_close(session: Session) -> None:
                           (kernel_state, stack_state) == ("FIN_WAIT2", "CLOSE_WAIT"),
                           f"kernel {kernel_state}, stack {stack_state}")
         finally:
-            observer.stack.close_listener(FIN_WAIT_PORT)  # the held connection ends with a RST
+            observer.stack.close_listener(fin_wait_port(session))  # the held connection ends with a RST
             client.close()
 
-    watched(session, "halfclose", [FIRST_PORT + 2, FIN_WAIT_PORT], work,
+    watched(session, "halfclose", [first_port(session) + 2, fin_wait_port(session)], work,
             "half-close: data keeps flowing to the side that sent FIN; FIN_WAIT2 until the peer closes")
 
 
@@ -153,7 +164,7 @@ def wait_for_states(session: Session, observer: Observer, kernel_port: int) -> t
     deadline = time.monotonic() + 3.0
     kernel_state = stack_state = "gone"
     while time.monotonic() < deadline:
-        rows = [r for r in kernel_rows(session, FIN_WAIT_PORT) if r.local_port == kernel_port]
+        rows = [r for r in kernel_rows(session, fin_wait_port(session)) if r.local_port == kernel_port]
         kernel_state = rows[0].state if rows else "gone"
         row: dict[str, Any] | None = find_connection(stack_connections(observer.stack),
                                                      remote=(kernel_ip, kernel_port))
@@ -172,7 +183,7 @@ def reset_on_unread(session: Session) -> None:
             session.say(f"{exchange.name}: {exchange.figures.get('unread_bytes', 0)} B unread; kernel reset "
                         f"events {exchange.kernel_resets or 'none'}, stack {exchange.stack_resets or 'none'}")
 
-    watched(session, "reset", [FIRST_PORT + 4, FIRST_PORT + 5], work,
+    watched(session, "reset", [first_port(session) + 4, first_port(session) + 5], work,
             "close() with unread data: a RST, not a FIN")
 
 
