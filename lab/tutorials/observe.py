@@ -45,8 +45,8 @@ def lab_addresses(session: Session) -> set[str]:
 
 def events_of_lab(events: list[TraceEvent], addresses: set[str]) -> list[TraceEvent]:
     """The events whose source address is the lab's and whose destination is the lab's too (or none
-    yet: a listener's, 0.0.0.0). Tracepoints are machine-wide: another lab on the same ports has
-    other addresses, or the same ones in other namespaces only if it copied ours, which names prevent."""
+    yet: a listener's, 0.0.0.0). This drops the machine's own connections and labs with other
+    subnets; a lab with the same addresses (every pair lab) is told apart only by its 4-tuples."""
     chosen = []
     for event in events:
         saddr, daddr = event.fields.get("saddr", ""), event.fields.get("daddr", "")
