@@ -120,6 +120,20 @@ def active_and_passive(session: Session) -> None:
                       f"{', '.join(f'{t:.1f} s' for t in timers) or 'none found'}")
         session.say("Only the active closer keeps a TIME_WAIT: the passive closer's socket is gone as soon "
                     "as its FIN is ACKed.")
+        stack_tcp = observer.stack.config().get("tcp", {})
+        namespace = session.lab.node(session.lab.first("kernel")).namespace
+        rfc1337 = read_sysctl(namespace, "net.ipv4.tcp_rfc1337")
+        session.metric("time_wait", {"kernel_seconds": TIME_WAIT_SECONDS, "kernel_left": timers,
+                                     "stack_seconds": stack_tcp.get("time_wait"),
+                                     "kernel_rfc1337": rfc1337, "stack_rfc1337": stack_tcp.get("rfc1337")})
+        session.say(f"The stack's TIME_WAIT lasts {stack_tcp.get('time_wait')} s (its TcpConfig.time_wait), "
+                    f"Linux's {TIME_WAIT_SECONDS} s; a RST ends it early on both unless RFC 1337's "
+                    "protection "
+                    f"is on (Linux net.ipv4.tcp_rfc1337 = {rfc1337}, the stack's rfc1337 = "
+                    f"{stack_tcp.get('rfc1337')}).")
+        session.check("the stack's TIME_WAIT lasts as long as Linux's",
+                      stack_tcp.get("time_wait") == TIME_WAIT_SECONDS,
+                      f"stack {stack_tcp.get('time_wait')} s, Linux {TIME_WAIT_SECONDS} s")
 
     watched(session, "close", [first_port(session) + i for i in range(4)], work,
             "orderly closes between Linux and the stack, captured on h1")
