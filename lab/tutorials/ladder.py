@@ -1,7 +1,7 @@
 """Ladder diagrams: each TCP connection as the two ends' lifelines with the segments between them.
 
 A ladder is built from packets (a pcap a tutorial took with `lab.tools.capture.capturing`, read by
-`read_pcap`, which decodes Ethernet, IPv4 and TCP with the stack's own wire codecs) and from state
+`read_pcap` through `lab.tutorials.packets`, which decodes it with the stack's own codecs) and from state
 changes (`StateMark`: what the kernel's `sock:inet_sock_set_state` tracepoint and the stack's trace said,
 at the time they said it). Each segment is one row, SYN, SYN-ACK, ACK, data, FIN and RST alike, with
 its sequence and acknowledgment numbers relative to each side's initial sequence number (as Wireshark
@@ -16,30 +16,23 @@ from __future__ import annotations
 
 import hashlib
 import html
-import ipaddress
-import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stack.wire.ethernet import parse_ethernet
-from stack.wire.ipv4 import parse_ipv4
-from stack.wire.tcp import PROTO_TCP, TcpFlags, parse_tcp
+from lab.tutorials.packets import CapturedSegment, tcp_segments
+from stack.wire.errors import MalformedPacket
+from stack.wire.tcp import TcpFlags
 
 Endpoint = tuple[str, int]
-ETHERTYPE_IPV4 = 0x0800
-LINKTYPE_ETHERNET = 1
-LINKTYPE_RAW = 101
 MAX_PCAP_BYTES = 64 * 1024 * 1024  # a tutorial's capture is small; a bigger file is not one of ours
 MAX_ROWS = 400  # a ladder taller than this is no longer readable: the rest is summarised in one row
-_MAGICS = {b"\xd4\xc3\xb2\xa1": ("<", 1e-6), b"\xa1\xb2\xc3\xd4": (">", 1e-6),
-           b"\x4d\x3c\xb2\xa1": ("<", 1e-9), b"\xa1\xb2\x3c\x4d": (">", 1e-9)}
 _FLAG_ORDER = (("SYN", TcpFlags.SYN), ("FIN", TcpFlags.FIN), ("RST", TcpFlags.RST), ("PSH", TcpFlags.PSH),
                ("ACK", TcpFlags.ACK))
 
 
 class PcapError(ValueError):
-    """A file that is not a pcap this reader knows (classic pcap, Ethernet or raw IP)."""
+    """A file that is not a pcap (classic pcap of Ethernet frames) or is broken."""
 
 
 @dataclass(frozen=True)
@@ -132,47 +125,20 @@ def _show(endpoint: Endpoint) -> str:
 
 
 def read_pcap(path: Path) -> list[Packet]:
-    """The IPv4 TCP segments of a classic pcap file (what tcpdump -w writes); other frames are skipped."""
+    """The IPv4 TCP segments of a pcap file (what tcpdump -w writes), decoded by
+    `lab.tutorials.packets`; other frames are skipped, a broken file is one PcapError."""
     size = path.stat().st_size
     if size > MAX_PCAP_BYTES:
         raise PcapError(f"{path}: {size} bytes, over {MAX_PCAP_BYTES}")
-    return parse_pcap(path.read_bytes(), str(path))
-
-
-def parse_pcap(data: bytes, name: str = "pcap") -> list[Packet]:
-    if len(data) < 24 or data[:4] not in _MAGICS:
-        raise PcapError(f"{name}: not a classic pcap file (pcapng is not read here)")
-    order, unit = _MAGICS[data[:4]]
-    linktype = struct.unpack(order + "I", data[20:24])[0] & 0xFFFF
-    if linktype not in (LINKTYPE_ETHERNET, LINKTYPE_RAW):
-        raise PcapError(f"{name}: link type {linktype}; expected Ethernet (1) or raw IP (101)")
-    record = struct.Struct(order + "IIII")
-    packets: list[Packet] = []
-    offset = 24
-    while offset + record.size <= len(data):
-        seconds, fraction, captured, _ = record.unpack_from(data, offset)
-        offset += record.size
-        frame = data[offset:offset + captured]
-        offset += captured
-        packet = _decode(frame, linktype, seconds + fraction * unit)
-        if packet is not None:
-            packets.append(packet)
-    return packets
-
-
-def _decode(frame: bytes, linktype: int, when: float) -> Packet | None:
     try:
-        if linktype == LINKTYPE_ETHERNET:
-            ethernet = parse_ethernet(frame)
-            if ethernet.ethertype != ETHERTYPE_IPV4:
-                return None
-            frame = bytes(ethernet.payload)
-        ip = parse_ipv4(frame, verify_checksum=False)
-        if ip.protocol != PROTO_TCP or ip.is_fragment:
-            return None
-        segment = parse_tcp(ip.payload, ip.src, ip.dst, verify_checksum=False)
-    except ValueError:
-        return None  # a truncated or foreign frame: not part of a ladder
+        return [packet_of(captured) for captured in tcp_segments(path)]
+    except MalformedPacket as error:
+        raise PcapError(f"{path}: {error}") from None
+
+
+def packet_of(captured: CapturedSegment) -> Packet:
+    """A ladder's row of a captured segment; a SYN's options in words ("mss 1460, wscale 7, sack, ts")."""
+    segment = captured.segment
     options = segment.options
     words = []
     if options.mss is not None:
@@ -183,9 +149,8 @@ def _decode(frame: bytes, linktype: int, when: float) -> Packet | None:
         words.append("sack")
     if options.timestamp is not None and segment.flags & TcpFlags.SYN:
         words.append("ts")
-    src, dst = str(ipaddress.IPv4Address(ip.src)), str(ipaddress.IPv4Address(ip.dst))
-    return Packet(when, (src, segment.src_port), (dst, segment.dst_port), int(segment.flags), segment.seq,
-                  segment.ack, segment.window, len(segment.payload), ", ".join(words))
+    return Packet(captured.time, captured.src, captured.dst, int(segment.flags), segment.seq, segment.ack,
+                  segment.window, len(segment.payload), ", ".join(words))
 
 
 # -- connections --------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.root
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TutorialResult]:
-    yield run_shipped(1, tmp_path_factory.mktemp("tutorial01"))
+    yield run_shipped(1, tmp_path_factory.mktemp("tutorial01"), prefix="tc")
 
 
 def test_every_check_passes(result: TutorialResult) -> None:

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.root
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TutorialResult]:
-    yield run_shipped(4, tmp_path_factory.mktemp("tutorial04"))
+    yield run_shipped(4, tmp_path_factory.mktemp("tutorial04"), prefix="tc")
 
 
 def test_every_check_passes(result: TutorialResult) -> None:

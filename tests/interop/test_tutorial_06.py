@@ -16,7 +16,7 @@ ORDERLY = ["kernel client closes first", "stack server closes first", "kernel se
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TutorialResult]:
-    yield run_shipped(6, tmp_path_factory.mktemp("tutorial06"))
+    yield run_shipped(6, tmp_path_factory.mktemp("tutorial06"), prefix="tc")
 
 
 def test_every_check_passes(result: TutorialResult) -> None:

@@ -25,7 +25,7 @@ def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_report_renders_with_the_ladder(tmp_path: Path) -> None:
-    result = run_shipped(4, tmp_path / "run")
+    result = run_shipped(4, tmp_path / "run", prefix="tc")
     report = result.artifacts["report"][0]
     dom = chromium(tmp_path, "--dump-dom", report.as_uri())
     assert dom.returncode == 0, dom.stderr[-1000:]

@@ -6,9 +6,10 @@ it teaches from the figures it measured; `tcpdump_lines` reads a pcap back with 
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
+
+from pyroute2 import netns
 
 from lab.experiments.results import Check
 from lab.tutorials import find_tutorial
@@ -16,20 +17,21 @@ from lab.tutorials.report import write_report
 from lab.tutorials.runner import TutorialResult, run_tutorial
 from tests.interop.conftest import unique_lab_name
 
-NETNS_DIR = Path("/run/netns")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+PREFIX_LENGTH = 7  # the runner adds a random suffix of 5: lab names have at most 12 characters
 
 
 def namespaces_of(lab: str) -> list[str]:
-    if not NETNS_DIR.is_dir():
-        return []
-    return sorted(name for name in os.listdir(NETNS_DIR) if name.startswith(f"{lab}-"))
+    return sorted(space for space in netns.listnetns() if space.startswith(f"{lab}-"))
 
 
-def run_shipped(number: int, out: Path) -> TutorialResult:
-    """Run tutorial `number` to the end (lab name `tc` + random hex + the run's suffix)."""
-    prefix = unique_lab_name("tc")[:7]
-    result = run_tutorial(find_tutorial(str(number)), out=out, name_prefix=prefix, finish=write_report)
-    assert namespaces_of(result.lab) == [], f"lab {result.lab} left namespaces behind"
+def run_shipped(name: str | int, out: Path, prefix: str = "tq") -> TutorialResult:
+    """Run tutorial `name` (number or slug) to the end with its report, in `out`; the lab is named
+    `<prefix><hex>` and a suffix of the run's, and gone when this returns."""
+    lab_prefix = unique_lab_name(prefix)[:PREFIX_LENGTH]
+    result = run_tutorial(find_tutorial(str(name)), out=out, name_prefix=lab_prefix, finish=write_report)
+    left = namespaces_of(result.lab)
+    assert not left, f"namespaces left behind by lab {result.lab}: {left}"
     return result
 
 
@@ -37,8 +39,13 @@ def checks(result: TutorialResult) -> list[Check]:
     return [check for step in result.steps for check in step.checks]
 
 
+def failed_checks(result: TutorialResult) -> list[str]:
+    return [f"{step.title}: {check.name}: {check.detail}" for step in result.steps for check in step.checks
+            if not check.passed]
+
+
 def failed(result: TutorialResult) -> str:
-    return "; ".join(f"{c.name}: {c.detail}" for c in checks(result) if not c.passed)
+    return "; ".join(failed_checks(result))
 
 
 def tcpdump_lines(path: Path) -> list[str]:
@@ -51,10 +58,9 @@ def tcpdump_lines(path: Path) -> list[str]:
 
 def holds_handshake(lines: list[str]) -> bool:
     """A SYN, a SYN-ACK and an ACK, in that order, as tcpdump prints their flags."""
-    order = []
+    order: list[str] = []
     for line in lines:
         for flags in ("Flags [S],", "Flags [S.],", "Flags [.],"):
             if flags in line and (not order or order[-1] != flags):
                 order.append(flags)
-    text = " ".join(order)
-    return "Flags [S], Flags [S.], Flags [.]," in text
+    return "Flags [S], Flags [S.], Flags [.]," in " ".join(order)
