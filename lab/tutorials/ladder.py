@@ -26,7 +26,9 @@ from stack.wire.tcp import TcpFlags
 
 Endpoint = tuple[str, int]
 MAX_PCAP_BYTES = 64 * 1024 * 1024  # a tutorial's capture is small; a bigger file is not one of ours
-MAX_ROWS = 400  # a ladder taller than this is no longer readable: the rest is summarised in one row
+# A longer ladder (a bulk transfer) is drawn as its first and last rows, where the handshake and the
+# close are, with one row in between saying how many were left out.
+HEAD_ROWS, TAIL_ROWS = 60, 30
 _FLAG_ORDER = (("SYN", TcpFlags.SYN), ("FIN", TcpFlags.FIN), ("RST", TcpFlags.RST), ("PSH", TcpFlags.PSH),
                ("ACK", TcpFlags.ACK))
 
@@ -236,22 +238,43 @@ def aligned_marks(ladder: Ladder) -> list[StateMark]:
 # -- drawing ------------------------------------------------------------------------------------------
 
 
-def _shown_rows(ladder: Ladder) -> tuple[list[Packet | StateMark], int]:
-    rows = ladder.rows()
-    return rows[:MAX_ROWS], max(0, len(rows) - MAX_ROWS)
+@dataclass(frozen=True)
+class Gap:
+    """The rows of a long ladder that are not drawn."""
+
+    count: int
+
+    @property
+    def text(self) -> str:
+        return f"... {self.count} segments and state changes not drawn ..."
+
+
+Row = Packet | StateMark | Gap
+
+
+def shown_rows(ladder: Ladder) -> list[Row]:
+    """The rows to draw: all of them, or the first HEAD_ROWS and the last TAIL_ROWS with a Gap between."""
+    rows: list[Row] = list(ladder.rows())
+    if len(rows) <= HEAD_ROWS + TAIL_ROWS + 1:
+        return rows
+    return [*rows[:HEAD_ROWS], Gap(len(rows) - HEAD_ROWS - TAIL_ROWS), *rows[-TAIL_ROWS:]]
 
 
 def ladder_text(ladder: Ladder) -> str:
     """The ladder for a terminal: the client's lifeline on the left, the server's on the right."""
-    rows, hidden = _shown_rows(ladder)
+    rows = shown_rows(ladder)
     labels = [ladder.label(r) for r in rows if isinstance(r, Packet)]
     marks = [f"{r.state} ({r.side})" for r in rows if isinstance(r, StateMark)]
+    marks += [r.text for r in rows if isinstance(r, Gap)]
     client, server = _show(ladder.client), _show(ladder.server)
     width = max([len(text) + 8 for text in labels] + [len(text) + 4 for text in marks] +
                 [len(client) + len(server) + 4, 30])
     start = ladder.start
     lines = [f"{'ms':>9}  {client}{server:>{width + 2 - len(client)}}"]
     for row in rows:
+        if isinstance(row, Gap):
+            lines.append(f"{'':9}  |{row.text.center(width)}|")
+            continue
         when = f"{(row.time - start) * 1000:9.3f}"
         if isinstance(row, StateMark):
             text = f"{row.state} ({row.side})"
@@ -263,8 +286,6 @@ def ladder_text(ladder: Ladder) -> str:
             else:
                 inner = "<" + (body + "--").rjust(width - 1, "-")
         lines.append(f"{when}  |{inner}|")
-    if hidden:
-        lines.append(f"{'':9}  ({hidden} more rows not drawn)")
     return "\n".join(lines) + "\n"
 
 
@@ -277,7 +298,7 @@ TOP = 56
 
 def ladder_svg(ladder: Ladder) -> str:
     """The ladder as a standalone SVG: one row per segment or state change, labels above their arrows."""
-    rows, hidden = _shown_rows(ladder)
+    rows = shown_rows(ladder)
     longest = max([len(ladder.label(r)) for r in rows if isinstance(r, Packet)] + [20])
     longest_state = max([len(f"{r.state} ({r.side})") for r in rows if isinstance(r, StateMark)] + [0])
     side = max(MARGIN_SIDE, longest_state * CHAR_WIDTH + 24)  # a state name fits outside its lifeline
@@ -285,7 +306,7 @@ def ladder_svg(ladder: Ladder) -> str:
     left = MARGIN_TIME + side
     right = left + span
     width = int(right + side)
-    height = int(TOP + ROW_HEIGHT * (len(rows) + (1 if hidden else 0)) + 30)
+    height = int(TOP + ROW_HEIGHT * len(rows) + 30)
     # the marker's id is the ladder's own: a report inlines many ladders in one page
     arrow = "arrow-" + hashlib.sha1(f"{ladder.title} {ladder.start}".encode()).hexdigest()[:10]
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="ladder" width="{width}" height="{height}" '
@@ -309,6 +330,10 @@ def ladder_svg(ladder: Ladder) -> str:
     start = ladder.start
     for index, row in enumerate(rows):
         y = TOP + index * ROW_HEIGHT + ROW_HEIGHT // 2
+        if isinstance(row, Gap):
+            parts.append(f'<text x="{(left + right) / 2}" y="{y + 4}" text-anchor="middle" fill="#555" '
+                         f'class="gap">{html.escape(row.text)}</text>')
+            continue
         parts.append(f'<text x="8" y="{y + 4}" fill="#555">{(row.time - start) * 1000:.3f}</text>')
         if isinstance(row, StateMark):
             x = left if row.endpoint == ladder.client else right
@@ -325,10 +350,6 @@ def ladder_svg(ladder: Ladder) -> str:
                      f'stroke-width="1.5" marker-end="url(#{arrow})"/>')
         parts.append(f'<text x="{(left + right) / 2}" y="{y + 1}" text-anchor="middle" fill="{color}" '
                      f'class="segment">{html.escape(ladder.label(row))}</text>')
-    if hidden:
-        y = TOP + len(rows) * ROW_HEIGHT + ROW_HEIGHT // 2
-        parts.append(f'<text x="{(left + right) / 2}" y="{y}" text-anchor="middle" fill="#555">'
-                     f"({hidden} more rows not drawn)</text>")
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
 

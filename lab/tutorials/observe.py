@@ -33,8 +33,16 @@ from lab.experiments.stack_answers import (
 from lab.kernel.sockdiag import KernelSocket, kernel_tcp_sockets
 from lab.kernel.tracepoints import KernelTrace, TraceEvent, optional_kernel_trace, state_sequence
 from lab.tools.capture import CaptureResult, capturing
-from lab.tutorials.ladder import Endpoint, StateMark, ladder_text, ladders, read_pcap, write_ladders
-from lab.tutorials.session import Session
+from lab.tutorials.ladder import (
+    Endpoint,
+    PcapError,
+    StateMark,
+    ladder_text,
+    ladders,
+    read_pcap,
+    write_ladders,
+)
+from lab.tutorials.session import Figure, Session
 
 
 def lab_addresses(session: Session) -> set[str]:
@@ -210,21 +218,45 @@ def capturing_both(session: Session, stem: str, bpf_filter: str) -> Iterator[lis
 
 
 def draw_ladders(session: Session, pcap: Path, observer: Observer | None, stem: str, *,
-                 caption: str = "", echo: bool = True) -> int:
+                 caption: str = "", echo: bool = True, in_step: bool = True) -> int:
     """Ladder diagrams of every connection in `pcap`, with both sides' state changes: a text file, an SVG
-    each (figures of the current step and `ladder` artifacts). Returns how many connections it drew."""
+    each (`ladder` artifacts, and figures of the current step, or of the report's captures section
+    without `in_step`). Returns how many connections it drew."""
     found = ladders(read_pcap(pcap), observer.marks() if observer is not None else [])
     if not found:
-        session.say(f"(no TCP segments in {pcap.name} to draw)")
+        if in_step:
+            session.say(f"(no TCP segments in {pcap.name} to draw)")
         return 0
     text_path, *svgs = write_ladders(found, session.path(f"{stem}-ladder.txt"), session.out, f"{stem}-ladder")
     for ladder, svg in zip(found, svgs, strict=True):
         session.artifact("ladder", svg)
-        session.figure(f"Ladder: {ladder.title}", svg, caption)
-        if echo:
+        title = f"Ladder: {ladder.title}"
+        if in_step:
+            session.figure(title, svg, caption)
+        else:
+            session.figures.append(Figure(title, svg, caption))
+        if echo and in_step:
             session.say(f"ladder of {ladder.title}:\n{ladder_text(ladder)}")
     session.artifact("ladder", text_path)
     return len(found)
+
+
+def draw_missing_ladders(session: Session) -> int:
+    """Ladders (without state changes) of the captures no step drew: one pcap of each pair a tutorial
+    took (`<stem>-<node>.pcap`), so every run that captured has its ladder diagrams."""
+    drawn = 0
+    stems_done = {path.name.split("-ladder", 1)[0] for path in session.artifacts["ladder"]}
+    for pcap in list(session.artifacts["pcap"]):
+        stem = pcap.stem.rsplit("-", 1)[0]
+        if stem in stems_done or not pcap.is_file():
+            continue
+        stems_done.add(stem)
+        try:
+            drawn += draw_ladders(session, pcap, None, stem, caption=f"from {pcap.name}", echo=False,
+                                  in_step=False)
+        except PcapError as error:  # a capture cut short: the run's figures say so, the report goes on
+            session.metrics.setdefault("ladder_errors", []).append(str(error))
+    return drawn
 
 
 # -- the tables each side keeps ---------------------------------------------------------------------

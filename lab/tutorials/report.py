@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 from lab.tutorials.model import Tutorial
+from lab.tutorials.observe import draw_missing_ladders
 from lab.tutorials.session import Figure, Session, StateSequence
 
 MAX_INLINE_BYTES = 8 * 1024 * 1024  # a picture larger than this is linked by name, not inlined
@@ -101,6 +102,11 @@ def report_html(session: Session, tutorial: Tutorial, *, lab: str) -> str:
         if sequences:
             body.append("<h3>State sequences, both sides</h3>" + states_table(sequences))
         body += [inline_figure(figure) for figure in session.figures if figure.step == step.title]
+    steps = {step.title for step in session.steps}
+    others = [figure for figure in session.figures if figure.step not in steps]
+    if others:
+        body.append("<h2>Ladder diagrams of the captures</h2>")
+        body += [inline_figure(figure) for figure in others]
     body.append("<h2>Files of this run</h2><ul>")
     for kind, paths in session.artifacts.items():
         body += [f"<li>{_e(kind)}: <code>{_e(path.name)}</code></li>" for path in paths]
@@ -111,7 +117,9 @@ def report_html(session: Session, tutorial: Tutorial, *, lab: str) -> str:
 
 
 def write_report(session: Session, tutorial: Tutorial) -> Path:
-    """Write `report.html` into the run's folder and list it as the run's report."""
+    """Write `report.html` into the run's folder and list it as the run's report; captures no step
+    drew get their ladder diagrams first."""
+    draw_missing_ladders(session)
     path = session.path("report.html")
     session.artifact("report", path)  # listed before it is written, so the report names itself
     path.write_text(report_html(session, tutorial, lab=session.lab.name), encoding="utf-8")

@@ -165,3 +165,15 @@ def test_an_unbound_syn_sent_joins_the_connection_whose_syn_follows_it() -> None
     found = ladders(first + second, unbound)
     assert [[(m.endpoint, m.state) for m in ladder.marks] for ladder in found] == [
         [(CLIENT, "SYN_SENT")], [(("10.0.0.1", 40001), "SYN_SENT")]]
+
+
+def test_a_long_ladder_keeps_its_beginning_and_its_end() -> None:
+    c, s = CLIENT, SERVER
+    data = [Packet(T0 + 0.001 * i, c, s, ACK, C_ISN + 1 + 100 * i, S_ISN + 1, 502, 100) for i in range(500)]
+    ladder = ladders([*handshake_data_close()[:3], *data, handshake_data_close()[5]])[0]
+    text = ladder_text(ladder)
+    assert "SYN seq=0" in text and "FIN,ACK" in text
+    assert "... 414 segments and state changes not drawn ..." in text
+    root = ElementTree.fromstring(ladder_svg(ladder))
+    rows = [t for t in root.iter("{http://www.w3.org/2000/svg}text") if t.get("class") in ("segment", "gap")]
+    assert len(rows) == 60 + 1 + 30 and float(root.get("height", 0)) < 3000

@@ -12,7 +12,7 @@ from typing import Any
 from lab.tutorials import Session, find_tutorial
 from lab.tutorials.ladder import ladder_svg, ladders
 from lab.tutorials.report import report_html, write_report
-from tests.lab.tutorials.test_ladder import handshake_data_close, marks
+from tests.lab.tutorials.test_ladder import handshake_data_close, marks, pcap_of
 
 # The smallest valid PNG: 1x1, one grey pixel.
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgAB4iG8MwAAAABJ"
@@ -88,3 +88,19 @@ def test_a_missing_picture_is_named_not_linked(tmp_path: Path) -> None:
     session.figure("gone", tmp_path / "gone.svg")
     text = report_html(session, find_tutorial("1"), lab="tcab123")
     assert "gone.svg is not inlined" in text and "<img" not in text
+
+
+def test_captures_no_step_drew_get_their_ladders_in_the_report(tmp_path: Path) -> None:
+    session = Session(SimpleNamespace(name="tcab123"), tmp_path)  # type: ignore[arg-type]
+    session.begin_step("connect")
+    for node in ("h1", "s1"):  # both ends of one capture: one ladder is drawn
+        pcap = session.path(f"connect-{node}.pcap")
+        pcap.write_bytes(pcap_of(handshake_data_close()[:3]))
+        session.artifact("pcap", pcap)
+    broken = session.path("late-h1.pcap")
+    broken.write_bytes(b"not a pcap at all, long enough for a header")
+    session.artifact("pcap", broken)
+    text = write_report(session, find_tutorial("1")).read_text()
+    assert [p.name for p in session.artifacts["ladder"]] == ["connect-ladder-1.svg", "connect-ladder.txt"]
+    assert "Ladder diagrams of the captures" in text and text.count('class="ladder"') == 1
+    assert "late-h1.pcap" in session.metrics["ladder_errors"][0]
