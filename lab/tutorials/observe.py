@@ -236,7 +236,7 @@ def draw_ladders(session: Session, pcap: Path, observer: Observer | None, stem: 
         else:
             session.figures.append(Figure(title, svg, caption))
         if echo and in_step:
-            session.say(f"ladder of {ladder.title}:\n{ladder_text(ladder)}")
+            session.show(f"ladder of {ladder.title}:\n{ladder_text(ladder)}")
     session.artifact("ladder", text_path)
     return len(found)
 
