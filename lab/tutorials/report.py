@@ -30,6 +30,7 @@ table { border-collapse: collapse; margin: .6em 0; } td, th { border: 1px solid 
   text-align: left; vertical-align: top; }
 figure { margin: 1em 0; overflow-x: auto; } figcaption { color: #555; font-size: .9em; }
 .states { font-family: monospace; } pre.text { white-space: pre-wrap; font-size: 13px; }
+p.observed { white-space: pre-wrap; }
 """
 _SVG_PROLOGUE = re.compile(r"^\s*(<\?xml[^>]*\?>\s*)?(<!DOCTYPE[^>]*>\s*)?", re.IGNORECASE)
 
@@ -88,7 +89,7 @@ def report_html(session: Session, tutorial: Tutorial, *, lab: str) -> str:
         body.append(f"<h2>Step {index}: {_e(step.title)}</h2>")
         if step.observed:
             body.append("<h3>What happened</h3>")
-            body += [f"<pre>{_e(line)}</pre>" if "\n" in line else f"<p>{_e(line)}</p>"
+            body += [f"<pre>{_e(line)}</pre>" if "\n" in line else f'<p class="observed">{_e(line)}</p>'
                      for line in step.observed]
         if step.checks:
             body.append("<table><tr><th>check</th><th>verdict</th><th>measured</th></tr>")

@@ -7,6 +7,7 @@ import socket
 import threading
 from typing import Any
 
+from lab.build.control import StackCommandFailed
 from lab.kernel.sysctls import read_sysctl
 from lab.tutorials import Session, Step
 from lab.tutorials.observe import (
@@ -132,9 +133,10 @@ def address_in_use(session: Session) -> None:
         answer: dict[str, Any] = {}
         try:
             stack.listen(80, app="echo")
-        except Exception as failure:
-            answer = {"errno": getattr(failure, "errno_name", None), "error": str(failure)}
-    session.say(f"stack: listen on port 80, where its http app listens: {answer.get('error', 'accepted!')}")
+        except StackCommandFailed as failure:  # the refusal is what this step shows
+            answer = {"errno": failure.errno_name, "error": failure.error}
+    session.say(f"stack: listen on port 80, where its http app listens: {answer.get('error', 'accepted!')} "
+                f"({answer.get('errno')})")
     session.check("Linux: bind() on a port a listener holds fails with EADDRINUSE", plain == "EADDRINUSE",
                   plain)
     session.check("Linux: SO_REUSEADDR does not let a second socket bind a listening port",
@@ -201,8 +203,8 @@ def reuse_after_time_wait(session: Session) -> None:
                 stack.listen(STACK_REUSE, app="echo")
                 verdicts["stack_relisten"] = "ok"
                 stack.close_listener(STACK_REUSE)
-            except Exception as failure:
-                verdicts["stack_relisten"] = str(getattr(failure, "errno_name", None) or failure)
+            except StackCommandFailed as failure:  # a refusal is a measured result here
+                verdicts["stack_relisten"] = failure.errno_name or failure.error
         session.say(f"stack listen() on port {STACK_REUSE} again (it sets SO_REUSEADDR, like every server): "
                     f"{verdicts['stack_relisten']}")
         kernel_end, stack_end = (kernel_address(session), KERNEL_REUSE), (peer[0], peer[1])
