@@ -38,7 +38,8 @@ def test_so_reuseaddr_is_what_lets_a_port_in_time_wait_be_bound_again(result: Tu
 
 def test_both_pcaps_parse_and_hold_the_handshake(result: TutorialResult) -> None:
     pcaps = result.artifacts["pcap"]
-    assert len(pcaps) == 2 and {p.name for p in pcaps} == {"reuse-h1.pcap", "reuse-s1.pcap"}
+    assert {p.name for p in pcaps} == {"reuse-h1.pcap", "reuse-s1.pcap", "reuse-both-h1.pcap",
+                                       "reuse-both-s1.pcap"}
     for pcap in pcaps:
         assert holds_handshake(tcpdump_lines(pcap)), pcap
 
@@ -48,3 +49,10 @@ def test_the_report_and_ladders_are_written(result: TutorialResult) -> None:
     text = report.read_text()
     assert "Tutorial 1: socket, bind, listen" in text and 'class="ladder"' in text
     assert any(p.suffix == ".txt" for p in result.artifacts["ladder"])
+
+
+def test_so_reuseaddr_must_be_on_both_sockets_on_both_sides(result: TutorialResult) -> None:
+    both = result.metrics["reuse_on_both"]
+    assert both["linux_old_without_new_with"] == "EADDRINUSE"
+    assert both["stack_code"] == {"old without, new without": "EADDRINUSE",
+                                  "old without, new with": "EADDRINUSE", "old with, new with": "ok"}

@@ -19,12 +19,18 @@ from lab.tutorials.observe import (
     stack_tables,
     watching,
 )
+from stack import SO_REUSEADDR, SOL_SOCKET
+from stack.devices.memory import MemoryWire
+from stack.host import Host
+from stack.loops.runner import Runner
 
 BOUND_PORT = 7001  # kernel: bound, never listening
 SMALL, HUGE = 7002, 7003  # kernel listeners: backlog 5 and 100000
 STACK_SMALL, STACK_HUGE = 7010, 7011  # stack listeners: backlog 5 and 60000
 CONFLICT = 7004  # kernel: a listener and a second bind
 KERNEL_REUSE, STACK_REUSE = 7020, 7021  # a port left in TIME_WAIT on each side
+KERNEL_REUSE_OLD = 7022  # left in TIME_WAIT by a listener without SO_REUSEADDR
+STACK_CODE_PORT = 7030  # the stack's socket API in this process
 
 
 def kernel_address(session: Session) -> str:
@@ -146,24 +152,22 @@ def address_in_use(session: Session) -> None:
                   str(answer.get("errno")))
 
 
-def reuse_after_time_wait(session: Session) -> None:
+def linux_server_closes_first(session: Session, port: int, *, reuse: bool) -> tuple[str, int]:
+    """A Linux listener on `port` (SO_REUSEADDR as `reuse` says) serves one stack client and closes its
+    side first, so the connection stays in TIME_WAIT on Linux's port; returns the client's end."""
     lab = session.lab
-    kernel, stack_node = lab.first("kernel"), lab.first("pystack")
-    verdicts: dict[str, str] = {}
-    with watching(session, [KERNEL_REUSE, STACK_REUSE]) as observer, \
-            capturing_both(session, "reuse", f"tcp port {KERNEL_REUSE} or tcp port {STACK_REUSE}") as pcaps:
-        # Linux is the server and closes first: its side of the connection stays in TIME_WAIT.
-        listener = lab.kernel_socket(kernel)
-        # The old socket must say SO_REUSEADDR too: its TIME_WAIT remembers it (inet_bind_conflict).
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((kernel_address(session), KERNEL_REUSE))
+    listener = lab.kernel_socket(lab.first("kernel"))
+    answers: dict[str, Any] = {}
+
+    def stack_client() -> None:
+        with lab.stack(lab.first("pystack")) as client:
+            answers["connect"] = client.connect(kernel_address(session), port, recv="eof")
+
+    try:
+        if reuse:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((kernel_address(session), port))
         listener.listen(4)
-        answers: dict[str, Any] = {}
-
-        def stack_client() -> None:
-            with lab.stack(stack_node) as client:
-                answers["connect"] = client.connect(kernel_address(session), KERNEL_REUSE, recv="eof")
-
         thread = threading.Thread(target=stack_client, daemon=True)
         thread.start()
         listener.settimeout(10.0)
@@ -171,7 +175,20 @@ def reuse_after_time_wait(session: Session) -> None:
         conn.sendall(b"hello from the kernel\n")
         conn.close()  # the server closes first: the active closer
         thread.join(15.0)
+    finally:
         listener.close()
+    return peer[0], peer[1]
+
+
+def reuse_after_time_wait(session: Session) -> None:
+    lab = session.lab
+    kernel, stack_node = lab.first("kernel"), lab.first("pystack")
+    verdicts: dict[str, str] = {}
+    with watching(session, [KERNEL_REUSE, STACK_REUSE]) as observer, \
+            capturing_both(session, "reuse", f"tcp port {KERNEL_REUSE} or tcp port {STACK_REUSE}") as pcaps:
+        # Linux is the server and closes first: its side of the connection stays in TIME_WAIT. The old
+        # socket says SO_REUSEADDR too: its TIME_WAIT remembers it (step 5 shows why that matters).
+        peer = linux_server_closes_first(session, KERNEL_REUSE, reuse=True)
         session.say(f"Linux served {peer[0]}:{peer[1]} and closed first; its sockets on port {KERNEL_REUSE}:")
         for row in kernel_rows(session, KERNEL_REUSE):
             session.say(f"  {kernel_row_text(row)}")
@@ -228,9 +245,74 @@ def reuse_after_time_wait(session: Session) -> None:
                  caption="the connections that left TIME_WAIT behind, captured on h1")
 
 
+def stack_code_trial(reuse_old: bool, reuse_new: bool) -> tuple[str, list[str]]:
+    """The same exchange on the stack's own socket API: two Hosts in this process on a virtual clock
+    (no lab needed), the server closing first. What bind() of its port then says, and its bound table."""
+    client_host = Host("10.0.0.1/24", "02:00:00:00:00:01", seed=1, secret=b"a" * 32)
+    server_host = Host("10.0.0.2/24", "02:00:00:00:00:02", seed=2, secret=b"b" * 32)
+    runner = Runner([client_host, server_host], [MemoryWire(client_host, server_host)])  # drives both
+    address = ("10.0.0.2", STACK_CODE_PORT)
+    listener = server_host.socket()
+    if reuse_old:
+        listener.setsockopt(SOL_SOCKET, SO_REUSEADDR, 1)
+    listener.bind(address)
+    listener.listen(4)
+    client = client_host.socket()
+    client.connect(address)
+    conn, _ = listener.accept()
+    conn.sendall(b"hi")
+    conn.close()  # the server closes first: TIME_WAIT on its port
+    while client.recv(16):
+        pass
+    client.close()
+    listener.close()
+    runner.run_for(0.2)  # the client's FIN and the last ACK cross: the server's side is in TIME_WAIT
+    bound = [f"{entry.ip}:{entry.port} {entry.state}" for entry in server_host.tables().bound]
+    again = server_host.socket()
+    if reuse_new:
+        again.setsockopt(SOL_SOCKET, SO_REUSEADDR, 1)
+    try:
+        again.bind(address)
+    except OSError as error:
+        return errno.errorcode.get(error.errno or 0, str(error)), bound
+    finally:
+        again.close()
+    return "ok", bound
+
+
+def reuse_on_both(session: Session) -> None:
+    lab = session.lab
+    with capturing_both(session, "reuse-both", f"tcp port {KERNEL_REUSE_OLD}"):
+        linux_server_closes_first(session, KERNEL_REUSE_OLD, reuse=False)
+    sock = lab.kernel_socket(lab.first("kernel"))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    linux = bind_error(sock, (kernel_address(session), KERNEL_REUSE_OLD))
+    sock.close()
+    session.say(f"Linux: the old listener on {KERNEL_REUSE_OLD} did not set SO_REUSEADDR. Its connection's "
+                f"TIME_WAIT remembers that, and a new socket with SO_REUSEADDR still gets {linux} "
+                "(inet_bind_conflict wants it on both).")
+    trials = {}
+    for reuse_old, reuse_new in ((False, False), (False, True), (True, True)):
+        verdict, bound = stack_code_trial(reuse_old, reuse_new)
+        case = f"old {'with' if reuse_old else 'without'}, new {'with' if reuse_new else 'without'}"
+        trials[case] = verdict
+    session.say("The stack's own socket API, on two Hosts in this process (a virtual clock, no lab): its "
+                f"bound table after the close holds {'; '.join(bound)}; bind() again: "
+                + "; ".join(f"{case}: {verdict}" for case, verdict in trials.items()))
+    linux_rule = {"old without, new without": "EADDRINUSE", "old without, new with": "EADDRINUSE",
+                  "old with, new with": "ok"}
+    session.metric("reuse_on_both", {"linux_old_without_new_with": linux, "stack_code": trials})
+    session.check("Linux: SO_REUSEADDR on the new socket alone does not get past a TIME_WAIT",
+                  linux == "EADDRINUSE", linux)
+    session.check("the stack's bind table follows Linux's rule: SO_REUSEADDR on both sockets",
+                  trials == linux_rule and any("TIME_WAIT" in entry for entry in bound),
+                  "; ".join(f"{case}: {verdict}" for case, verdict in trials.items()))
+
+
 STEPS = [
     Step("bind alone: an address, no listening", bind_alone),
     Step("listen(backlog): what the number sizes, and the somaxconn cap", listen_backlog),
     Step("EADDRINUSE: two sockets, one port", address_in_use),
     Step("SO_REUSEADDR: binding a port that TIME_WAIT still holds", reuse_after_time_wait),
+    Step("SO_REUSEADDR must be on both sockets, in Linux and in the stack's code", reuse_on_both),
 ]
