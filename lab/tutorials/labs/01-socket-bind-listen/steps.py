@@ -62,9 +62,23 @@ def bind_alone(session: Session) -> None:
     session.check("Linux: a bound socket is in the bind table but not listening (state CLOSE)",
                   [r.state for r in rows] == ["CLOSE"], f"states on port {BOUND_PORT}: "
                   f"{', '.join(r.state for r in rows) or 'none'}")
+    host = stack_host("10.0.0.2")
+    own = host.socket()
+    before = own.getsockname()
+    own.bind(("10.0.0.2", BOUND_PORT))
+    snapshot = host.tables()
+    code_bound = [f"{entry.ip}:{entry.port} {entry.state}" for entry in snapshot.bound]
+    session.say(f"The same on the stack's own socket API (a Host in this process): getsockname() "
+                f"{before[0]}:{before[1]} before bind(), then its bound table holds {'; '.join(code_bound)} "
+                f"and its listening table {len(snapshot.listening)} rows.")
+    session.check("stack: a bound socket is in the bound table but not listening (state CLOSE)",
+                  code_bound == [f"10.0.0.2:{BOUND_PORT} CLOSE"] and not snapshot.listening,
+                  f"bound {'; '.join(code_bound)}; listening {len(snapshot.listening)}")
+    own.close()
     tables = stack_tables(session)
     bound = [f"{row['local']} {row['state']}" for row in tables["bound"]]
-    session.say(f"The stack's bound table holds every port a socket of it has: {'; '.join(bound)}")
+    session.say(f"s1's stack process: its bound table holds every port a socket of it has (here its apps' "
+                f"listeners): {'; '.join(bound)}")
     listening = {row["local"] for row in tables["listening"]}
     session.check("stack: every listening port is also in the bound table",
                   listening <= {row["local"] for row in tables["bound"]},
@@ -243,6 +257,15 @@ def reuse_after_time_wait(session: Session) -> None:
                   f"bound {'; '.join(left) or 'empty'}; listen again: {verdicts['stack_relisten']}")
     draw_ladders(session, pcaps[0].path, observer, "reuse",
                  caption="the connections that left TIME_WAIT behind, captured on h1")
+
+
+def stack_host(address: str) -> Host:
+    """A Host of the stack in this process, alone on a virtual clock: its socket API and its tables,
+    without a lab (what the node process on s1 runs, with nothing attached)."""
+    host = Host(f"{address}/24", "02:00:00:00:00:02", seed=2, secret=b"b" * 32)
+    peer = Host("10.0.0.1/24", "02:00:00:00:00:01", seed=1, secret=b"a" * 32)
+    Runner([host, peer], [MemoryWire(host, peer)])  # the sockets' driver
+    return host
 
 
 def stack_code_trial(reuse_old: bool, reuse_new: bool) -> tuple[str, list[str]]:
