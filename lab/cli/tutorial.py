@@ -17,7 +17,6 @@ from rich.table import Table
 
 from lab.build.state import LabError, check_lab_name
 from lab.cli.output import JsonFlag, errors_to_exit_codes, out, print_json
-from lab.cli.progress import progress_line
 from lab.tutorials import find_tutorial, shipped_tutorials
 from lab.tutorials.report import write_report
 from lab.tutorials.runner import TutorialResult, run_tutorial
@@ -79,12 +78,14 @@ def run_command(
         tutorial = find_tutorial(name)
         if step and as_json:
             raise LabError("--step waits for Enter on a terminal; it cannot go with --json")
-        echo = _silent if as_json else _echo
-        with progress_line(f"tutorial {tutorial.number}: starting", as_json=as_json or step) as report:
-            result = run_tutorial(tutorial, out=out_dir, echo=echo, name_prefix=prefix,
-                                  progress=lambda text: report(f"tutorial {tutorial.number}: {text}"),
-                                  gate=_wait_for_enter if step else _announce if not as_json else _quiet,
-                                  finish=write_report)
+        # The step titles and what each step says are the run's progress: no spinner line is drawn
+        # over them (with --json nothing but the JSON is printed).
+        if as_json:
+            echo, gate = _silent, _quiet
+        else:
+            echo, gate = _echo, (_wait_for_enter if step else _announce)
+        result = run_tutorial(tutorial, out=out_dir, echo=echo, name_prefix=prefix, gate=gate,
+                              finish=write_report)
     if as_json:
         print_json(result.to_json())
     else:
