@@ -19,6 +19,7 @@ import html
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 from lab.tutorials.packets import CapturedSegment, tcp_segments
 from stack.wire.errors import MalformedPacket
@@ -200,10 +201,11 @@ def _place_unbound(mark: StateMark, found: list[Ladder]) -> None:
 
 # Which segment makes a socket enter a state: one it receives (ESTABLISHED on the SYN-ACK or the
 # handshake's ACK, CLOSE_WAIT on a FIN, ...) or one it sends right after (SYN_SENT, FIN_WAIT1, LAST_ACK).
-_ENTERED_ON_RECEIPT = {"ESTABLISHED": TcpFlags.ACK, "SYN_RECV": TcpFlags.SYN, "CLOSE_WAIT": TcpFlags.FIN,
-                       "FIN_WAIT2": TcpFlags.ACK, "TIME_WAIT": TcpFlags.FIN, "CLOSING": TcpFlags.FIN,
-                       "CLOSE": TcpFlags.ACK | TcpFlags.RST}
-_ENTERED_ON_SENDING = {"SYN_SENT": TcpFlags.SYN, "FIN_WAIT1": TcpFlags.FIN, "LAST_ACK": TcpFlags.FIN}
+_ENTERED_ON_RECEIPT = MappingProxyType({
+    "ESTABLISHED": TcpFlags.ACK, "SYN_RECV": TcpFlags.SYN, "CLOSE_WAIT": TcpFlags.FIN, "FIN_WAIT2": TcpFlags.ACK,
+    "TIME_WAIT": TcpFlags.FIN, "CLOSING": TcpFlags.FIN, "CLOSE": TcpFlags.ACK | TcpFlags.RST})
+_ENTERED_ON_SENDING = MappingProxyType({"SYN_SENT": TcpFlags.SYN, "FIN_WAIT1": TcpFlags.FIN,
+                                        "LAST_ACK": TcpFlags.FIN})
 ALIGN_SECONDS = 0.003
 
 
