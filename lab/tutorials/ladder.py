@@ -202,8 +202,9 @@ def _place_unbound(mark: StateMark, found: list[Ladder]) -> None:
 # Which segment makes a socket enter a state: one it receives (ESTABLISHED on the SYN-ACK or the
 # handshake's ACK, CLOSE_WAIT on a FIN, ...) or one it sends right after (SYN_SENT, FIN_WAIT1, LAST_ACK).
 _ENTERED_ON_RECEIPT = MappingProxyType({
-    "ESTABLISHED": TcpFlags.ACK, "SYN_RECV": TcpFlags.SYN, "CLOSE_WAIT": TcpFlags.FIN, "FIN_WAIT2": TcpFlags.ACK,
-    "TIME_WAIT": TcpFlags.FIN, "CLOSING": TcpFlags.FIN, "CLOSE": TcpFlags.ACK | TcpFlags.RST})
+    "ESTABLISHED": TcpFlags.ACK, "SYN_RECV": TcpFlags.SYN, "CLOSE_WAIT": TcpFlags.FIN,
+    "FIN_WAIT2": TcpFlags.ACK, "TIME_WAIT": TcpFlags.FIN, "CLOSING": TcpFlags.FIN,
+    "CLOSE": TcpFlags.ACK | TcpFlags.RST})
 _ENTERED_ON_SENDING = MappingProxyType({"SYN_SENT": TcpFlags.SYN, "FIN_WAIT1": TcpFlags.FIN,
                                         "LAST_ACK": TcpFlags.FIN})
 ALIGN_SECONDS = 0.003
