@@ -153,3 +153,23 @@ def test_step_waits_for_enter_before_each_step(tmp_path: Path) -> None:
     assert process.returncode == 0, err[-2000:]
     assert err.count("(Enter to run this step)") == 3
     assert "Step 1: Linux: the listener" in out and "Step 3: closing a listener" in out
+
+
+@pytest.mark.root
+def test_ctrl_c_while_step_waits_for_enter_exits_130_with_the_lab_down(tmp_path: Path) -> None:
+    prefix = f"tc{uuid.uuid4().hex[:4]}"
+    process = start("tutorial", "run", "4", "--step", "--out", str(tmp_path), "--name", prefix, stdin=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not our_namespaces(prefix):  # the lab is up before the first step waits
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.5)  # waiting for Enter: nobody types
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, err[-2000:]
+    assert our_namespaces(prefix) == []
