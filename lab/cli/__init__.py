@@ -1,8 +1,8 @@
 """The `lab` command line: every command registered here, on one typer app.
 
 The commands live in `lab.cli.labs` (up, down, status, list, exec, graph, doctor), `lab.cli.stack`
-(`lab stack`), `lab.cli.impair` (`lab impair`), `lab.cli.run` (`lab run`) and `lab.cli.bench`
-(`lab bench`, `lab bench up`); each module only defines them, and this one puts them on the app, in
+(`lab stack`), `lab.cli.impair` (`lab impair`), `lab.cli.run` (`lab run`), `lab.cli.tutorial`
+(`lab tutorial`) and `lab.cli.bench` (`lab bench`, `lab bench up`); each module only defines them, and this one puts them on the app, in
 the order `lab --help` lists them.
 Exit codes and error lines follow `lab.cli.output`; the `lab` command itself is `lab.__main__.main`,
 which handles Ctrl-C and SIGTERM around this app.
@@ -18,6 +18,7 @@ from lab.cli.tutorial import tutorial_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Network-namespace lab: kernel nodes and pystack nodes wired by netlink.")
+app.add_typer(tutorial_app, name="tutorial")
 app.add_typer(bench_app, name="bench")
 app.command()(labs.up)
 app.command()(labs.down)
@@ -30,4 +31,3 @@ app.command("doctor")(labs.doctor_command)
 app.command("impair")(impair.impair_command)
 app.command("stack")(stack.stack_command)
 app.command("run")(run.run_command)
-app.add_typer(tutorial_app, name="tutorial")
