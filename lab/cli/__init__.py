@@ -1,9 +1,9 @@
 """The `lab` command line: every command registered here, on one typer app.
 
 The commands live in `lab.cli.labs` (up, down, status, list, exec, graph, doctor), `lab.cli.stack`
-(`lab stack`), `lab.cli.impair` (`lab impair`), `lab.cli.run` (`lab run`) and `lab.cli.bench`
-(`lab bench`, `lab bench up`); each module only defines them, and this one puts them on the app, in
-the order `lab --help` lists them.
+(`lab stack`), `lab.cli.impair` (`lab impair`), `lab.cli.run` (`lab run`), `lab.cli.tutorial`
+(`lab tutorial`) and `lab.cli.bench` (`lab bench`, `lab bench up`); each module only defines them,
+and this one puts them on the app, in the order `lab --help` lists them.
 Exit codes and error lines follow `lab.cli.output`; the `lab` command itself is `lab.__main__.main`,
 which handles Ctrl-C and SIGTERM around this app.
 """
@@ -14,9 +14,11 @@ import typer
 
 from lab.cli import capture, impair, labs, run, stack
 from lab.cli.bench import bench_app
+from lab.cli.tutorial import tutorial_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Network-namespace lab: kernel nodes and pystack nodes wired by netlink.")
+app.add_typer(tutorial_app, name="tutorial")
 app.add_typer(bench_app, name="bench")
 app.command(epilog="Example: lab up topologies/router.yaml --name r1")(labs.up)
 app.command(epilog="Example: lab down pair")(labs.down)
