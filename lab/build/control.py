@@ -143,11 +143,14 @@ class StackClient:
     def hello(self) -> dict[str, Any]:
         return self.request("hello")
 
-    def ss(self) -> list[dict[str, Any]]:
-        return self.request("ss")["connections"]
+    def ss(self, **filters: Any) -> dict[str, Any]:
+        """The node's answer as is: ``{"connections": [...], "matched": N, "total": M}``; filters
+        (state, port, sport, dport, address, limit) are applied by the node."""
+        return self.request("ss", **{key: value for key, value in filters.items() if value is not None})
 
     def stats(self) -> dict[str, Any]:
-        return self.request("stats")["counters"]
+        """The node's answer as is: ``{"counters": {...}}``, what `lab stack ... stats --json` prints."""
+        return self.request("stats")
 
     def tables(self) -> dict[str, Any]:
         return self.request("tables")

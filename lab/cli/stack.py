@@ -132,9 +132,9 @@ def _port(verb: str, argument: str | None) -> int:
 def _stack_request(client: StackClient, verb: str, argument: str | None, app_name: str, backlog: int,
                    send: int, recv: bool, timeout: float) -> dict[str, Any]:
     if verb == "ss":
-        return {"connections": client.ss()}
+        return client.ss()
     if verb == "stats":
-        return {"counters": client.stats()}
+        return client.stats()
     if verb == "tables":
         return client.tables()
     if verb == "hello":
