@@ -58,6 +58,7 @@ def kernel_counters(namespace: str) -> dict[str, int]:
 
 def _until(check: Callable[[], str | None], within: float) -> None:
     """Ask `check` until it has no problem or `within` seconds pass; then fail with its last problem."""
+    __tracebackhide__ = True  # pytest shows the test's line, not this loop
     deadline = time.monotonic() + within
     while True:
         problem = check()
@@ -205,6 +206,7 @@ class Watch:
                       within: float = DEFAULT_WITHIN_SECONDS) -> None:
         """One connection of `node` went through `expected` states in a row (with `exact`: just them),
         within `within` seconds; else the failure lists every connection's sequence."""
+        __tracebackhide__ = True
         wanted = list(expected)
         _until(lambda: states_problem(node, wanted, self.states(node), exact=exact), within)
 
@@ -220,6 +222,7 @@ class Watch:
                        at_most: int | None = None, within: float = DEFAULT_WITHIN_SECONDS) -> None:
         """The counter `name` of `node` (nstat's names: TcpPassiveOpens, TcpExtListenOverflows, ...) moved
         since the watch started: by at least 1 unless `by`, `at_least` or `at_most` say otherwise."""
+        __tracebackhide__ = True
         _until(lambda: counter_problem(node, name, *self.counter(node, name), by=by, at_least=at_least,
                                        at_most=at_most), within)
 
@@ -272,6 +275,7 @@ class Capture:
         """The node sent a segment (or exactly `count`) with these flags (`S.`: SYN and ACK, no other),
         these options (`["mss", "wscale"]` or `{"wscale": 7}`), port and payload length; the matching
         segments. Else the failure lists what the node sent."""
+        __tracebackhide__ = True
         description = describe_segment_query(flags, options, port, length)
         found: list[Segment] = []
 

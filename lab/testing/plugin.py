@@ -32,6 +32,7 @@ from lab.experiments.running import lab_for_experiment
 from lab.kernel.capabilities import check_privileges, check_tun_device
 from lab.testing.handles import Lab
 from lab.topology import find_topology, load_topology, plan_from_data, plan_from_text
+from lab.topology.errors import TopologyError
 from lab.topology.names import MAX_NAME_LENGTH
 from lab.topology.plan import LabPlan
 
@@ -108,7 +109,10 @@ def nslab_up(nslab_prefix: str, tmp_path: Path) -> Iterator[LabUp]:
     with ExitStack() as labs:
 
         def up(topology: Topology) -> Lab:
-            plan = plan_for(topology, unique_name(nslab_prefix))
+            try:
+                plan = plan_for(topology, unique_name(nslab_prefix))
+            except TopologyError as error:  # file:line, field, value: one line, no traceback
+                pytest.fail(f"nslab topology: {error}", pytrace=False)
             try:
                 running = labs.enter_context(lab_for_experiment(plan, None))
             except Interrupted:

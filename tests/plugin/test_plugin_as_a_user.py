@@ -1,0 +1,175 @@
+"""The plugin as a user meets it: test files in a folder of their own, run by a pytest subprocess, so the
+`pytest11` entry point (not this project's conftest) provides the fixtures. Only the public plugin is
+used: its fixtures and marker, and `lab.testing`'s handles through them.
+
+The worked example is taken from docs/testing.md itself, so the documentation is what is run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from lab.kernel.namespaces import list_namespaces
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "testing.md"
+RUN_SECONDS = 180
+
+
+def example_from_docs() -> str:
+    """The first Python block of docs/testing.md: the worked example."""
+    match = re.search(r"```python\n(.*?)```", DOCS.read_text(), re.DOTALL)
+    assert match is not None, "docs/testing.md has no python example"
+    return match[1]
+
+
+def prefix() -> str:
+    return f"pp{uuid.uuid4().hex[:3]}"
+
+
+def pytest_command(folder: Path, *args: str) -> list[str]:
+    # -p no:cacheprovider: nothing written beside the tests; the entry point loads the plugin
+    return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+            str(folder), *args]
+
+
+def run_pytest(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(pytest_command(folder, *args), cwd=folder, capture_output=True, text=True,
+                          timeout=RUN_SECONDS, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+
+
+def labs_left(lab_prefix: str) -> list[str]:
+    return [name for name in list_namespaces() if name.startswith(lab_prefix)]
+
+
+def test_the_entry_point_names_the_plugin_module() -> None:
+    from importlib.metadata import entry_points
+
+    (plugin,) = [e for e in entry_points(group="pytest11") if e.name == "nslab"]
+    assert plugin.value == "lab.testing.plugin"
+
+
+def test_a_bad_prefix_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "test_x.py").write_text("def test_x(nslab_prefix):\n    pass\n")
+    done = run_pytest(tmp_path, "--nslab-prefix", "Bad-Prefix")
+    assert done.returncode != 0
+    expected = "nslab prefix 'Bad-Prefix': expected 1 to 5 lowercase letters and digits"
+    assert expected in done.stdout + done.stderr
+
+
+@pytest.mark.root
+def test_the_documented_example_passes_and_leaves_no_lab(tmp_path: Path) -> None:
+    (tmp_path / "test_echo.py").write_text(example_from_docs())
+    lab_prefix = prefix()
+    done = run_pytest(tmp_path, "--nslab-prefix", lab_prefix)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "1 passed" in done.stdout
+    assert labs_left(lab_prefix) == []
+
+
+WRONG_EXPECTATIONS = '''
+import pytest
+
+
+@pytest.fixture
+def echoed(nslab):
+    """A kernel client echoed by the stack on port 7010, watched and captured."""
+    s1 = nslab.stack("s1")
+    s1.listen(7010, app="echo")
+    seen, capture = nslab.watch(7010), nslab.capture("s1")
+    with nslab.kernel("h1").connect((s1.address, 7010)) as sock:
+        sock.sendall(b"ping")
+        assert sock.recv(4) == b"ping"
+    return seen, capture
+
+
+def test_wrong_states(echoed):
+    seen, _ = echoed
+    seen.expect_states("s1", ["SYN_SENT", "ESTABLISHED"], within=0.5)
+
+
+def test_wrong_counter(echoed):
+    seen, _ = echoed
+    seen.expect_counter("s1", "TcpPassiveOpens", by=2, within=0.5)
+
+
+def test_wrong_flags(echoed):
+    _, capture = echoed
+    capture.expect_sent(flags="S", within=0.5)
+
+
+@pytest.mark.nslab_topology({"name": "mine", "nodes": {"a": {"kind": "kernel"}, "b": {"kind": "kernel"}},
+                             "links": [{"endpoints": ["a:eth0", "b:eth0"], "subnet": "10.77.0.0/24"}]})
+def test_a_dict_topology_and_a_failing_assert(nslab):
+    done = nslab.kernel("a").run("ping", "-c1", "-W2", nslab.address("b"))
+    assert done.returncode == 0
+    assert nslab.name.startswith("PREFIX")
+    assert False, "failing on purpose: the lab must still go down"
+'''
+
+
+@pytest.mark.root
+def test_wrong_expectations_fail_showing_what_was_seen_and_labs_go_down(tmp_path: Path) -> None:
+    lab_prefix = prefix()
+    (tmp_path / "test_wrong.py").write_text(WRONG_EXPECTATIONS.replace("PREFIX", lab_prefix))
+    done = run_pytest(tmp_path, "--nslab-prefix", lab_prefix)
+    output = done.stdout
+    assert done.returncode == 1, output[-3000:] + done.stderr[-2000:]
+    assert "4 failed" in output
+    # the states: what each connection of s1 went through
+    assert "s1: no connection went through SYN_SENT -> ESTABLISHED (in a row)" in output
+    assert re.search(r"seen 10\.0\.0\.2:7010 > 10\.0\.0\.1:\d+: LISTEN -> SYN_RECV -> ESTABLISHED -> "
+                     r"CLOSE_WAIT -> LAST_ACK -> CLOSE", output), output
+    # the counter: before, after, moved by
+    assert re.search(r"s1: counter TcpPassiveOpens expected to move by exactly 2; seen \d+ -> \d+ "
+                     r"\(moved by 1\)", output), output
+    # the segment: every segment s1 sent, its SYN-ACK first
+    assert "s1: expected a segment sent with flags [S]; 0 matched" in output
+    assert re.search(r"sent 10\.0\.0\.2:7010 > 10\.0\.0\.1:\d+ \[S\.\] seq \d+ ack \d+ win \d+ <mss", output)
+    # the user's own assert fails as usual, after the dict topology came up (ping passed)
+    assert "failing on purpose: the lab must still go down" in output
+    assert labs_left(lab_prefix) == []
+
+
+SLOW_TEST = '''
+import time
+from pathlib import Path
+
+
+def test_stopped_by_ctrl_c(nslab):
+    Path("READY").write_text(nslab.name)
+    time.sleep(120)
+'''
+
+
+@pytest.mark.root
+def test_ctrl_c_stops_the_run_and_takes_the_lab_down(tmp_path: Path) -> None:
+    lab_prefix = prefix()
+    (tmp_path / "test_slow.py").write_text(SLOW_TEST)
+    ready = tmp_path / "READY"
+    process = subprocess.Popen(pytest_command(tmp_path, "--nslab-prefix", lab_prefix), cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not ready.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert ready.exists(), "the lab never came up"
+        lab = ready.read_text()
+        assert any(name.startswith(f"{lab}-") for name in list_namespaces())
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 2, output[-3000:]  # pytest: interrupted
+    assert "KeyboardInterrupt" in output
+    assert labs_left(lab_prefix) == []
