@@ -5,7 +5,8 @@ has these fixtures:
 
 - `nslab`: a lab for one test, from `@pytest.mark.nslab_topology(TOPOLOGY)` (a shipped topology's name
   such as "pair", a topology file's path, YAML text or a dict; without the marker, "pair"), as a
-  `lab.testing.handles.Lab`;
+  `lab.testing.handles.Lab`; `@pytest.mark.nslab_capture("s1", ...)` captures those nodes for the
+  whole test (`nslab.captures`);
 - `nslab_up`: a factory, `nslab_up(TOPOLOGY)`, for tests that want several labs, or one of their own;
 - `nslab_prefix`: the prefix of the labs' unique names (`--nslab-prefix`, or NSLAB_PREFIX; default "pt").
 
@@ -43,6 +44,8 @@ MAX_PREFIX_LENGTH = MAX_NAME_LENGTH - SUFFIX_LENGTH
 PREFIX_PATTERN = re.compile(r"[a-z][a-z0-9]*")
 PREFIX_ENV = "NSLAB_PREFIX"
 MARKER = "nslab_topology"
+CAPTURE_MARKER = "nslab_capture"
+LABS_KEY = pytest.StashKey[list[Lab]]()  # the labs a test brought up, for its failure report
 
 Topology = str | Path | dict[str, Any]
 LabUp = Callable[[Topology], Lab]
@@ -58,6 +61,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"{MARKER}(topology): the lab the `nslab` fixture brings up: a "
                                        "shipped topology's name, a file's path, YAML text or a dict")
+    config.addinivalue_line("markers", f"{CAPTURE_MARKER}(*nodes): capture these nodes of the `nslab` lab "
+                                       "for the whole test (nslab.captures); the pcaps are named in a "
+                                       "failure's report")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failed test's report names its labs and the pcaps it captured (kept in its tmp_path)."""
+    report = yield
+    labs = item.stash.get(LABS_KEY, [])
+    if report.failed and labs:
+        lines = [f"lab {lab.name}: nodes {', '.join(n.name for n in lab.running.plan.nodes)}" for lab in labs]
+        lines += [f"capture of {c.node}: {c.path}" for lab in labs for c in lab.captures]
+        report.sections.append(("nslab", "\n".join(lines)))
+    return report
 
 
 def prefix_problem(prefix: str) -> str | None:
@@ -99,7 +117,7 @@ def nslab_prefix(pytestconfig: pytest.Config) -> str:
 
 
 @pytest.fixture
-def nslab_up(nslab_prefix: str, tmp_path: Path) -> Iterator[LabUp]:
+def nslab_up(request: pytest.FixtureRequest, nslab_prefix: str, tmp_path: Path) -> Iterator[LabUp]:
     """`nslab_up(topology)`: bring a lab up for this test; every one is down when the test ends."""
     missing = capability_missing()
     if missing is not None:
@@ -118,7 +136,9 @@ def nslab_up(nslab_prefix: str, tmp_path: Path) -> Iterator[LabUp]:
             except Interrupted:
                 raise KeyboardInterrupt from None  # Ctrl-C while building: pytest stops the whole run
             cleanup = labs.enter_context(ExitStack())  # sockets, clients, traces: closed before the lab
-            return Lab(running, cleanup, tmp_path)
+            lab = Lab(running, cleanup, tmp_path)
+            request.node.stash.setdefault(LABS_KEY, []).append(lab)
+            return lab
 
         try:
             yield up
@@ -136,4 +156,8 @@ def nslab(request: pytest.FixtureRequest, nslab_up: LabUp) -> Lab:
             raise pytest.UsageError(f"@pytest.mark.{MARKER}: expected one topology, got "
                                     f"{marker.args!r} {marker.kwargs!r}")
         topology = marker.args[0]
-    return nslab_up(topology)
+    lab = nslab_up(topology)
+    capture = request.node.get_closest_marker(CAPTURE_MARKER)
+    for node in capture.args if capture is not None else ():
+        lab.capture(node)
+    return lab

@@ -106,6 +106,17 @@ def test_wrong_flags(echoed):
     capture.expect_sent(flags="S", within=0.5)
 
 
+@pytest.mark.nslab_capture("s1")
+def test_a_capture_for_the_whole_test(nslab):
+    (capture,) = nslab.captures
+    s1 = nslab.stack("s1")
+    s1.listen(7011)
+    with nslab.kernel("h1").connect((s1.address, 7011)) as sock:
+        sock.sendall(b"x")
+        assert sock.recv(1) == b"x"
+    capture.expect_sent(flags="R", within=0.3)
+
+
 @pytest.mark.nslab_topology({"name": "mine", "nodes": {"a": {"kind": "kernel"}, "b": {"kind": "kernel"}},
                              "links": [{"endpoints": ["a:eth0", "b:eth0"], "subnet": "10.77.0.0/24"}]})
 def test_a_dict_topology_and_a_failing_assert(nslab):
@@ -123,7 +134,7 @@ def test_wrong_expectations_fail_showing_what_was_seen_and_labs_go_down(tmp_path
     done = run_pytest(tmp_path, "--nslab-prefix", lab_prefix)
     output = done.stdout
     assert done.returncode == 1, output[-3000:] + done.stderr[-2000:]
-    assert "4 failed" in output
+    assert "5 failed" in output
     # the states: what each connection of s1 went through
     assert "s1: no connection went through SYN_SENT -> ESTABLISHED (in a row)" in output
     assert re.search(r"seen 10\.0\.0\.2:7010 > 10\.0\.0\.1:\d+: LISTEN -> SYN_RECV -> ESTABLISHED -> "
@@ -134,6 +145,10 @@ def test_wrong_expectations_fail_showing_what_was_seen_and_labs_go_down(tmp_path
     # the segment: every segment s1 sent, its SYN-ACK first
     assert "s1: expected a segment sent with flags [S]; 0 matched" in output
     assert re.search(r"sent 10\.0\.0\.2:7010 > 10\.0\.0\.1:\d+ \[S\.\] seq \d+ ack \d+ win \d+ <mss", output)
+    # a capture for the whole test, named in the failure's report (and kept)
+    assert "s1: expected a segment sent with flags [R]; 0 matched" in output
+    pcaps = re.findall(r"capture of s1: (\S+\.pcap)", output)
+    assert pcaps and all(Path(p).stat().st_size > 24 for p in pcaps), output
     # the user's own assert fails as usual, after the dict topology came up (ping passed)
     assert "failing on purpose: the lab must still go down" in output
     assert labs_left(lab_prefix) == []
