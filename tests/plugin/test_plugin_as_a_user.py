@@ -65,13 +65,36 @@ def test_a_bad_prefix_is_a_usage_error(tmp_path: Path) -> None:
     assert expected in done.stdout + done.stderr
 
 
+SAME_SHAPES = '''
+import json
+import subprocess
+import sys
+
+
+def test_python_and_the_cli_answer_alike(nslab):
+    s1 = nslab.stack("s1")
+
+    def cli(verb):
+        done = subprocess.run([sys.executable, "-m", "lab", "stack", nslab.name, "s1", verb, "--json"],
+                              capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    assert set(cli("stats")) == set(s1.stats()) == {"counters"}
+    assert set(cli("stats")["counters"]) == set(s1.stats()["counters"])
+    assert set(cli("ss")) == set(s1.ss()) and "connections" in s1.ss()
+    assert cli("tables").keys() == s1.tables().keys()
+'''
+
+
 @pytest.mark.root
 def test_the_documented_example_passes_and_leaves_no_lab(tmp_path: Path) -> None:
     (tmp_path / "test_echo.py").write_text(example_from_docs())
+    (tmp_path / "test_shapes.py").write_text(SAME_SHAPES)
     lab_prefix = prefix()
     done = run_pytest(tmp_path, "--nslab-prefix", lab_prefix)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    assert "1 passed" in done.stdout
+    assert "2 passed" in done.stdout
     assert labs_left(lab_prefix) == []
 
 
