@@ -87,14 +87,54 @@ def test_python_and_the_cli_answer_alike(nslab):
 '''
 
 
+KERNEL_HANDLES = '''
+import threading
+
+
+def test_the_stack_connects_to_a_kernel_listener(nslab):
+    h1, s1 = nslab.kernel("h1"), nslab.stack("s1")
+    listener = h1.listen(7020)
+    seen = nslab.watch(7020)
+    served = {}
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            served["data"] = conn.recv(100)
+            served["info"] = h1.tcp_info(conn)
+            served["rows"] = [(r.state, r.local_port) for r in h1.sockets()]
+            conn.sendall(served["data"])
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    answer = s1.connect(h1.address, 7020, send=5, recv="eof", shutdown=True)
+    thread.join(10)
+    assert answer["received"] == len(served["data"]) == 5
+    assert served["info"]["state"] == "CLOSE_WAIT"  # the stack shut its side down
+    assert ("LISTEN", 7020) in served["rows"]
+    seen.expect_states("h1", ["SYN_RECV", "ESTABLISHED"])
+    seen.expect_states("s1", ["SYN_SENT", "ESTABLISHED"])
+    seen.expect_counter("h1", "TcpPassiveOpens", by=1)
+    seen.expect_counter("s1", "TcpActiveOpens", by=1)
+    assert b"LISTEN" in h1.run("ss", "-tan", check=True).stdout
+
+
+def test_two_labs(nslab_up):
+    a, b = nslab_up("pair"), nslab_up("pair")
+    assert a.name != b.name
+    assert a.kernel("h1").run("ping", "-c1", "-W2", a.address("s1")).returncode == 0
+'''
+
+
 @pytest.mark.root
-def test_the_documented_example_passes_and_leaves_no_lab(tmp_path: Path) -> None:
+def test_the_documented_example_and_the_handles_pass_and_leave_no_lab(tmp_path: Path) -> None:
     (tmp_path / "test_echo.py").write_text(example_from_docs())
     (tmp_path / "test_shapes.py").write_text(SAME_SHAPES)
+    (tmp_path / "test_handles.py").write_text(KERNEL_HANDLES)
     lab_prefix = prefix()
     done = run_pytest(tmp_path, "--nslab-prefix", lab_prefix)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    assert "2 passed" in done.stdout
+    assert "4 passed" in done.stdout
     assert labs_left(lab_prefix) == []
 
 
