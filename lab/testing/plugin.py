@@ -12,7 +12,8 @@ has these fixtures:
 
 Every lab gets a name of its own (prefix + random hex: tests of several runs and users share one
 machine) and is taken down when its test ends, passed, failed or interrupted: Ctrl-C stops the run,
-and pytest's teardown takes the lab down before it exits. Nothing here acts unless a test asks for
+and pytest's teardown takes the lab down before it exits; SIGTERM, while a test holds a lab, does
+the same. Nothing here acts unless a test asks for
 a fixture: no autouse fixtures, and names that never clash with a project's own (`nslab_...`).
 """
 
@@ -20,9 +21,11 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import threading
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +109,24 @@ def capability_missing() -> str | None:
     return None
 
 
+@contextmanager
+def sigterm_as_ctrl_c() -> Iterator[None]:
+    """While a test holds labs, SIGTERM (a CI job's timeout, `kill`) stops the run as Ctrl-C does, so
+    pytest's teardown takes the labs down; death by SIGTERM would leave them up. Put back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @pytest.fixture(scope="session")
 def nslab_prefix(pytestconfig: pytest.Config) -> str:
     """The prefix of every lab name this run brings up (`--nslab-prefix`, $NSLAB_PREFIX, or "pt")."""
@@ -125,6 +146,7 @@ def nslab_up(request: pytest.FixtureRequest, nslab_prefix: str, tmp_path: Path) 
             pytest.fail(f"CI=true and nslab labs cannot be built here: {missing}", pytrace=False)
         pytest.skip(f"nslab labs cannot be built here: {missing}")
     with ExitStack() as labs:
+        labs.enter_context(sigterm_as_ctrl_c())
 
         def up(topology: Topology) -> Lab:
             try:

@@ -229,7 +229,8 @@ def test_stopped_by_ctrl_c(nslab):
 
 
 @pytest.mark.root
-def test_ctrl_c_stops_the_run_and_takes_the_lab_down(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_stop_signal_stops_the_run_and_takes_the_lab_down(tmp_path: Path, signum: int) -> None:
     lab_prefix = prefix()
     (tmp_path / "test_slow.py").write_text(SLOW_TEST)
     ready = tmp_path / "READY"
@@ -242,7 +243,7 @@ def test_ctrl_c_stops_the_run_and_takes_the_lab_down(tmp_path: Path) -> None:
         assert ready.exists(), "the lab never came up"
         lab = ready.read_text()
         assert any(name.startswith(f"{lab}-") for name in list_namespaces())
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         output, _ = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
