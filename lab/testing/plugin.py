@@ -32,10 +32,11 @@ from typing import Any
 import pytest
 
 from lab.build.signals import Interrupted
+from lab.build.state import LabError
 from lab.experiments.running import lab_for_experiment
 from lab.kernel.capabilities import check_privileges, check_tun_device
 from lab.testing.handles import Lab
-from lab.topology import find_topology, load_topology, plan_from_data, plan_from_text
+from lab.topology import find_topology, load_topology, plan_from_data, plan_from_text, shipped_topologies
 from lab.topology.errors import TopologyError
 from lab.topology.names import MAX_NAME_LENGTH
 from lab.topology.plan import LabPlan
@@ -152,11 +153,14 @@ def nslab_up(request: pytest.FixtureRequest, nslab_prefix: str, tmp_path: Path) 
             try:
                 plan = plan_for(topology, unique_name(nslab_prefix))
             except TopologyError as error:  # file:line, field, value: one line, no traceback
-                pytest.fail(f"nslab topology: {error}", pytrace=False)
+                shipped = ", ".join(shipped_topologies())
+                pytest.fail(f"nslab topology: {error} (shipped topologies: {shipped})", pytrace=False)
             try:
                 running = labs.enter_context(lab_for_experiment(plan, None))
             except Interrupted:
                 raise KeyboardInterrupt from None  # Ctrl-C while building: pytest stops the whole run
+            except LabError as error:  # the build rolled itself back: nothing is left half-built
+                pytest.fail(f"nslab: lab {plan.name} could not be brought up: {error}", pytrace=False)
             cleanup = labs.enter_context(ExitStack())  # sockets, clients, traces: closed before the lab
             lab = Lab(running, cleanup, tmp_path)
             request.node.stash.setdefault(LABS_KEY, []).append(lab)
@@ -175,8 +179,8 @@ def nslab(request: pytest.FixtureRequest, nslab_up: LabUp) -> Lab:
     topology: Topology = DEFAULT_TOPOLOGY_NAME
     if marker is not None:
         if len(marker.args) != 1 or marker.kwargs:
-            raise pytest.UsageError(f"@pytest.mark.{MARKER}: expected one topology, got "
-                                    f"{marker.args!r} {marker.kwargs!r}")
+            pytest.fail(f"@pytest.mark.{MARKER}: expected one topology, got {marker.args!r} "
+                        f"{marker.kwargs!r}", pytrace=False)
         topology = marker.args[0]
     lab = nslab_up(topology)
     capture = request.node.get_closest_marker(CAPTURE_MARKER)

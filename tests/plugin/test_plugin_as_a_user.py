@@ -169,6 +169,11 @@ def test_wrong_flags(echoed):
     capture.expect_sent(flags="S", within=0.5)
 
 
+@pytest.mark.nslab_topology("nosuchtopology")
+def test_an_unknown_topology(nslab):
+    pass
+
+
 @pytest.mark.nslab_capture("s1")
 def test_a_capture_for_the_whole_test(nslab):
     (capture,) = nslab.captures
@@ -197,7 +202,9 @@ def test_wrong_expectations_fail_showing_what_was_seen_and_labs_go_down(tmp_path
     done = run_pytest(tmp_path, "--nslab-prefix", lab_prefix)
     output = done.stdout
     assert done.returncode == 1, output[-3000:] + done.stderr[-2000:]
-    assert "5 failed" in output
+    assert "5 failed, 1 error" in output
+    assert re.search(r"nslab topology: nosuchtopology: expected a readable topology file, got No such file "
+                     r"or directory \(shipped topologies: [a-z, ]*pair", output), output
     # the states: what each connection of s1 went through
     assert "s1: no connection went through SYN_SENT -> ESTABLISHED (in a row)" in output
     assert re.search(r"seen 10\.0\.0\.2:7010 > 10\.0\.0\.1:\d+: LISTEN -> SYN_RECV -> ESTABLISHED -> "
