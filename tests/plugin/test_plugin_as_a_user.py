@@ -259,3 +259,15 @@ def test_a_stop_signal_stops_the_run_and_takes_the_lab_down(tmp_path: Path, sign
     assert process.returncode == 2, output[-3000:]  # pytest: interrupted
     assert "KeyboardInterrupt" in output
     assert labs_left(lab_prefix) == []
+
+
+def test_the_plugin_adds_only_nslab_fixtures_and_none_autouse(tmp_path: Path) -> None:
+    """Loaded in every test run (this project's too): its fixtures are named nslab..., so they never clash
+    with a project's own (here lab_name, pair_lab, make_lab), and none is autouse."""
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--fixtures", "-q"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    section = done.stdout.split("fixtures defined from lab.testing.plugin", 1)[1].split("\n---", 1)[0]
+    names = re.findall(r"^(\w+)(?: \[\w+ scope\])? -- ", section, re.MULTILINE)
+    assert names and all(name.startswith("nslab") for name in names), names
+    assert not {"lab_name", "pair_lab", "make_lab", "kernel_pair"} & set(names)
+    assert "autouse=True" not in (Path(__file__).resolve().parents[2] / "lab/testing/plugin.py").read_text()
