@@ -37,8 +37,7 @@ def prefix() -> str:
 
 def pytest_command(folder: Path, *args: str) -> list[str]:
     # -p no:cacheprovider: nothing written beside the tests; the entry point loads the plugin
-    return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
-            str(folder), *args]
+    return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(folder), *args]
 
 
 def run_pytest(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
