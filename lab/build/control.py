@@ -149,7 +149,8 @@ class StackClient:
         return self.request("ss", **{key: value for key, value in filters.items() if value is not None})
 
     def stats(self) -> dict[str, Any]:
-        return self.request("stats")["counters"]
+        """The node's answer as is: ``{"counters": {...}}``, what `lab stack ... stats --json` prints."""
+        return self.request("stats")
 
     def tables(self) -> dict[str, Any]:
         return self.request("tables")

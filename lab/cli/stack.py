@@ -199,7 +199,7 @@ def _stack_request(client: StackClient, verb: str, argument: str | None, app_nam
     if verb == "ss":
         return client.ss(**filters)
     if verb == "stats":
-        return {"counters": client.stats()}
+        return client.stats()
     if verb == "tables":
         return client.tables()
     if verb == "hello":
