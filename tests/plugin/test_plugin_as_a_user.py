@@ -229,7 +229,8 @@ from pathlib import Path
 
 
 def test_stopped_by_ctrl_c(nslab):
-    Path("READY").write_text(nslab.name)
+    Path("READY.part").write_text(nslab.name)
+    Path("READY.part").rename("READY")  # whole or absent: the waiting test never reads it half written
     time.sleep(120)
 '''
 
