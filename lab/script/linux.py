@@ -5,7 +5,8 @@ besides loopback is a TUN device the runner opened: 192.168.0.1/24 on it, and 19
 it, so every segment the kernel sends to the remote end 192.0.2.1 comes to the runner, and every packet the
 runner writes arrives as if from the wire (packetdrill's local mode). The device is opened without
 TUNSETOFFLOAD, so it offers the kernel no checksum or segmentation offload: what the runner reads is what
-a NIC would have put on the wire. IPv6 is off in the namespace so nothing else talks on the device.
+a NIC would have put on the wire. IPv6 is off in the namespace so nothing else talks on the device, and
+its TCP buffers are a stock kernel's (see NAMESPACE_SYSCTLS).
 
 Calls run on a worker thread, one at a time: a call that blocks (accept before the handshake, a blocking
 connect) stays blocked there while the script goes on, as in packetdrill. Shell lines run inside the
@@ -44,6 +45,11 @@ DEVICE = "tun0"
 CALL_GRACE = 0.02  # a call not done by then is blocked: the script goes on without it
 SHELL_TIMEOUT = 60.0
 _REMOTE = socket.inet_aton(REMOTE_IP)
+# IPv6 off, so nothing but the script's TCP talks on the device; Linux's default receive buffers (a new
+# namespace copies the host's, and a host tuned for bulk transfer offers wscale 10 where scripts, written
+# for a stock kernel, expect 7).
+NAMESPACE_SYSCTLS = [("net.ipv6.conf.all.disable_ipv6", "1"), ("net.ipv6.conf.default.disable_ipv6", "1"),
+                     ("net.ipv4.tcp_rmem", "4096 131072 6291456"), ("net.ipv4.tcp_wmem", "4096 16384 4194304")]
 
 
 class LinuxSide:
@@ -79,8 +85,7 @@ class LinuxSide:
     def _build(self) -> None:
         nl = self._netlink = Netlink()
         nl.create_namespace(self.namespace, TAG_PREFIX + self.lab)
-        nl.write_sysctls(self.namespace, [("net.ipv6.conf.all.disable_ipv6", "1"),
-                                          ("net.ipv6.conf.default.disable_ipv6", "1")])
+        nl.write_sysctls(self.namespace, NAMESPACE_SYSCTLS)
         with nl.inside(self.namespace):
             self.tun = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
             fcntl.ioctl(self.tun, TUNSETIFF, struct.pack("16sH", DEVICE.encode(), IFF_TUN | IFF_NO_PI))
