@@ -48,8 +48,10 @@ _REMOTE = socket.inet_aton(REMOTE_IP)
 # IPv6 off, so nothing but the script's TCP talks on the device; Linux's default receive buffers (a new
 # namespace copies the host's, and a host tuned for bulk transfer offers wscale 10 where scripts, written
 # for a stock kernel, expect 7).
-NAMESPACE_SYSCTLS = [("net.ipv6.conf.all.disable_ipv6", "1"), ("net.ipv6.conf.default.disable_ipv6", "1"),
-                     ("net.ipv4.tcp_rmem", "4096 131072 6291456"), ("net.ipv4.tcp_wmem", "4096 16384 4194304")]
+NAMESPACE_SYSCTLS = [("net.ipv6.conf.all.disable_ipv6", "1"),
+                     ("net.ipv6.conf.default.disable_ipv6", "1"),
+                     ("net.ipv4.tcp_rmem", "4096 131072 6291456"),
+                     ("net.ipv4.tcp_wmem", "4096 16384 4194304")]
 
 
 class LinuxSide:
