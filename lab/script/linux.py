@@ -8,9 +8,10 @@ TUNSETOFFLOAD, so it offers the kernel no checksum or segmentation offload: what
 a NIC would have put on the wire. IPv6 is off in the namespace so nothing else talks on the device, and
 its TCP buffers are a stock kernel's (see NAMESPACE_SYSCTLS).
 
-Calls run on a worker thread, one at a time: a call that blocks (accept before the handshake, a blocking
-connect) stays blocked there while the script goes on, as in packetdrill. Shell lines run inside the
-namespace with the script's folder as their working directory.
+Calls run on a thread of their own, one at a time: a call that blocks (accept before the handshake, a
+blocking connect) stays blocked there while the script goes on, as in packetdrill; at the end a
+shutdown() of every socket wakes it (in SYN_SENT too: the kernel disconnects the socket). Shell lines
+run inside the namespace with the script's folder as their working directory.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 
 from lab.build.state import TAG_PREFIX
@@ -43,6 +44,7 @@ IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 DEVICE = "tun0"
 CALL_GRACE = 0.02  # a call not done by then is blocked: the script goes on without it
+CALL_JOIN = 2.0
 SHELL_TIMEOUT = 60.0
 _REMOTE = socket.inet_aton(REMOTE_IP)
 # IPv6 off, so nothing but the script's TCP talks on the device; Linux's default receive buffers (a new
@@ -67,7 +69,7 @@ class LinuxSide:
         self.tun = -1
         self._stop_read, self._stop_write = os.pipe()
         self._reader: threading.Thread | None = None
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="script-call")
+        self._calls: list[threading.Thread] = []
         self._netlink: Netlink | None = None
 
     # -- the namespace --------------------------------------------------------------------------------
@@ -108,7 +110,8 @@ class LinuxSide:
         os.write(self._stop_write, b"x")
         if self._reader is not None:
             self._reader.join(timeout=5)
-        self._worker.shutdown(wait=True, cancel_futures=True)
+        for thread in self._calls:
+            thread.join(timeout=CALL_JOIN)  # the shutdowns above woke it; a daemon never holds up an exit
         for sock in self.sockets:
             sock.close()
         if self.tun >= 0:
@@ -174,7 +177,10 @@ class LinuxSide:
                 return Outcome(None, error, self.now())
             return Outcome(value, None, self.now())
 
-        future = self._worker.submit(run)
+        future: Future[Outcome] = Future()
+        thread = threading.Thread(target=lambda: future.set_result(run()), name="script-call", daemon=True)
+        self._calls.append(thread)
+        thread.start()
         try:
             return future.result(timeout=CALL_GRACE)
         except FutureTimeout:

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -23,11 +24,14 @@ PASSING = sorted(SCRIPTS.glob("*.pkt"))
 MUST_FAIL = {"wrong_flag.pkt": 6, "wrong_ack.pkt": 6, "wrong_seq.pkt": 10, "missing_segment.pkt": 9,
              "wrong_errno.pkt": 3}
 LAB = [sys.executable, "-m", "lab"]
+# This run's own prefix: other runs of `lab script` on the machine make `sr...` namespaces of their own.
+PREFIX = f"sr{uuid.uuid4().hex[:4]}t"
 
 
 def runner_namespaces() -> set[str]:
     try:
-        return {name for name in os.listdir("/run/netns") if name.startswith("sr") and name.endswith("-pkt")}
+        names = os.listdir("/run/netns")
+        return {name for name in names if name.startswith(PREFIX) and name.endswith("-pkt")}
     except FileNotFoundError:
         return set()
 
@@ -36,13 +40,13 @@ def runner_namespaces() -> set[str]:
 def no_namespace_left() -> object:
     before = runner_namespaces()
     yield
-    assert runner_namespaces() <= before, "a script namespace was left behind"
+    assert before == set() and runner_namespaces() == set(), "a script namespace was left behind"
 
 
 @pytest.mark.root
 @pytest.mark.parametrize("path", PASSING, ids=lambda path: path.name)
 def test_starter_scripts_pass_on_linux_and_the_stack(path: Path, no_namespace_left: object) -> None:
-    linux, stack = play(load(path), ("linux", "stack"))
+    linux, stack = play(load(path), ("linux", "stack"), prefix=PREFIX)
     assert linux.passed, linux.difference
     assert stack.passed, stack.difference
 
@@ -51,7 +55,7 @@ def test_starter_scripts_pass_on_linux_and_the_stack(path: Path, no_namespace_le
 @pytest.mark.parametrize(("name", "line"), sorted(MUST_FAIL.items()))
 def test_must_fail_scripts_fail_on_linux_and_the_stack(name: str, line: int,
                                                        no_namespace_left: object) -> None:
-    for result in play(load(SCRIPTS / "must-fail" / name), ("linux", "stack")):
+    for result in play(load(SCRIPTS / "must-fail" / name), ("linux", "stack"), prefix=PREFIX):
         assert not result.passed and result.line == line, (result.side, result.difference)
 
 
@@ -63,10 +67,10 @@ def test_shell_lines_run_inside_the_namespace_in_the_script_folder(tmp_path: Pat
     script.write_text("0 `test -f beside.txt`\n"
                       "+0 `grep -q tun0 /proc/net/dev`\n"
                       "+0 `! grep -q veth /proc/net/dev`\n")
-    [linux] = play(load(script), ("linux",))
+    [linux] = play(load(script), ("linux",), prefix=PREFIX)
     assert linux.passed, linux.difference
     script.write_text("0 `exit 3`\n")
-    [failed] = play(load(script), ("linux",))
+    [failed] = play(load(script), ("linux",), prefix=PREFIX)
     assert not failed.passed and "exited 3" in (failed.difference or "")
 
 
@@ -74,12 +78,12 @@ def test_shell_lines_run_inside_the_namespace_in_the_script_folder(tmp_path: Pat
 def test_a_call_blocked_at_the_end_fails_and_leaves_nothing(no_namespace_left: object) -> None:
     script = parse_text("0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3\n+0 bind(3, ..., ...) = 0\n"
                         "+0 listen(3, 1) = 0\n+0 accept(3, ..., ...) = 4\n", "blocked.pkt")
-    for result in play(script, ("linux", "stack")):
+    for result in play(script, ("linux", "stack"), prefix=PREFIX):
         assert not result.passed and "still blocked" in (result.difference or ""), result.side
 
 
 @pytest.mark.root
-def test_cli_exit_codes_against_both(tmp_path: Path, no_namespace_left: object) -> None:
+def test_cli_exit_codes_against_both(tmp_path: Path) -> None:
     ok = subprocess.run([*LAB, "script", str(SCRIPTS / "data_out.pkt"), "--json"], capture_output=True,
                         text=True, timeout=120, check=False)
     assert ok.returncode == 0, ok.stdout + ok.stderr
