@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -80,6 +81,12 @@ def test_a_call_blocked_at_the_end_fails_and_leaves_nothing(no_namespace_left: o
                         "+0 listen(3, 1) = 0\n+0 accept(3, ..., ...) = 4\n", "blocked.pkt")
     for result in play(script, ("linux", "stack"), prefix=PREFIX):
         assert not result.passed and "still blocked" in (result.difference or ""), result.side
+    connecting = parse_text("0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3\n+0 connect(3, ..., ...) = 0\n"
+                            "+0 > S 0:0(0) <...>\n", "connecting.pkt")
+    started = time.monotonic()
+    [linux] = play(connecting, ("linux",), prefix=PREFIX)
+    assert not linux.passed and "still blocked" in (linux.difference or "")
+    assert time.monotonic() - started < 10  # the SYN_SENT socket was woken, not left to time out
 
 
 @pytest.mark.root
