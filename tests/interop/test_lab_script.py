@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -104,3 +105,14 @@ def test_cli_exit_codes_against_both(tmp_path: Path) -> None:
     unreadable = subprocess.run([*LAB, "script", str(bad), "--against", "linux"], capture_output=True,
                                 text=True, timeout=120, check=False)
     assert unreadable.returncode == 2 and f"{bad}:1:" in unreadable.stderr
+
+
+@pytest.mark.root
+def test_ctrl_c_stops_a_linux_run_with_130() -> None:
+    argv = [*LAB, "script", str(SCRIPTS / "syn_ack_retransmit.pkt"), "--against", "linux"]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)  # inside the 3 s of SYN-ACK backoff
+    process.send_signal(signal.SIGINT)
+    _out, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    assert "stopped by SIGINT" in err
