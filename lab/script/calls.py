@@ -21,6 +21,7 @@ from lab.script.model import LOCAL_IP, LOCAL_PORT, REMOTE_IP, Arg, Script, Sysca
 from lab.script.syntax import ScriptError
 
 REMOTE_SERVICE_PORT = 8080
+MAX_SCRIPT_SECONDS = 600.0
 _MODULES = (socket, os, fcntl, select)
 ARITY = {"socket": (3,), "bind": (3,), "listen": (2,), "accept": (3,), "connect": (3,), "write": (3,),
          "send": (4,), "read": (3,), "recv": (4,), "shutdown": (2,), "close": (1,), "fcntl": (2, 3),
@@ -97,10 +98,20 @@ def _option_value(arg: Arg, call: Syscall) -> int | tuple[int, int]:
 
 
 def check_script(script: Script) -> None:
-    """Every call's arguments resolve (names known, arity right) before anything is built."""
+    """Every call's arguments resolve (names known, arity right, errno names real) and the script's
+    times add up to at most MAX_SCRIPT_SECONDS, before anything is built."""
+    elapsed = 0.0
     for event in script.events:
+        timing = event.timing
+        if not timing.anytime:
+            elapsed = (elapsed if timing.relative else 0.0) + timing.start
+        if elapsed > MAX_SCRIPT_SECONDS:
+            raise ScriptError(event.where, f"the script runs past {MAX_SCRIPT_SECONDS:g} s "
+                                           f"(here {elapsed:g} s)")
         if isinstance(event, Syscall):
             Calls().prepare(event)
+            if event.errno_name is not None and not isinstance(getattr(errno, event.errno_name, None), int):
+                raise ScriptError(event.where, f"{event.name}: unknown errno {event.errno_name}")
 
 
 class Calls:
