@@ -57,7 +57,8 @@ class SocketOps(Protocol):
     def recv(self, handle: object, size: int) -> int: ...
     def shutdown(self, handle: object, how: int) -> None: ...
     def close(self, handle: object) -> None: ...
-    def setsockopt(self, handle: object, level: int, option: int, value: int | tuple[int, int]) -> None: ...
+    def setsockopt(self, handle: object, level: int, option: int,
+                   value: int | tuple[int, int] | bytes) -> None: ...
     def getsockopt(self, handle: object, level: int, option: int) -> int: ...
     def set_nonblocking(self, handle: object, on: bool) -> None: ...
     def nonblocking(self, handle: object) -> bool: ...
@@ -88,7 +89,9 @@ def _int(arg: Arg, call: Syscall, what: str) -> int:
     raise ScriptError(call.where, f"{call.name}: {what} must be a number or a constant, got {arg}")
 
 
-def _option_value(arg: Arg, call: Syscall) -> int | tuple[int, int]:
+def _option_value(arg: Arg, call: Syscall) -> int | tuple[int, int] | bytes:
+    if arg.kind == "string":
+        return str(arg.value).encode()
     if arg.kind == "struct":
         fields = arg.value
         if set(fields) == {"onoff", "linger"}:  # type: ignore[arg-type]
@@ -168,6 +171,8 @@ class Calls:
             return lambda ops: self._new_fd(ops.accept(self.handle(fd)))
         if name == "connect":
             return lambda ops: _zero(ops.connect(self.handle(fd), (REMOTE_IP, REMOTE_SERVICE_PORT)))
+        if name in ("send", "recv") and _int(args[3], call, "the flags") != 0:
+            raise ScriptError(call.where, f"{name}: only flags 0 are supported (use write/read)")
         if name in ("write", "send"):
             size = _int(args[2], call, "the size")
             return lambda ops: ops.send(self.handle(fd), size)

@@ -246,7 +246,8 @@ class LinuxOps:
         sock = _sock(handle)
         sock.close()
 
-    def setsockopt(self, handle: object, level: int, option: int, value: int | tuple[int, int]) -> None:
+    def setsockopt(self, handle: object, level: int, option: int,
+                   value: int | tuple[int, int] | bytes) -> None:
         if isinstance(value, tuple):
             _sock(handle).setsockopt(level, option, struct.pack("ii", *value))
         else:

@@ -261,7 +261,8 @@ class StackOps:
         assert isinstance(handle, _Sock)
         handle.tcp.close(self.side.clock)
 
-    def setsockopt(self, handle: object, level: int, option: int, value: int | tuple[int, int]) -> None:
+    def setsockopt(self, handle: object, level: int, option: int,
+                   value: int | tuple[int, int] | bytes) -> None:
         assert isinstance(handle, _Sock)
         raw: object = struct.pack("ii", *value) if isinstance(value, tuple) else value
         try:
