@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import typer
 
-from lab.cli import capture, impair, labs, run, stack
+from lab.cli import capture, impair, labs, run, script, stack
 from lab.cli.bench import bench_app
 from lab.cli.tutorial import tutorial_app
 
@@ -34,3 +34,4 @@ app.command("stack", epilog="Example: lab stack pair s1 ss --state established -
 app.command("run", epilog="Example: lab run handshake --json")(run.run_command)
 app.command("capture", epilog="Example: lab capture pair h1 eth0 -w h1.pcap --duration 5")(
     capture.capture_command)
+app.command("script", epilog=script.EXAMPLE)(script.script_command)
