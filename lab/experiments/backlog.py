@@ -139,7 +139,7 @@ def stack_listener_vs_kernel_clients(lab: RunningLab, stack: StackClient, kernel
     # Resolve ARP both ways first: a kernel SYN held back for ARP would leave with the later ones in one
     # burst, all reaching the SYN queue before the accept queue fills, and no SYN would be dropped.
     stack.ping(lab.address(kernel_node), count=1, timeout=1.0)
-    overflows_before = counter_value(stack.stats(), "TcpExtListenOverflows")
+    overflows_before = counter_value(stack.stats()["counters"], "TcpExtListenOverflows")
     stack.listen(port, app="none", backlog=backlog, accept=False)
     sockets: list[socket.socket] = []
     try:
@@ -157,7 +157,7 @@ def stack_listener_vs_kernel_clients(lab: RunningLab, stack: StackClient, kernel
         retransmissions = [by_port[p].retransmits if p in by_port else -1 for p in local_ports]
         states_seen = [by_port[p].state if p in by_port else "gone" for p in local_ports]
         outcomes = wait_for_connects(sockets, deadline=time.monotonic() + 3.0)
-        overflows = counter_value(stack.stats(), "TcpExtListenOverflows") - overflows_before
+        overflows = counter_value(stack.stats()["counters"], "TcpExtListenOverflows") - overflows_before
     finally:
         for client in sockets:
             client.close()

@@ -180,7 +180,7 @@ def measure_profile(lab: RunningLab, profile: str, impair: dict[str, Any], drops
     size, port = options["bytes"], options["port"]
     started = time.perf_counter()
     with lab.stack(stack_node, timeout=TRANSFER_TIMEOUT) as stack:
-        counters = stack.stats()
+        counters = stack.stats()["counters"]
         stack_before = counter_value(counters, "TcpRetransSegs")
         errs_before = counter_value(counters, "TcpInErrs")
         kernel_before = kernel_snmp(namespace)
@@ -211,7 +211,7 @@ def measure_profile(lab: RunningLab, profile: str, impair: dict[str, Any], drops
             answer = stack.connect(lab.address(kernel_node), port + 1, send=size, shutdown=True, recv="eof",
                                    close="close", timeout=TRANSFER_TIMEOUT)
             served = server.result()
-        counters = stack.stats()
+        counters = stack.stats()["counters"]
         stack_after = counter_value(counters, "TcpRetransSegs")
         errs_after = counter_value(counters, "TcpInErrs")
     kernel_after = kernel_snmp(namespace)

@@ -21,6 +21,7 @@ from lab.script.model import LOCAL_IP, LOCAL_PORT, REMOTE_IP, Arg, Script, Sysca
 from lab.script.syntax import ScriptError
 
 REMOTE_SERVICE_PORT = 8080
+MAX_SCRIPT_SECONDS = 600.0
 _MODULES = (socket, os, fcntl, select)
 ARITY = {"socket": (3,), "bind": (3,), "listen": (2,), "accept": (3,), "connect": (3,), "write": (3,),
          "send": (4,), "read": (3,), "recv": (4,), "shutdown": (2,), "close": (1,), "fcntl": (2, 3),
@@ -56,7 +57,8 @@ class SocketOps(Protocol):
     def recv(self, handle: object, size: int) -> int: ...
     def shutdown(self, handle: object, how: int) -> None: ...
     def close(self, handle: object) -> None: ...
-    def setsockopt(self, handle: object, level: int, option: int, value: int | tuple[int, int]) -> None: ...
+    def setsockopt(self, handle: object, level: int, option: int,
+                   value: int | tuple[int, int] | bytes) -> None: ...
     def getsockopt(self, handle: object, level: int, option: int) -> int: ...
     def set_nonblocking(self, handle: object, on: bool) -> None: ...
     def nonblocking(self, handle: object) -> bool: ...
@@ -87,7 +89,9 @@ def _int(arg: Arg, call: Syscall, what: str) -> int:
     raise ScriptError(call.where, f"{call.name}: {what} must be a number or a constant, got {arg}")
 
 
-def _option_value(arg: Arg, call: Syscall) -> int | tuple[int, int]:
+def _option_value(arg: Arg, call: Syscall) -> int | tuple[int, int] | bytes:
+    if arg.kind == "string":
+        return str(arg.value).encode()
     if arg.kind == "struct":
         fields = arg.value
         if set(fields) == {"onoff", "linger"}:  # type: ignore[arg-type]
@@ -97,10 +101,20 @@ def _option_value(arg: Arg, call: Syscall) -> int | tuple[int, int]:
 
 
 def check_script(script: Script) -> None:
-    """Every call's arguments resolve (names known, arity right) before anything is built."""
+    """Every call's arguments resolve (names known, arity right, errno names real) and the script's
+    times add up to at most MAX_SCRIPT_SECONDS, before anything is built."""
+    elapsed = 0.0
     for event in script.events:
+        timing = event.timing
+        if not timing.anytime:
+            elapsed = (elapsed if timing.relative else 0.0) + timing.start
+        if elapsed > MAX_SCRIPT_SECONDS:
+            raise ScriptError(event.where, f"the script runs past {MAX_SCRIPT_SECONDS:g} s "
+                                           f"(here {elapsed:g} s)")
         if isinstance(event, Syscall):
             Calls().prepare(event)
+            if event.errno_name is not None and not isinstance(getattr(errno, event.errno_name, None), int):
+                raise ScriptError(event.where, f"{event.name}: unknown errno {event.errno_name}")
 
 
 class Calls:
@@ -157,6 +171,8 @@ class Calls:
             return lambda ops: self._new_fd(ops.accept(self.handle(fd)))
         if name == "connect":
             return lambda ops: _zero(ops.connect(self.handle(fd), (REMOTE_IP, REMOTE_SERVICE_PORT)))
+        if name in ("send", "recv") and _int(args[3], call, "the flags") != 0:
+            raise ScriptError(call.where, f"{name}: only flags 0 are supported (use write/read)")
         if name in ("write", "send"):
             size = _int(args[2], call, "the size")
             return lambda ops: ops.send(self.handle(fd), size)

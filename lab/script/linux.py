@@ -5,11 +5,13 @@ besides loopback is a TUN device the runner opened: 192.168.0.1/24 on it, and 19
 it, so every segment the kernel sends to the remote end 192.0.2.1 comes to the runner, and every packet the
 runner writes arrives as if from the wire (packetdrill's local mode). The device is opened without
 TUNSETOFFLOAD, so it offers the kernel no checksum or segmentation offload: what the runner reads is what
-a NIC would have put on the wire. IPv6 is off in the namespace so nothing else talks on the device.
+a NIC would have put on the wire. IPv6 is off in the namespace so nothing else talks on the device, and
+its TCP buffers are a stock kernel's (see NAMESPACE_SYSCTLS).
 
-Calls run on a worker thread, one at a time: a call that blocks (accept before the handshake, a blocking
-connect) stays blocked there while the script goes on, as in packetdrill. Shell lines run inside the
-namespace with the script's folder as their working directory.
+Calls run on a thread of their own, one at a time: a call that blocks (accept before the handshake, a
+blocking connect) stays blocked there while the script goes on, as in packetdrill; at the end a
+shutdown() of every socket wakes it (in SYN_SENT too: the kernel disconnects the socket). Shell lines
+run inside the namespace with the script's folder as their working directory.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 
 from lab.build.state import TAG_PREFIX
@@ -42,8 +44,16 @@ IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 DEVICE = "tun0"
 CALL_GRACE = 0.02  # a call not done by then is blocked: the script goes on without it
+CALL_JOIN = 2.0
 SHELL_TIMEOUT = 60.0
 _REMOTE = socket.inet_aton(REMOTE_IP)
+# IPv6 off, so nothing but the script's TCP talks on the device; Linux's default receive buffers (a new
+# namespace copies the host's, and a host tuned for bulk transfer offers wscale 10 where scripts, written
+# for a stock kernel, expect 7).
+NAMESPACE_SYSCTLS = [("net.ipv6.conf.all.disable_ipv6", "1"),
+                     ("net.ipv6.conf.default.disable_ipv6", "1"),
+                     ("net.ipv4.tcp_rmem", "4096 131072 6291456"),
+                     ("net.ipv4.tcp_wmem", "4096 16384 4194304")]
 
 
 class LinuxSide:
@@ -59,7 +69,7 @@ class LinuxSide:
         self.tun = -1
         self._stop_read, self._stop_write = os.pipe()
         self._reader: threading.Thread | None = None
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="script-call")
+        self._calls: list[threading.Thread] = []
         self._netlink: Netlink | None = None
 
     # -- the namespace --------------------------------------------------------------------------------
@@ -79,8 +89,7 @@ class LinuxSide:
     def _build(self) -> None:
         nl = self._netlink = Netlink()
         nl.create_namespace(self.namespace, TAG_PREFIX + self.lab)
-        nl.write_sysctls(self.namespace, [("net.ipv6.conf.all.disable_ipv6", "1"),
-                                          ("net.ipv6.conf.default.disable_ipv6", "1")])
+        nl.write_sysctls(self.namespace, NAMESPACE_SYSCTLS)
         with nl.inside(self.namespace):
             self.tun = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
             fcntl.ioctl(self.tun, TUNSETIFF, struct.pack("16sH", DEVICE.encode(), IFF_TUN | IFF_NO_PI))
@@ -101,7 +110,8 @@ class LinuxSide:
         os.write(self._stop_write, b"x")
         if self._reader is not None:
             self._reader.join(timeout=5)
-        self._worker.shutdown(wait=True, cancel_futures=True)
+        for thread in self._calls:
+            thread.join(timeout=CALL_JOIN)  # the shutdowns above woke it; a daemon never holds up an exit
         for sock in self.sockets:
             sock.close()
         if self.tun >= 0:
@@ -167,7 +177,10 @@ class LinuxSide:
                 return Outcome(None, error, self.now())
             return Outcome(value, None, self.now())
 
-        future = self._worker.submit(run)
+        future: Future[Outcome] = Future()
+        thread = threading.Thread(target=lambda: future.set_result(run()), name="script-call", daemon=True)
+        self._calls.append(thread)
+        thread.start()
         try:
             return future.result(timeout=CALL_GRACE)
         except FutureTimeout:
@@ -233,7 +246,8 @@ class LinuxOps:
         sock = _sock(handle)
         sock.close()
 
-    def setsockopt(self, handle: object, level: int, option: int, value: int | tuple[int, int]) -> None:
+    def setsockopt(self, handle: object, level: int, option: int,
+                   value: int | tuple[int, int] | bytes) -> None:
         if isinstance(value, tuple):
             _sock(handle).setsockopt(level, option, struct.pack("ii", *value))
         else:

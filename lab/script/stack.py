@@ -41,6 +41,7 @@ class _Sock:
     tcp: TcpSocket
     nonblocking: bool = False
     connecting: bool = False
+    sent: int = 0  # what a blocking write() has queued so far
 
 
 class StackSide:
@@ -232,8 +233,21 @@ class StackOps:
             raise Blocked(lambda: 0) from None
 
     def send(self, handle: object, size: int) -> int:
+        """A non-blocking write takes what fits; a blocking one, like Linux's, returns when all is queued."""
         assert isinstance(handle, _Sock)
-        return int(self._blocking(handle, lambda: handle.tcp.send(bytes(size))))  # type: ignore[call-overload]
+        if handle.nonblocking:
+            return handle.tcp.send(bytes(size))
+        try:
+            handle.sent += handle.tcp.send(bytes(size - handle.sent))
+        except BlockingIOError:
+            raise Blocked(lambda: 0) from None
+        except OSError:
+            handle.sent = 0
+            raise
+        if handle.sent < size:
+            raise Blocked(lambda: 0)
+        handle.sent = 0
+        return size
 
     def recv(self, handle: object, size: int) -> int:
         assert isinstance(handle, _Sock)
@@ -247,7 +261,8 @@ class StackOps:
         assert isinstance(handle, _Sock)
         handle.tcp.close(self.side.clock)
 
-    def setsockopt(self, handle: object, level: int, option: int, value: int | tuple[int, int]) -> None:
+    def setsockopt(self, handle: object, level: int, option: int,
+                   value: int | tuple[int, int] | bytes) -> None:
         assert isinstance(handle, _Sock)
         raw: object = struct.pack("ii", *value) if isinstance(value, tuple) else value
         try:

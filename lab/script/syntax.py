@@ -159,7 +159,11 @@ def _packet(inbound: bool, text: str, where: Where, timing: Timing) -> Packet:
         if not inbound:
             raise ScriptError(where, "expected outbound ICMP (> icmp) is not supported; only inbound < icmp")
         return Packet(where, timing, inbound, icmp=_icmp(text[4:].strip(), where))
-    return Packet(where, timing, inbound, segment=_segment(text, where))
+    segment = _segment(text, where)
+    if inbound and segment.options is None:
+        raise ScriptError(where, "<...> (any options) is for expected segments; "
+                                 "an inbound one needs its options")
+    return Packet(where, timing, inbound, segment=segment)
 
 
 def _segment(text: str, where: Where, quoted: bool = False) -> Segment:

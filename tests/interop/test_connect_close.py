@@ -33,11 +33,11 @@ def connect_and_close(lab: RunningLab, count: int, slow: list[float]) -> None:
 
 def test_sequential_connect_close_never_overflows_and_never_retransmits(pair_lab: RunningLab) -> None:
     stack = pair_lab.stack("s1")
-    before = stack.stats()
+    before = stack.stats()["counters"]
     slow: list[float] = []
     connect_and_close(pair_lab, CONNECTIONS, slow)
     time.sleep(0.3)  # the last FINs and ACKs cross
-    after = stack.stats()
+    after = stack.stats()["counters"]
 
     def moved(name: str) -> int:
         return counter_value(after, name) - counter_value(before, name)
@@ -50,7 +50,7 @@ def test_sequential_connect_close_never_overflows_and_never_retransmits(pair_lab
 def test_parallel_clients_get_no_retransmission(pair_lab: RunningLab) -> None:
     """Four clients at once, as `lab bench` runs them: every connect+close still goes through clean."""
     stack = pair_lab.stack("s1")
-    before = stack.stats()
+    before = stack.stats()["counters"]
     slow: list[float] = []
     clients = [threading.Thread(target=connect_and_close, args=(pair_lab, CONNECTIONS // 4, slow))
                for _ in range(4)]
@@ -59,7 +59,7 @@ def test_parallel_clients_get_no_retransmission(pair_lab: RunningLab) -> None:
     for client in clients:
         client.join(60)
     time.sleep(0.3)
-    after = stack.stats()
+    after = stack.stats()["counters"]
     assert counter_value(after, "TcpPassiveOpens") - counter_value(before, "TcpPassiveOpens") == CONNECTIONS
     assert counter_value(after, "TcpRetransSegs") - counter_value(before, "TcpRetransSegs") == 0
     assert counter_value(after, "TcpExtListenOverflows") == counter_value(before, "TcpExtListenOverflows")

@@ -103,7 +103,7 @@ def internet_checksum(data: bytes) -> int:
 def test_kernel_ping_to_the_stack_and_arp_both_ways(pair_lab: RunningLab) -> None:
     h1, s1 = pair_lab.node("h1"), pair_lab.node("s1")
     with pair_lab.stack("s1") as stack:
-        echoes_before = counter_value(stack.stats(), "IcmpInEchos")
+        echoes_before = counter_value(stack.stats()["counters"], "IcmpInEchos")
         pinger = icmp_socket(pair_lab, "h1")
         try:
             target = pair_lab.address("s1")
@@ -111,7 +111,7 @@ def test_kernel_ping_to_the_stack_and_arp_both_ways(pair_lab: RunningLab) -> Non
         finally:
             pinger.close()
         assert all(rtt is not None for rtt in rtts), f"kernel ping to the stack: {rtts}"
-        assert counter_value(stack.stats(), "IcmpInEchos") - echoes_before == 3
+        assert counter_value(stack.stats()["counters"], "IcmpInEchos") - echoes_before == 3
         # ARP, kernel side: h1's neighbour table learned the stack's MAC.
         with IPRoute(netns=h1.namespace, flags=0) as ipr:
             neighbours = {n.get("NDA_DST"): n.get("NDA_LLADDR") for n in ipr.neigh("dump")}
@@ -151,13 +151,13 @@ def test_100_concurrent_connections_each_exact(pair_lab: RunningLab) -> None:
             results[index] = error
 
     with pair_lab.stack("s1") as stack:
-        opens_before = counter_value(stack.stats(), "TcpPassiveOpens")
+        opens_before = counter_value(stack.stats()["counters"], "TcpPassiveOpens")
         threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(count)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join(60)
-        opens = counter_value(stack.stats(), "TcpPassiveOpens") - opens_before
+        opens = counter_value(stack.stats()["counters"], "TcpPassiveOpens") - opens_before
     failures = [f"{i}: {r}" for i, r in enumerate(results) if isinstance(r, BaseException)]
     assert not failures, f"{len(failures)} of {count} clients failed: {failures[:5]}"
     expected = pattern_sha256(size)
@@ -194,7 +194,7 @@ def test_idle_connections_kept_by_keepalive_for_60_seconds(pair_lab: RunningLab)
         stack_side.start()
         time.sleep(idle)
         after = tcp_info(client)
-        rows = stack.ss()
+        rows = stack.ss()["connections"]
         assert after["state"] == "ESTABLISHED"
         assert stack_connection_state(rows, ECHO_PORT, client.getsockname()[1]) == "ESTABLISHED"
         probes = after["segs_out"] - before["segs_out"]
@@ -273,7 +273,8 @@ def test_mss_clamped_to_a_1200_byte_link_mtu(make_lab) -> None:
         client.settimeout(10)
         client.connect((lab.address("s1"), ECHO_PORT))
         with lab.stack("s1") as stack:
-            rows = [r for r in stack.ss() if r["remote"].endswith(f":{client.getsockname()[1]}")]
+            port = client.getsockname()[1]
+            rows = [r for r in stack.ss()["connections"] if r["remote"].endswith(f":{port}")]
         result = send_shutdown_and_read(client, 1 << 20)
         info = tcp_info(client)
         client.close()

@@ -61,6 +61,10 @@ def test_icmp_and_blocking_timing() -> None:
     ("0 setsockopt(3, SOL_SOCKET, SO_NOSUCH, [1], 4) = 0", "unknown constant 'SO_NOSUCH'"),
     ("--verbose", "unsupported option line"),
     ("/* never closed", "never closed"),
+    ("0 close(3) = -1 ENOSUCH", "unknown errno ENOSUCH"),
+    ("700 close(3) = 0", "runs past 600 s"),
+    ("0 < S 0:0(0) win 1 <...>", "an inbound one needs its options"),
+    ("0 recv(3, ..., 10, MSG_PEEK) = 10", "only flags 0"),
 ])
 def test_bad_scripts_fail_with_file_line_and_what_is_wrong(text: str, message: str) -> None:
     with pytest.raises(ScriptError) as caught:

@@ -123,7 +123,7 @@ def samples_json(samples: list[QueueSample]) -> list[list[float]]:
 
 
 def stack_counters(control: StackClient) -> dict[str, int]:
-    stats = control.stats()
+    stats = control.stats()["counters"]
     return {name: counter_value(stats, name) for name in STACK_COUNTERS}
 
 

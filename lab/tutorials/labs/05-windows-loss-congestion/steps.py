@@ -181,7 +181,7 @@ def stack_sends(session: Session) -> None:
     with lab.stack(stack_node, timeout=TRANSFER_TIMEOUT + 20) as control:
         previous = control.config().get("tcp", {}).get("congestion", CONGESTION)
         config = control.config(congestion=CONGESTION).get("tcp", {})
-        before = control.stats()
+        before = control.stats()["counters"]
         cursor = trace_cursor(control)
         started = time.monotonic()
         poller = StackPoller(session, stack_node, (address, READER_PORT), started)
@@ -197,7 +197,7 @@ def stack_sends(session: Session) -> None:
                     poller.finish()
         finally:
             control.config(congestion=previous)
-        after = control.stats()
+        after = control.stats()["counters"]
         events = control.trace(since=cursor).get("events", [])
     grew = {name: counter_value(after, name) - counter_value(before, name) for name in STACK_COUNTERS}
     local = endpoint(answer, "local") if answer.get("local") else ("", 0)
