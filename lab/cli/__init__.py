@@ -1,9 +1,10 @@
 """The `lab` command line: every command registered here, on one typer app.
 
 The commands live in `lab.cli.labs` (up, down, status, list, exec, graph, doctor), `lab.cli.stack`
-(`lab stack`), `lab.cli.impair` (`lab impair`), `lab.cli.run` (`lab run`), `lab.cli.capture` (`lab capture`),
-`lab.cli.script` (`lab script`), `lab.cli.tutorial` (`lab tutorial`) and `lab.cli.bench` (`lab bench`, `lab bench up`); each module only defines them,
-and this one puts them on the app, in the order `lab --help` lists them.
+(`lab stack`), `lab.cli.impair` (`lab impair`), `lab.cli.run` (`lab run`), `lab.cli.capture`
+(`lab capture`), `lab.cli.script` (`lab script`), `lab.cli.tutorial` (`lab tutorial`) and
+`lab.cli.bench` (`lab bench`, `lab bench up`, `lab bench tools`); each module only defines them, and
+this one puts them on the app, in the order `lab --help` lists them.
 Exit codes and error lines follow `lab.cli.output`; the `lab` command itself is `lab.__main__.main`,
 which handles Ctrl-C and SIGTERM around this app.
 """
