@@ -101,10 +101,22 @@ def test_the_stack_writes_its_own_pcap(lab: RunningLab, tmp_path: Path) -> None:
     text = tcpdump_read(path)
     assert "Flags [S]" in text and "Flags [S.]" in text, text
     bounded = tmp_path / "stack-bounded.pcap"
-    thread = later(0.5, lambda: echo_once(lab, b"y" * 2_000_000))
-    result = run_lab("capture", lab.name, "s1", "--stack", "-w", str(bounded), "--duration", "6",
-                     "--max-bytes", "30000", "--json")
-    thread.join()
+    capture_ended = threading.Event()
+
+    def echo_until_the_capture_ends() -> None:  # however late the capture starts on a loaded machine
+        for _ in range(10):
+            if capture_ended.is_set():
+                return
+            echo_once(lab, b"y" * 2_000_000)
+            time.sleep(0.2)
+
+    thread = later(0.5, echo_until_the_capture_ends)
+    try:
+        result = run_lab("capture", lab.name, "s1", "--stack", "-w", str(bounded), "--duration", "6",
+                         "--max-bytes", "30000", "--json")
+    finally:
+        capture_ended.set()
+        thread.join()
     assert json.loads(result.stdout)["stopped_by"] == "max-bytes"
     assert bounded.stat().st_size <= 30000
     tcpdump_read(bounded)
