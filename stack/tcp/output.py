@@ -285,10 +285,14 @@ def resend_lost(conn: Connection, mss: int, now: float) -> bool:
         lost = rack.next_lost(conn)
         if lost is None:
             return True
-        if cwnd - recovery.flight_size(conn) < mss:
+        if rack.retransmit_first:
+            rack.retransmit_first = False  # RFC 6675 4.3 / Linux PRR: entering recovery resends one at once
+        elif cwnd - recovery.flight_size(conn) < mss:
             return False
         if retransmit(conn, lost.start, mss, now, end=lost.end) == lost.start:
             rack.forget_lost(lost)  # nothing left to send there (the data was acknowledged meanwhile)
+        elif lost.start == conn.snd_una:
+            conn.timers.rto = now + conn.rtt.rto  # Linux: resending the head restarts the timer
     return rack.lost_bytes <= 0
 
 

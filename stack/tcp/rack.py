@@ -73,8 +73,8 @@ class Rack:
 
     __slots__ = (
         "dsack_round", "end_seq", "fack", "lost_bytes", "min_rtt", "probe_deadline", "reo_wnd_mult",
-        "reo_wnd_persist", "reorder_deadline", "reordering_seen", "retrans_count", "rto_recover", "rtt",
-        "sacked_bytes", "segments", "tlp_end_seq", "tlp_is_retrans", "undo_cwnd", "undo_marker",
+        "reo_wnd_persist", "reorder_deadline", "reordering_seen", "retrans_count", "retransmit_first",
+        "rto_recover", "rtt", "sacked_bytes", "segments", "tlp_end_seq", "tlp_is_retrans", "undo_cwnd", "undo_marker",
         "undo_retrans", "undo_ssthresh", "xmit_ts",
     )
 
@@ -96,6 +96,7 @@ class Rack:
         self.sacked_bytes = 0
         self.lost_bytes = 0  # marked lost, not yet retransmitted
         self.retrans_count = 0  # listed segments that were retransmitted
+        self.retransmit_first = False  # fast recovery began: its first retransmission goes whatever pipe is
         self.rto_recover: int | None = None  # SND.NXT at a timeout: until SND.UNA passes it, no new reduction
         self.undo_marker: int | None = None  # SND.UNA when the window was reduced (None: nothing to undo)
         self.undo_retrans = 0  # retransmissions of the episode not yet shown spurious by a D-SACK

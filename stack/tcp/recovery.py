@@ -94,11 +94,8 @@ class LossRecovery:
             and (window == conn.snd_wnd or newly_sacked > 0)
         ):
             self.on_duplicate_ack(conn, now, newly_sacked)
-        if rack_on and conn.snd_una != conn.snd_nxt:
+        if rack_on:
             self.rack_after_ack(conn, ack, dsack, advanced, newly_sacked > 0, now)
-        elif rack_on:
-            self.rack.probe_deadline = self.rack.reorder_deadline = None
-            self.rack.tlp_end_seq = None
         # Window update (RFC 9293 fifth step): only from a segment newer than the last one that set it.
         if seq_lt(conn.snd_wl1, seg.seq) or (conn.snd_wl1 == seg.seq and seq_le(conn.snd_wl2, ack)):
             conn.snd_wnd = window
@@ -113,6 +110,10 @@ class LossRecovery:
         """RFC 8985 after an ACK: the probe's outcome, time-based loss marking, then the PTO."""
         rack = self.rack
         rack.on_probe_ack(conn, ack, dsack, advanced, sacked, now)
+        if conn.snd_una == conn.snd_nxt:
+            rack.probe_deadline = rack.reorder_deadline = None
+            rack.tlp_end_seq = None
+            return
         if rack.detect_loss(conn, now):
             self.rack_losses(conn, now)
         if advanced:
@@ -286,6 +287,7 @@ class LossRecovery:
         self.high_rxt = conn.snd_una
         if rack_active(conn):
             self.rack.start_undo(conn)
+            self.rack.retransmit_first = True
             self.rack.probe_deadline = None
             self.rack.tlp_end_seq = None
         conn.cc.on_loss(now, flight)
