@@ -74,8 +74,8 @@ class Rack:
     __slots__ = (
         "dsack_round", "end_seq", "fack", "lost_bytes", "min_rtt", "probe_deadline", "reo_wnd_mult",
         "reo_wnd_persist", "reorder_deadline", "reordering_seen", "retrans_count", "retransmit_first",
-        "rto_recover", "rtt", "sacked_bytes", "segments", "tlp_end_seq", "tlp_is_retrans", "undo_cwnd", "undo_marker",
-        "undo_retrans", "undo_ssthresh", "xmit_ts",
+        "rto_recover", "rtt", "sacked_bytes", "segments", "tlp_end_seq", "tlp_is_retrans", "undo_cwnd",
+        "undo_marker", "undo_retrans", "undo_ssthresh", "xmit_ts",
     )
 
     def __init__(self) -> None:
