@@ -371,8 +371,8 @@ class Rack:
         """A D-SACK (RFC 2883): the receiver got [block) twice.  If it lies in this episode's
         retransmissions and accounts for the last of them, the reduction was spurious: undo it."""
         conn.counters["TCPDSACKRecv"] += 1
-        if self.undo_marker is None or not seq_ge(block[0], self.undo_marker):
-            return
+        if self.undo_marker is None or self.undo_retrans <= 0 or not seq_ge(block[0], self.undo_marker):
+            return  # (a D-SACK before any retransmission is the network's duplicate: it proves nothing)
         self.undo_retrans -= max(1, -(-seq_sub(block[1], block[0]) // conn.send_mss))
         if self.undo_retrans <= 0:
             self.undo(conn, now)
