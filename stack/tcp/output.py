@@ -50,6 +50,8 @@ def flush(conn: Connection, now: float) -> list[TcpSegment]:
     """Send what is due at `now` (the timers have run) and hand over the segments to transmit."""
     if conn.state in SENDING_STATES:
         transmit(conn, now)
+    else:
+        conn.recovery.fast_retransmit_due = False  # e.g. the FIN's ACK ended the sending states first
     if conn.ack_now and conn.state in ACKING_STATES:
         emit(conn, conn.snd_nxt, ACK, b"", now)
     conn.ack_now = False
@@ -334,6 +336,7 @@ def send_new_data(conn: Connection, mss: int, now: float) -> None:
     cwnd = conn.recovery.congestion_window(conn)
     tso_max = conn.config.tso_max_bytes
     rack_on = rack_active(conn)
+    sent_new = False
     while True:
         offset = seq_sub(conn.snd_nxt, conn.snd_una)
         unsent = buffered - offset
@@ -346,6 +349,7 @@ def send_new_data(conn: Connection, mss: int, now: float) -> None:
                     conn.recovery.rack.on_sent(conn.snd_nxt, seq_add(conn.snd_nxt, 1), now)
                 conn.snd_nxt = seq_add(conn.snd_nxt, 1)
                 conn.fin_sent = True
+                sent_new = True
                 arm_after_send(conn, offset, now)
             break
         # The congestion window admits whole segments: any room left lets one full segment go (cwnd is
@@ -385,9 +389,12 @@ def send_new_data(conn: Connection, mss: int, now: float) -> None:
             conn.rtt_seq, conn.rtt_time = end, now
         conn.snd_nxt = seq_add(end, 1) if fin else end
         arm_after_send(conn, offset, now)
+        sent_new = True
         if fin:
             conn.fin_sent = True
             break
+    if sent_new and rack_on:
+        conn.recovery.rack.schedule_probe(conn, now)  # RFC 8985 7.2: (re)arm the PTO after new data
     if (
         not conn.fin_sent
         and (len(conn.send_buffer) > seq_sub(conn.snd_nxt, conn.snd_una) or conn.fin_requested)
@@ -406,8 +413,6 @@ def arm_after_send(conn: Connection, offset_before: int, now: float) -> None:
         conn.timers.rto = now + conn.rtt.rto
     conn.timers.persist = None
     conn.persist_backoff = 0
-    if rack_active(conn):
-        conn.recovery.rack.schedule_probe(conn, now)  # RFC 8985 7.2: (re)arm the PTO after new data
 
 
 def persist_interval(conn: Connection) -> float:

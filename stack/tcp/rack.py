@@ -166,6 +166,8 @@ class Rack:
         ACK carried a D-SACK."""
         dsack = False
         base = conn.snd_una
+        if not blocks and not seq_gt(ack, base):
+            return False  # nothing newly delivered (the common ACK of a receiver, or a bare duplicate)
         if blocks:
             first = blocks[0]
             dsack = seq_le(first[1], ack) or (

@@ -113,6 +113,7 @@ class LossRecovery:
         if conn.snd_una == conn.snd_nxt:
             rack.probe_deadline = rack.reorder_deadline = None
             rack.tlp_end_seq = None
+            self.fast_retransmit_due = False  # nothing is left to resend
             return
         if rack.detect_loss(conn, now):
             self.rack_losses(conn, now)
