@@ -161,6 +161,8 @@ def arrives_synchronized(conn: Connection, seg: TcpSegment, now: float) -> None:
     # First: sequence number.
     if not acceptable(conn, seg):
         if not flags & RST:
+            if len(seg.payload) and seq_le(seq_add(seg.seq, len(seg.payload)), conn.rcv_nxt):
+                note_duplicate(conn, seg.seq, seq_add(seg.seq, len(seg.payload)))
             output.out_of_window_ack(conn, seg, now)
         return
     conn.last_received = now
@@ -299,6 +301,7 @@ def receive_text(conn: Connection, seq: int, payload: bytes | memoryview, now: f
     # Trim what we already have (the front) and what lies beyond the window (the tail).
     front = seq_sub(rcv_nxt, seq)
     if front > 0:
+        note_duplicate(conn, seq, seq_add(seq, min(front, len(payload))))
         if front >= len(payload):
             conn.ack_now = True  # a pure duplicate: the peer missed our ACK (RFC 9293 / D-SACK case)
             return
@@ -332,13 +335,23 @@ def receive_text(conn: Connection, seq: int, payload: bytes | memoryview, now: f
                 conn.timers.delayed_ack = now + conn.config.delayed_ack
     else:
         # Out of order: keep it for later and send a duplicate ACK (with SACK blocks) at once.
+        held = conn.reassembly.dsack
         if not conn.reassembly.add(seq, payload, rcv_nxt):
             conn.counters["TCPOFODrop"] += 1
+        elif conn.reassembly.dsack is not held and conn.negotiated.sack:
+            conn.counters["TCPDSACKOfoSent"] += 1
         else:
             conn.counters["TCPOFOQueue"] += 1
         # One duplicate ACK per out-of-order segment, even when several arrive before the next poll:
         # the sender counts them to detect the loss (RFC 5681 4.2, 3.2).
         output.emit(conn, conn.snd_nxt, ACK_FLAG, b"", now)
+
+def note_duplicate(conn: Connection, start: int, end: int) -> None:
+    """Data below RCV.NXT came again: the next ACK reports it as a D-SACK block (RFC 2883)."""
+    if conn.negotiated.sack:
+        conn.reassembly.note_duplicate(start, end)
+        conn.counters["TCPDSACKOldSent"] += 1
+
 
 def consume_fin_if_ready(conn: Connection, now: float) -> None:
     if conn.peer_fin_seq is None or conn.eof or conn.peer_fin_seq != conn.rcv_nxt:

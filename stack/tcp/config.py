@@ -65,6 +65,10 @@ class TcpConfig:
     sack: bool = True
     # Largest receive buffer the window scale must be able to express (Linux: tcp_rmem[2] = 6 MB -> wscale 7).
     max_rcvbuf: int = 6291456
+    # RACK-TLP (RFC 8985) with SACK: time-based loss detection (net.ipv4.tcp_recovery=1, Linux's default)
+    # and tail loss probes (net.ipv4.tcp_early_retrans=3).  Off: DupThresh recovery (RFC 6675) only.
+    rack: bool = True
+    tlp: bool = True
     # net.ipv4.tcp_congestion_control and RFC 6928's initial window (segments).
     congestion: str = "cubic"
     initial_window: int = 10

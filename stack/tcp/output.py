@@ -16,6 +16,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from stack.tcp.options import syn_ack_options, syn_options
+from stack.tcp.rack import rack_active
 from stack.tcp.seq import seq_add, seq_gt, seq_lt, seq_sub
 from stack.tcp.state import TcpState
 from stack.tcp.trace import (
@@ -49,6 +50,8 @@ def flush(conn: Connection, now: float) -> list[TcpSegment]:
     """Send what is due at `now` (the timers have run) and hand over the segments to transmit."""
     if conn.state in SENDING_STATES:
         transmit(conn, now)
+    else:
+        conn.recovery.fast_retransmit_due = False  # e.g. the FIN's ACK ended the sending states first
     if conn.ack_now and conn.state in ACKING_STATES:
         emit(conn, conn.snd_nxt, ACK, b"", now)
     conn.ack_now = False
@@ -96,9 +99,10 @@ def segment_options(conn: Connection, now: float) -> TcpOptions:
         return NO_OPTIONS
     timestamp = (conn.tsval(now), conn.ts_recent) if negotiated.timestamps else None
     blocks: tuple[tuple[int, int], ...] = ()
-    if negotiated.sack and not conn.reassembly.is_empty:
-        # 40 option bytes: room for 3 blocks beside a timestamp, 4 without (RFC 2018 3).
-        blocks = tuple(conn.reassembly.sack_blocks(3 if timestamp else 4))
+    if negotiated.sack and (conn.reassembly.dsack is not None or not conn.reassembly.is_empty):
+        # 40 option bytes: room for 3 blocks beside a timestamp, 4 without (RFC 2018 3); a duplicate
+        # segment is reported once, as the first block (D-SACK, RFC 2883).
+        blocks = tuple(conn.reassembly.sack_blocks(3 if timestamp else 4, take_dsack=True))
     if timestamp is None and not blocks:
         return NO_OPTIONS
     return TcpOptions(timestamp=timestamp, sack_blocks=blocks)
@@ -200,7 +204,7 @@ def payload_limit(conn: Connection) -> int:
     (NOP, NOP, kind, length and 8 bytes a block), as Linux's tcp_current_mss does; otherwise a
     segment carrying SACK blocks would outgrow the path MTU."""
     mss = conn.send_mss
-    if conn.negotiated.sack and not conn.reassembly.is_empty:
+    if conn.negotiated.sack and (conn.reassembly.dsack is not None or not conn.reassembly.is_empty):
         blocks = len(conn.reassembly.sack_blocks(3 if conn.negotiated.timestamps else 4))
         mss -= 4 + 8 * blocks
     return max(1, mss)
@@ -208,20 +212,26 @@ def payload_limit(conn: Connection) -> int:
 
 def transmit(conn: Connection, now: float) -> None:
     mss = payload_limit(conn)
+    rack_on = rack_active(conn)
     if conn.recovery.fast_retransmit_due:
         conn.recovery.fast_retransmit_due = False
-        end = retransmit(conn, conn.snd_una, mss, now)
-        conn.recovery.high_rxt = end
+        if not rack_on:  # with RACK the flag only asks for this flush: the lost segments go below
+            end = retransmit(conn, conn.snd_una, mss, now)
+            conn.recovery.high_rxt = end
     if conn.recovery.rtx_next is not None:
         if not resend_after_timeout(conn, mss, now):
+            return
+    elif rack_on:
+        if conn.recovery.rack.lost_bytes > 0 and not resend_lost(conn, mss, now):
             return
     elif conn.recovery.in_recovery and conn.negotiated.sack:
         resend_sack_holes(conn, mss, now)
     send_new_data(conn, mss, now)
 
 
-def retransmit(conn: Connection, seq: int, mss: int, now: float) -> int:
-    """Resend up to one MSS starting at `seq` (data, then the FIN); return the sequence after it.
+def retransmit(conn: Connection, seq: int, mss: int, now: float, end: int | None = None) -> int:
+    """Resend up to one MSS starting at `seq` (data, then the FIN), and not past `end` when given; return
+    the sequence after it.
 
     Only what was sent before is resent: the segment stops at SND.NXT even when more data waits, so a
     retransmission never carries new data past the point the sender's variables account for.
@@ -230,6 +240,8 @@ def retransmit(conn: Connection, seq: int, mss: int, now: float) -> int:
     sent = seq_sub(conn.snd_nxt, seq)  # sequence space already sent from `seq` on (FIN included)
     sent_data = sent - 1 if conn.fin_sent else sent
     length = min(mss, sent_data)
+    if end is not None:
+        length = min(length, seq_sub(end, seq))
     payload = conn.send_buffer.peek(offset, length) if length > 0 and offset >= 0 else b""
     buffered = len(conn.send_buffer)
     flags = PSH_ACK if payload and offset + len(payload) == buffered else ACK
@@ -244,6 +256,8 @@ def retransmit(conn: Connection, seq: int, mss: int, now: float) -> int:
     conn.retransmissions += 1
     conn.counters["RetransSegs"] += 1
     conn.trace(TCP_RETRANSMIT_SKB, now, seq=seq, len=seq_sub(end, seq))
+    if rack_active(conn):
+        conn.recovery.rack.on_retransmitted(conn, seq, end, now)
     if conn.timers.rto is None:
         conn.timers.rto = now + conn.rtt.rto
     return end
@@ -264,6 +278,27 @@ def resend_after_timeout(conn: Connection, mss: int, now: float) -> bool:
         conn.recovery.rtx_next = end
     conn.recovery.rtx_next = None
     return True
+
+
+def resend_lost(conn: Connection, mss: int, now: float) -> bool:
+    """RACK (RFC 8985 6.3): while cwnd - pipe >= 1 MSS, resend the lowest segment marked lost; True
+    once none is left (new data may follow)."""
+    recovery = conn.recovery
+    rack = recovery.rack
+    cwnd = recovery.congestion_window(conn)
+    for _ in range(256):  # bounded: each pass resends (or forgets) a distinct segment
+        lost = rack.next_lost(conn)
+        if lost is None:
+            return True
+        if rack.retransmit_first:
+            rack.retransmit_first = False  # RFC 6675 4.3 / Linux PRR: entering recovery resends one at once
+        elif cwnd - recovery.flight_size(conn) < mss:
+            return False
+        if retransmit(conn, lost.start, mss, now, end=lost.end) == lost.start:
+            rack.forget_lost(lost)  # nothing left to send there (the data was acknowledged meanwhile)
+        elif lost.start == conn.snd_una:
+            conn.timers.rto = now + conn.rtt.rto  # Linux: resending the head restarts the timer
+    return rack.lost_bytes <= 0
 
 
 def resend_sack_holes(conn: Connection, mss: int, now: float) -> None:
@@ -303,6 +338,8 @@ def send_new_data(conn: Connection, mss: int, now: float) -> None:
         conn.last_data_sent = None
     cwnd = conn.recovery.congestion_window(conn)
     tso_max = conn.config.tso_max_bytes
+    rack_on = rack_active(conn)
+    sent_new = False
     while True:
         offset = seq_sub(conn.snd_nxt, conn.snd_una)
         unsent = buffered - offset
@@ -311,8 +348,11 @@ def send_new_data(conn: Connection, mss: int, now: float) -> None:
             if conn.fin_requested and wnd_room > 0:
                 # Linux does not hold the FIN back for the congestion window (tcp_cwnd_test).
                 emit(conn, conn.snd_nxt, FIN_ACK, b"", now)
+                if rack_on:
+                    conn.recovery.rack.on_sent(conn.snd_nxt, seq_add(conn.snd_nxt, 1), now)
                 conn.snd_nxt = seq_add(conn.snd_nxt, 1)
                 conn.fin_sent = True
+                sent_new = True
                 arm_after_send(conn, offset, now)
             break
         # The congestion window admits whole segments: any room left lets one full segment go (cwnd is
@@ -344,14 +384,19 @@ def send_new_data(conn: Connection, mss: int, now: float) -> None:
         if length > mss:
             conn.counters["OutSegs"] += (length - 1) // mss  # the packets the device makes of it
         end = seq_add(conn.snd_nxt, length)
+        if rack_on:
+            conn.recovery.rack.on_sent(conn.snd_nxt, seq_add(end, 1) if fin else end, now)
         if length < mss:
             conn.snd_sml = end
         conn.send_times.sent(conn.snd_nxt, seq_add(end, 1) if fin else end, now)
         conn.snd_nxt = seq_add(end, 1) if fin else end
         arm_after_send(conn, offset, now)
+        sent_new = True
         if fin:
             conn.fin_sent = True
             break
+    if sent_new and rack_on:
+        conn.recovery.rack.schedule_probe(conn, now)  # RFC 8985 7.2: (re)arm the PTO after new data
     if (
         not conn.fin_sent
         and (len(conn.send_buffer) > seq_sub(conn.snd_nxt, conn.snd_una) or conn.fin_requested)

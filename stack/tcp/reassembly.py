@@ -38,6 +38,7 @@ class ReassemblyQueue:
         "_ends",
         "_stamps",
         "_starts",
+        "dsack",
         "limit",
         "max_segments",
     )
@@ -55,6 +56,7 @@ class ReassemblyQueue:
         self._chunks: list[list[Chunk]] = []  # each block's payload, in order
         self._stamps: list[int] = []  # arrival counter of the last segment that touched each block
         self._arrivals = 0
+        self.dsack: tuple[int, int] | None = None  # a duplicate to report once as the first SACK block
         self._buffered = 0
         self._chunk_count = 0
 
@@ -112,6 +114,7 @@ class ReassemblyQueue:
                 gaps.append((pos, seg_end))
                 break
         if not gaps:
+            self.dsack = (seq, (seq + length) & SEQ_MASK)  # all of it was held already (RFC 2883 4.1.3)
             return True
         new_bytes = sum(e - s for s, e in gaps)
         if self._buffered + new_bytes > self.limit or self._chunk_count + len(gaps) > self.max_segments:
@@ -165,15 +168,27 @@ class ReassemblyQueue:
         del self._starts[0], self._ends[0], self._chunks[0], self._stamps[0]
         return ready
 
-    def sack_blocks(self, max_blocks: int = 4) -> list[tuple[int, int]]:
-        """SACK blocks (left edge, right edge) to report, per RFC 2018 section 4.
+    def note_duplicate(self, start: int, end: int) -> None:
+        """A segment (or its front) [start, end) below RCV.NXT arrived again: report it as a D-SACK."""
+        if start != end:
+            self.dsack = (start, end)
 
-        The first block holds the most recently received segment; the rest follow from the most recently
-        touched to the least, so repeated ACKs keep reporting recent blocks when not all fit.
+    def sack_blocks(self, max_blocks: int = 4, *, take_dsack: bool = False) -> list[tuple[int, int]]:
+        """SACK blocks (left edge, right edge) to report, per RFC 2018 section 4 and RFC 2883.
+
+        A duplicate segment received since the last report comes first (the D-SACK block, reported once:
+        `take_dsack` consumes it); then the block holding the most recently received segment; the rest
+        follow from the most recently touched to the least, so repeated ACKs keep reporting recent blocks
+        when not all fit.
         """
         starts, ends, anchor = self._starts, self._ends, self._anchor
-        order = sorted(range(len(starts)), key=self._stamps.__getitem__, reverse=True)[:max_blocks]
-        return [((anchor + starts[k]) & SEQ_MASK, (anchor + ends[k]) & SEQ_MASK) for k in order]
+        dsack = self.dsack
+        if take_dsack:
+            self.dsack = None
+        room = max_blocks - (dsack is not None)
+        order = sorted(range(len(starts)), key=self._stamps.__getitem__, reverse=True)[:room]
+        blocks = [((anchor + starts[k]) & SEQ_MASK, (anchor + ends[k]) & SEQ_MASK) for k in order]
+        return [dsack, *blocks] if dsack is not None else blocks
 
     def ranges(self) -> list[tuple[int, int]]:
         """The contiguous blocks held, in sequence order, as (left edge, right edge) sequence numbers."""

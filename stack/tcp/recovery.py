@@ -5,7 +5,9 @@ recovery follows RFC 5681 (three duplicate ACKs trigger a fast retransmit), RFC 
 retransmit the next hole, the window is inflated by duplicate ACKs) when SACK is off, and RFC 6675 (the SACK
 scoreboard decides what is lost and how much is in flight) when SACK was negotiated.  A retransmission
 timeout falls back to go-back-N from SND.UNA (as Linux marks everything outstanding lost), paced by the
-congestion window.
+congestion window.  With SACK and `TcpConfig.rack` on (the default, as Linux), RACK-TLP (RFC 8985,
+`stack.tcp.rack`) decides by time what is lost, and tail loss probes replace most timeouts at the end of a
+flight; after a timeout it resends only what was not SACKed.
 
 The component owns the recovery state (the scoreboard, duplicate ACKs, the recovery point, the go-back-N
 pointer); its methods take the connection explicitly for the sequence variables they read and change, in
@@ -18,6 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from stack.tcp import output
+from stack.tcp.rack import Rack, rack_active
 from stack.tcp.sack import SackScoreboard
 from stack.tcp.seq import SEQ_MASK, seq_ge, seq_gt, seq_le, seq_lt, seq_sub
 from stack.tcp.state import TcpState
@@ -35,11 +38,12 @@ NO_DUPACK_FLAGS = int(TcpFlags.SYN | TcpFlags.FIN)
 class LossRecovery:
     """What the sender knows about losses: the SACK scoreboard, duplicate ACKs and the recovery episode."""
 
-    __slots__ = ("dupacks", "fast_retransmit_due", "high_rxt", "in_recovery", "inflation", "recover",
+    __slots__ = ("dupacks", "fast_retransmit_due", "high_rxt", "in_recovery", "inflation", "rack", "recover",
                  "rto_retries", "rtx_next", "scoreboard")
 
     def __init__(self, iss: int) -> None:
         self.scoreboard = SackScoreboard()
+        self.rack = Rack()  # RACK-TLP state and the sent-segment list (used when SACK is on)
         self.dupacks = 0
         self.in_recovery = False
         self.recover = iss  # RFC 6582 "recover": SND.NXT when recovery began
@@ -73,7 +77,14 @@ class LossRecovery:
         if conn.negotiated.sack and seg.options.sack_blocks:
             newly_sacked = self.scoreboard.update(snd_una, seg.options.sack_blocks, conn.snd_nxt)
         window = seg.window << conn.negotiated.snd_wscale
-        if seq_gt(ack, snd_una):
+        rack_on = rack_active(conn)
+        dsack = False
+        if rack_on:
+            ts = seg.options.timestamp
+            tsecr = ts[1] if ts is not None and conn.negotiated.timestamps and ts[1] else None
+            dsack = self.rack.on_ack(conn, ack, seg.options.sack_blocks, tsecr, now)
+        advanced = seq_gt(ack, snd_una)
+        if advanced:
             self.on_new_ack(conn, seg, now)
         elif (
             ack == snd_una
@@ -83,6 +94,8 @@ class LossRecovery:
             and (window == conn.snd_wnd or newly_sacked > 0)
         ):
             self.on_duplicate_ack(conn, now, newly_sacked)
+        if rack_on:
+            self.rack_after_ack(conn, ack, dsack, advanced, newly_sacked > 0, now)
         # Window update (RFC 9293 fifth step): only from a segment newer than the last one that set it.
         if seq_lt(conn.snd_wl1, seg.seq) or (conn.snd_wl1 == seg.seq and seq_le(conn.snd_wl2, ack)):
             conn.snd_wnd = window
@@ -91,6 +104,68 @@ class LossRecovery:
         if conn.fin_sent and conn.snd_una == conn.snd_nxt:
             return self.on_fin_acked(conn, now)
         return True
+
+    def rack_after_ack(self, conn: Connection, ack: int, dsack: bool, advanced: bool, sacked: bool,
+                       now: float) -> None:
+        """RFC 8985 after an ACK: the probe's outcome, time-based loss marking, then the PTO."""
+        rack = self.rack
+        rack.on_probe_ack(conn, ack, dsack, advanced, sacked, now)
+        if conn.snd_una == conn.snd_nxt:
+            rack.probe_deadline = rack.reorder_deadline = None
+            rack.tlp_end_seq = None
+            self.fast_retransmit_due = False  # nothing is left to resend
+            return
+        if rack.detect_loss(conn, now):
+            self.rack_losses(conn, now)
+        if advanced:
+            rack.schedule_probe(conn, now)
+        elif self.in_recovery:
+            rack.probe_deadline = None
+
+    def rack_losses(self, conn: Connection, now: float) -> None:
+        """RACK marked segments lost: start fast recovery unless one (or a timeout's) is under way, and
+        retransmit at the next flush."""
+        if not self.in_recovery and self.rack.rto_recover is None and self.rtx_next is None:
+            self.enter_recovery(conn, now)
+        self.fast_retransmit_due = True
+        self.rack.probe_deadline = None
+
+    def on_reorder_timer(self, conn: Connection, now: float) -> None:
+        """The RACK reorder timer: segments that were inside the reordering window may be lost now."""
+        if conn.snd_una == conn.snd_nxt or conn.state not in output.SENDING_STATES:
+            return
+        if self.rack.detect_loss(conn, now):
+            self.rack_losses(conn, now)
+
+    def on_probe_timer(self, conn: Connection, now: float) -> None:
+        """RFC 8985 7.3: the PTO fired; send one new segment if the window allows, else resend the last
+        one, so the peer's ACK (with SACK) shows what of the tail is missing."""
+        rack = self.rack
+        if conn.snd_una == conn.snd_nxt or conn.state not in output.SENDING_STATES or self.in_recovery:
+            return
+        mss = output.payload_limit(conn)
+        offset = seq_sub(conn.snd_nxt, conn.snd_una)
+        unsent = len(conn.send_buffer) - offset
+        wnd_room = conn.snd_wnd - offset
+        if unsent > 0 and wnd_room > 0 and not conn.fin_sent:
+            length = min(mss, unsent, wnd_room)
+            flags = output.PSH_ACK if length == unsent else output.ACK
+            start = conn.snd_nxt
+            output.emit(conn, start, flags, conn.send_buffer.peek(offset, length), now)
+            conn.snd_nxt = (start + length) & SEQ_MASK
+            rack.on_sent(start, conn.snd_nxt, now)
+            rack.tlp_is_retrans = False
+        else:
+            last = next((s for s in reversed(rack.segments) if not s.sacked), None)
+            if last is None:
+                return
+            start = last.start if last.length <= mss else (last.end - mss) & SEQ_MASK
+            if output.retransmit(conn, start, mss, now, end=last.end) == start:
+                return
+            rack.tlp_is_retrans = True
+        rack.tlp_end_seq = conn.snd_nxt
+        conn.counters["TCPLossProbes"] += 1
+        conn.timers.rto = now + conn.rtt.rto
 
     def on_fin_acked(self, conn: Connection, now: float) -> bool:
         state = conn.state
@@ -134,6 +209,7 @@ class LossRecovery:
                 self.inflation = 0
                 self.dupacks = 0
                 conn.cc.on_recovery_exit(now)
+                self.rack.on_recovery_exit()
             else:
                 # Partial ACK: the next hole is lost too; retransmit it at once (RFC 6582 3.2 step 4).
                 if not conn.negotiated.sack:
@@ -197,6 +273,8 @@ class LossRecovery:
             return
         if self.rtx_next is not None:
             return  # still resending after a timeout: duplicate ACKs are expected
+        if rack_active(conn):
+            return  # RACK decides by time what is lost (rack_after_ack), not by counting
         lost = self.dupacks >= DUP_THRESH or (
             conn.negotiated.sack and self.scoreboard.is_lost(conn.snd_una, mss)
         )
@@ -211,6 +289,11 @@ class LossRecovery:
         self.in_recovery = True
         self.recover = conn.snd_nxt
         self.high_rxt = conn.snd_una
+        if rack_active(conn):
+            self.rack.start_undo(conn)
+            self.rack.retransmit_first = True
+            self.rack.probe_deadline = None
+            self.rack.tlp_end_seq = None
         conn.cc.on_loss(now, flight)
         self.inflation = 0 if conn.negotiated.sack else DUP_THRESH * mss
         self.fast_retransmit_due = True
@@ -223,6 +306,8 @@ class LossRecovery:
         """Bytes the sender believes are in the network (RFC 6675 "pipe", or the RFC 5681 FlightSize)."""
         if self.rtx_next is not None:
             return seq_sub(self.rtx_next, conn.snd_una)
+        if rack_active(conn):
+            return self.rack.flight_size(conn)
         if self.in_recovery and conn.negotiated.sack:
             return self.scoreboard.pipe(conn.snd_una, conn.snd_nxt, self.high_rxt, conn.send_mss)
         return seq_sub(conn.snd_nxt, conn.snd_una)
@@ -233,6 +318,9 @@ class LossRecovery:
     def on_retransmission_timeout(self, conn: Connection, now: float) -> None:
         """RFC 5681 3.1 / RFC 6298 5.4-5.6: collapse the window, back off, resend from SND.UNA."""
         flight = seq_sub(conn.snd_nxt, conn.snd_una)
+        rack_on = rack_active(conn)
+        if rack_on and self.rto_retries == 0 and not self.in_recovery:
+            self.rack.start_undo(conn)
         conn.cc.on_rto(now, flight)
         conn.rtt.backoff()
         self.rto_retries += 1
@@ -243,6 +331,10 @@ class LossRecovery:
         self.high_rxt = conn.snd_una
         self.scoreboard.clear()
         self.rtx_next = conn.snd_una
+        if rack_on:
+            # Linux: everything not SACKed is lost and resent in order from the list, SACKed data is not.
+            self.rtx_next = None
+            self.rack.on_timeout(conn)
         conn.counters["TCPTimeouts"] += 1
         conn.trace(TCP_CWND_CHANGE, now, cwnd=conn.cc.cwnd, ssthresh=conn.cc.ssthresh, reason="rto")
 

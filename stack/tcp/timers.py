@@ -45,13 +45,21 @@ class Timers:
         """The earliest deadline; `AT_ONCE` while an ACK or a fast retransmit waits to be sent."""
         if conn.ack_now or conn.recovery.fast_retransmit_due:
             return AT_ONCE
-        return earliest(self.rto, self.delayed_ack, self.persist, self.keepalive, self.close)
+        rack = conn.recovery.rack.next_deadline() if conn.state in RETRANSMITTING_STATES else None
+        return earliest(self.rto, self.delayed_ack, self.persist, self.keepalive, self.close, rack)
 
     def stop(self) -> None:
         self.rto = self.delayed_ack = self.persist = self.keepalive = self.close = None
 
     def run(self, conn: Connection, now: float) -> None:
         """Fire every timer due at `now`."""
+        rack = conn.recovery.rack  # RACK's reorder timer and the tail loss probe (RFC 8985)
+        if rack.reorder_deadline is not None and now >= rack.reorder_deadline:
+            rack.reorder_deadline = None
+            conn.recovery.on_reorder_timer(conn, now)
+        if rack.probe_deadline is not None and now >= rack.probe_deadline:
+            rack.probe_deadline = None
+            conn.recovery.on_probe_timer(conn, now)
         if self.rto is not None and now >= self.rto:
             self.rto = None
             self.on_rto_timer(conn, now)

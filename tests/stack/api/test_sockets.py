@@ -403,4 +403,5 @@ def test_a_corrupting_direction_never_vouches_for_checksums() -> None:
     client.sendall(payload)
     assert server.recv_exactly(len(payload)) == payload  # corrupted segments were caught and resent
     assert b.counters()["TcpInErrs"] > 0
-    assert runner.now > 0
+    # Resent: RACK finds the losses by time, so on this wire without latency no timer may have to run.
+    assert a.counters()["TcpRetransSegs"] > 0 and runner.now >= 0

@@ -156,8 +156,8 @@ def test_sack_blocks_most_recent_first_rfc2018() -> None:
     assert q.sack_blocks(max_blocks=3) == [(1000, 1100), (800, 900), (600, 700)]
     q.add(300, b"x" * 100, 100)  # joins 200..300 and 400..500 into one block, now the most recent
     assert q.sack_blocks() == [(200, 500), (1000, 1100), (800, 900), (600, 700)]
-    q.add(800, b"x" * 50, 100)  # a duplicate still names its block first
-    assert q.sack_blocks(2) == [(800, 900), (200, 500)]
+    q.add(800, b"x" * 50, 100)  # a duplicate: reported as a D-SACK, then the block holding it (RFC 2883)
+    assert q.sack_blocks(2) == [(800, 850), (800, 900)]
 
 
 def test_sack_blocks_across_wrap() -> None:

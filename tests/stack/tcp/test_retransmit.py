@@ -146,7 +146,7 @@ def test_sack_recovery_resends_only_the_holes() -> None:
     ten_segments_out(t)
     conn = t.connection()
     assert conn.negotiated.sack is False  # the peer did not offer SACK in this handshake
-    t2 = Tester(congestion="newreno", sack=True)
+    t2 = Tester(congestion="newreno", sack=True, rack=False)  # DupThresh recovery (RFC 6675) alone
     sock = open_with_rtt(t2, sack_perm=True)
     sock.send(bytes(10 * FULL))
     assert len(t2.poll(at=1.0)) == 10
