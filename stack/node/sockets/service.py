@@ -296,7 +296,8 @@ class SocketService:
 
     # -- requests -----------------------------------------------------------------------------------------
 
-    def handle(self, client: Client, message: dict[str, Any]) -> tuple[dict[str, Any] | None, socket.socket | None]:
+    def handle(self, client: Client, message: dict[str, Any]
+               ) -> tuple[dict[str, Any] | None, socket.socket | None]:
         """The answer to one request (None for `close`) and the descriptor to pass with it."""
         self.requests += 1
         op = message.get("op")
@@ -318,7 +319,7 @@ class SocketService:
             state = session_or_none.tcp.state if session_or_none is not None else "CLOSE"
             return {"errno": 0, "error": code, "state": state}, None
         if session_or_none is None:
-            if op == "getsockopt" and message.get("level") == SOL_SOCKET and message.get("option") == SO_ERROR:
+            if op == "getsockopt" and (message.get("level"), message.get("option")) == (SOL_SOCKET, SO_ERROR):
                 return {"errno": 0, "value": self.errors.pop(sid, 0)}, None
             raise RequestError(errno.EBADF, f"no socket {sid} on this node")
         return self._on_session(session_or_none, op, message)

@@ -64,8 +64,9 @@ class ServiceConnection:
                 sock.connect(self.path)
             except OSError as exc:
                 sock.close()
+                reason = exc.strerror or exc
                 raise OSError(errno.ENETDOWN, f"the node's socket service at {self.path} does not answer "
-                                              f"({exc.strerror or exc}): is the node's stack running?") from None
+                                              f"({reason}): is the node's stack running?") from None
             self._sock, self._pid = sock, os.getpid()
         return self._sock
 
@@ -97,7 +98,7 @@ _service: ServiceConnection | None = None
 
 def install(path: str) -> None:
     """Make `socket.socket` the node's stack for AF_INET stream sockets of this process."""
-    global _service  # noqa: PLW0603 - the one service of this process, set once at interpreter start
+    global _service
     _service = ServiceConnection(path)
     socket.socket = StackSocket  # type: ignore[misc]
     socket.SocketType = StackSocket  # type: ignore[misc]
@@ -139,9 +140,9 @@ def _option_value(value: Any) -> Any:
 class StackSocket(_RealSocket):
     """socket.socket, whose AF_INET stream sockets live on the node's stack (see the module's text)."""
 
-    __slots__ = ("_nslab_id", "_nslab_channel", "_nslab_on")
+    __slots__ = ("_nslab_channel", "_nslab_id", "_nslab_on")
 
-    def __init__(self, family: int = -1, type: int = -1, proto: int = -1,  # noqa: A002 - socket's names
+    def __init__(self, family: int = -1, type: int = -1, proto: int = -1,
                  fileno: int | None = None) -> None:
         self._nslab_id: int | None = None
         self._nslab_channel: str | None = None
