@@ -10,3 +10,8 @@ asyncio and makefile() work on it unchanged.
 This package imports nothing from `stack` at its top: `shim` and `wire` run inside the program, with the
 standard library only, and are loaded by path (`site/sitecustomize.py`).
 """
+
+import os
+
+# What `lab exec` puts first on PYTHONPATH.
+SITE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "site")
