@@ -22,8 +22,8 @@ app.command()(labs.up)
 app.command()(labs.down)
 app.command()(labs.status)
 app.command("list")(labs.list_command)
-app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
-    labs.exec_command)
+app.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+            epilog=labs.EXEC_EXAMPLE)(labs.exec_command)
 app.command()(labs.graph)
 app.command("doctor")(labs.doctor_command)
 app.command("impair")(impair.impair_command)

@@ -223,6 +223,9 @@ def list_command(as_json: JsonFlag = False) -> None:
 
 # --- exec ------------------------------------------------------------------------------------
 
+EXEC_EXAMPLE = "Example: lab exec pair s1 -- python3 -m http.server --bind 10.0.0.2 8080"
+
+
 def exec_command(
     name: Annotated[str, typer.Argument(help="Lab name.")],
     node: Annotated[str, typer.Argument(help="Node name.")],
@@ -236,8 +239,6 @@ def exec_command(
     On a pystack node a Python program's TCP sockets are the node's stack (its address, its TCP), beside the
     node's apps; several programs may run at once. Other programs, and Python with --bare, run in the bare
     namespace, whose kernel holds no address.
-
-    Example: lab exec pair s1 -- python3 -m http.server --bind 10.0.0.2 8080
     """
     with errors_to_exit_codes():
         namespace = node_namespace(name, node)

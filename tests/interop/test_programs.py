@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from lab.experiments.running import RunningLab, lab_for_experiment
-from lab.topology import DEFAULT_TOPOLOGY, load_topology
+from lab.topology import DEFAULT_TOPOLOGY, load_topology, plan_from_text
 from tests.interop.conftest import unique_lab_name
 
 PROGRAMS = Path(__file__).parent / "programs"
@@ -173,3 +173,24 @@ def test_bare_exec_and_non_python_commands_run_in_the_namespace(lab: RunningLab)
     assert bare.stdout.strip() == b"socket"
     shimmed = run(lab, "s1", "python3", "-c", "import socket; print(type(socket.socket()).__name__)")
     assert shimmed.stdout.strip() == b"StackSocket"
+
+
+NO_PROCESS = """
+name: noproc
+nodes:
+  h1: {kind: kernel}
+  s1: {kind: pystack, process: false}
+links:
+  - endpoints: [h1:eth0, s1:eth0]
+    subnet: 10.0.0.0/24
+"""
+
+
+@pytest.mark.root
+def test_exec_on_a_pystack_node_without_a_stack_process_says_so() -> None:
+    plan = plan_from_text(NO_PROCESS, source="<test topology>", name=unique_lab_name("sp"))
+    with lab_for_experiment(plan, None) as running:
+        result = subprocess.run(lab_exec(running, "s1", "python3", "-c", "print('ran')"),
+                                capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 0 and result.stdout.strip() == "ran"
+    assert "without a socket service" in result.stderr and "process: false" in result.stderr
