@@ -103,6 +103,11 @@ def test_http_server_on_the_stack_serves_curl_beside_the_node_apps(lab: RunningL
     assert hashlib.sha256(got.stdout).hexdigest() == hashlib.sha256(body).hexdigest()
     app = run(lab, "h1", "curl", "-s", "--max-time", "10", f"http://{STACK}/bytes/1000")  # the node's app
     assert app.returncode == 0 and len(app.stdout) == 1000
+    (tmp_path / "small").write_bytes(b"x" * 5000)
+    bench = run(lab, "h1", "ab", "-q", "-n", "300", "-c", "10", f"http://{STACK}:8080/small", timeout=60)
+    report = bench.stdout.decode()
+    assert bench.returncode == 0 and "Complete requests:      300" in report, report
+    assert "Failed requests:        0" in report, report
 
 
 @pytest.mark.root
