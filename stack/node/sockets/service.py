@@ -84,8 +84,11 @@ class Session:
                 return
             except OSError:
                 return
+            try:
+                session = self.service.new_session(child, None)
+            except RequestError:
+                continue  # too many program sockets: this connection is closed (new_session closed it)
             data, program_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-            session = self.service.new_session(child, None)
             session.start_pump(data)
             message = {"id": session.id, "peer": list(peer), "local": list(child.getsockname())}
             self.pending.append((message, program_end))
@@ -396,6 +399,8 @@ class Client:
                 answer, end = {"errno": exc.errno or errno.EIO, "message": exc.strerror or str(exc)}, None
             except (TypeError, ValueError) as exc:
                 answer, end = {"errno": errno.EINVAL, "message": str(exc)}, None
+            except Exception as exc:  # a bug here must not leave the program waiting for its answer
+                answer, end = {"errno": errno.EIO, "message": f"socket service: {exc!r}"}, None
             if answer is not None:
                 self._answer(answer, end)
 
