@@ -199,3 +199,29 @@ def test_exec_on_a_pystack_node_without_a_stack_process_says_so() -> None:
                                 capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 0 and result.stdout.strip() == "ran"
     assert "without a socket service" in result.stderr and "process: false" in result.stderr
+
+
+@pytest.mark.root
+def test_a_killed_program_frees_its_port_and_the_node_serves_on(lab: RunningLab, programs: Programs) -> None:
+    server = programs.start("s1", "python3", str(PROGRAMS / "echo_socketserver.py"), STACK, "7400")
+    client = subprocess.Popen(lab_exec(lab, "h1", "nc", STACK, "7400"), stdin=subprocess.PIPE,
+                              stdout=subprocess.DEVNULL)
+    assert client.stdin is not None
+    client.stdin.write(b"x" * 100_000)
+    client.stdin.flush()
+    time.sleep(0.5)
+    subprocess.run(["pkill", "-KILL", "-P", str(server.pid)], check=False)  # the program, under lab exec
+    server.wait(10)
+    client.kill()
+    client.wait(5)
+    answer = run(lab, "h1", "curl", "-s", "--max-time", "10", f"http://{STACK}/bytes/100")
+    assert answer.returncode == 0 and len(answer.stdout) == 100
+    deadline = time.monotonic() + 10
+    rebind = ("import socket; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+              f"s.bind(('{STACK}', 7400)); s.listen()")  # SO_REUSEADDR: the closed connection is in TIME_WAIT
+    while True:  # the listener closes when the killed program's descriptors do
+        again = run(lab, "s1", "python3", "-c", rebind)
+        if again.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert again.returncode == 0, again.stderr
