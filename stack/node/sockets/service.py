@@ -8,8 +8,9 @@ here blocks, so the node's apps and its control socket keep serving while progra
 
 A session is a TcpSocket of the node's Host and, once it listens or connects, a channel: for a listener a
 SOCK_SEQPACKET pair that carries each accepted connection's data descriptor, for a connection a Unix stream
-pair pumped into TCP (`pump.Pump`). The listener takes connections off the stack's accept queue as they
-complete and queues them on its channel for the program's accept().
+pair pumped into TCP (`pump.Pump`). The listener hands the program one connection at a time: the next
+is taken off the stack's accept queue when the program's accept() has taken the last from the channel,
+so the accept queue fills against the backlog as it does in the kernel when a program accepts slowly.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import contextlib
 import errno
 import itertools
 import os
+import select
 import socket
 import struct
 from collections import OrderedDict
@@ -70,6 +72,9 @@ class Session:
         self.tcp.listen(backlog)
         self.channel, program_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.channel.setblocking(False)
+        # The smallest send buffer: one queued connection makes the channel unwritable, so the others
+        # wait in the stack's accept queue (bounded by the backlog, shown by `tables`) as in the kernel.
+        self.channel.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1)
         self.kind = "listener"
         self.driver.loop.add_reader(self.channel.fileno(), self._listener_readable)
         self.driver.add_watcher(self._accept_ready)
@@ -78,6 +83,9 @@ class Session:
 
     def _accept_ready(self) -> None:
         while self.kind == "listener" and self._flush_accepted():
+            if not self._room():
+                self._wait_for_room()
+                return
             try:
                 child, peer = self.tcp.accept()
             except BlockingIOError:
@@ -102,13 +110,24 @@ class Session:
             try:
                 wire.send(channel, message, program_end.fileno(), socket.MSG_DONTWAIT)
             except BlockingIOError:
-                self.driver.loop.add_writer(channel.fileno(), self._channel_writable)
+                self._wait_for_room()
                 return False
             except OSError:
                 return False
             self.pending.pop(0)
             program_end.close()
         return True
+
+    def _room(self) -> bool:
+        """Whether the program took the connection handed to it last (the channel is writable again)."""
+        assert self.channel is not None
+        poller = select.poll()
+        poller.register(self.channel.fileno(), select.POLLOUT)
+        return bool(poller.poll(0))
+
+    def _wait_for_room(self) -> None:
+        assert self.channel is not None
+        self.driver.loop.add_writer(self.channel.fileno(), self._channel_writable)
 
     def _channel_writable(self) -> None:
         if self.channel is not None:
