@@ -4,11 +4,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages the tests and experiments use as peers (command -> package).
-PEER_COMMANDS := tcpdump:tcpdump iperf3:iperf3 curl:curl ip:iproute2 dot:graphviz ping:iputils-ping gcc:gcc ab:apache2-utils chromium:chromium nc:netcat-openbsd
+# `lab bench tools` measures with these too (its test runs in CI, so `make test` installs them as well).
+BENCH_PEER_COMMANDS := wrk:wrk nginx:nginx
+PEER_COMMANDS := tcpdump:tcpdump iperf3:iperf3 curl:curl ip:iproute2 dot:graphviz ping:iputils-ping gcc:gcc ab:apache2-utils chromium:chromium nc:netcat-openbsd $(BENCH_PEER_COMMANDS)
 # The C connection-rate yardstick of `lab bench` (a client and a kernel listener that are not the bottleneck).
 CONNLOAD := build/connload
 
-.PHONY: venv peers test test-unit lint demo bench clean
+.PHONY: venv peers bench-peers test test-unit lint demo bench clean
 
 venv: $(VENV)/.installed peers $(CONNLOAD)
 
@@ -30,7 +32,13 @@ $(VENV)/.installed: pyproject.toml
 
 # Install the peer programs only when missing (apt-get update once, first).
 peers:
-	@missing=""; for pair in $(PEER_COMMANDS); do \
+	$(call install_missing,$(PEER_COMMANDS))
+
+bench-peers:
+	$(call install_missing,$(BENCH_PEER_COMMANDS))
+
+define install_missing
+	@missing=""; for pair in $(1); do \
 	  cmd=$${pair%%:*}; pkg=$${pair##*:}; \
 	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; \
 	done; \
@@ -42,6 +50,7 @@ peers:
 	    echo "missing peer programs:$$missing (install them, or run as root on Debian)"; \
 	  fi; \
 	fi
+endef
 
 test: venv
 	$(BIN)/ruff check lab stack tests benchmarks
@@ -57,8 +66,9 @@ demo: venv
 	$(BIN)/python -m lab.cli.demo
 
 # Each benchmark prints nslab's figure next to the kernel's (or a C baseline), measured in the same run.
-bench: venv
+bench: venv bench-peers
 	$(BIN)/lab bench
+	$(BIN)/lab bench tools
 	$(BIN)/python benchmarks/bench_up.py
 	$(BIN)/python benchmarks/bench_memory.py --bytes 200000000
 	$(BIN)/python benchmarks/bench_wire.py

@@ -53,7 +53,12 @@ TIMEOUT_SECONDS = Range(0.001, 3600)  # connect, http_get and ping timeouts: 1 m
 HOLD_SECONDS = Range(0, 3600)  # how long connect keeps a connection open after its transfer
 PING_COUNT = Range(1, 1000)
 HTTP_GET_COUNT = Range(1, 10_000)
+IPERF3_SECONDS = Range(1, 3600)  # an iperf3 test's duration (-t)
+IPERF3_STREAMS = Range(1, 128)  # its parallel streams (-P), iperf3's own limit
 TRACE_SEQUENCE = Range(0, (1 << 63) - 1)
+SS_LIMIT = Range(1, 1_000_000)  # connections in one `ss` answer
+PCAP_BYTES = Range(1024, 1 << 36)  # a capture's file: 1 KiB to 64 GiB
+CAPTURE_SECONDS = Range(0.1, 86_400)  # how long `lab capture` records
 
 # --- the control socket's `config`: each numeric `stack.tcp.config.TcpConfig` field -------------------
 _SECONDS_SETTING = Range(0, 86_400)  # timers and timeouts: up to a day (keepalive_time is 2 h by default)

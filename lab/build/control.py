@@ -143,8 +143,10 @@ class StackClient:
     def hello(self) -> dict[str, Any]:
         return self.request("hello")
 
-    def ss(self) -> list[dict[str, Any]]:
-        return self.request("ss")["connections"]
+    def ss(self, **filters: Any) -> dict[str, Any]:
+        """The node's answer as is: ``{"connections": [...], "matched": N, "total": M}``; filters
+        (state, port, sport, dport, address, limit) are applied by the node."""
+        return self.request("ss", **{key: value for key, value in filters.items() if value is not None})
 
     def stats(self) -> dict[str, Any]:
         return self.request("stats")["counters"]
@@ -172,6 +174,12 @@ class StackClient:
             if failure.errno_name:
                 return {"error": failure.errno_name, "message": failure.error}
             raise
+
+    def iperf3(self, addr: str, port: int = 5201, *, seconds: int = 10, parallel: int = 1,
+               reverse: bool = False, timeout: float = 10.0) -> dict[str, Any]:
+        """An iperf3 test from the stack against an iperf3 server (`iperf3 -c`): both sides' figures."""
+        return self.request("iperf3", answer_within=seconds + 2 * timeout + 30.0, addr=addr, port=port,
+                            seconds=seconds, parallel=parallel, reverse=reverse, timeout=timeout)
 
     def trace(self, since: int = 0) -> dict[str, Any]:
         return self.request("trace", since=since)

@@ -1,4 +1,5 @@
-"""`lab bench` (the stack against the kernel) and `lab bench up` (lab up/down times of node chains)."""
+"""`lab bench` (the stack against the kernel), `lab bench up` (lab up/down times of node chains) and
+`lab bench tools` (iperf3, wrk, ab and curl against the stack, next to the kernel with iperf3 and nginx)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from lab.build.state import check_lab_name
 from lab.cli.output import JsonFlag, errors_to_exit_codes, fail, out, print_json
 from lab.cli.progress import progress_line
 from lab.tools.bench import BENCH_TARGETS, bench_chains, run_bench
+from lab.tools.bench_tools import run_bench_tools
 
 bench_app = typer.Typer(add_completion=False,
                         help="The stack against the kernel; `lab bench up`: lab up/down times.")
@@ -70,5 +72,44 @@ def bench_up(
     out.print(table)
 
 
-bench_app.callback(invoke_without_command=True)(bench_stack)
-bench_app.command("up")(bench_up)
+def bench_tools(
+    as_json: JsonFlag = False,
+    seconds: Annotated[float, typer.Option("--seconds", help="Length of each measurement (whole seconds "
+                                                             "for iperf3, wrk and ab).")] = 3.0,
+    name: Annotated[str | None, typer.Option("--name", help="Prefix of the labs it brings up.")] = None,
+) -> None:
+    """iperf3 (each way), wrk keep-alive, ab with 50 clients and a curl of 100 MB against the stack, each
+    next to the kernel's figure from the same run (iperf3 -s, nginx) as a ratio, with the CPU-bound side.
+
+    Example: lab bench tools --seconds 2 --json
+    """
+    if not 1 <= seconds <= 60:
+        fail(f"--seconds: expected 1 to 60, got {seconds:g}")
+    with errors_to_exit_codes():
+        if name is not None:
+            check_lab_name(name)
+            check_lab_name(f"{name}tk")  # the longest name it derives
+        with progress_line("bench tools: starting", as_json=as_json) as report:
+            figures = run_bench_tools(seconds=seconds, name=name,
+                                      progress=lambda step: report(f"bench tools: {step}"))
+    if as_json:
+        print_json(figures)
+        return
+    table = Table("measurement", "unit", "stack", "kernel", "ratio", "bound by (stack run)",
+                  "bound by (kernel run)", "CPU shares (stack run; kernel run)",
+                  title="the stack vs the kernel, with the tools everyone knows")
+    for key, row in figures["measurements"].items():
+        shares = "; ".join(" ".join(f"{side} {share:.2f}" for side, share in run.items())
+                           for run in (row["stack_cpu_share"], row["kernel_cpu_share"]))
+        table.add_row(key, row["unit"], f"{row['stack']:.3f}", f"{row['kernel']:.3f}", f"{row['ratio']:.3f}",
+                      row["stack_bound_by"], row["kernel_bound_by"], shares)
+    out.print(table)
+    for key, row in figures["measurements"].items():
+        out.print(f"{key}: {row['what']}", markup=False)
+    out.print(f"CPU shares are CPU seconds per second of wall time (1.0: one core busy), on "
+              f"{figures['cores']} cores shared by both ends of each run", markup=False)
+
+
+bench_app.callback(invoke_without_command=True, epilog="Example: lab bench --seconds 2 --json")(bench_stack)
+bench_app.command("up", epilog="Example: lab bench up --sizes 10,20")(bench_up)
+bench_app.command("tools", epilog="Example: lab bench tools --seconds 2 --json")(bench_tools)

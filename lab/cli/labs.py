@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import sys
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from lab.build import builder
-from lab.build.state import list_labs, node_namespace
+from lab.build.state import LabError, list_labs, node_namespace
 from lab.cli.output import (
+    DEFAULT_TOPOLOGY,
     JsonFlag,
     errors_to_exit_codes,
     fail,
@@ -27,7 +29,7 @@ from lab.cli.progress import progress_line
 from lab.cli.tables import plan_rows, plan_table
 from lab.kernel.namespaces import run_inside
 from lab.tools import doctor
-from lab.tools.graph import render
+from lab.tools.graph import plan_to_draw, render, render_image
 from lab.tools.programs import exec_plan
 from lab.tools.status import lab_status, labs_summary
 from lab.topology import TopologyError, load_topology, shipped_topologies
@@ -36,6 +38,8 @@ from lab.topology import TopologyError, load_topology, shipped_topologies
 class GraphFormat(StrEnum):
     mermaid = "mermaid"
     dot = "dot"
+    svg = "svg"
+    png = "png"
 
 
 # --- up / down -------------------------------------------------------------------------------
@@ -223,8 +227,6 @@ def list_command(as_json: JsonFlag = False) -> None:
 
 # --- exec ------------------------------------------------------------------------------------
 
-EXEC_EXAMPLE = "Example: lab exec pair s1 -- python3 -m http.server --bind 10.0.0.2 8080"
-
 
 def exec_command(
     name: Annotated[str, typer.Argument(help="Lab name.")],
@@ -257,15 +259,40 @@ def exec_command(
 # --- graph / doctor ------------------------------------------------------------------------
 
 def graph(
-    topology: Annotated[str | None, typer.Argument(help="Topology file, or a shipped name.")] = None,
-    fmt: Annotated[GraphFormat, typer.Option("--format", help="mermaid or dot.")] = GraphFormat.mermaid,
-    name: Annotated[str | None, typer.Option("--name", help="Lab name to render under.")] = None,
+    target: Annotated[str | None, typer.Argument(
+        help="A topology file, a lab that is up (drawn as built), or a shipped topology's name.")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write to this file; .svg and .png "
+                                                "are drawn by Graphviz, .dot and .mmd are text.")] = None,
+    fmt: Annotated[GraphFormat | None, typer.Option("--format", help="mermaid, dot, svg or png (default: "
+                                                    "from -o's suffix, else mermaid).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Lab name to render a topology under.")] = None,
 ) -> None:
-    """Draw a topology as Mermaid or Graphviz dot."""
+    """Draw a topology or a running lab: Mermaid or Graphviz text, or an SVG/PNG picture."""
     with errors_to_exit_codes():
-        plan = load_topology(topology_path(topology), name=name)
-        text = render(plan, fmt.value)
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        chosen = fmt.value if fmt is not None else _format_for(output)
+        if chosen == "png" and output is None:
+            raise LabError("graph --format png: give -o FILE (a PNG is not for the terminal)")
+        plan = plan_to_draw(target or DEFAULT_TOPOLOGY, name=name)
+        data = render_image(plan, chosen) if chosen in ("svg", "png") else render(plan, chosen).encode()
+        if output is None:
+            sys.stdout.write(data.decode())
+            return
+        try:
+            output.write_bytes(data)
+        except OSError as error:
+            raise LabError(f"graph -o {output}: {error.strerror or error}") from None
+        links = f"{len(plan.links)} link{'' if len(plan.links) == 1 else 's'}"
+        out.print(f"wrote {output} ({chosen}, {len(plan.nodes)} nodes, {links})", markup=False)
+
+
+def _format_for(output: Path | None) -> str:
+    suffixes = {".svg": "svg", ".png": "png", ".dot": "dot", ".gv": "dot", ".mmd": "mermaid"}
+    if output is None:
+        return "mermaid"
+    if output.suffix.lower() not in suffixes:
+        raise LabError(f"graph -o {output}: expected a file ending in {', '.join(suffixes)} "
+                       "(or give --format)")
+    return suffixes[output.suffix.lower()]
 
 
 def doctor_command(as_json: JsonFlag = False) -> None:

@@ -7,6 +7,7 @@ command says so and what to use instead, rather than failing to reach a socket t
 
 from __future__ import annotations
 
+import ipaddress
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,10 +20,21 @@ from lab.build.state import LabError, LabState, node_namespace
 from lab.cli.output import JsonFlag, err, errors_to_exit_codes, fail, out, print_json
 from lab.cli.tables import flatten, milliseconds
 from lab.tools.http_get import fetch_to_file, fetch_to_stream, parse_url, summary
-from stack.ranges import BACKLOG, BYTE_COUNT, TIMEOUT_SECONDS, Range
+from lab.tools.iperf3_report import iperf3_text
+from stack.node.views import SS_STATE_WORDS, ss_state_name
+from stack.ranges import (
+    BACKLOG,
+    BYTE_COUNT,
+    IPERF3_SECONDS,
+    IPERF3_STREAMS,
+    PORT,
+    SS_LIMIT,
+    TIMEOUT_SECONDS,
+    Range,
+)
 
 STACK_VERBS = ("ss", "stats", "tables", "listen", "connect", "close", "hello", "trace", "get")
-APPS = ("echo", "discard", "source", "http", "none")
+APPS = ("echo", "discard", "source", "http", "iperf3", "none")
 
 
 def stack_command(
@@ -33,7 +45,8 @@ def stack_command(
     argument: Annotated[str | None, typer.Argument(help="PORT (listen, close), ADDR:PORT (connect) or "
                                                         "http://ADDR[:PORT]/PATH (get).")]
     = None,
-    app_name: Annotated[str, typer.Option("--app", help="listen: echo, discard, source, http, none.")]
+    app_name: Annotated[str, typer.Option("--app", help="listen: echo, discard, source, http, iperf3, none; "
+                                                         "connect: iperf3 (a test against iperf3 -s).")]
     = "echo",
     backlog: Annotated[int, typer.Option("--backlog", help="listen: the accept queue's size.")] = 128,
     send: Annotated[int, typer.Option("--send", help="connect: bytes to send, then SHUT_WR.")] = 0,
@@ -42,11 +55,27 @@ def stack_command(
                                                          "longest the transfer may stall.")] = 10.0,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="get: write the body to this file "
                                                                        "instead of stdout.")] = None,
+    seconds: Annotated[int, typer.Option("--seconds", help="connect --app iperf3: the test's length "
+                                                           "(iperf3 -t).")] = 10,
+    reverse: Annotated[bool, typer.Option("--reverse", help="connect --app iperf3: the server sends "
+                                                            "(iperf3 -R).")] = False,
+    parallel: Annotated[int, typer.Option("--parallel", help="connect --app iperf3: streams (iperf3 -P).")]
+    = 1,
+    state: Annotated[str | None, typer.Option("--state", help="ss: only this state (established, "
+                                                             "syn-recv, time-wait, ..., connected).")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="ss: either end's port.")] = None,
+    sport: Annotated[int | None, typer.Option("--sport", help="ss: the stack's own (local) port.")] = None,
+    dport: Annotated[int | None, typer.Option("--dport", help="ss: the peer's (remote) port.")] = None,
+    address: Annotated[str | None, typer.Option("--address", help="ss: either end's IPv4 address.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="ss, tables: at most this many connections shown "
+                                                       "(then a line says how many more).")] = 100,
     as_json: JsonFlag = False,
 ) -> None:
-    """Ask a pystack node's stack: connections, counters, socket tables; open/close listeners; connect;
-    get (an HTTP GET by the stack: the body to stdout or -o FILE, the receiver's figures on stderr;
-    exit 1 when the status is 400 or more)."""
+    """Ask a pystack node's stack: connections (filtered like ss, on the node), counters, the three socket
+    tables; open/close listeners; connect (the goodput counts until the peer acknowledged the last byte;
+    with --app iperf3, an iperf3 test against `iperf3 -s`, printed as iperf3 prints it); get (an HTTP GET
+    by the stack: the body to stdout or -o FILE, the receiver's figures on stderr; exit 1 when the status
+    is 400 or more)."""
     with errors_to_exit_codes():
         if verb not in STACK_VERBS:
             raise LabError(f"stack verb {verb!r}: expected one of {', '.join(STACK_VERBS)}")
@@ -54,19 +83,36 @@ def stack_command(
             _get(name, node, argument, output, timeout, as_json)
             return
         for option, value, limits in (("--backlog", backlog, BACKLOG), ("--send", send, BYTE_COUNT),
-                                      ("--timeout", timeout, TIMEOUT_SECONDS)):
+                                      ("--timeout", timeout, TIMEOUT_SECONDS), ("--limit", limit, SS_LIMIT),
+                                      ("--seconds", seconds, IPERF3_SECONDS),
+                                      ("--parallel", parallel, IPERF3_STREAMS)):
             _check_range(option, value, limits)
+        iperf3 = verb == "connect" and app_name == "iperf3"
+        if verb == "connect" and app_name not in ("echo", "iperf3"):
+            raise LabError(f"stack connect --app {app_name!r}: the client apps are iperf3 (or none: "
+                           "leave --app out)")
+        filters = _ss_filters(state, port, sport, dport, address)
+        if filters and verb != "ss":
+            raise LabError(f"stack {verb}: --state, --port, --sport, --dport and --address filter `ss` only")
         namespace = node_namespace(name, node)  # one-line error for an unknown lab or node
         _require_stack_process(name, node, namespace)
         with StackClient(control_socket_path(name, node)) as client:
             try:
-                answer = _stack_request(client, verb, argument, app_name, backlog, send, recv, timeout)
+                if iperf3:
+                    peer_address, peer_port = _address_port(argument)
+                    answer = client.iperf3(peer_address, peer_port, seconds=seconds, parallel=parallel,
+                                           reverse=reverse, timeout=timeout)
+                else:
+                    answer = _stack_request(client, verb, argument, app_name, backlog, send, recv, timeout,
+                                            {**filters, "limit": limit})
             except StackCommandFailed as failure:
                 fail(f"{name}/{node}: {failure}", 1)
     if as_json:
         print_json(answer)
+    elif iperf3:
+        out.print(iperf3_text(answer), markup=False, soft_wrap=True)
     else:
-        _print_stack_answer(verb, answer)
+        _print_stack_answer(verb, answer, limit)
     if verb == "connect" and answer.get("error"):
         raise typer.Exit(1)
 
@@ -87,6 +133,25 @@ def _require_stack_process(name: str, node: str, namespace: str) -> None:
         raise LabError(
             f"{name}/{node} runs no stack process (process: false in its topology), so nothing answers "
             f"`lab stack` there; the script that attached to it owns its stack{others}")
+
+
+def _ss_filters(state: str | None, port: int | None, sport: int | None, dport: int | None,
+               address: str | None) -> dict[str, Any]:
+    """The filters given, checked here as the node would (so a bad one is bad input, exit 2)."""
+    if state is not None and ss_state_name(state) is None:
+        raise LabError(f"stack ss --state: expected one of {', '.join(w.lower() for w in SS_STATE_WORDS)}, "
+                       f"got {state!r}")
+    for option, value in (("--port", port), ("--sport", sport), ("--dport", dport)):
+        if value is not None:
+            _check_range(option, value, PORT)
+    if address is not None:
+        try:
+            ipaddress.IPv4Address(address)
+        except ValueError:
+            raise LabError(f"stack ss --address: expected an IPv4 address like 10.0.0.1, got {address!r}") \
+                from None
+    given = {"state": state, "port": port, "sport": sport, "dport": dport, "address": address}
+    return {key: value for key, value in given.items() if value is not None}
 
 
 def _check_range(option: str, value: float, limits: Range) -> None:
@@ -130,9 +195,9 @@ def _port(verb: str, argument: str | None) -> int:
 
 
 def _stack_request(client: StackClient, verb: str, argument: str | None, app_name: str, backlog: int,
-                   send: int, recv: bool, timeout: float) -> dict[str, Any]:
+                   send: int, recv: bool, timeout: float, filters: dict[str, Any]) -> dict[str, Any]:
     if verb == "ss":
-        return {"connections": client.ss()}
+        return client.ss(**filters)
     if verb == "stats":
         return {"counters": client.stats()}
     if verb == "tables":
@@ -147,30 +212,34 @@ def _stack_request(client: StackClient, verb: str, argument: str | None, app_nam
         return client.listen(_port(verb, argument), app_name, backlog=backlog, accept=app_name != "none")
     if verb == "close":
         return client.close_listener(_port(verb, argument))
-    address, sep, port = (argument or "").rpartition(":")
-    if not sep or not address:
-        raise LabError(f"stack connect: expected ADDR:PORT like 10.0.0.1:7, got {argument!r}")
-    return client.connect(address, _port(verb, port), send=send, recv="eof" if recv else 0,
+    address, port = _address_port(argument)
+    return client.connect(address, port, send=send, recv="eof" if recv else 0,
                           shutdown=send > 0 or recv, timeout=timeout)
 
 
-def _print_stack_answer(verb: str, answer: dict[str, Any]) -> None:
+def _address_port(argument: str | None) -> tuple[str, int]:
+    address, sep, port = (argument or "").rpartition(":")
+    if not sep or not address:
+        raise LabError(f"stack connect: expected ADDR:PORT like 10.0.0.1:7, got {argument!r}")
+    return address, _port("connect", port)
+
+
+def _print_stack_answer(verb: str, answer: dict[str, Any], limit: int) -> None:
     if verb == "ss":
-        table = Table("state", "local", "remote", "send-q", "recv-q", "cwnd", "srtt ms", "rto ms", "retrans",
-                      "mss", title="connections")
-        for c in answer["connections"]:
-            table.add_row(c["state"], c["local"], c["remote"], str(c.get("send_queue", "")),
-                          str(c.get("recv_queue", "")), str(c.get("cwnd", "")),
-                          milliseconds(c.get("srtt")), milliseconds(c.get("rto")),
-                          str(c.get("retransmissions", "")), str(c.get("mss", "")))
-        out.print(table if answer["connections"] else "no connections")
+        connections = answer["connections"]
+        if connections:
+            out.print(_connections_table(connections, "connections"))
+        else:
+            total = answer.get("total", 0)
+            out.print(f"no connections match (of {total})" if total else "no connections")
+        _more_line(answer.get("matched", len(connections)), len(connections), answer.get("total"))
     elif verb == "stats":
         table = Table("counter", "value", title="counters")
         for key, value in flatten(answer["counters"]):
             table.add_row(key, str(value))
         out.print(table)
     elif verb == "tables":
-        _print_tables(answer)
+        _print_tables(answer, limit)
     elif verb == "connect":
         if answer.get("error"):
             out.print(f"connect failed: {answer['error']} {answer.get('message', '')}".rstrip())
@@ -178,7 +247,8 @@ def _print_stack_answer(verb: str, answer: dict[str, Any]) -> None:
         out.print(f"{answer['local']} -> {answer['remote']}: connected in "
                   f"{answer['connect_seconds'] * 1000:.2f} ms, sent {answer['sent']} B, received "
                   f"{answer['received']} B in {answer['seconds']:.3f} s "
-                  f"({answer.get('goodput_bps', 0) / 1e6:.1f} Mbit/s)")
+                  f"({answer.get('goodput_bps', 0) / 1e6:.1f} Mbit/s until the last ACK; "
+                  f"{answer.get('buffered_goodput_bps', 0) / 1e6:.1f} Mbit/s into the send buffer)")
         if answer.get("received"):
             out.print(f"received SHA-256 {answer['received_sha256']}")
     elif verb == "trace":
@@ -190,16 +260,43 @@ def _print_stack_answer(verb: str, answer: dict[str, Any]) -> None:
             out.print(f"{key}: {value}")
 
 
-def _print_tables(answer: dict[str, Any]) -> None:
-    """The three tables of the seeds: bound, listening (SYN queue and accept queue), established."""
-    listening = Table("local", "backlog", "SYN queue", "accept queue", "app", title="listening")
-    for row in answer.get("listening", []):
-        listening.add_row(str(row["local"]), str(row["backlog"]), str(row["syn_queue"]),
-                          str(row["accept_queue"]), str(row.get("app", "")))
-    out.print(listening)
-    for title in ("established", "bound"):
-        rows = answer.get(title, [])
-        table = Table("entry", title=title)
-        for row in rows:
-            table.add_row(row if isinstance(row, str) else " ".join(f"{k}={v}" for k, v in row.items()))
-        out.print(table if rows else f"{title}: none")
+def _connections_table(connections: list[dict[str, Any]], title: str) -> Table:
+    """One row per connection; "rtt ms" is srtt/rttvar, as `ss -ti` prints the kernel's `rtt:`."""
+    table = Table("state", "local", "remote", "send-q", "recv-q", "cwnd", "rtt ms", "rto ms", "retrans",
+                  "mss", title=title)
+    for c in connections:
+        timed = c.get("srtt") is not None
+        rtt = f"{milliseconds(c.get('srtt'))}/{milliseconds(c.get('rttvar'))}" if timed else ""
+        table.add_row(c["state"], c["local"], c["remote"], str(c.get("send_queue", "")),
+                      str(c.get("recv_queue", "")), str(c.get("cwnd", "")), rtt,
+                      milliseconds(c.get("rto")), str(c.get("retransmissions", "")), str(c.get("mss", "")))
+    return table
+
+
+def _more_line(matched: int, shown: int, total: int | None = None) -> None:
+    """The line that says what a bounded view left out."""
+    if matched > shown:
+        of = f" (of {total})" if total is not None else ""
+        out.print(f"{matched - shown} more matched{of}: narrow with --state, --port, --address, "
+                  "or raise --limit")
+
+
+def _print_tables(answer: dict[str, Any], limit: int) -> None:
+    """The three tables of the seeds, in the order a socket meets them: bound (bind), listening (listen:
+    the SYN queue of incomplete connections, the accept queue of completed ones, and the backlog that
+    caps it), established (one row per 4-tuple)."""
+    bound = Table("local address", "port", "state", title="bound")
+    for row in answer.get("bound", [])[:limit]:
+        ip, _, port = str(row["local"]).rpartition(":")
+        bound.add_row(ip, port, str(row.get("state", "")))
+    out.print(bound if answer.get("bound") else "bound: none")
+    _more_line(len(answer.get("bound", [])), min(limit, len(answer.get("bound", []))))
+    listening = Table("local", "SYN queue", "accept queue", "backlog", "app", title="listening")
+    for row in answer.get("listening", [])[:limit]:
+        listening.add_row(str(row["local"]), str(row["syn_queue"]), str(row["accept_queue"]),
+                          str(row["backlog"]), str(row.get("app") or ""))
+    out.print(listening if answer.get("listening") else "listening: none")
+    _more_line(len(answer.get("listening", [])), min(limit, len(answer.get("listening", []))))
+    established = answer.get("established", [])
+    out.print(_connections_table(established[:limit], "established") if established else "established: none")
+    _more_line(len(established), min(limit, len(established)))

@@ -357,7 +357,8 @@ class CloseScenarios:
         deadline = time.monotonic() + SETTLE_SECONDS
         while True:
             exchange.kernel_state = kernel_connection_state(self.kernel_namespace, kernel_port, stack_port)
-            exchange.stack_state = stack_connection_state(self.stack.ss(), stack_port, kernel_port)
+            connections = self.stack.ss()["connections"]
+            exchange.stack_state = stack_connection_state(connections, stack_port, kernel_port)
             if closed_as_expected(exchange) or time.monotonic() >= deadline:
                 break
             time.sleep(0.05)

@@ -79,7 +79,7 @@ class HandshakeExperiment(Experiment):
                 client.sendall(PAYLOAD)
                 echoed = _recv_exactly(client, len(PAYLOAD))
                 kernel_view = tcp_info(client)
-                stack_view = find_connection(control.ss(), remote=local)
+                stack_view = find_connection(control.ss()["connections"], remote=local)
                 client.shutdown(socket.SHUT_WR)
                 while client.recv(4096):  # the echo app closes after our FIN
                     pass

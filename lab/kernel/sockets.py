@@ -103,17 +103,43 @@ def congestion_of(sock: socket.socket) -> str:
     return raw.split(b"\0", 1)[0].decode()
 
 
-def kernel_snmp(namespace: str) -> dict[str, int]:
-    """The namespace's /proc/net/snmp counters as {"TcpRetransSegs": n, ...} (what `nstat` reads)."""
-    # /proc/thread-self/net shows the calling thread's namespace.
-    with inside_namespace(namespace), open("/proc/thread-self/net/snmp", encoding="ascii") as snmp:
-        lines = snmp.read().splitlines()
+def parse_proc_counters(text: str) -> dict[str, int]:
+    """/proc/net/snmp or /proc/net/netstat text as {"TcpRetransSegs": n, "TcpExtListenOverflows": m, ...}.
+
+    Both files hold pairs of lines, a header ("TcpExt: SyncookiesSent ListenOverflows ...") and its
+    values ("TcpExt: 0 3 ..."); each counter is named by its group and field, as `nstat` names it."""
+    lines = text.splitlines()
     counters: dict[str, int] = {}
     for header, values in zip(lines[::2], lines[1::2], strict=False):
         group, _, names = header.partition(":")
         for name, value in zip(names.split(), values.partition(":")[2].split(), strict=False):
-            counters[f"{group}{name}"] = int(value)
+            try:
+                counters[f"{group}{name}"] = int(value)
+            except ValueError:
+                continue  # a malformed field is skipped, not guessed
     return counters
+
+
+def _proc_net_counters(namespace: str, file: str) -> dict[str, int]:
+    # /proc/thread-self/net shows the calling thread's namespace.
+    with inside_namespace(namespace), open(f"/proc/thread-self/net/{file}", encoding="ascii") as counters:
+        return parse_proc_counters(counters.read())
+
+
+def kernel_snmp(namespace: str) -> dict[str, int]:
+    """The namespace's /proc/net/snmp counters as {"TcpRetransSegs": n, ...} (what `nstat` reads)."""
+    return _proc_net_counters(namespace, "snmp")
+
+
+def kernel_netstat(namespace: str) -> dict[str, int]:
+    """The namespace's /proc/net/netstat counters as {"TcpExtListenOverflows": n, ...}: the TcpExt
+    group (ListenOverflows, ListenDrops, SyncookiesSent, TCPFastRetrans, TCPTimeouts, ...) and IpExt."""
+    return _proc_net_counters(namespace, "netstat")
+
+
+def counter_deltas(before: dict[str, int], after: dict[str, int], names: tuple[str, ...]) -> dict[str, int]:
+    """How much each named counter grew between two readings (0 for a counter the kernel lacks)."""
+    return {name: after.get(name, 0) - before.get(name, 0) for name in names}
 
 
 class StatePoller(threading.Thread):

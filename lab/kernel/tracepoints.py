@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
@@ -199,3 +200,13 @@ def state_sequence(events: Iterable[TraceEvent]) -> list[str]:
             states.append(event.fields.get("oldstate", "?"))
         states.append(event.fields.get("newstate", "?"))
     return states
+
+
+TRACEABLE_PORTS = (20000, 30000)  # below the ephemeral range, above the well-known services
+
+
+def traceable_port() -> int:
+    """A listening port drawn for one run: tracepoints are machine-wide and parallel labs share
+    addresses (10.0.0.1, 10.0.0.2), so a filter on a port of the run's own sees its connections only."""
+    low, high = TRACEABLE_PORTS
+    return low + secrets.randbelow(high - low)

@@ -15,7 +15,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Fiel
 from lab.topology.units import parse_duration_ms, parse_percent, parse_rate_mbit
 from stack.ranges import BYTE_COUNT, MTU, PORT
 
-AppName = Literal["echo", "discard", "source", "http"]
+AppName = Literal["echo", "discard", "source", "http", "iperf3"]
 Duration = Annotated[float, BeforeValidator(parse_duration_ms)]
 Percent = Annotated[float, BeforeValidator(parse_percent)]
 Rate = Annotated[float, BeforeValidator(parse_rate_mbit)]

@@ -41,10 +41,10 @@ def _no_gate(index: int, title: str) -> None:
     return None
 
 
-def tutorial_lab_name(tutorial: Tutorial) -> str:
-    """`t<N>` and a random suffix: a lab name of this run's own."""
+def tutorial_lab_name(tutorial: Tutorial, prefix: str | None = None) -> str:
+    """`prefix` (default `t<N>`) and a random suffix: a lab name of this run's own."""
     suffix = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(5))
-    return derived_lab_name(f"t{tutorial.number}", suffix)
+    return derived_lab_name(prefix if prefix is not None else f"t{tutorial.number}", suffix)
 
 
 def tutorial_plan(tutorial: Tutorial, name: str) -> LabPlan:
@@ -94,13 +94,14 @@ class TutorialResult:
 
 def run_tutorial(tutorial: Tutorial, *, out: Path | None = None, root: Path | None = None,
                  echo: Echo = _silent, progress: ProgressFn = _no_progress,
-                 gate: StepGate = _no_gate,
-                 finish: Callable[[Session, Tutorial], None] | None = None) -> TutorialResult:
+                 gate: StepGate = _no_gate, name_prefix: str | None = None,
+                 finish: Callable[[Session, Tutorial], object] | None = None) -> TutorialResult:
     """Run every step in a lab of the run's own; `finish(session, tutorial)` writes the report while the
-    lab is still up. The lab is down when this returns or raises."""
+    lab is still up. `name_prefix` starts the lab's name (a random suffix follows). The lab is down
+    when this returns or raises."""
     if not tutorial.steps:
         raise TutorialError(f"tutorial {tutorial.slug} was loaded without its steps")
-    name = tutorial_lab_name(tutorial)
+    name = tutorial_lab_name(tutorial, name_prefix)
     plan = tutorial_plan(tutorial, name)  # a bad topology costs no lab
     out = (out or default_out(tutorial)).resolve()
     with lab_for_experiment(plan, None, root=root, progress=progress) as lab:

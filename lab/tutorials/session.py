@@ -95,6 +95,10 @@ class Session:
         self.current.observed.append(text)
         self._echo(text)
 
+    def show(self, text: str) -> None:
+        """Print something for the terminal only (a text ladder): the report has its picture already."""
+        self._echo(text)
+
     def check(self, name: str, passed: bool, detail: str = "") -> bool:
         """A verdict from measured values; `detail` is the figures behind it. Returns `passed`."""
         self.current.checks.append(Check(name, bool(passed), detail))

@@ -16,6 +16,7 @@ made clean returns to the fast path once it has delivered them.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 from stack.deadlines import earliest
 from stack.devices.contract import FrameNode
@@ -28,8 +29,8 @@ class ImpairedTapMedium(TapMedium):
     """`TapMedium` with a seeded impairment per direction; `next_deadline` is when a delayed frame is due."""
 
     def __init__(self, node: FrameNode, tap: TapDevice, egress: Impairment, ingress: Impairment, *,
-                 seed: int | None = None, batch: int = 64) -> None:
-        super().__init__(node, tap, batch)
+                 seed: int | None = None, batch: int = 64, clock: Callable[[], float] | None = None) -> None:
+        super().__init__(node, tap, batch, clock)
         self._rng = random.Random(seed)
         self.profiles = {"egress": Impairment(), "ingress": Impairment()}
         self.stats = {"egress": ImpairmentStats(), "ingress": ImpairmentStats()}
@@ -60,17 +61,7 @@ class ImpairedTapMedium(TapMedium):
     def step(self, now: float) -> int:
         if self.egress is None and self.ingress is None:
             return super().step(now)
-        moved = 0
-        for frame in self.node.poll(now):
-            moved += 1
-            if self.egress is None:
-                self._send(frame)
-                continue
-            for packet in wire_packets(frame):
-                self.egress.send(packet, now)
-        if self.egress is not None:
-            for packet in self.egress.poll(now):
-                self.tap.write(packet)
+        moved = 0  # read first, then write, as `TapMedium.step` says why
         for hdr, frame in self.tap.read_batch(self.batch):
             moved += 1
             if self.ingress is None:
@@ -85,8 +76,23 @@ class ImpairedTapMedium(TapMedium):
                 self.ingress.send(packet, now)
         if self.ingress is not None:
             for packet in self.ingress.poll(now):
+                if self.recorder is not None:
+                    self.recorder.record(packet, now, received=True)
                 self.node.receive_frame(packet, now)
                 moved += 1
+        now = self.sending_time(now)
+        for frame in self.node.poll(now):
+            moved += 1
+            if self.recorder is not None:
+                self.recorder.record(frame.joined(), now, received=False)
+            if self.egress is None:
+                self._send(frame)
+                continue
+            for packet in wire_packets(frame):
+                self.egress.send(packet, now)
+        if self.egress is not None:
+            for packet in self.egress.poll(now):
+                self.tap.write(packet)
         self._settle()
         return moved
 

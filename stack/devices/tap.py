@@ -24,12 +24,13 @@ import fcntl
 import os
 import socket
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
 from stack.devices.contract import FrameNode, OutgoingFrame
 from stack.devices.namespace import entered, namespace_path
+from stack.devices.pcap import PcapRecorder
 from stack.devices.virtio_net import (
     VIRTIO_NET_HDR_LEN,
     VirtioNetError,
@@ -312,8 +313,11 @@ class TapMedium:
     finished in software (`segment_gso_frame`), so a node need not know the device's mode.
     """
 
-    def __init__(self, node: FrameNode, tap: TapDevice, batch: int = 64) -> None:
+    def __init__(self, node: FrameNode, tap: TapDevice, batch: int = 64,
+                 clock: Callable[[], float] | None = None) -> None:
         self.nodes: tuple[FrameNode, ...] = (node,)
+        # The driver's clock, read again for the writing half of a step (None: `now` throughout).
+        self.clock = clock
         self.node = node
         self.tap = tap
         self.batch = batch
@@ -321,24 +325,42 @@ class TapMedium:
         self.checksums_completed = 0  # received frames whose checksum Python had to finish
         self.gso_frames_sent = 0  # super-segments the kernel cut into MSS-sized packets for us
         self.segmented_in_software = 0  # frames finished by Python because the device is in plain mode
+        self.recorder: PcapRecorder | None = None  # the node's own capture, while one is asked for
 
     def fileno(self) -> int:
         return self.tap.fileno()
 
     def step(self, now: float) -> int:
-        """Frames moved: written from the node, then read for it (at most `batch`)."""
+        """Frames moved: read for the node (at most `batch`), then written from it.
+
+        Reading comes first so that `now`, read by the loop just before, is the time the frames were
+        found, and what the node writes in answer leaves in the same turn. Writing first would stamp a
+        segment and the ACK the kernel sends back during its very write (veth answers inside the write
+        call) with the same `now`: a round trip of 0. With a `clock`, the
+        writing half runs at a fresh reading (`sending_time`): handling a batch of 256 frames takes
+        milliseconds, and segments stamped at the batch's start would lengthen every RTT sample by that.
+        """
         moved = 0
-        for frame in self.node.poll(now):
-            self._send(frame)
-            moved += 1
         for hdr, frame in self.tap.read_batch(self.batch):
             if self._receive(hdr, frame, now):
                 moved += 1
+        now = self.sending_time(now)
+        for frame in self.node.poll(now):
+            if self.recorder is not None:
+                self.recorder.record(frame.joined(), now, received=False)
+            self._send(frame)
+            moved += 1
         return moved
+
+    def sending_time(self, now: float) -> float:
+        """When the node's frames of this step leave: the clock read again, never before `now`."""
+        return now if self.clock is None else max(now, self.clock())
 
     def _receive(self, hdr: VirtioNetHdr | None, frame: memoryview, now: float) -> bool:
         """Hand one frame read from the TAP to the node; False when it was dropped (a broken header)."""
         node = self.node
+        if self.recorder is not None:
+            self.recorder.record(frame, now, received=True)
         if hdr is None:
             node.receive_frame(frame.obj if frame.nbytes == len(frame.obj) else bytes(frame), now)
         elif tcp_checksum_trusted(hdr, frame):

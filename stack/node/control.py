@@ -14,11 +14,13 @@ import asyncio
 import contextlib
 import json
 import os
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from stack.devices.impaired_tap import ImpairedTapMedium
+from stack.devices.pcap import PcapRecorder
 from stack.node.requests import (
     MAX_REQUEST_BYTES,
     RequestError,
@@ -28,7 +30,7 @@ from stack.node.requests import (
 )
 from stack.node.runtime import CommandError, StackNode
 from stack.node.settings import SettingsError, impairment_from_json, impairment_to_json
-from stack.node.views import connection_json, neighbour_json, tables_json
+from stack.node.views import neighbour_json, ss_json, tables_json
 
 Fields = dict[str, Any]  # a request's fields, checked and completed by `stack.node.requests.parse_request`
 
@@ -56,6 +58,9 @@ class ControlServer:
         os.chmod(self.path, 0o660)
 
     async def close(self) -> None:
+        if self.medium is not None and self.medium.recorder is not None:
+            recorder, self.medium.recorder = self.medium.recorder, None
+            recorder.close()  # a capture the node was still writing ends complete
         if self._server is not None:
             self._server.close()
         for task in list(self._clients):
@@ -119,7 +124,7 @@ async def _hello(server: ControlServer, fields: Fields) -> dict[str, Any]:
 
 
 async def _ss(server: ControlServer, fields: Fields) -> dict[str, Any]:
-    return {"connections": [connection_json(s) for s in server.node.host.snapshots()]}
+    return ss_json(server.node.host.snapshots(), **fields)
 
 
 async def _stats(server: ControlServer, fields: Fields) -> dict[str, Any]:
@@ -153,6 +158,12 @@ async def _connect(server: ControlServer, fields: Fields) -> dict[str, Any]:
 async def _http_get(server: ControlServer, fields: Fields) -> dict[str, Any]:
     return await server.node.http_get(fields["addr"], fields["port"], fields["path"], fields["count"],
                                       float(fields["timeout"]), fields["output"])
+
+
+async def _iperf3(server: ControlServer, fields: Fields) -> dict[str, Any]:
+    return await server.node.iperf3(fields["addr"], fields["port"], seconds=fields["seconds"],
+                                    parallel=fields["parallel"], reverse=fields["reverse"],
+                                    timeout=float(fields["timeout"]))
 
 
 async def _trace(server: ControlServer, fields: Fields) -> dict[str, Any]:
@@ -189,6 +200,33 @@ async def _impair(server: ControlServer, fields: Fields) -> dict[str, Any]:
     return {direction: impairment_to_json(profile) for direction, profile in medium.profiles.items()}
 
 
+async def _pcap(server: ControlServer, fields: Fields) -> dict[str, Any]:
+    """Start (to `path`, at most `max_bytes`), stop, or ask about the node's own capture of the frames it
+    sends and receives; the answer is the capture's status and whether it is still recording."""
+    medium = server.medium
+    if medium is None:
+        raise CommandError("pcap: this node has no TAP path to record")
+    recorder = medium.recorder
+    if fields["action"] == "start":
+        if recorder is not None:
+            raise CommandError(f"pcap: already recording to {recorder.path} (stop it first)")
+        if fields["path"] is None:
+            raise RequestError("pcap: field 'path' is required to start")
+        wall_offset = time.time() - server.node.driver.clock()
+        try:
+            medium.recorder = recorder = PcapRecorder.create(fields["path"], fields["max_bytes"], wall_offset)
+        except OSError as exc:
+            raise CommandError(f"pcap: cannot write {fields['path']}: {exc.strerror or exc}") from None
+        return {**recorder.status(), "recording": True}
+    if recorder is None:
+        return {"recording": False}
+    if fields["action"] == "stop":
+        medium.recorder = None
+        recorder.close()
+        return {**recorder.status(), "recording": False}
+    return {**recorder.status(), "recording": True}
+
+
 async def _arp(server: ControlServer, fields: Fields) -> dict[str, Any]:
     return {"neighbours": [neighbour_json(entry) for entry in server.node.host.neighbours()]}
 
@@ -196,6 +234,6 @@ async def _arp(server: ControlServer, fields: Fields) -> dict[str, Any]:
 # The handlers; the fields each takes (names, types, ranges) are `stack.node.requests.COMMAND_FIELDS`'.
 COMMANDS: dict[str, Callable[[ControlServer, Fields], Awaitable[dict[str, Any]]]] = {
     "hello": _hello, "ss": _ss, "stats": _stats, "tables": _tables, "listen": _listen, "close": _close,
-    "connect": _connect, "http_get": _http_get, "trace": _trace, "config": _config, "ping": _ping,
-    "arp": _arp, "impair": _impair,
+    "connect": _connect, "http_get": _http_get, "iperf3": _iperf3, "trace": _trace, "config": _config,
+    "ping": _ping, "arp": _arp, "impair": _impair, "pcap": _pcap,
 }

@@ -108,6 +108,7 @@ async def serve(settings: NodeSettings, stop: asyncio.Event) -> None:
     host = build_host(settings, tap.offload, trace.sink, trace_segments=trace.segments)
     medium = build_medium(settings, host, tap)
     driver = AsyncioDriver([host], [medium])
+    medium.clock = driver.clock  # what the stack sends is stamped when it is written (`TapMedium.step`)
     control: ControlServer | None = None
     programs: SocketService | None = None
     try:

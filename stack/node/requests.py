@@ -21,13 +21,18 @@ from typing import Any
 
 from stack.node.apps import APP_NAMES
 from stack.node.runtime import CONNECT_CLOSE_MODES
+from stack.node.views import SS_STATE_WORDS, ss_state_name
 from stack.ranges import (
     BACKLOG,
     BYTE_COUNT,
     HOLD_SECONDS,
     HTTP_GET_COUNT,
+    IPERF3_SECONDS,
+    IPERF3_STREAMS,
+    PCAP_BYTES,
     PING_COUNT,
     PORT,
+    SS_LIMIT,
     TCP_CONFIG,
     TIMEOUT_SECONDS,
     TRACE_SEQUENCE,
@@ -125,12 +130,25 @@ def _output_problem(text: str) -> str | None:
     return None
 
 
+def _state_problem(text: str) -> str | None:
+    if ss_state_name(text) is None:
+        return f"expected a state ({', '.join(SS_STATE_WORDS)}; ss's time-wait spelling too)"
+    return None
+
+
 _ADDRESS = FieldSpec((str,), check=_ipv4_problem)
 _PORT = _integer(PORT)
 
 COMMAND_FIELDS: dict[str, dict[str, FieldSpec]] = {
     "hello": {},
-    "ss": {},
+    "ss": {  # filters like ss(8)'s, applied on the node; absent means any
+        "state": FieldSpec((str,), None, check=_state_problem),
+        "port": _integer(PORT, None),
+        "sport": _integer(PORT, None),
+        "dport": _integer(PORT, None),
+        "address": FieldSpec((str,), None, check=_ipv4_problem),
+        "limit": _integer(SS_LIMIT, None),
+    },
     "stats": {},
     "tables": {},
     "arp": {},
@@ -162,10 +180,23 @@ COMMAND_FIELDS: dict[str, dict[str, FieldSpec]] = {
         "timeout": _seconds(TIMEOUT_SECONDS, 60.0),
         "output": FieldSpec((str,), None, check=_output_problem),  # the body to this file (or a FIFO)
     },
+    "iperf3": {
+        "addr": _ADDRESS,
+        "port": _integer(PORT, 5201),
+        "seconds": _integer(IPERF3_SECONDS, 10),
+        "parallel": _integer(IPERF3_STREAMS, 1),
+        "reverse": _flag(False),
+        "timeout": _seconds(TIMEOUT_SECONDS, 10.0),
+    },
     "trace": {"since": _integer(TRACE_SEQUENCE, 0)},
     "config": {"tcp": FieldSpec((dict,), {})},
     "ping": {"addr": _ADDRESS, "count": _integer(PING_COUNT, 1), "timeout": _seconds(TIMEOUT_SECONDS, 1.0)},
     "impair": {"egress": FieldSpec((dict,), None), "ingress": FieldSpec((dict,), None)},  # profiles: settings
+    "pcap": {  # the node's own capture of what it sends and receives
+        "action": FieldSpec((str,), "status", choices=("start", "stop", "status")),
+        "path": FieldSpec((str,), None, check=_output_problem),
+        "max_bytes": _integer(PCAP_BYTES, 100 << 20),
+    },
 }
 
 

@@ -27,7 +27,7 @@ from stack.api.socket import (
 )
 from stack.api.streams import DEFAULT_LIMIT, StackServer, open_connection, start_server
 from stack.loops.asyncio_driver import AsyncioDriver
-from stack.node.apps import APP_NAMES, handler_for, http_client
+from stack.node.apps import APP_NAMES, handler_for, http_client, iperf3_client
 from stack.node.apps.content import chunks
 from stack.node.digest import BackgroundDigest
 from stack.node.trace_ring import TraceRing
@@ -46,7 +46,7 @@ RECV_CHUNK = 256 * 1024
 # heads are bounded by its own parser (`http_messages.Limits`), not by the stream's limit.
 BULK_STREAM_LIMIT = 1 << 20
 STREAM_LIMITS = {"discard": BULK_STREAM_LIMIT, "echo": BULK_STREAM_LIMIT,
-                 "http": BULK_STREAM_LIMIT}
+                 "http": BULK_STREAM_LIMIT, "iperf3": BULK_STREAM_LIMIT}
 SETTLE_AFTER_CLOSE = 1.0  # seconds `connect` waits after closing for CLOSE/TIME_WAIT to show in `states`
 CONNECT_CLOSE_MODES = ("close", "abort", "none")
 
@@ -182,7 +182,8 @@ class StackNode:
         sock = self.host.tcp.socket()
         result: dict[str, Any] = {"local": None, "remote": f"{addr}:{port}", "connect_seconds": None,
                                   "sent": 0, "received": 0, "sent_sha256": None, "received_sha256": None,
-                                  "seconds": 0.0, "goodput_bps": 0.0, "states": states, "snapshot": None,
+                                  "seconds": 0.0, "goodput_bps": 0.0, "buffered_seconds": 0.0,
+                                  "buffered_goodput_bps": 0.0, "states": states, "snapshot": None,
                                   "error": None}
         try:
             if nodelay:
@@ -212,9 +213,18 @@ class StackNode:
             result["connect_seconds"] = loop.time() - start
             transfer_start = loop.time()
             await self._transfer(sock, result, send, recv, shutdown, timeout)
-            result["seconds"] = loop.time() - transfer_start
             moved = result["sent"] + result["received"]
-            result["goodput_bps"] = moved * 8 / result["seconds"] if result["seconds"] > 0 else 0.0
+            # The old figure: until the last byte was in the send buffer (or read); then until the peer
+            # acknowledged it, which is when the data has arrived: the goodput a receiver would see.
+            result["buffered_seconds"] = loop.time() - transfer_start
+            result["buffered_goodput_bps"] = _rate(moved, result["buffered_seconds"])
+            if result["sent"] and result["error"] is None:
+                try:
+                    await self.driver.wait_for(lambda: sock.unacknowledged == 0 or sock.error != 0, timeout)
+                except TimeoutError:
+                    result["error"] = "ETIMEDOUT"
+            result["seconds"] = loop.time() - transfer_start
+            result["goodput_bps"] = _rate(moved, result["seconds"])
             if hold:
                 await asyncio.sleep(hold)
             result["snapshot"] = self._snapshot_of(key[0])
@@ -308,6 +318,24 @@ class StackNode:
             if (snapshot.local_ip, snapshot.local_port, snapshot.remote_ip, snapshot.remote_port) == key:
                 return connection_json(snapshot)
         return None
+
+    async def iperf3(self, addr: str, port: int, *, seconds: int = 10, parallel: int = 1,
+                     reverse: bool = False, timeout: float = 10.0) -> dict[str, Any]:
+        """An iperf3 TCP test from this stack against the iperf3 server at addr:port (`iperf3 -c`)."""
+
+        async def opener() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+            return await open_connection(self.host, addr, port, limit=BULK_STREAM_LIMIT, timeout=timeout)
+
+        try:
+            return await iperf3_client.run_test(opener, seconds=seconds, parallel=parallel, reverse=reverse,
+                                                timeout=timeout)
+        except TimeoutError:
+            raise CommandError(f"{addr}:{port}: no connection within {timeout:g} s", "ETIMEDOUT") from None
+        except OSError as exc:
+            raise CommandError(f"{addr}:{port}: {os.strerror(exc.errno) if exc.errno else exc}",
+                               errno_name(exc.errno) if exc.errno else None) from None
+        except iperf3_client.Iperf3Error as exc:
+            raise CommandError(f"{addr}:{port}: {exc}") from None
 
     # -- http_get, ping, config --------------------------------------------------------------------------
 
@@ -423,6 +451,10 @@ def _open_output(path: str) -> BinaryIO:
                            errno_name(exc.errno) if exc.errno else None) from None
     os.set_blocking(descriptor, True)
     return os.fdopen(descriptor, "wb")
+
+
+def _rate(moved: int, seconds: float) -> float:
+    return moved * 8 / seconds if seconds > 0 else 0.0
 
 
 def _ready(sock: TcpSocket, *, want_send: bool, want_recv: bool) -> Callable[[], bool]:

@@ -25,6 +25,9 @@ class TcpConfig:
     initial_rto: float = 1.0
     min_rto: float = 0.2
     max_rto: float = 120.0
+    # Linux's tcp_set_rto floors the variance term (RTO = SRTT + max(min_rto, 4*RTTVAR)); False floors the
+    # whole RTO as RFC 6298 2.4 words it (RTO = max(min_rto, SRTT + 4*RTTVAR)).
+    min_rto_on_variance: bool = True
     # net.ipv4.tcp_syn_retries / tcp_synack_retries / tcp_retries2.  Linux turns retries2 into a time budget
     # computed as if the RTO started at 200 ms; this stack counts retransmissions of the same segment instead.
     # Linux's 6 SYN retransmissions give up a connect after 127 s, short of the 3 minutes of RFC 9293

@@ -25,7 +25,7 @@ from stack.tcp.congestion import create_congestion_control
 from stack.tcp.options import Negotiated, mss_for_mtu, negotiate
 from stack.tcp.reassembly import ReassemblyQueue
 from stack.tcp.recovery import LossRecovery
-from stack.tcp.rtt import RttEstimator
+from stack.tcp.rtt import RttEstimator, SendTimes
 from stack.tcp.seq import SEQ_MASK, seq_add, seq_sub
 from stack.tcp.snapshot import ConnectionSnapshot
 from stack.tcp.sockopts import SocketOptions
@@ -114,13 +114,13 @@ class Connection:
 
         # Retransmission, congestion and loss recovery.
         self.rtt = RttEstimator(
-            initial_rto=config.initial_rto, min_rto=config.min_rto, max_rto=config.max_rto
+            initial_rto=config.initial_rto, min_rto=config.min_rto, max_rto=config.max_rto,
+            min_rto_on_variance=config.min_rto_on_variance,
         )
         self.cc = create_congestion_control(options.congestion, self.negotiated.send_mss,
                                             config.initial_window)
         self.recovery = LossRecovery(self.iss)
-        self.rtt_seq: int | None = None  # end of the segment being timed (Karn: cleared on retransmission)
-        self.rtt_time = 0.0
+        self.send_times = SendTimes()  # when what is in flight first left (Karn: retransmissions marked)
         self.retransmissions = 0  # total segments retransmitted
         self.progress_time = 0.0  # last time SND.UNA advanced or the flight began (TCP_USER_TIMEOUT)
         self.soft_error = 0  # last ICMP soft error, reported if the connection then times out

@@ -238,6 +238,7 @@ def retransmit(conn: Connection, seq: int, mss: int, now: float) -> int:
     if end == seq:
         return seq
     emit(conn, seq, flags, payload, now)
+    conn.send_times.retransmitted(seq, end)
     conn.retransmissions += 1
     conn.counters["RetransSegs"] += 1
     conn.trace(TCP_RETRANSMIT_SKB, now, seq=seq, len=seq_sub(end, seq))
@@ -343,8 +344,7 @@ def send_new_data(conn: Connection, mss: int, now: float) -> None:
         end = seq_add(conn.snd_nxt, length)
         if length < mss:
             conn.snd_sml = end
-        if conn.rtt_seq is None and not conn.recovery.in_recovery:
-            conn.rtt_seq, conn.rtt_time = end, now
+        conn.send_times.sent(conn.snd_nxt, seq_add(end, 1) if fin else end, now)
         conn.snd_nxt = seq_add(end, 1) if fin else end
         arm_after_send(conn, offset, now)
         if fin:

@@ -122,7 +122,8 @@ class LossRecovery:
         self.rto_retries = 0
         conn.progress_time = now
         self.scoreboard.advance(ack)
-        rtt = None if after_timeout else self.take_rtt_sample(conn, seg, now)
+        first_sent = conn.send_times.acked(ack)
+        rtt = None if after_timeout else self.take_rtt_sample(conn, seg, first_sent, now)
         if self.rtx_next is not None and seq_gt(ack, self.rtx_next):
             self.rtx_next = ack if ack != conn.snd_nxt else None
         old_cwnd = conn.cc.cwnd
@@ -162,27 +163,29 @@ class LossRecovery:
                 rcv_wnd=conn.rcv_wnd,
             )
 
-    def take_rtt_sample(self, conn: Connection, seg: TcpSegment, now: float) -> float | None:
-        """An RTT sample from the timestamp echo (RFC 7323 4) or the one timed segment (Karn's rule).
+    def take_rtt_sample(self, conn: Connection, seg: TcpSegment, first_sent: float | None,
+                        now: float) -> float | None:
+        """An RTT sample: the time since the oldest newly acknowledged data first left (`first_sent`, on
+        the driver's clock, None under Karn's rule), else the timestamp echo (RFC 7323 4), which names the
+        transmission it answers but ticks only every millisecond.
 
         The first ACK after a retransmission timeout gives no sample, timestamps or not: it usually answers
         a retransmission of data whose first ACK was lost, and the receiver then echoes the original
         TSval (RFC 7323 4.3), which would fold the whole timeout into SRTT and inflate the next RTO in a
         feedback loop on lossy paths.  The backoff stays until a clean sample (RFC 6298 5.7).
         """
+        if first_sent is not None:
+            rtt = max(now - first_sent, 0.0)
+            if not conn.send_times.repeats(first_sent, now):
+                conn.rtt.sample(rtt)
+            return rtt
         ts = seg.options.timestamp
         if conn.negotiated.timestamps and ts is not None and ts[1]:
             elapsed = (conn.tsval(now) - ts[1]) & SEQ_MASK
             if elapsed < 1 << 31:
                 rtt = max(elapsed / 1000.0, 0.0)
                 conn.rtt.sample(rtt)
-                conn.rtt_seq = None
                 return rtt
-        if conn.rtt_seq is not None and seq_ge(seg.ack, conn.rtt_seq):
-            rtt = now - conn.rtt_time
-            conn.rtt_seq = None
-            conn.rtt.sample(rtt)
-            return rtt
         return None
 
     def on_duplicate_ack(self, conn: Connection, now: float, newly_sacked: int) -> None:
@@ -211,7 +214,6 @@ class LossRecovery:
         conn.cc.on_loss(now, flight)
         self.inflation = 0 if conn.negotiated.sack else DUP_THRESH * mss
         self.fast_retransmit_due = True
-        conn.rtt_seq = None
         conn.counters["TCPFastRetrans"] += 1
         conn.trace(
             TCP_CWND_CHANGE, now, cwnd=conn.cc.cwnd, ssthresh=conn.cc.ssthresh, reason="fast_retransmit"
@@ -241,7 +243,6 @@ class LossRecovery:
         self.high_rxt = conn.snd_una
         self.scoreboard.clear()
         self.rtx_next = conn.snd_una
-        conn.rtt_seq = None
         conn.counters["TCPTimeouts"] += 1
         conn.trace(TCP_CWND_CHANGE, now, cwnd=conn.cc.cwnd, ssthresh=conn.cc.ssthresh, reason="rto")
 

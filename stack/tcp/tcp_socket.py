@@ -132,6 +132,13 @@ class TcpSocket:
         return space > 0 and space >= len(conn.send_buffer) // 2
 
     @property
+    def unacknowledged(self) -> int:
+        """Bytes written and not yet acknowledged by the peer (Linux's SIOCOUTQ, ss's Send-Q): 0 once the
+        last ACK for everything sent has arrived."""
+        conn = self._conn
+        return len(conn.send_buffer) if conn is not None else 0
+
+    @property
     def urgent_pending(self) -> int:
         """Urgent octets not yet read (the bytes before the urgent mark; 0 if none): SIOCATMARK's question.
 

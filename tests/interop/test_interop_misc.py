@@ -194,7 +194,7 @@ def test_idle_connections_kept_by_keepalive_for_60_seconds(pair_lab: RunningLab)
         stack_side.start()
         time.sleep(idle)
         after = tcp_info(client)
-        rows = stack.ss()
+        rows = stack.ss()["connections"]
         assert after["state"] == "ESTABLISHED"
         assert stack_connection_state(rows, ECHO_PORT, client.getsockname()[1]) == "ESTABLISHED"
         probes = after["segs_out"] - before["segs_out"]
@@ -273,7 +273,8 @@ def test_mss_clamped_to_a_1200_byte_link_mtu(make_lab) -> None:
         client.settimeout(10)
         client.connect((lab.address("s1"), ECHO_PORT))
         with lab.stack("s1") as stack:
-            rows = [r for r in stack.ss() if r["remote"].endswith(f":{client.getsockname()[1]}")]
+            port = client.getsockname()[1]
+            rows = [r for r in stack.ss()["connections"] if r["remote"].endswith(f":{port}")]
         result = send_shutdown_and_read(client, 1 << 20)
         info = tcp_info(client)
         client.close()

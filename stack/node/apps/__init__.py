@@ -1,7 +1,7 @@
 """The apps a stack node serves, as asyncio stream handlers over `stack.aio` (or any asyncio streams).
 
 Each handler is `async def handler(reader, writer)`; `handler_for(app, bytes=None)` picks one by the
-name a topology or the control socket's `listen` uses: echo, discard, source, http.
+name a topology or the control socket's `listen` uses: echo, discard, source, http, iperf3.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-APP_NAMES = ("echo", "discard", "source", "http")
+APP_NAMES = ("echo", "discard", "source", "http", "iperf3")
 
 
 def handler_for(app: str, size: int | None = None) -> Handler:
@@ -32,4 +32,8 @@ def handler_for(app: str, size: int | None = None) -> Handler:
         from stack.node.apps.http import HttpApp
 
         return HttpApp()
+    if app == "iperf3":
+        from stack.node.apps.iperf3 import Iperf3App
+
+        return Iperf3App()
     raise ValueError(f"unknown app {app!r}: choose one of {', '.join(APP_NAMES)}")

@@ -96,7 +96,7 @@ def test_requests_are_one_json_line_and_answers_lose_ok(double: ProtocolDouble) 
     with StackClient(double.path) as client:
         hello = client.hello()
         assert hello == {"node": "s1", "lab": "pair", "pid": 42, "address": "10.0.0.2/24", "offload": True}
-        [connection] = client.ss()
+        [connection] = client.ss()["connections"]
         assert connection["state"] == "ESTABLISHED"
         assert client.request("split") == {"part": 2}
     assert double.requests[:2] == [{"cmd": "hello"}, {"cmd": "ss"}]

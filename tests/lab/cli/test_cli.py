@@ -45,7 +45,7 @@ def test_bad_topology_names_file_line_and_field(runner: CliRunner, tmp_path: Pat
 def test_usage_errors_exit_2(runner: CliRunner) -> None:
     assert runner.invoke(app, ["up", "--bogus"]).exit_code == 2
     assert runner.invoke(app, ["frobnicate"]).exit_code == 2
-    assert runner.invoke(app, ["graph", "pair", "--format", "svg"]).exit_code == 2
+    assert runner.invoke(app, ["graph", "pair", "--format", "jpeg"]).exit_code == 2
     assert runner.invoke(app, ["bench", "up", "--sizes", "ten"]).exit_code == 2
 
 

@@ -96,7 +96,7 @@ def transfer_started(lab: str, ports: tuple[int, ...] = (7200, 7201)) -> Callabl
         try:
             with StackClient.for_node(lab, "s1", timeout=1.0) as client:
                 return any(c["state"] == "ESTABLISHED" and c["remote"].endswith(remotes)
-                           for c in client.ss())
+                           for c in client.ss()["connections"])
         except (StackControlError, OSError):
             return False
     return check

@@ -23,9 +23,10 @@ _QUOTED = r'"[^"]*"'
 _MERMAID_NODE = re.compile(rf"({_MERMAID_ID})(\[{_QUOTED}\]|\(\[{_QUOTED}\]\)|\{{\{{{_QUOTED}\}}\}})")
 _MERMAID_EDGE = re.compile(rf"({_MERMAID_ID}) ---\|{_QUOTED}\| ({_MERMAID_ID})")
 _DOT_ID = r'"(?:[^"\\]|\\.)*"'
-_DOT_ATTRS = rf"\[(?:[a-z]+=(?:{_DOT_ID}|[A-Za-z0-9.]+)(?:, )?)+\];"
-_DOT_NODE = re.compile(rf"({_DOT_ID}) {_DOT_ATTRS}")
-_DOT_EDGE = re.compile(rf"({_DOT_ID}) -- ({_DOT_ID}) {_DOT_ATTRS}")
+_DOT_HTML = r"<<TABLE [^\n]*</TABLE>>"
+_DOT_ATTRS = rf"\[(?:[a-z]+=(?:{_DOT_ID}|{_DOT_HTML}|[A-Za-z0-9.]+)(?:, )?)+\]"
+_DOT_NODE = re.compile(rf"({_DOT_ID}) {_DOT_ATTRS};")
+_DOT_EDGE = re.compile(rf"({_DOT_ID})(?::{_DOT_ID})? -- ({_DOT_ID})(?::{_DOT_ID})?(?: {_DOT_ATTRS})?;")
 
 
 def _check_mermaid(text: str) -> tuple[set[str], list[tuple[str, str]]]:
@@ -56,7 +57,7 @@ def _check_dot(text: str) -> tuple[set[str], list[tuple[str, str]]]:
     edges: list[tuple[str, str]] = []
     for line in lines[1:-1]:
         body = line.strip()
-        if re.fullmatch(r"(rankdir=LR|node \[.*\]|edge \[.*\]);", body):
+        if re.fullmatch(r"(rankdir=LR|nodesep=[0-9.]+|ranksep=[0-9.]+|node \[.*\]|edge \[.*\]);", body):
             continue
         if edge := _DOT_EDGE.fullmatch(body):
             assert edge[1] in declared and edge[2] in declared, f"edge to an undeclared node: {body}"
@@ -97,8 +98,9 @@ def test_dot_of_shipped_topologies(path: Path) -> None:
     assert {f'"{node.name}"' for node in plan.nodes} <= declared
     assert len(edges) == _expected_edges(plan)
     for node in plan.nodes:
-        for interface in node.interfaces:
-            assert f"{interface.name}\\n{interface.address}" in text
+        for interface in node.interfaces:  # in the node's table, the row its edges leave from
+            row = f'<TD PORT="{interface.name}" BGCOLOR="white">{interface.name} {interface.address}</TD>'
+            assert row in text
 
 
 @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz `dot` is not installed (Debian: graphviz)")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from stack.devices.pcap import LINKTYPE_RAW, PcapWriter, read_pcap
+from stack.devices.pcap import LINKTYPE_RAW, PcapRecorder, PcapWriter, read_pcap
 from stack.wire import MalformedPacket, TcpFlags, TcpOptions, TcpSegment, build_tcp_frame
 
 IP_A, IP_B = socket.inet_aton("10.0.0.1"), socket.inet_aton("10.0.0.2")
@@ -71,3 +71,26 @@ def test_tcpdump_reads_our_file(tmp_path: Path) -> None:
                                "options [mss 1460,sackOK,TS val 1 ecr 0,nop,wscale 7], length 0")
     expected = "Flags [P.], seq 1001:1101, ack 5, win 502, options [nop,nop,TS val 2 ecr 1], length 100"
     assert expected in lines[1]
+
+
+def test_the_recorder_stops_at_its_bound_and_the_file_stays_valid(tmp_path: Path) -> None:
+    path = tmp_path / "own.pcap"
+    recorder = PcapRecorder.create(str(path), max_bytes=24 + 3 * (16 + 100), wall_offset=1000.0)
+    for i in range(5):
+        recorder.record(bytes(100), float(i), received=i % 2 == 0)
+    recorder.close()
+    status = recorder.status()
+    assert status["frames_in"] + status["frames_out"] == 3 and status["dropped"] == 2 and status["full"]
+    assert path.stat().st_size == status["bytes"] == 24 + 3 * 116
+    with path.open("rb") as file:
+        records = list(read_pcap(file))
+    assert [round(t) for t, _ in records] == [1000, 1001, 1002]
+
+
+def test_the_recorder_never_writes_through_a_symbolic_link(tmp_path: Path) -> None:
+    target = tmp_path / "target"
+    target.write_text("keep")
+    (tmp_path / "link.pcap").symlink_to(target)
+    with pytest.raises(OSError):
+        PcapRecorder.create(str(tmp_path / "link.pcap"), 4096, 0.0)
+    assert target.read_text() == "keep"

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from stack.tcp.rtt import RttEstimator
+from stack.tcp.rtt import RttEstimator, SendTimes
 
 
 def test_before_any_sample_the_rto_is_the_initial_one() -> None:
@@ -104,3 +104,65 @@ def test_bogus_samples_are_ignored(bad: float) -> None:
 def test_bad_parameters_are_rejected(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         RttEstimator(**kwargs)
+
+
+def test_linux_floors_the_variance_term_not_the_whole_rto() -> None:
+    """tcp_set_rto: RTO = SRTT + max(rto_min, 4*RTTVAR), so a 10 ms path reads 210 ms, as tcpi_rto does."""
+    linux = RttEstimator(min_rto=0.2, min_rto_on_variance=True)
+    rfc = RttEstimator(min_rto=0.2)
+    for est in (linux, rfc):
+        for _ in range(50):
+            est.sample(0.010)
+    assert linux.rto == pytest.approx(0.210, abs=1e-4)
+    assert rfc.rto == pytest.approx(0.200)
+
+
+def test_send_times_give_the_oldest_newly_acked_first_transmission() -> None:
+    times = SendTimes()
+    times.sent(1000, 2448, now=1.0)
+    times.sent(2448, 3896, now=1.0)  # the same instant: one entry
+    times.sent(3896, 5344, now=1.0005)
+    assert len(times) == 2
+    assert times.acked(2448) == 1.0  # inside the first stretch: its time, the stretch cut at the ACK
+    assert times.acked(5344) == 1.0  # the rest of the first stretch is the oldest the ACK covers
+    assert len(times) == 0
+    assert times.acked(5344) is None  # nothing new: no sample
+
+
+def test_send_times_follow_karns_rule() -> None:
+    times = SendTimes()
+    times.sent(0, 100, now=1.0)
+    times.sent(100, 200, now=2.0)
+    times.retransmitted(0, 100)
+    assert times.acked(200) is None  # a retransmitted stretch is covered: ambiguous
+    times.sent(200, 300, now=3.0)
+    assert times.acked(300) == 3.0
+
+
+def test_send_times_are_bounded() -> None:
+    times = SendTimes()
+    for i in range(SendTimes.MAX_ENTRIES + 10):
+        times.sent(i * 10, i * 10 + 10, now=float(i))
+    assert len(times) == SendTimes.MAX_ENTRIES
+
+
+def test_a_sub_millisecond_path_reads_its_rtt_not_zero() -> None:
+    """The timestamp option ticks in ms: echoes on a 150 us path measure 0. Send times measure 150 us."""
+    est = RttEstimator()
+    times = SendTimes()
+    now = 100.0
+    for seq in range(0, 100 * 1448, 1448):
+        times.sent(seq, seq + 1448, now)
+        now += 0.000150
+        first = times.acked(seq + 1448)
+        assert first is not None
+        est.sample(now - first)
+    assert est.srtt == pytest.approx(0.000150)
+
+
+def test_one_turns_acks_for_one_turns_data_count_once() -> None:
+    """Two hundred ACKs read at one instant for data sent at one instant are one measurement."""
+    times = SendTimes()
+    assert not times.repeats(1.0, 1.010)
+    assert all(times.repeats(1.0, 1.010) for _ in range(200))
+    assert not times.repeats(1.0, 1.011) and not times.repeats(1.002, 1.011)
