@@ -18,6 +18,7 @@ import os
 import random
 from typing import TYPE_CHECKING
 
+from stack.api.readiness import ReadinessSet
 from stack.api.socket import Socket
 from stack.deadlines import AT_ONCE, earliest
 from stack.devices.contract import OutgoingFrame
@@ -96,6 +97,7 @@ class Host:
         self.rng = random.Random(seed if seed is not None else os.urandom(16))
         self.secret = secret if secret is not None else os.urandom(32)
         self.driver: Driver | None = None
+        self.readiness = ReadinessSet()  # descriptors of the sockets asked for fileno()
         self._counters = Counters()
 
         self.routes = RoutingTable()

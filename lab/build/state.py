@@ -112,6 +112,9 @@ class LabState:
     def control_socket_path(self, node: str) -> Path:
         return paths.control_socket_path(self.directory, node)
 
+    def programs_socket_path(self, node: str) -> Path:
+        return paths.programs_socket_path(self.directory, node)
+
     def owned(self) -> bool:
         """Whether the lab has a state directory: False when there is none, True when there is one
         made by `lab up` (trusted, its journal's header naming this lab).

@@ -30,6 +30,7 @@ from lab.cli.tables import plan_rows, plan_table
 from lab.kernel.namespaces import run_inside
 from lab.tools import doctor
 from lab.tools.graph import plan_to_draw, render, render_image
+from lab.tools.programs import exec_plan
 from lab.tools.status import lab_status, labs_summary
 from lab.topology import TopologyError, load_topology, shipped_topologies
 
@@ -226,16 +227,28 @@ def list_command(as_json: JsonFlag = False) -> None:
 
 # --- exec ------------------------------------------------------------------------------------
 
+
 def exec_command(
     name: Annotated[str, typer.Argument(help="Lab name.")],
     node: Annotated[str, typer.Argument(help="Node name.")],
     command: Annotated[list[str], typer.Argument(help="The command, after `--`.")],
+    bare: Annotated[bool, typer.Option("--bare", help="On a pystack node: Python's sockets stay the "
+                                                      "namespace kernel's (no address), not the stack's.")]
+    = False,
 ) -> None:
-    """Run a command in a node's namespace: lab exec NAME NODE -- CMD... (its exit code is passed on)."""
+    """Run a command in a node's namespace: lab exec NAME NODE -- CMD... (its exit code is passed on).
+
+    On a pystack node a Python program's TCP sockets are the node's stack (its address, its TCP), beside the
+    node's apps; several programs may run at once. Other programs, and Python with --bare, run in the bare
+    namespace, whose kernel holds no address.
+    """
     with errors_to_exit_codes():
         namespace = node_namespace(name, node)
+        plan = exec_plan(name, node, bare=bare)
+    if plan.note:
+        print(plan.note, file=sys.stderr)
     try:
-        completed = run_inside(namespace, command)
+        completed = run_inside(namespace, command, env=plan.env)
     except FileNotFoundError:
         fail(f"{command[0]}: command not found", 127)
     except PermissionError:

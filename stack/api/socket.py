@@ -19,6 +19,7 @@ too: the core is told that time, it never remembers one of its own.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket as _socket
 import struct
@@ -109,9 +110,20 @@ class Socket:
     def writable(self) -> bool:
         return self._tcp.writable
 
+    @property
+    def proto(self) -> int:
+        return IPPROTO_TCP
+
     def fileno(self) -> int:
-        """There is no kernel file descriptor behind this socket (select() cannot wait on it)."""
-        return -1
+        """A real descriptor, readable and writable when this socket is (`stack.api.readiness`), so select,
+        selectors and asyncio's loop can wait on it; the socket's data never passes through it. -1 once
+        closed, as for socket.socket."""
+        if self._closed:
+            return -1
+        tcp = self._tcp
+        driver = self._host.driver
+        with driver.locked() if driver is not None else contextlib.nullcontext():
+            return self._host.readiness.register(self, lambda: (tcp.readable, tcp.writable)).fileno()
 
     # -- timeouts --------------------------------------------------------------------------------------
 
@@ -152,11 +164,15 @@ class Socket:
         self._check_open()
         driver = self._host.driver
         if driver is None:
-            return operation()
+            try:
+                return operation()
+            finally:
+                self._host.readiness.refresh_one(self)
         with driver.locked():
             try:
                 return operation()
             finally:
+                self._host.readiness.refresh_one(self)
                 driver.wakeup()
 
     def _blocking(self, operation: Callable[[], Any], ready: Callable[[], bool],
@@ -303,6 +319,7 @@ class Socket:
         # A socket with nothing left to send closes at no time, even on a host nobody drives.
         self._call(lambda: tcp.close(self._now() if tcp.has_peer else None))
         self._closed = True
+        self._host.readiness.unregister(self)
         driver = self._host.driver
         if linger_on and linger_seconds > 0 and self._timeout != 0.0 and driver is not None:
             tcp = self._tcp

@@ -88,6 +88,10 @@ class FrameNetwork:
             dropped = len(node.poll(now))
             self.frames_unwired += dropped
             moved += dropped
+        for node in self.hosts:  # the sockets' select()able descriptors follow what this round did
+            readiness = getattr(node, "readiness", None)
+            if readiness is not None:
+                readiness.refresh()
         return moved
 
     def settle(self, now: float) -> int:

@@ -21,6 +21,7 @@ from stack.loops.asyncio_driver import AsyncioDriver
 from stack.node.control import ControlServer
 from stack.node.runtime import StackNode
 from stack.node.settings import NodeSettings
+from stack.node.sockets.service import SocketService
 from stack.node.trace_ring import TraceRing
 from stack.tcp.config import TSO_MAX_PAYLOAD, TcpConfig
 from stack.tcp.trace import TraceSink
@@ -109,6 +110,7 @@ async def serve(settings: NodeSettings, stop: asyncio.Event) -> None:
     driver = AsyncioDriver([host], [medium])
     medium.clock = driver.clock  # what the stack sends is stamped when it is written (`TapMedium.step`)
     control: ControlServer | None = None
+    programs: SocketService | None = None
     try:
         driver.start()
         node = StackNode(host, driver, trace)
@@ -118,12 +120,16 @@ async def serve(settings: NodeSettings, stop: asyncio.Event) -> None:
         control = ControlServer(node, settings.control_socket, lambda: hello_answer(parts),
                                 lambda: extra_counters(parts), medium)
         await control.start()
+        programs = SocketService(host, driver, settings.programs_socket)
+        programs.start()
         print(f"stack node {settings.node}: {settings.address} on {settings.tap} "
               f"({'offload' if tap.offload else 'plain: ' + str(_offload_reason(parts))}), "
               f"control {settings.control_socket}", flush=True)
         await stop.wait()
         await node.stop()
     finally:
+        if programs is not None:
+            programs.close()
         if control is not None:
             await control.close()
         driver.close()

@@ -2,6 +2,7 @@
 
     <root>/<lab>/nodes/<node>.json   a pystack node's settings, written by `lab up`
     <root>/<lab>/nodes/<node>.sock   the node's control socket, opened by the node process
+    <root>/<lab>/nodes/<node>.programs.sock   its socket service, for programs run by `lab exec`
 
 The root is `/run/nslab` (a tmpfs: the state goes with the namespaces at reboot) unless the environment
 variable `NSLAB_STATE_DIR` names another.  This module is the one place that says so: the lab's state
@@ -33,3 +34,8 @@ def node_settings_path(lab_dir: Path, node: str) -> Path:
 
 def control_socket_path(lab_dir: Path, node: str) -> Path:
     return nodes_dir(lab_dir) / f"{node}.sock"
+
+
+def programs_socket_path(lab_dir: Path, node: str) -> Path:
+    """The node's socket service (`stack.node.sockets`): programs' sockets on the node's stack."""
+    return nodes_dir(lab_dir) / f"{node}.programs.sock"

@@ -17,7 +17,7 @@ from typing import Any
 
 from stack.devices.impairment import Impairment
 from stack.node.apps import APP_NAMES
-from stack.node.paths import control_socket_path
+from stack.node.paths import control_socket_path, programs_socket_path
 from stack.ranges import BYTE_COUNT, DELAY_MS, JITTER_MS, MTU, PERCENT, PORT, RATE_MBIT, Range
 
 SCHEMA_VERSION = 1
@@ -60,6 +60,10 @@ class NodeSettings:
     @property
     def control_socket(self) -> Path:
         return control_socket_path(self.state_dir, self.node)
+
+    @property
+    def programs_socket(self) -> Path:
+        return programs_socket_path(self.state_dir, self.node)
 
     @property
     def ip(self) -> str:
