@@ -14,10 +14,13 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from lab.build import builder
+from lab.build.state import list_labs
 from lab.kernel.namespaces import list_namespaces
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "testing.md"
@@ -31,8 +34,15 @@ def example_from_docs() -> str:
     return match[1]
 
 
-def prefix() -> str:
-    return f"pp{uuid.uuid4().hex[:3]}"
+@pytest.fixture
+def lab_prefix() -> Iterator[str]:
+    """A prefix for the labs of the pytest run a test starts; whatever labs carry it when the test ends
+    (the run killed on a timeout, a failed expectation) are taken down, so a failing test leaves none."""
+    lab_prefix = f"pp{uuid.uuid4().hex[:3]}"
+    yield lab_prefix
+    for name in list_labs():
+        if name.startswith(lab_prefix):
+            builder.down(name)
 
 
 def pytest_command(folder: Path, *args: str) -> list[str]:
@@ -126,11 +136,11 @@ def test_two_labs(nslab_up):
 
 
 @pytest.mark.root
-def test_the_documented_example_and_the_handles_pass_and_leave_no_lab(tmp_path: Path) -> None:
+def test_the_documented_example_and_the_handles_pass_and_leave_no_lab(tmp_path: Path,
+                                                                      lab_prefix: str) -> None:
     (tmp_path / "test_echo.py").write_text(example_from_docs())
     (tmp_path / "test_shapes.py").write_text(SAME_SHAPES)
     (tmp_path / "test_handles.py").write_text(KERNEL_HANDLES)
-    lab_prefix = prefix()
     done = run_pytest(tmp_path, "--nslab-prefix", lab_prefix)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert "4 passed" in done.stdout
@@ -195,8 +205,8 @@ def test_a_dict_topology_and_a_failing_assert(nslab):
 
 
 @pytest.mark.root
-def test_wrong_expectations_fail_showing_what_was_seen_and_labs_go_down(tmp_path: Path) -> None:
-    lab_prefix = prefix()
+def test_wrong_expectations_fail_showing_what_was_seen_and_labs_go_down(tmp_path: Path,
+                                                                       lab_prefix: str) -> None:
     (tmp_path / "test_wrong.py").write_text(WRONG_EXPECTATIONS.replace("PREFIX", lab_prefix))
     done = run_pytest(tmp_path, "--nslab-prefix", lab_prefix)
     output = done.stdout
@@ -237,8 +247,8 @@ def test_stopped_by_ctrl_c(nslab):
 
 @pytest.mark.root
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_a_stop_signal_stops_the_run_and_takes_the_lab_down(tmp_path: Path, signum: int) -> None:
-    lab_prefix = prefix()
+def test_a_stop_signal_stops_the_run_and_takes_the_lab_down(tmp_path: Path, signum: int,
+                                                            lab_prefix: str) -> None:
     (tmp_path / "test_slow.py").write_text(SLOW_TEST)
     ready = tmp_path / "READY"
     process = subprocess.Popen(pytest_command(tmp_path, "--nslab-prefix", lab_prefix), cwd=tmp_path,
