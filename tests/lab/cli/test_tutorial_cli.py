@@ -15,11 +15,14 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from lab.build import builder
+from lab.build.state import list_labs
 from lab.cli import app
 from stack.node.paths import STATE_ROOT_ENV
 
@@ -88,6 +91,16 @@ def our_namespaces(prefix: str) -> list[str]:
         if NETNS_DIR.is_dir() else []
 
 
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    """The `--name` prefix of a run's lab; a lab left by a run the test had to kill is taken down."""
+    prefix = f"tc{uuid.uuid4().hex[:4]}"
+    yield prefix
+    for name in list_labs():
+        if name.startswith(prefix):
+            builder.down(name)
+
+
 def start(*argv: str, stdin: bool = False) -> subprocess.Popen[str]:
     """`python -m lab ARGV`; with `stdin`, its input is a pipe (the Enters `--step` waits for)."""
     with open(os.devnull) as empty:
@@ -97,8 +110,7 @@ def start(*argv: str, stdin: bool = False) -> subprocess.Popen[str]:
 
 
 @pytest.mark.root
-def test_run_json_has_the_issue_shape_and_exit_0(tmp_path: Path) -> None:
-    prefix = f"tc{uuid.uuid4().hex[:4]}"
+def test_run_json_has_the_issue_shape_and_exit_0(tmp_path: Path, prefix: str) -> None:
     process = start("tutorial", "run", "4", "--json", "--out", str(tmp_path), "--name", prefix)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 0, err[-2000:]
@@ -115,8 +127,7 @@ def test_run_json_has_the_issue_shape_and_exit_0(tmp_path: Path) -> None:
 
 
 @pytest.mark.root
-def test_ctrl_c_during_a_step_exits_130_with_the_lab_down(tmp_path: Path) -> None:
-    prefix = f"tc{uuid.uuid4().hex[:4]}"
+def test_ctrl_c_during_a_step_exits_130_with_the_lab_down(tmp_path: Path, prefix: str) -> None:
     process = start("tutorial", "run", "6", "--out", str(tmp_path), "--name", prefix)
     lines: list[str] = []
     assert process.stdout is not None
@@ -146,8 +157,7 @@ def test_ctrl_c_during_a_step_exits_130_with_the_lab_down(tmp_path: Path) -> Non
 
 
 @pytest.mark.root
-def test_step_waits_for_enter_before_each_step(tmp_path: Path) -> None:
-    prefix = f"tc{uuid.uuid4().hex[:4]}"
+def test_step_waits_for_enter_before_each_step(tmp_path: Path, prefix: str) -> None:
     process = start("tutorial", "run", "4", "--step", "--out", str(tmp_path), "--name", prefix, stdin=True)
     out, err = process.communicate("\n" * 3, timeout=120)
     assert process.returncode == 0, err[-2000:]
@@ -156,8 +166,7 @@ def test_step_waits_for_enter_before_each_step(tmp_path: Path) -> None:
 
 
 @pytest.mark.root
-def test_ctrl_c_while_step_waits_for_enter_exits_130_with_the_lab_down(tmp_path: Path) -> None:
-    prefix = f"tc{uuid.uuid4().hex[:4]}"
+def test_ctrl_c_while_step_waits_for_enter_exits_130_with_the_lab_down(tmp_path: Path, prefix: str) -> None:
     process = start("tutorial", "run", "4", "--step", "--out", str(tmp_path), "--name", prefix, stdin=True)
     try:
         deadline = time.monotonic() + 60
