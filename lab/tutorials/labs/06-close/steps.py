@@ -23,7 +23,9 @@ from lab.tutorials.observe import (
 )
 
 PORTS = 7  # the close scenarios use the first six, the FIN_WAIT2 look the seventh
-SIZE = 65536
+# Bytes each half-close exchange sends: as `lab run close`, more than the windows hold, so the echo's tail is
+# still on its way when the sender's FIN goes out (with 64 KiB the whole echo can be read before SHUT_WR).
+SIZE = 262144
 TIME_WAIT_SECONDS = 60  # Linux's TCP_TIMEWAIT_LEN
 
 
