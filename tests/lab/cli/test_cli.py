@@ -10,19 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lab.cli import app
-from stack.node.paths import STATE_ROOT_ENV
-
-
-@pytest.fixture
-def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    monkeypatch.setenv(STATE_ROOT_ENV, str(tmp_path / "state"))
-    return CliRunner()
-
-
-def one_line(text: str) -> str:
-    lines = text.strip().splitlines()
-    assert len(lines) == 1, text
-    return lines[0]
+from tests.lab.cli.messages import one_line
 
 
 def test_missing_topology_file_is_exit_2_with_one_line(runner: CliRunner, tmp_path: Path) -> None:

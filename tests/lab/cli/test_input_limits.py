@@ -18,16 +18,11 @@ from typer.testing import CliRunner
 from lab.build.state import LabState
 from lab.cli import app
 from lab.topology import DEFAULT_TOPOLOGY, load_topology
-from stack.node.paths import STATE_ROOT_ENV
 from tests.lab.topology.test_limits import SHADOW_LIKE, billion_laughs
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
 
-@pytest.fixture
-def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    monkeypatch.setenv(STATE_ROOT_ENV, str(tmp_path / "state"))
-    return CliRunner()
 
 
 def refused_line(runner: CliRunner, *args: str) -> tuple[str, float]:

@@ -24,22 +24,14 @@ from typer.testing import CliRunner
 from lab.build import builder
 from lab.build.state import list_labs
 from lab.cli import app
-from stack.node.paths import STATE_ROOT_ENV
+from tests.lab.cli.messages import one_line
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 NETNS_DIR = Path("/run/netns")
 
 
-@pytest.fixture
-def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    monkeypatch.setenv(STATE_ROOT_ENV, str(tmp_path / "state"))
-    return CliRunner()
 
 
-def one_line(text: str) -> str:
-    lines = text.strip().splitlines()
-    assert len(lines) == 1, text
-    return lines[0]
 
 
 def test_list_prints_number_slug_title(runner: CliRunner) -> None:
