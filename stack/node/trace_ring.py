@@ -21,7 +21,9 @@ SKIPPED = frozenset({TCP_SEGMENT_IN, TCP_SEGMENT_OUT, TCP_PROBE})
 class TraceRing:
     def __init__(self, size: int = RING_SIZE, *, segments: bool = False) -> None:
         self.segments = segments
-        self.events: deque[dict[str, Any]] = deque(maxlen=size)
+        # The events as the stack made them: turning one into JSON waits until someone reads it (`since`),
+        # as a connection makes about five and most are overwritten before anyone asks.
+        self.events: deque[TraceEvent] = deque(maxlen=size)
         self.next_seq = 0
         self.state_watchers: list[Callable[[TraceEvent], None]] = []
 
@@ -32,16 +34,20 @@ class TraceRing:
         if event.name == INET_SOCK_SET_STATE:
             for watcher in self.state_watchers:
                 watcher(event)
-        self.events.append({"seq": self.next_seq, "time": event.time, "name": event.name,
-                            "local": f"{event.local_ip}:{event.local_port}",
-                            "remote": f"{event.remote_ip}:{event.remote_port}", **_plain(event.fields)})
+        self.events.append(event)
         self.next_seq += 1
 
     def since(self, seq: int) -> tuple[list[dict[str, Any]], int]:
         """Events numbered `seq` and later that are still in the ring, and the number to ask from next."""
         first = self.next_seq - len(self.events)
         start = max(0, seq - first)
-        return [e for i, e in enumerate(self.events) if i >= start], self.next_seq
+        return [_json(first + i, e) for i, e in enumerate(self.events) if i >= start], self.next_seq
+
+
+def _json(seq: int, event: TraceEvent) -> dict[str, Any]:
+    return {"seq": seq, "time": event.time, "name": event.name,
+            "local": f"{event.local_ip}:{event.local_port}",
+            "remote": f"{event.remote_ip}:{event.remote_port}", **_plain(event.fields)}
 
 
 def _plain(fields: dict[str, Any]) -> dict[str, Any]:
