@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 from stack.devices.contract import FrameNode, OutgoingFrame
+from stack.devices.gro import GroCounters, coalesce
 from stack.devices.namespace import entered, namespace_path
 from stack.devices.pcap import PcapRecorder
 from stack.devices.virtio_net import (
@@ -326,6 +327,7 @@ class TapMedium:
         self.gso_frames_sent = 0  # super-segments the kernel cut into MSS-sized packets for us
         self.segmented_in_software = 0  # frames finished by Python because the device is in plain mode
         self.recorder: PcapRecorder | None = None  # the node's own capture, while one is asked for
+        self.gro = GroCounters()  # plain mode: received frames merged before the node saw them
 
     def fileno(self) -> int:
         return self.tap.fileno()
@@ -341,9 +343,13 @@ class TapMedium:
         milliseconds, and segments stamped at the batch's start would lengthen every RTT sample by that.
         """
         moved = 0
-        for hdr, frame in self.tap.read_batch(self.batch):
-            if self._receive(hdr, frame, now):
-                moved += 1
+        batch = self.tap.read_batch(self.batch)
+        if self.tap.offload:
+            for hdr, frame in batch:
+                if self._receive(hdr, frame, now):
+                    moved += 1
+        elif batch:
+            moved += self._receive_plain([frame for _, frame in batch], now)
         now = self.sending_time(now)
         for frame in self.node.poll(now):
             if self.recorder is not None:
@@ -355,6 +361,17 @@ class TapMedium:
     def sending_time(self, now: float) -> float:
         """When the node's frames of this step leave: the clock read again, never before `now`."""
         return now if self.clock is None else max(now, self.clock())
+
+    def _receive_plain(self, frames: list[memoryview], now: float) -> int:
+        """Hand a plain-mode batch to the node, adjacent in-order data frames merged (`stack.devices.gro`)."""
+        if self.recorder is not None:
+            for frame in frames:
+                self.recorder.record(frame, now, received=True)
+        node = self.node
+        whole = [frame.obj if frame.nbytes == len(frame.obj) else bytes(frame) for frame in frames]
+        for data, verified in coalesce(whole, self.gro):
+            node.receive_frame(data, now, verified)
+        return len(frames)
 
     def _receive(self, hdr: VirtioNetHdr | None, frame: memoryview, now: float) -> bool:
         """Hand one frame read from the TAP to the node; False when it was dropped (a broken header)."""

@@ -96,7 +96,9 @@ def extra_counters(parts: NodeParts) -> dict[str, int]:
                 "TapRxChecksumsTrusted": parts.medium.checksums_trusted,
                 "TapRxChecksumsCompleted": parts.medium.checksums_completed,
                 "TapTxGsoFrames": parts.medium.gso_frames_sent,
-                "TapTxSegmentedInSoftware": parts.medium.segmented_in_software}
+                "TapTxSegmentedInSoftware": parts.medium.segmented_in_software,
+                "TapRxGroMergedFrames": parts.medium.gro.merged_frames,
+                "TapRxGroMergedInto": parts.medium.gro.merged_into}
     counters.update(parts.medium.impairment_counters())
     return counters
 
