@@ -35,7 +35,7 @@ MAX_IP_LENGTH = 0xFFFF
 class _Run:
     """The frames of one merge in progress: the first frame's key, where data continues, and the pieces."""
 
-    __slots__ = ("frames", "key", "next_seq", "payload", "segment_size", "header_end", "ended")
+    __slots__ = ("ended", "frames", "header_end", "key", "next_seq", "payload", "segment_size")
 
     def __init__(self, frame: bytes, key: bytes, seq: int, header_end: int, size: int, push: bool) -> None:
         self.frames = [frame]
@@ -104,7 +104,8 @@ def _mergeable(frame: bytes) -> tuple[bytes, int, int, int, bool] | None:
     if sum_words(view[_IP_START:_TCP_START]) != 0xFFFF:
         return None
     tcp_length = length - _TCP_START
-    if fold(sum_words(view[_TCP_START:]) + pseudo_header_sum(frame[26:30], frame[30:34], 6, tcp_length)) != 0xFFFF:
+    pseudo = pseudo_header_sum(frame[26:30], frame[30:34], 6, tcp_length)
+    if fold(sum_words(view[_TCP_START:]) + pseudo) != 0xFFFF:
         return None
     key = frame[:14] + frame[15:16] + frame[22:23] + frame[26:38] + frame[42:47] + frame[48:50] + (
         frame[_TCP_START + 18:header_end])

@@ -30,6 +30,7 @@ from typing import TypeAlias
 
 from stack.devices.contract import FrameNode, OutgoingFrame
 from stack.devices.gro import GroCounters, coalesce
+from stack.devices.gso import cut_ipv4_tcp
 from stack.devices.namespace import entered, namespace_path
 from stack.devices.pcap import PcapRecorder
 from stack.devices.virtio_net import (
@@ -399,15 +400,20 @@ class TapMedium:
         if not frame.needs_device:
             self.tap.write_parts(frame.parts())  # complete as built
             return
-        hdr = tx_header_for_frame(frame.head, frame.gso_size or len(frame), len(frame))
         if self.tap.offload:
+            hdr = tx_header_for_frame(frame.head, frame.gso_size or len(frame), len(frame))
             if hdr.is_gso:
                 self.gso_frames_sent += 1
             self.tap.write_parts(frame.parts(), hdr if hdr.flags else None)
             return
         self.segmented_in_software += 1
-        for packet in wire_packets(frame, hdr):
-            self.tap.write(packet)
+        packets = cut_ipv4_tcp(frame)
+        if packets is None:
+            for packet in wire_packets(frame):
+                self.tap.write(packet)
+            return
+        for packet in packets:
+            self.tap.write_parts(packet)
 
     def next_deadline(self) -> float | None:
         return None
