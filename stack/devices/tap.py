@@ -312,7 +312,9 @@ class TapMedium:
     with NEEDS_CSUM, and a TSO super-segment with GSO (gso_size = the connection's MSS); a wire-ready frame
     goes out as written.  Frames come in two pieces (headers, payload) and leave with one writev, so a 64 KB
     payload is never copied into a joined frame in Python.  In plain mode, frames that need the device are
-    finished in software (`segment_gso_frame`), so a node need not know the device's mode.
+    finished in software (`stack.devices.gso` for IPv4 TCP, `segment_gso_frame` otherwise), so a node need
+    not know the device's mode, and a read batch's adjacent in-order data frames of one connection are
+    merged before the node sees them (`stack.devices.gro`), as Linux's GRO does.
     """
 
     def __init__(self, node: FrameNode, tap: TapDevice, batch: int = 64,
