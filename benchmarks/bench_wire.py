@@ -1,4 +1,4 @@
-"""How fast the wire codecs are: checksums and TCP segment parse/build on the hot path.
+"""How fast the wire codecs are: checksums, TCP segment parse/build, and a plain TAP's software GRO/GSO.
 
 Run: ``.venv/bin/python benchmarks/bench_wire.py``. Prints microseconds per operation and
 MB/s of payload; the checksum is compared with zlib.crc32 over the same buffer, a C loop
@@ -18,6 +18,9 @@ import timeit
 import zlib
 from collections.abc import Callable
 
+from stack.devices.contract import OutgoingFrame
+from stack.devices.gro import coalesce
+from stack.devices.gso import cut_ipv4_tcp
 from stack.wire import (
     TcpFlags,
     TcpOptions,
@@ -118,6 +121,27 @@ def bench_tcp(repeat: int) -> None:
     row("parse_tcp pure ACK (verify)", time_per_call(lambda: parse_tcp(raw_ack, SRC, DST), repeat), 0)
 
 
+def bench_plain_tap(repeat: int) -> None:
+    """Per wire frame: what a plain TAP's medium does instead of handing the host 44 frames (GRO) or
+    building 44 TCP segments (GSO), next to parsing one frame the host's way."""
+    print("Plain TAP: software GRO of a read batch, software GSO of a 64 KB super-segment (per wire frame)")
+    mss, count = 1448, 44
+    frames = [build_tcp_frame(MAC_B, MAC_A, SRC, DST, TcpSegment(
+        40000, 80, (1 + i * mss) & 0xFFFFFFFF, 7, TcpFlags.ACK, 501, TcpOptions(timestamp=(1000, 2000)),
+        os.urandom(mss))) for i in range(count)]
+    row(f"coalesce {count} x {mss} B frames (checksums verified)",
+        time_per_call(lambda: coalesce(frames), repeat) / count, mss)
+    row(f"parse eth+ipv4+tcp {mss} B (verify checksum)", time_per_call(lambda f=frames[0]: parse_tcp(
+        parse_ipv4(parse_ethernet(f).payload).payload, SRC, DST), repeat), mss)
+    payload = os.urandom(mss * count)
+    big = TcpSegment(40000, 80, 1, 7, TcpFlags.ACK | TcpFlags.PSH, 501, TcpOptions(timestamp=(1000, 2000)),
+                     payload)
+    head = build_tcp_frame(MAC_B, MAC_A, SRC, DST, big, checksum="partial")[:-len(payload)]
+    outgoing = OutgoingFrame(head, memoryview(payload), gso_size=mss, partial_checksum=True)
+    row(f"cut_ipv4_tcp {len(payload)} B into {count} packets",
+        time_per_call(lambda: cut_ipv4_tcp(outgoing), repeat) / count, mss)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5, help="timing repetitions; the best is reported")
@@ -125,6 +149,7 @@ def main() -> int:
     print(f"Python {sys.version.split()[0]} on {os.uname().machine}, best of {args.repeat}")
     bench_checksums(args.repeat)
     bench_tcp(args.repeat)
+    bench_plain_tap(args.repeat)
     return 0
 
 

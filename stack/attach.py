@@ -90,7 +90,7 @@ def attach(lab: str, node: str, *, state_root: str | os.PathLike[str] | None = N
     tap = TapDevice.open_in_namespace(settings.namespace, settings.tap,
                                       offload=settings.offload if offload is None else offload)
     try:
-        host = build_host(settings, tap.offload)
+        host = build_host(settings)
         attached = AttachedHost(settings, host, tap, build_medium(settings, host, tap))
         attached.driver.start()
     except BaseException:

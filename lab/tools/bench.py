@@ -3,7 +3,8 @@
 
 Three labs, each up only while it is measured (and always taken down):
 - `<name>o`: the pair topology (kernel h1, stack s1 with TAP offload: 64 KB TSO segments);
-- `<name>p`: the same with `offload: false` (plain TAP, one frame per read and write);
+- `<name>p`: the same with `offload: false` (plain TAP: 1514-byte frames, merged per read
+  batch and cut from super-segments in Python: software GRO and GSO);
 - `<name>ok`: two kernel nodes on a veth link of the same MTU, for kernel-to-kernel figures
   (made by `lab.experiments.bulk.kernel_to_kernel`).
 

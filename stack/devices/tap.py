@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 from stack.devices.contract import FrameNode, OutgoingFrame
+from stack.devices.gro import GroCounters, coalesce
+from stack.devices.gso import cut_ipv4_tcp
 from stack.devices.namespace import entered, namespace_path
 from stack.devices.pcap import PcapRecorder
 from stack.devices.virtio_net import (
@@ -310,7 +312,9 @@ class TapMedium:
     with NEEDS_CSUM, and a TSO super-segment with GSO (gso_size = the connection's MSS); a wire-ready frame
     goes out as written.  Frames come in two pieces (headers, payload) and leave with one writev, so a 64 KB
     payload is never copied into a joined frame in Python.  In plain mode, frames that need the device are
-    finished in software (`segment_gso_frame`), so a node need not know the device's mode.
+    finished in software (`stack.devices.gso` for IPv4 TCP, `segment_gso_frame` otherwise), so a node need
+    not know the device's mode, and a read batch's adjacent in-order data frames of one connection are
+    merged before the node sees them (`stack.devices.gro`), as Linux's GRO does.
     """
 
     def __init__(self, node: FrameNode, tap: TapDevice, batch: int = 64,
@@ -326,6 +330,7 @@ class TapMedium:
         self.gso_frames_sent = 0  # super-segments the kernel cut into MSS-sized packets for us
         self.segmented_in_software = 0  # frames finished by Python because the device is in plain mode
         self.recorder: PcapRecorder | None = None  # the node's own capture, while one is asked for
+        self.gro = GroCounters()  # plain mode: received frames merged before the node saw them
 
     def fileno(self) -> int:
         return self.tap.fileno()
@@ -341,9 +346,13 @@ class TapMedium:
         milliseconds, and segments stamped at the batch's start would lengthen every RTT sample by that.
         """
         moved = 0
-        for hdr, frame in self.tap.read_batch(self.batch):
-            if self._receive(hdr, frame, now):
-                moved += 1
+        batch = self.tap.read_batch(self.batch)
+        if self.tap.offload:
+            for hdr, frame in batch:
+                if self._receive(hdr, frame, now):
+                    moved += 1
+        elif batch:
+            moved += self._receive_plain([frame for _, frame in batch], now)
         now = self.sending_time(now)
         for frame in self.node.poll(now):
             if self.recorder is not None:
@@ -355,6 +364,17 @@ class TapMedium:
     def sending_time(self, now: float) -> float:
         """When the node's frames of this step leave: the clock read again, never before `now`."""
         return now if self.clock is None else max(now, self.clock())
+
+    def _receive_plain(self, frames: list[memoryview], now: float) -> int:
+        """Hand a plain-mode batch to the node, adjacent in-order data frames merged (`stack.devices.gro`)."""
+        if self.recorder is not None:
+            for frame in frames:
+                self.recorder.record(frame, now, received=True)
+        node = self.node
+        whole = [frame.obj if frame.nbytes == len(frame.obj) else bytes(frame) for frame in frames]
+        for data, verified in coalesce(whole, self.gro):
+            node.receive_frame(data, now, verified)
+        return len(frames)
 
     def _receive(self, hdr: VirtioNetHdr | None, frame: memoryview, now: float) -> bool:
         """Hand one frame read from the TAP to the node; False when it was dropped (a broken header)."""
@@ -382,15 +402,20 @@ class TapMedium:
         if not frame.needs_device:
             self.tap.write_parts(frame.parts())  # complete as built
             return
-        hdr = tx_header_for_frame(frame.head, frame.gso_size or len(frame), len(frame))
         if self.tap.offload:
+            hdr = tx_header_for_frame(frame.head, frame.gso_size or len(frame), len(frame))
             if hdr.is_gso:
                 self.gso_frames_sent += 1
             self.tap.write_parts(frame.parts(), hdr if hdr.flags else None)
             return
         self.segmented_in_software += 1
-        for packet in wire_packets(frame, hdr):
-            self.tap.write(packet)
+        packets = cut_ipv4_tcp(frame)
+        if packets is None:
+            for packet in wire_packets(frame):
+                self.tap.write(packet)
+            return
+        for packet in packets:
+            self.tap.write_parts(packet)
 
     def next_deadline(self) -> float | None:
         return None
