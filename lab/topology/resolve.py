@@ -217,7 +217,7 @@ def _resolve_node(lab: str, name: str, node: NodeSpec, wiring: _Wiring, lines: S
                 key=True,
             )
     else:
-        for key in ("apps", "offload", "process"):
+        for key in ("apps", "offload", "process", "workers"):
             if key in node.model_fields_set:
                 raise lines.error(
                     (*path, key),
@@ -236,6 +236,7 @@ def _resolve_node(lab: str, name: str, node: NodeSpec, wiring: _Wiring, lines: S
         apps=_apps(node, lines, path),
         offload=True if node.offload is None else node.offload,
         process=True if node.process is None else node.process,
+        workers=1 if node.workers is None else node.workers,
     )
 
 
