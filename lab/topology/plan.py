@@ -164,7 +164,9 @@ def _node_json(node: NodePlan) -> dict[str, Any]:
         "routes": [{"destination": str(r.destination), "gateway": str(r.gateway)} for r in node.routes],
         "sysctls": [[name, value] for name, value in node.sysctls],
         "apps": [{"app": a.app, "port": a.port, "bytes": a.bytes} for a in node.apps],
-        "offload": node.offload, "process": node.process, "workers": node.workers,
+        "offload": node.offload, "process": node.process,
+        # Only when set: labs up before the field existed keep their digest.
+        **({"workers": node.workers} if node.workers != 1 else {}),
     }
 
 
