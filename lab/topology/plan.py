@@ -144,6 +144,8 @@ def plan_json_digest(plan_json: dict[str, Any]) -> str:
     # A field added later enters the digest only when it is set, so labs up before it keep theirs.
     data["links"] = [{key: value for key, value in link.items() if key != "impairable" or value}
                      for link in data.get("links", ())]
+    data["nodes"] = [{key: value for key, value in node.items() if key != "workers" or value != 1}
+                     for node in data.get("nodes", ())]
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -164,9 +166,7 @@ def _node_json(node: NodePlan) -> dict[str, Any]:
         "routes": [{"destination": str(r.destination), "gateway": str(r.gateway)} for r in node.routes],
         "sysctls": [[name, value] for name, value in node.sysctls],
         "apps": [{"app": a.app, "port": a.port, "bytes": a.bytes} for a in node.apps],
-        "offload": node.offload, "process": node.process,
-        # Only when set: labs up before the field existed keep their digest.
-        **({"workers": node.workers} if node.workers != 1 else {}),
+        "offload": node.offload, "process": node.process, "workers": node.workers,
     }
 
 
