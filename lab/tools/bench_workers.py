@@ -13,18 +13,20 @@ import contextlib
 import socket
 import threading
 import time
+from statistics import median
 from typing import Any
 
 from lab.build.pids import process_cpu_seconds
 from lab.experiments.base import ExperimentError
 from lab.experiments.bulk import kernel_pair
-from lab.experiments.running import ProgressFn, lab_for_experiment
+from lab.experiments.running import ProgressFn, RunningLab, lab_for_experiment
 from lab.kernel.sockets import listening_socket, namespace_socket
 from lab.tools.accept_rate import bound_by, kernel_accept_figures, run_clients
 from lab.tools.bench import ACCEPT_CLIENTS, ACCEPT_PORT, bench_name, pair_plan
 
 WORKER_COUNTS = (1, 2)
 PARALLEL_STREAMS = 4
+BULK_ROUNDS = 3
 DISCARD_PORT = 9  # the pair topology's discard app
 KERNEL_SINK_PORT = 7520
 CHUNK = 1 << 20
@@ -111,6 +113,14 @@ def _kernel_sink(namespace: str, address: tuple[str, int], streams: int) -> thre
     return thread
 
 
+def _passive_opens(lab: RunningLab, stack: str) -> list[int]:
+    """Each worker's passive opens so far (one entry with one worker)."""
+    with lab.stack(stack) as control:
+        stats = control.stats()
+    rows = stats.get("workers") or [{"counters": stats["counters"]}]
+    return [int(row["counters"].get("TcpPassiveOpens", 0)) for row in rows]
+
+
 def run_bench_workers(seconds: float = 3.0, name: str | None = None,
                       progress: ProgressFn | None = None) -> dict[str, Any]:
     """Every figure of `lab bench workers --json` (keys in the README), from one sitting."""
@@ -139,12 +149,20 @@ def run_bench_workers(seconds: float = 3.0, name: str | None = None,
             figures[f"stack_accept_bound_by_{suffix}"] = bound_by(
                 {"stack": (used / run.seconds, count), "client": (run.cpu_share, ACCEPT_CLIENTS)})
             report(f"{PARALLEL_STREAMS} parallel transfers into the stack, {count} worker(s)")
-            before = _cpu(pids)
-            started = time.monotonic()
-            figures[f"parallel_bulk_gbps_{suffix}"] = parallel_bulk(
-                namespace, (lab.address(stack), DISCARD_PORT), seconds, PARALLEL_STREAMS)
-            figures[f"parallel_bulk_stack_cpu_share_{suffix}"] = (_cpu(pids) - before) / (
-                time.monotonic() - started)
+            rates, shares, placements = [], [], []
+            for _ in range(BULK_ROUNDS):  # the kernel places each flow by its hash: a new draw each round
+                opened = _passive_opens(lab, stack)
+                before = _cpu(pids)
+                started = time.monotonic()
+                rates.append(parallel_bulk(namespace, (lab.address(stack), DISCARD_PORT), seconds,
+                                           PARALLEL_STREAMS))
+                shares.append((_cpu(pids) - before) / (time.monotonic() - started))
+                placements.append([now - then for now, then in zip(_passive_opens(lab, stack), opened,
+                                                                    strict=True)])
+            figures[f"parallel_bulk_gbps_{suffix}"] = median(rates)
+            figures[f"parallel_bulk_rounds_gbps_{suffix}"] = [round(rate, 3) for rate in rates]
+            figures[f"parallel_bulk_stack_cpu_share_{suffix}"] = median(shares)
+            figures[f"parallel_bulk_flows_per_worker_{suffix}"] = placements
             if count == max(WORKER_COUNTS):
                 report("the kernel's accept rate and parallel transfers (same run)")
                 with kernel_pair(lab) as pair:
