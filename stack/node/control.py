@@ -17,7 +17,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stack.devices.impaired_tap import ImpairedTapMedium
 from stack.devices.pcap import PcapRecorder
@@ -31,7 +31,9 @@ from stack.node.requests import (
 from stack.node.runtime import CommandError, StackNode
 from stack.node.settings import SettingsError, impairment_from_json, impairment_to_json
 from stack.node.views import neighbour_json, ss_json, tables_json
-from stack.node.workers import WorkerPeers
+
+if TYPE_CHECKING:
+    from stack.node.workers import WorkerPeers
 
 Fields = dict[str, Any]  # a request's fields, checked and completed by `stack.node.requests.parse_request`
 

@@ -172,7 +172,7 @@ def run(settings: NodeSettings) -> None:
     """The process's main: one loop, stopped by SIGTERM or SIGINT; with workers, the node process that
     forks and watches them (`stack.node.workers`)."""
     if settings.workers > 1:
-        run_node(settings, lambda: open_tap(settings))
+        run_node(settings, lambda: open_tap(settings), run_worker)
         return
     _run_loop(settings, None)
 

@@ -30,11 +30,12 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from stack.node.runtime import CommandError
 from stack.tcp.ownership import FlowShare
 
 if TYPE_CHECKING:
@@ -190,8 +191,6 @@ class WorkerPeers:
         answers = await asyncio.gather(*(self._ask(path, line) for path in self.worker.peer_sockets))
         for index, answer in enumerate(answers, start=1):
             if not answer.get("ok"):
-                from stack.node.runtime import CommandError
-
                 raise CommandError(f"worker {index}: {answer.get('error')}", answer.get("errno"))
         results = [own, *({k: v for k, v in a.items() if k != "ok"} for a in answers)]
         if name == "ss":
@@ -242,10 +241,12 @@ def merge_stats(results: list[dict[str, Any]]) -> dict[str, Any]:
 # -- the node process ---------------------------------------------------------------------------------
 
 
-def run_node(settings: NodeSettings, open_queue: Any) -> None:
+def run_node(settings: NodeSettings, open_queue: Callable[[], TapDevice],
+             run_worker: Callable[[NodeSettings, Worker], None]) -> None:
     """Open the TAP's queues, fork `settings.workers` workers and watch them until SIGTERM/SIGINT.
 
-    `open_queue()` opens one more queue of the node's TAP (TapError propagates before any worker runs).
+    `open_queue()` opens one more queue of the node's TAP (TapError propagates before any worker runs);
+    `run_worker(settings, worker)` is a worker's main, in the forked process.
     WorkerDied when a worker ends on its own: the others are stopped first."""
     count = settings.workers
     taps: list[TapDevice] = []
@@ -278,7 +279,7 @@ def run_node(settings: NodeSettings, open_queue: Any) -> None:
                             peer_paths if index == 0 else (), tuple(reversed(pids)) if index == 0 else ())
             pid = os.fork()
             if pid == 0:
-                os._exit(_worker_main(settings, worker, taps, previous))
+                os._exit(_worker_main(settings, worker, taps, previous, run_worker))
             pids.append(pid)
     finally:
         for tap in taps:
@@ -321,7 +322,8 @@ def _watch(pids: list[int], stopping: Any) -> tuple[int, int] | None:
     return died
 
 
-def _worker_main(settings: NodeSettings, worker: Worker, taps: list[TapDevice], previous: dict) -> int:
+def _worker_main(settings: NodeSettings, worker: Worker, taps: list[TapDevice], previous: dict,
+                 run_worker: Callable[[NodeSettings, Worker], None]) -> int:
     """A forked worker: its queue only, killed with the node process, then the node's loop."""
     try:
         for signum, handler in previous.items():
@@ -333,8 +335,6 @@ def _worker_main(settings: NodeSettings, worker: Worker, taps: list[TapDevice], 
         for tap in taps:
             if tap is not worker.tap:
                 tap.close()
-        from stack.node.daemon import run_worker
-
         run_worker(settings, worker)
         return 0
     except BaseException as exc:  # a worker reports and exits; the node process sees its status
