@@ -200,4 +200,6 @@ def with_worker_ratios(figures: dict[str, Any]) -> dict[str, Any]:
                                                         figures["kernel_accept_cps"])
         figures[f"parallel_bulk_ratio_{suffix}"] = ratio(figures[f"parallel_bulk_gbps_{suffix}"],
                                                          figures["kernel_parallel_bulk_gbps"])
-    return {key: round(value, 3) if isinstance(value, float) else value for key, value in figures.items()}
+    exact = ("_ratio", "_speedup")  # already rounded to 4 digits, as `lab bench` gives its ratios
+    return {key: round(value, 3) if isinstance(value, float) and not any(part in key for part in exact)
+            else value for key, value in figures.items()}
