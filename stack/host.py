@@ -68,7 +68,8 @@ class Host:
     key; default from os.urandom), ``trace`` (a callback for TCP trace events), ``trace_segments`` (True;
     False leaves the per-segment events out of the trace, so they cost nothing), ``routes`` (extra
     ``(destination, gateway)`` pairs), ``gratuitous_arp`` (True), ``tx_checksum`` ("full"; "partial"
-    leaves the TCP checksum to a device with checksum offload, e.g. a TAP with virtio_net_hdr) and the
+    leaves the TCP checksum to a device with checksum offload, e.g. a TAP with virtio_net_hdr),
+    ``flow_share`` (None; one worker's `FlowShare` when a node runs as several Hosts on one TAP) and the
     ``arp_*`` timings (``arp_retries``, ``arp_retry_interval``, ``arp_reachable_time``,
     ``arp_delay_first_probe``, ``arp_gc_stale_time``, ``arp_queue_limit``).
     """
