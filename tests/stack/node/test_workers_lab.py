@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import time
 import uuid
 from pathlib import Path
@@ -92,4 +93,24 @@ def test_connections_spread_over_two_workers_and_teardown_leaves_nothing() -> No
     while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(_alive(pid) for pid in pids), "a worker outlived its lab"
+    assert not any(namespace.startswith(f"{name}-") for namespace in os.listdir("/run/netns"))
+
+
+@pytest.mark.parametrize("victim", ["worker", "node"])
+def test_a_dead_worker_ends_the_node_and_a_dead_node_ends_its_workers(victim: str) -> None:
+    name = f"wk17{uuid.uuid4().hex[:6]}"
+    plan = plan_from_text(TOPOLOGY.format(name=name), f"{name}.yaml")
+    try:
+        with lab_for_experiment(plan, None) as lab:
+            with lab.stack("s1") as control:
+                hello = control.hello()
+            workers, node = hello["pids"], hello["node_pid"]
+            os.kill(workers[1] if victim == "worker" else node, signal.SIGKILL)
+            deadline = time.monotonic() + 3
+            while any(_alive(pid) for pid in (*workers, node)) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not any(_alive(pid) for pid in (*workers, node)), "a process of the node outlived it"
+    finally:
+        with contextlib.suppress(LabError):
+            builder.down(name)
     assert not any(namespace.startswith(f"{name}-") for namespace in os.listdir("/run/netns"))
