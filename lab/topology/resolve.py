@@ -255,6 +255,12 @@ def _apps(node: NodeSpec, lines: SourceMap, path: FieldPath) -> tuple[AppPlan, .
                 f"expected a port no other app uses (apps[{by_port[app.port]}] "
                 f"{first.app} has it), got {app.port}",
             )
+        if app.app == "iperf3" and (node.workers or 1) > 1:
+            # Its data streams carry the session's cookie to any worker (docs/workers.md).
+            raise lines.error(
+                (*where, "app"), f"expected no iperf3 app on a node with {node.workers} workers (iperf3 "
+                "sessions are one worker's; use workers: 1), got iperf3",
+            )
         by_port[app.port] = index
     return tuple(AppPlan(app=app.app, port=app.port, bytes=app.bytes) for app in node.apps)
 

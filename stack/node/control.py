@@ -105,6 +105,8 @@ class ControlServer:
         except RequestError as exc:
             return _answer_error(str(exc))
         try:
+            if self.peers is not None:
+                self.peers.refuse_unshareable(name, fields)
             result = await COMMANDS[name](self, fields)
             if self.peers is not None:
                 result = await self.peers.merge(name, fields, line, result)

@@ -183,6 +183,13 @@ class WorkerPeers:
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
 
+    def refuse_unshareable(self, name: str, fields: dict[str, Any]) -> None:
+        """CommandError for what cannot work across workers: an iperf3 listener (its data streams carry
+        the session's cookie to whichever worker the kernel picks)."""
+        if name == "listen" and fields.get("app") == "iperf3":
+            raise CommandError(f"app iperf3 needs a node with 1 worker (this one has "
+                               f"{self.worker.count}: an iperf3 session is one worker's)")
+
     async def merge(self, name: str, fields: dict[str, Any], line: bytes,
                     own: dict[str, Any]) -> dict[str, Any]:
         """`own` (worker 0's answer), completed with the other workers' answers to the same `line`."""
