@@ -304,6 +304,11 @@ def _watch(pids: list[int], stopping: Any) -> tuple[int, int] | None:
     alive = set(pids)
     died: tuple[int, int] | None = None
     deadline: float | None = None
+    if stopping():  # SIGTERM came while forking: the workers forked after it never heard it
+        for pid in alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE
     while alive:
         if deadline is not None and time.monotonic() > deadline:
             for pid in alive:
