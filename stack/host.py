@@ -30,6 +30,7 @@ from stack.net.link import EthernetLink
 from stack.net.routing import Route, RoutingTable
 from stack.tcp.config import TcpConfig
 from stack.tcp.layer import TcpLayer
+from stack.tcp.ownership import FlowShare
 from stack.tcp.snapshot import ConnectionSnapshot, TablesSnapshot
 from stack.tcp.trace import TraceSink
 from stack.wire.buffer import BytesLike
@@ -67,7 +68,8 @@ class Host:
     key; default from os.urandom), ``trace`` (a callback for TCP trace events), ``trace_segments`` (True;
     False leaves the per-segment events out of the trace, so they cost nothing), ``routes`` (extra
     ``(destination, gateway)`` pairs), ``gratuitous_arp`` (True), ``tx_checksum`` ("full"; "partial"
-    leaves the TCP checksum to a device with checksum offload, e.g. a TAP with virtio_net_hdr) and the
+    leaves the TCP checksum to a device with checksum offload, e.g. a TAP with virtio_net_hdr),
+    ``flow_share`` (None; one worker's `FlowShare` when a node runs as several Hosts on one TAP) and the
     ``arp_*`` timings (``arp_retries``, ``arp_retry_interval``, ``arp_reachable_time``,
     ``arp_delay_first_probe``, ``arp_gc_stale_time``, ``arp_queue_limit``).
     """
@@ -77,7 +79,7 @@ class Host:
                  secret: bytes | None = None, trace: TraceSink | None = None,
                  routes: tuple[tuple[str, str | None], ...] = (), gratuitous_arp: bool = True,
                  tx_checksum: ChecksumMode = "full", name: str | None = None, trace_segments: bool = True,
-                 **arp_options: float) -> None:
+                 flow_share: FlowShare | None = None, **arp_options: float) -> None:
         try:
             self.interface = ipaddress.IPv4Interface(ip)
         except ValueError as exc:
@@ -116,7 +118,8 @@ class Host:
         self.tcp = TcpLayer(tcp, secret=self.secret, rng=self.rng, route=ip_layer.tcp_route, trace=trace,
                             is_local_address=ip_layer.is_local_address,
                             is_broadcast_address=ip_layer.is_directed_broadcast,
-                            negative_advice=ip_layer.negative_advice, trace_segments=trace_segments)
+                            negative_advice=ip_layer.negative_advice, trace_segments=trace_segments,
+                            flow_share=flow_share)
         ip_layer.attach_tcp(self.tcp)
 
     def __repr__(self) -> str:

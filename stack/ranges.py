@@ -47,6 +47,10 @@ RATE_MBIT = Range(0.001, 32_000)  # 1 kbit/s to 32 Gbit/s: tbf and netem take a 
 
 # --- apps and connections: the topology's `apps`, the control socket's requests -----------------------
 PORT = Range(1, 65535)
+
+# --- a pystack node's worker processes (the topology's `workers`, the settings file's) ------------------
+# One per TAP queue; more than the cores only adds contention, and the kernel's tun allows 256 queues.
+WORKERS = Range(1, 16)
 BYTE_COUNT = Range(0, 1 << 40)  # a source app's `bytes`, a connect's `send` and `recv`: up to 1 TiB
 BACKLOG = Range(0, 65535)  # a listen backlog (Linux caps it at somaxconn anyway)
 TIMEOUT_SECONDS = Range(0.001, 3600)  # connect, http_get and ping timeouts: 1 ms to an hour

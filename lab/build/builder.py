@@ -273,8 +273,8 @@ def _build(
 
     journal.record(batches["devices"])
     _create_bridges(nl, wiring)
-    for namespace, name, vnet_hdr, mtu in wiring.taps:  # after every assigned index: TAPs take any free one
-        nl.add_tap(namespace, name, vnet_hdr=vnet_hdr, mtu=mtu)
+    for namespace, name, vnet_hdr, mtu, multi_queue in wiring.taps:  # TAPs last: they take any free index
+        nl.add_tap(namespace, name, vnet_hdr=vnet_hdr, mtu=mtu, multi_queue=multi_queue)
         raise_if_stopping()
     step("bridges and TAPs")
 

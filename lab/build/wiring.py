@@ -109,7 +109,8 @@ class Wiring:
     silent_namespaces: list[str] = field(default_factory=list)  # default IPv6 off before links appear
     veths: list[Veth] = field(default_factory=list)
     bridges: list[tuple[str, str, int]] = field(default_factory=list)  # (namespace, name, mtu)
-    taps: list[tuple[str, str, bool, int]] = field(default_factory=list)  # (namespace, name, vnet_hdr, mtu)
+    # (namespace, name, vnet_hdr, mtu, multi_queue)
+    taps: list[tuple[str, str, bool, int, bool]] = field(default_factory=list)
     ports: list[Port] = field(default_factory=list)
     qdiscs: list[Qdisc] = field(default_factory=list)
     forwarders: list[Forwarder] = field(default_factory=list)
@@ -179,7 +180,7 @@ def _check_pystack_node(node: NodePlan) -> None:
 
 def _wire_pystack_node(wiring: Wiring, node: NodePlan) -> None:
     iface = node.interfaces[0]
-    wiring.taps.append((node.namespace, PYSTACK_TAP, node.offload, iface.mtu))
+    wiring.taps.append((node.namespace, PYSTACK_TAP, node.offload, iface.mtu, node.workers > 1))
     wiring.bridges.append((node.namespace, PYSTACK_BRIDGE, iface.mtu))
     for name in (iface.name, PYSTACK_TAP):
         wiring.ports.append(Port(node.namespace, name, master=PYSTACK_BRIDGE, silent=True))
@@ -305,7 +306,7 @@ def journal_entries(wiring: Wiring) -> dict[str, list[JournalEntry]]:
     return {
         "namespaces": [JournalEntry("namespace", namespace=ns) for ns in wiring.namespaces],
         "veths": [veth.journal_entry() for veth in wiring.veths],
-        "devices": [JournalEntry("tap", namespace=ns, name=name) for ns, name, _, _ in wiring.taps]
+        "devices": [JournalEntry("tap", namespace=ns, name=name) for ns, name, *_ in wiring.taps]
         + [JournalEntry("bridge", namespace=ns, name=name) for ns, name, _ in wiring.bridges],
         "qdiscs": [JournalEntry("qdisc", namespace=q.namespace, name=q.ifname, qdisc=q.kind)
                    for q in wiring.qdiscs],
@@ -333,7 +334,8 @@ def pystack_settings(plan: LabPlan, node: NodePlan, state_dir: str) -> dict[str,
     """The settings file a pystack node's stack process reads (`<state dir>/nodes/<node>.json`).
 
     Schema (version 1): lab, node, namespace, tap, bridge, offload (open the TAP with
-    IFF_VNET_HDR), process (false: `lab up` starts no stack process),
+    IFF_VNET_HDR), process (false: `lab up` starts no stack process), workers (stack processes, each
+    on its own queue of the TAP, created multi-queue when more than 1),
     interface {name, address "a.b.c.d/len", mac, mtu, egress, ingress}
     (impairments as in `lab.topology.plan.Impairment`, in ms / percent / Mbit/s), gateway (the
     default route's next hop, or null), routes [{destination, gateway}] (the other routes: the
@@ -349,6 +351,7 @@ def pystack_settings(plan: LabPlan, node: NodePlan, state_dir: str) -> dict[str,
         "bridge": PYSTACK_BRIDGE,
         "offload": node.offload,
         "process": node.process,
+        "workers": node.workers,
         "interface": {
             "name": iface.name, "address": str(iface.address), "mac": iface.mac, "mtu": iface.mtu,
             "egress": impairment_json(iface.egress), "ingress": impairment_json(iface.ingress),

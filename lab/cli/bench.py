@@ -13,6 +13,7 @@ from lab.cli.output import JsonFlag, errors_to_exit_codes, fail, out, print_json
 from lab.cli.progress import progress_line
 from lab.tools.bench import BENCH_TARGETS, bench_chains, run_bench
 from lab.tools.bench_tools import run_bench_tools
+from lab.tools.bench_workers import run_bench_workers
 
 bench_app = typer.Typer(add_completion=False,
                         help="The stack against the kernel; `lab bench up`: lab up/down times.")
@@ -110,6 +111,35 @@ def bench_tools(
               f"{figures['cores']} cores shared by both ends of each run", markup=False)
 
 
+def bench_workers(
+    as_json: JsonFlag = False,
+    seconds: Annotated[float, typer.Option("--seconds", help="Length of each measurement.")] = 3.0,
+    name: Annotated[str | None, typer.Option("--name", help="Prefix of the labs it brings up.")] = None,
+) -> None:
+    """A pystack node with 1 worker and with 2: accept rate (C clients) and 4 parallel transfers into it,
+    each next to the kernel's from the same run.
+
+    Example: lab bench workers --seconds 2 --json
+    """
+    if not 0.5 <= seconds <= 60:
+        fail(f"--seconds: expected 0.5 to 60, got {seconds:g}")
+    with errors_to_exit_codes():
+        if name is not None:
+            check_lab_name(name)
+            check_lab_name(f"{name}w2k")  # the longest name it derives
+        with progress_line("bench workers: starting", as_json=as_json) as report:
+            figures = run_bench_workers(seconds=seconds, name=name,
+                                        progress=lambda step: report(f"bench workers: {step}"))
+    if as_json:
+        print_json(figures)
+        return
+    table = Table("measurement", "value", title="1 worker vs 2 workers (pair topology), kernel alongside")
+    for key, value in figures.items():
+        table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
+    out.print(table)
+
+
 bench_app.callback(invoke_without_command=True, epilog="Example: lab bench --seconds 2 --json")(bench_stack)
 bench_app.command("up", epilog="Example: lab bench up --sizes 10,20")(bench_up)
 bench_app.command("tools", epilog="Example: lab bench tools --seconds 2 --json")(bench_tools)
+bench_app.command("workers", epilog="Example: lab bench workers --seconds 2 --json")(bench_workers)

@@ -95,6 +95,14 @@ def make_tap(ipr: IPRoute) -> str:
     return "persistent TAP devices (with IFF_VNET_HDR) can be created"
 
 
+def make_multi_queue_tap(ipr: IPRoute) -> str:
+    flags = {"no_pi": True, "one_queue": False, "vnet_hdr": True, "multi_queue": True}
+    ipr.link("add", ifname="probemq", kind="tuntap", mode="tap", ifr=flags)
+    if not ipr.link_lookup(ifname="probemq"):
+        raise OSError("the multi-queue TAP did not appear in its namespace")
+    return "multi-queue TAP devices (IFF_MULTI_QUEUE) can be created"
+
+
 def qdisc_probe(kind: str, params: dict) -> Callable[[IPRoute], str]:
     def action(ipr: IPRoute) -> str:
         ipr.link("add", ifname="probe0", kind="veth", peer="probe1")

@@ -247,13 +247,15 @@ class Netlink:
             raise NetlinkOpError(f"interface {namespace or 'root'}:{ifname} does not exist")
         return index
 
-    def add_tap(self, namespace: str, ifname: str, *, vnet_hdr: bool, mtu: int | None = None) -> None:
-        """A persistent TAP (no packet-info header) the stack opens later by name.
+    def add_tap(self, namespace: str, ifname: str, *, vnet_hdr: bool, mtu: int | None = None,
+                multi_queue: bool = False) -> None:
+        """A persistent TAP (no packet-info header) the stack opens later by name; `multi_queue`: each
+        descriptor opened on it is a queue of its own (a pystack node with several workers).
 
         TAP creation is an ioctl on /dev/net/tun that lands in the caller's namespace, which is
         why pyroute2 is called from inside the node's namespace here.
         """
-        flags = {"no_pi": True, "one_queue": False, "vnet_hdr": vnet_hdr, "multi_queue": False}
+        flags = {"no_pi": True, "one_queue": False, "vnet_hdr": vnet_hdr, "multi_queue": multi_queue}
         ipr = self.ipr(namespace)
         with self.inside(namespace):
             self._run(f"create tap {namespace}:{ifname}", ipr.link, "add",

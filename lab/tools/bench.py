@@ -128,7 +128,9 @@ def run_bench(seconds: float = 3.0, name: str | None = None,
         figures["kernel_to_stack_gbps"], figures["stack_to_kernel_gbps"] = to_stack, from_stack
         with lab.stack(stack) as control:
             control.listen(ACCEPT_PORT, "discard", backlog=4096)
-            stack_pid = int(control.hello()["pid"])
+            hello = control.hello()
+            stack_pid = int(hello["pid"])
+            figures["stack_workers"] = int(hello.get("workers", 1))  # `lab bench workers` compares 1 and 2
         report("the stack's accept rate (C clients)")
         figures.update(stack_accept_figures(lab.node(kernel).namespace, (lab.address(stack), ACCEPT_PORT),
                                             stack_pid, seconds, ACCEPT_CLIENTS))

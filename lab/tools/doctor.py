@@ -12,6 +12,7 @@ from lab.kernel.capabilities import (
     check_tracefs,
     check_tun_device,
     make_bridge,
+    make_multi_queue_tap,
     make_tap,
     make_veth,
     netem_check,
@@ -28,6 +29,8 @@ def run_checks() -> list[Check]:
             probe("veth", True, "kernel nodes cannot be linked", make_veth),
             probe("bridge", True, "pystack nodes and LANs need a bridge", make_bridge),
             probe("tun/tap", True, "pystack nodes cannot get their TAP", make_tap),
+            probe("multi-queue tap", False, "pystack nodes with `workers` above 1 cannot get their TAP",
+                  make_multi_queue_tap),
             probe("sch_tbf", False, "links with a `rate` between kernel nodes are refused",
                   qdisc_probe("tbf", {"rate": "10mbit", "burst": 16000, "latency": "50ms"})),
         ]

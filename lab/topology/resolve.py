@@ -217,7 +217,7 @@ def _resolve_node(lab: str, name: str, node: NodeSpec, wiring: _Wiring, lines: S
                 key=True,
             )
     else:
-        for key in ("apps", "offload", "process"):
+        for key in ("apps", "offload", "process", "workers"):
             if key in node.model_fields_set:
                 raise lines.error(
                     (*path, key),
@@ -236,6 +236,7 @@ def _resolve_node(lab: str, name: str, node: NodeSpec, wiring: _Wiring, lines: S
         apps=_apps(node, lines, path),
         offload=True if node.offload is None else node.offload,
         process=True if node.process is None else node.process,
+        workers=1 if node.workers is None else node.workers,
     )
 
 
@@ -253,6 +254,12 @@ def _apps(node: NodeSpec, lines: SourceMap, path: FieldPath) -> tuple[AppPlan, .
                 (*where, "port"),
                 f"expected a port no other app uses (apps[{by_port[app.port]}] "
                 f"{first.app} has it), got {app.port}",
+            )
+        if app.app == "iperf3" and (node.workers or 1) > 1:
+            # Its data streams carry the session's cookie to any worker (docs/workers.md).
+            raise lines.error(
+                (*where, "app"), f"expected no iperf3 app on a node with {node.workers} workers (iperf3 "
+                "sessions are one worker's; use workers: 1), got iperf3",
             )
         by_port[app.port] = index
     return tuple(AppPlan(app=app.app, port=app.port, bytes=app.bytes) for app in node.apps)

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from lab.topology.units import parse_duration_ms, parse_percent, parse_rate_mbit
-from stack.ranges import BYTE_COUNT, MTU, PORT
+from stack.ranges import BYTE_COUNT, MTU, PORT, WORKERS
 
 AppName = Literal["echo", "discard", "source", "http", "iperf3"]
 Duration = Annotated[float, BeforeValidator(parse_duration_ms)]
@@ -74,6 +74,7 @@ class NodeSpec(_Strict):
     apps: list[AppSpec] = []
     offload: bool | None = None
     process: bool | None = None  # pystack: False = `lab up` starts no stack process (a script attaches)
+    workers: Annotated[int, Field(ge=WORKERS.low, le=WORKERS.high)] | None = None  # pystack: stack processes
 
 
 class EndpointSpec(_Strict):

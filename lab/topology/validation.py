@@ -26,7 +26,7 @@ from lab.topology.schema import (
     TopologySpec,
 )
 from lab.topology.yaml_lines import SourceMap
-from stack.ranges import BYTE_COUNT, MTU, PORT
+from stack.ranges import BYTE_COUNT, MTU, PORT, WORKERS
 
 _TAGS = frozenset({BOTH_DIRECTIONS, PER_DIRECTION})
 _ANY = object()  # wildcard in the shapes below
@@ -55,6 +55,7 @@ _FIELD_HINTS: dict[str, str] = {
     "apps": "a list of apps like {app: echo, port: 7}",
     "offload": "true or false",
     "process": "true or false",
+    "workers": f"a worker count from {WORKERS.describe()}",
     "app": "echo, discard, source or http",
     "port": f"a port number from {PORT.describe()}",
     "bytes": f"a byte count from {BYTE_COUNT.describe()} (1 TiB)",

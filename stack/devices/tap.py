@@ -51,6 +51,7 @@ IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
 IFF_PERSIST = 0x0800
+IFF_MULTI_QUEUE = 0x0100  # the device was created multi-queue: each descriptor opened on it is one queue
 TUNGETIFF = 0x800454D2
 TUNSETOFFLOAD = 0x400454D0
 TUNSETVNETHDRSZ = 0x400454D8
@@ -86,9 +87,13 @@ class TapCounters:
 class TapDevice:
     """A persistent TAP opened in plain or offload mode; non-blocking reads and writes of whole frames."""
 
-    def __init__(self, name: str, offload: bool = True) -> None:
-        """Open the TAP `name` in the calling thread's namespace; offload=True asks for virtio_net_hdr."""
+    def __init__(self, name: str, offload: bool = True, multi_queue: bool = False) -> None:
+        """Open the TAP `name` in the calling thread's namespace; offload=True asks for virtio_net_hdr.
+
+        `multi_queue`: the device was created with IFF_MULTI_QUEUE and this descriptor becomes one more of
+        its queues (one per worker process of a node); the kernel spreads the frames it sends over them."""
         self.name = name
+        self.multi_queue = multi_queue
         self.counters = TapCounters()
         self.offload = False
         self.offload_refused_reason: str | None = None
@@ -108,14 +113,15 @@ class TapDevice:
         self._open(vnet_hdr=False)
 
     @classmethod
-    def open_in_namespace(cls, netns: str, name: str, offload: bool = True) -> TapDevice:
+    def open_in_namespace(cls, netns: str, name: str, offload: bool = True,
+                          multi_queue: bool = False) -> TapDevice:
         """Open the TAP `name` living in network namespace `netns`; the process itself stays where it is."""
         path = namespace_path(netns)
         if not os.path.exists(path):
             raise TapError(errno.ENOENT, f"network namespace {netns!r} does not exist (no {path})")
         try:
             with entered(path):
-                return cls(name, offload)
+                return cls(name, offload, multi_queue)
         except TapError:
             raise
         except OSError as exc:
@@ -127,6 +133,8 @@ class TapDevice:
         import pytun  # imported here: pure users of the stack (tests, the memory driver) do not need it
 
         flags = IFF_TAP | IFF_NO_PI | (IFF_VNET_HDR if vnet_hdr else 0)
+        if self.multi_queue:
+            flags |= IFF_MULTI_QUEUE
         try:
             device = pytun.TunTapDevice(name=self.name, flags=flags)
         except pytun.Error as exc:

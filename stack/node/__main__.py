@@ -1,7 +1,7 @@
 """`python -m stack.node --settings <state dir>/nodes/<node>.json`: run a pystack node.
 
-Exit codes: 0 after SIGTERM/SIGINT, 2 for a bad settings file or a missing capability (no TAP, no
-permission), with one line on stderr saying what and where.
+Exit codes: 0 after SIGTERM/SIGINT, 1 when one of the node's workers died, 2 for a bad settings file or
+a missing capability (no TAP, no permission), with one line on stderr saying what and where.
 """
 
 from __future__ import annotations
@@ -23,9 +23,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stack.node: {exc}", file=sys.stderr)
         return 2
     from stack.node.daemon import run
+    from stack.node.workers import WorkerDied
 
     try:
         run(settings)
+    except WorkerDied as exc:
+        print(f"stack.node: {settings.node}: {exc}", file=sys.stderr)
+        return 1
     except TapError as exc:
         print(f"stack.node: {settings.node}: {exc.strerror or exc}", file=sys.stderr)
         return 2

@@ -17,7 +17,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stack.devices.impaired_tap import ImpairedTapMedium
 from stack.devices.pcap import PcapRecorder
@@ -32,6 +32,9 @@ from stack.node.runtime import CommandError, StackNode
 from stack.node.settings import SettingsError, impairment_from_json, impairment_to_json
 from stack.node.views import neighbour_json, ss_json, tables_json
 
+if TYPE_CHECKING:
+    from stack.node.workers import WorkerPeers
+
 Fields = dict[str, Any]  # a request's fields, checked and completed by `stack.node.requests.parse_request`
 
 
@@ -40,11 +43,12 @@ class ControlServer:
 
     def __init__(self, node: StackNode, path: Path, hello: Callable[[], dict[str, Any]],
                  extra_counters: Callable[[], dict[str, int]] = dict,
-                 medium: ImpairedTapMedium | None = None) -> None:
+                 medium: ImpairedTapMedium | None = None, peers: WorkerPeers | None = None) -> None:
         self.node = node
         self.medium = medium  # the TAP path whose impairments `impair` changes (None: not on a TAP)
         self.path = path
         self.hello = hello
+        self.peers = peers  # the node's other workers, asked for what this one answers for the node
         self.extra_counters = extra_counters
         self._server: asyncio.AbstractServer | None = None
         self._clients: set[asyncio.Task[None]] = set()
@@ -101,7 +105,11 @@ class ControlServer:
         except RequestError as exc:
             return _answer_error(str(exc))
         try:
+            if self.peers is not None:
+                self.peers.refuse_unshareable(name, fields)
             result = await COMMANDS[name](self, fields)
+            if self.peers is not None:
+                result = await self.peers.merge(name, fields, line, result)
             return json.dumps({"ok": True, **result}, separators=(",", ":"), default=str).encode()
         except RequestError as exc:
             return _answer_error(str(exc))

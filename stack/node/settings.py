@@ -18,7 +18,7 @@ from typing import Any
 from stack.devices.impairment import Impairment
 from stack.node.apps import APP_NAMES
 from stack.node.paths import control_socket_path, programs_socket_path
-from stack.ranges import BYTE_COUNT, DELAY_MS, JITTER_MS, MTU, PERCENT, PORT, RATE_MBIT, Range
+from stack.ranges import BYTE_COUNT, DELAY_MS, JITTER_MS, MTU, PERCENT, PORT, RATE_MBIT, WORKERS, Range
 
 SCHEMA_VERSION = 1
 IMPAIRMENT_RANGES: dict[str, Range] = {
@@ -50,6 +50,7 @@ class NodeSettings:
     state_dir: Path
     offload: bool = True
     process: bool = True
+    workers: int = 1  # worker processes, each with its own Host on its own queue of the TAP
     gateway: str | None = None
     routes: tuple[tuple[str, str], ...] = ()
     apps: tuple[AppSettings, ...] = ()
@@ -129,11 +130,15 @@ def parse_settings(data: Any, source: Path | str = "<settings>") -> NodeSettings
         if size is not None and size not in BYTE_COUNT:
             app.fail("bytes", size, f"outside {BYTE_COUNT.describe()}")
         apps.append(AppSettings(name, port, size))
+    workers = reader.get("workers", int, default=1)
+    if workers not in WORKERS:
+        reader.fail("workers", workers, f"outside {WORKERS.describe()}")
     return NodeSettings(
         lab=reader.get("lab", str), node=reader.get("node", str), namespace=reader.get("namespace", str),
         tap=reader.get("tap", str), address=address, mac=interface.get("mac", str), mtu=mtu,
         state_dir=Path(reader.get("state_dir", str)), offload=reader.get("offload", bool, default=True),
-        process=reader.get("process", bool, default=True), gateway=gateway, routes=tuple(routes),
+        process=reader.get("process", bool, default=True), workers=workers,
+        gateway=gateway, routes=tuple(routes),
         apps=tuple(apps), egress=_impairment(interface, "egress"), ingress=_impairment(interface, "ingress"),
         source=Path(source) if not isinstance(source, Path) else source,
     )

@@ -27,6 +27,7 @@ from stack.tcp.config import TcpConfig
 from stack.tcp.connection import Connection
 from stack.tcp.isn import initial_sequence_number, timestamp_offset
 from stack.tcp.listener import Listener
+from stack.tcp.ownership import FlowShare
 from stack.tcp.ports import EphemeralPortAllocator
 from stack.tcp.seq import SEQ_MASK, seq_add, seq_gt
 from stack.tcp.snapshot import ConnectionSnapshot
@@ -81,6 +82,7 @@ class TcpLayer:
         is_broadcast_address: Callable[[str], bool] | None = None,
         negative_advice: Callable[[str, float], None] | None = None,
         trace_segments: bool = True,
+        flow_share: FlowShare | None = None,
     ) -> None:
         self.config = config if config is not None else TcpConfig()
         self.secret = secret
@@ -102,7 +104,11 @@ class TcpLayer:
                 return initial_sequence_number(secret, lip, lport, rip, rport, now)
 
         self.isn_source: IsnSource = isn_source
-        ports = EphemeralPortAllocator(secret, low=self.config.ephemeral_low, high=self.config.ephemeral_high)
+        # One worker of several on one TAP: its share of the ephemeral ports, and who owns the others'.
+        self.flow_share = flow_share
+        self.handover: int | None = None  # the worker the last segment was handed to (`take_handover`)
+        ports = EphemeralPortAllocator(secret, low=self.config.ephemeral_low, high=self.config.ephemeral_high,
+                                       share=flow_share.allocates if flow_share is not None else None)
         self.tables = SocketTables(ports, rng)
         self.counter: Counter[str] = Counter()
         self._outbox: list[tuple[str, str, TcpSegment]] = []
@@ -154,6 +160,15 @@ class TcpLayer:
                 connection.on_segment(segment, now)
                 self._dirty[connection] = None
                 return
+        share = self.flow_share
+        if share is not None:
+            flags = int(segment.flags)
+            owner = share.hand_over_to(segment.dst_port, syn_only=flags & (SYN | ACK) == SYN)
+            if owner is not None:
+                # Another worker's flow: never answered here (no RST); the caller moves the frame there.
+                self.counter["WorkerHandovers"] += 1
+                self.handover = owner
+                return
         if not can_be_a_peer(src_ip, self.is_broadcast_address):
             # RFC 9293 3.9.2.3 (MUST-63): a SYN from a broadcast, multicast or otherwise invalid source is
             # ignored, and nothing (not even a RST) is sent back to such an address.
@@ -164,6 +179,11 @@ class TcpLayer:
             listener.segment_arrives(self, src_ip, dst_ip, segment, now)
             return
         self.reset_unmatched(src_ip, dst_ip, segment, now)
+
+    def take_handover(self) -> int | None:
+        """The worker the segment just received belongs to (then handed over, not answered), or None."""
+        owner, self.handover = self.handover, None
+        return owner
 
     def icmp_error(self, error: IcmpError, now: float) -> None:
         self.counter["InIcmpErrors"] += 1

@@ -29,11 +29,13 @@ MAX_RANDOM_STEP = 8  # Linux: the counter advances by max(tries, random below 8)
 class EphemeralPortAllocator:
     """Chooses ephemeral ports in [low, high] for one host."""
 
-    __slots__ = ("_table", "high", "low", "secret")
+    __slots__ = ("_table", "high", "low", "secret", "share")
 
     def __init__(
-        self, secret: bytes, low: int = LINUX_EPHEMERAL_LOW, high: int = LINUX_EPHEMERAL_HIGH
+        self, secret: bytes, low: int = LINUX_EPHEMERAL_LOW, high: int = LINUX_EPHEMERAL_HIGH,
+        share: Callable[[int], bool] | None = None,
     ) -> None:
+        """`share`: True for the ports this host may pick (one worker's share of the range); None: all."""
         if not secret:
             raise ValueError("the port allocator needs a non-empty secret")
         if not 1 <= low <= high <= 65535:
@@ -41,6 +43,7 @@ class EphemeralPortAllocator:
         self.secret = secret
         self.low = low
         self.high = high
+        self.share = share
         # RFC 6056 initialises the table with random values at boot; the randomness is injected, so each
         # entry is drawn from the caller's rng the first time it is used.
         self._table: dict[int, int] = {}
@@ -64,6 +67,7 @@ class EphemeralPortAllocator:
         as Linux's connect() does.
         """
         count = self.size
+        in_use = self._outside_share(in_use)
         offset = keyed_hash(self.secret, b"port-off", local_ip, remote_ip, remote_port)
         index = keyed_hash(self.secret, b"port-idx", local_ip, remote_ip, remote_port) % TABLE_LENGTH
         counter = self._table.get(index)
@@ -81,10 +85,18 @@ class EphemeralPortAllocator:
             f"toward {remote_ip}:{remote_port}",
         )
 
+    def _outside_share(self, in_use: Callable[[int], bool]) -> Callable[[int], bool]:
+        """`in_use`, with every port of another worker's share counted as taken."""
+        share = self.share
+        if share is None:
+            return in_use
+        return lambda port: not share(port) or in_use(port)
+
     def allocate_for_bind(self, in_use: Callable[[int], bool], rng: random.Random) -> int:
         """A free port for bind(("addr", 0)): scan from a random point; OSError(EADDRINUSE) when none is free
         (Linux's bind() error)."""
         count = self.size
+        in_use = self._outside_share(in_use)
         start = rng.randrange(count)
         for tries in range(count):
             port = self.low + (start + tries) % count
