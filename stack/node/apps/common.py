@@ -13,5 +13,7 @@ PEER_GONE = (ConnectionError, OSError, asyncio.IncompleteReadError)
 async def close_writer(writer: asyncio.StreamWriter) -> None:
     """Close and wait until the transport let go (bounded: a dead peer must not pin the handler)."""
     writer.close()
+    # asyncio.timeout, not wait_for: wait_for runs the wait as a task of its own, one more per connection.
     with contextlib.suppress(*PEER_GONE, asyncio.TimeoutError):
-        await asyncio.wait_for(writer.wait_closed(), 30.0)
+        async with asyncio.timeout(30.0):
+            await writer.wait_closed()
