@@ -26,6 +26,7 @@ from __future__ import annotations
 import heapq
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +55,13 @@ class Impairment:
             raise ValueError(f"impairment: rate_bps={self.rate_bps!r} must be positive")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"impairment: limit={self.limit!r} must be at least 1")
+
+    @property
+    def keeps_segments_whole(self) -> bool:
+        """True when nothing acts on single packets: only delay, rate and queue limit. A TSO super-segment
+        can then cross the link as one unit (its packets would leave together and arrive in order anyway);
+        loss, duplicate, corrupt, reorder and jitter (which reorders) need the wire packets."""
+        return not (self.loss or self.duplicate or self.corrupt or self.reorder or self.jitter)
 
     @property
     def is_transparent(self) -> bool:
@@ -110,7 +118,7 @@ class ImpairedLink:
     rng: random.Random
     stats: ImpairmentStats = field(default_factory=ImpairmentStats)
     header_bytes: int = 0
-    _in_flight: list[tuple[float, int, bytes]] = field(default_factory=list, init=False)
+    _in_flight: list[tuple[float, int, Any, int]] = field(default_factory=list, init=False)
     _queued_bytes: int = field(default=0, init=False)
     _limit_bytes: int = field(default=0, init=False)
     # Tie-breaker: frames due at the same time leave in the order they were queued.
@@ -126,8 +134,12 @@ class ImpairedLink:
         self.profile = profile
         self._limit_bytes = queue_limit_bytes(profile)
 
-    def send(self, frame: bytes, now: float) -> None:
-        """Offer one frame to the link at time ``now``."""
+    def send(self, frame: Any, now: float, wire_bytes: int | None = None) -> None:
+        """Offer one frame to the link at time ``now``.
+
+        ``wire_bytes``: the frame stands for that many bytes on the wire (a super-segment, given whole to a
+        profile that `keeps_segments_whole`: the rate and the queue count the packets it becomes). Such a
+        frame is opaque to the link; only a bytes frame can be corrupted."""
         self.stats.offered += 1
         profile = self.profile
         rng = self.rng
@@ -139,13 +151,13 @@ class ImpairedLink:
             self.stats.duplicated += 1
             copies = 2
         for _ in range(copies):
-            self._enqueue(frame, now)
+            self._enqueue(frame, now, wire_bytes)
 
-    def _enqueue(self, frame: bytes, now: float) -> None:
+    def _enqueue(self, frame: Any, now: float, wire_bytes: int | None) -> None:
         profile = self.profile
         rng = self.rng
-        size = len(frame) - self.header_bytes
-        if profile.corrupt and size > 0 and rng.random() < profile.corrupt:
+        size = len(frame) - self.header_bytes if wire_bytes is None else wire_bytes
+        if profile.corrupt and wire_bytes is None and size > 0 and rng.random() < profile.corrupt:
             self.stats.corrupted += 1
             bit = self.header_bytes * 8 + rng.randrange(size * 8)
             mutable = bytearray(frame)
@@ -167,15 +179,16 @@ class ImpairedLink:
             self.stats.reordered += 1
             delay = 0.0
         self._order += 1
-        heapq.heappush(self._in_flight, (departure + delay, self._order, frame))
+        heapq.heappush(self._in_flight, (departure + delay, self._order, frame, size))
 
-    def poll(self, now: float) -> list[bytes]:
+    def poll(self, now: float) -> list[Any]:
         """The frames due by ``now``, in delivery order."""
         in_flight = self._in_flight
-        due: list[bytes] = []
+        due: list[Any] = []
         while in_flight and in_flight[0][0] <= now:
-            due.append(heapq.heappop(in_flight)[2])
-        self._queued_bytes -= sum(len(frame) for frame in due) - self.header_bytes * len(due)
+            _, _, frame, size = heapq.heappop(in_flight)
+            self._queued_bytes -= size
+            due.append(frame)
         self.stats.delivered += len(due)
         return due
 
