@@ -56,8 +56,10 @@ def super_segment(seq: int, packets: int) -> OutgoingFrame:
     return OutgoingFrame(frame[:HEADERS], frame[HEADERS:], gso_size=MSS, partial_checksum=True)
 
 
-def medium(egress: Impairment, ingress: Impairment = Impairment()) -> tuple[ImpairedTapMedium, FakeTap,
-                                                                           FakeNode]:
+CLEAN = Impairment()
+
+
+def medium(egress: Impairment, ingress: Impairment = CLEAN) -> tuple[ImpairedTapMedium, FakeTap, FakeNode]:
     tap, node = FakeTap(), FakeNode()
     return ImpairedTapMedium(node, tap, egress, ingress, seed=1), tap, node  # type: ignore[arg-type]
 
@@ -79,7 +81,7 @@ def test_a_delay_only_profile_delays_a_super_segment_whole_and_keeps_its_offload
 
 def test_the_rate_counts_the_wire_packets_a_super_segment_becomes() -> None:
     rate = 100e6
-    path, tap, node = medium(Impairment(rate_bps=rate))
+    path, _, node = medium(Impairment(rate_bps=rate))
     node.outgoing = [super_segment(1, 10)]
     path.step(0.0)
     wire = 10 * (MSS + HEADERS)
@@ -102,7 +104,7 @@ def test_a_jittered_profile_cuts_them_too_as_jitter_reorders() -> None:
 
 
 def test_ingress_delivers_the_kernels_super_segment_whole_and_trusted_after_the_delay() -> None:
-    path, tap, node = medium(Impairment(), Impairment(delay=0.002))
+    path, tap, node = medium(CLEAN, Impairment(delay=0.002))
     frame = data_frame(5, bytes(8 * MSS))
     hdr = VirtioNetHdr(flags=VIRTIO_NET_HDR_F_NEEDS_CSUM, gso_type=VIRTIO_NET_HDR_GSO_TCPV4,
                        hdr_len=HEADERS, gso_size=MSS, csum_start=34, csum_offset=16)
