@@ -71,6 +71,9 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print JSON instead of lines")
     parser.add_argument("--name", default=f"bd{os.getpid() % 100000}", help="prefix of the labs")
     args = parser.parse_args()
+    if not 1 << 20 <= args.bytes <= 4 << 30:
+        print(f"bench_delay: --bytes: expected 1048576 to 4294967296, got {args.bytes}", file=sys.stderr)
+        return 2
     if os.geteuid() != 0:
         print("bench_delay: needs root (namespaces, TAP)", file=sys.stderr)
         return 2

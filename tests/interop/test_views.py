@@ -46,6 +46,28 @@ def echo_once(lab: RunningLab, payload: bytes = b"hello") -> None:
             got += sock.recv(65536)
 
 
+def capture_with_echoes(lab: RunningLab, args: list[str], payload: bytes = b"hello"
+                        ) -> subprocess.CompletedProcess[str]:
+    """`lab capture ARGS` while echoes go to the stack, one after another, until the capture has ended:
+    `lab` takes a second or more to start on a loaded machine, so one echo at a fixed time can fall
+    before tcpdump listens."""
+    capture_ended = threading.Event()
+
+    def echo_until_the_capture_ends() -> None:
+        for _ in range(20):
+            if capture_ended.is_set():
+                return
+            echo_once(lab, payload)
+            time.sleep(0.2)
+
+    thread = later(0.5, echo_until_the_capture_ends)
+    try:
+        return run_lab("capture", lab.name, *args, "--json")
+    finally:
+        capture_ended.set()
+        thread.join()
+
+
 def later(seconds: float, action: Callable[[], None]) -> threading.Thread:
     def run() -> None:
         time.sleep(seconds)
@@ -66,10 +88,8 @@ def tcpdump_read(path: Path) -> str:
 def test_capture_of_an_interface_holds_the_handshake(lab: RunningLab, tmp_path: Path, node: str,
                                                      interface: str | None) -> None:
     path = tmp_path / "c.pcap"
-    thread = later(1.0, lambda: echo_once(lab))
-    result = run_lab("capture", lab.name, node, *([interface] if interface else []), "-w", str(path),
-                     "--duration", "3", "--json")
-    thread.join()
+    result = capture_with_echoes(lab, [node, *([interface] if interface else []), "-w", str(path),
+                                       "--duration", "3"])
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["interface"] == interface or summary["interface"] in ("eth0", "tap0")
@@ -80,10 +100,8 @@ def test_capture_of_an_interface_holds_the_handshake(lab: RunningLab, tmp_path: 
 
 def test_capture_is_cut_to_its_byte_bound(lab: RunningLab, tmp_path: Path) -> None:
     path = tmp_path / "bounded.pcap"
-    thread = later(0.8, lambda: echo_once(lab, b"x" * 2_000_000))
-    result = run_lab("capture", lab.name, "s1", "-w", str(path), "--duration", "6", "--max-bytes", "20000",
-                     "--json")
-    thread.join()
+    result = capture_with_echoes(lab, ["s1", "-w", str(path), "--duration", "6", "--max-bytes", "20000"],
+                                 b"x" * 2_000_000)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["stopped_by"] == "max-bytes"
     assert 0 < path.stat().st_size <= 20000
@@ -92,31 +110,15 @@ def test_capture_is_cut_to_its_byte_bound(lab: RunningLab, tmp_path: Path) -> No
 
 def test_the_stack_writes_its_own_pcap(lab: RunningLab, tmp_path: Path) -> None:
     path = tmp_path / "stack.pcap"
-    thread = later(1.0, lambda: echo_once(lab))
-    result = run_lab("capture", lab.name, "s1", "--stack", "-w", str(path), "--duration", "3", "--json")
-    thread.join()
+    result = capture_with_echoes(lab, ["s1", "--stack", "-w", str(path), "--duration", "3"])
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["frames_in"] > 0 and summary["frames_out"] > 0
     text = tcpdump_read(path)
     assert "Flags [S]" in text and "Flags [S.]" in text, text
     bounded = tmp_path / "stack-bounded.pcap"
-    capture_ended = threading.Event()
-
-    def echo_until_the_capture_ends() -> None:  # however late the capture starts on a loaded machine
-        for _ in range(10):
-            if capture_ended.is_set():
-                return
-            echo_once(lab, b"y" * 2_000_000)
-            time.sleep(0.2)
-
-    thread = later(0.5, echo_until_the_capture_ends)
-    try:
-        result = run_lab("capture", lab.name, "s1", "--stack", "-w", str(bounded), "--duration", "6",
-                         "--max-bytes", "30000", "--json")
-    finally:
-        capture_ended.set()
-        thread.join()
+    result = capture_with_echoes(lab, ["s1", "--stack", "-w", str(bounded), "--duration", "6",
+                                       "--max-bytes", "30000"], b"y" * 2_000_000)
     assert json.loads(result.stdout)["stopped_by"] == "max-bytes"
     assert bounded.stat().st_size <= 30000
     tcpdump_read(bounded)
