@@ -266,6 +266,7 @@ def process_text_and_fin(conn: Connection, seg: TcpSegment, seq: int, now: float
     payload = seg.payload
     fin = bool(int(seg.flags) & FIN)
     state = conn.state
+    fin_held = conn.peer_fin_seq is not None  # a FIN that came beyond a hole, waiting for the text
     if len(payload):
         if state not in RECEIVES_DATA:
             payload = b""  # after the peer's FIN no text can be new (RFC 9293: "ignore the text")
@@ -294,7 +295,7 @@ def process_text_and_fin(conn: Connection, seg: TcpSegment, seq: int, now: float
         return
     if fin and state in (S.CLOSE_WAIT, S.CLOSING, S.LAST_ACK):
         conn.ack_now = True  # a retransmitted FIN: acknowledge again
-    consume_fin_if_ready(conn, now)
+    consume_fin_if_ready(conn, now, fills_a_gap=fin_held)
 
 def receive_text(conn: Connection, seq: int, payload: bytes | memoryview, now: float) -> None:
     rcv_nxt = conn.rcv_nxt
@@ -353,13 +354,23 @@ def note_duplicate(conn: Connection, start: int, end: int) -> None:
         conn.counters["TCPDSACKOldSent"] += 1
 
 
-def consume_fin_if_ready(conn: Connection, now: float) -> None:
+def consume_fin_if_ready(conn: Connection, now: float, *, fills_a_gap: bool) -> None:
+    """The FIN is next in sequence: end of file, and the state moves on.  A FIN that waited beyond a hole
+    is acknowledged at once, as any segment that fills a gap is (RFC 5681 4.2)."""
     if conn.peer_fin_seq is None or conn.eof or conn.peer_fin_seq != conn.rcv_nxt:
         return
     conn.rcv_nxt = seq_add(conn.rcv_nxt, 1)
     conn.eof = True
-    conn.ack_now = True
     state = conn.state
+    if state in (S.SYN_RECV, S.ESTABLISHED) and not fills_a_gap:
+        # The peer is done and the app's answer (or its close) usually follows at once: the ACK of the
+        # FIN is delayed so that the answer carries it, as Linux's tcp_fin does by entering pingpong
+        # mode -- a connect+close then costs six frames, not seven.
+        if conn.timers.delayed_ack is None:
+            conn.timers.delayed_ack = now + conn.config.delayed_ack
+        conn.move("rcv_fin", now)
+        return
+    conn.ack_now = True
     if state in (S.SYN_RECV, S.ESTABLISHED):
         conn.move("rcv_fin", now)
     elif state is S.FIN_WAIT1:

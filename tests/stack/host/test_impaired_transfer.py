@@ -37,9 +37,12 @@ def test_impaired_wire_delivers_exact_bytes_both_ways(a_to_b: Impairment, b_to_a
     # seeds: seed=1017 with ~15% loss), the server rightly drops its SYN_RECV entry while the client, with
     # nothing to send before accept() returns, waits forever, as it would on Linux. The property is about
     # delivering data, so the handshake gets enough chances to complete.
+    # ARP, too, gets more than Linux's 3 solicitations: at 15 % loss and 5 % corruption each way all three
+    # exchanges fail in about one example in a hundred (seed=50236), and connect() then says EHOSTUNREACH,
+    # as Linux would.
     config = TcpConfig(time_wait=1.0, synack_retries=12)
-    a = Host("10.0.0.1/24", "02:00:00:00:00:01", seed=seed, tcp=config)
-    b = Host("10.0.0.2/24", "02:00:00:00:00:02", seed=seed + 1, tcp=config)
+    a = Host("10.0.0.1/24", "02:00:00:00:00:01", seed=seed, tcp=config, arp_retries=12)
+    b = Host("10.0.0.2/24", "02:00:00:00:00:02", seed=seed + 1, tcp=config, arp_retries=12)
     runner = Runner([a, b], [MemoryWire(a, b, a_to_b, b_to_a, seed=seed)])
     rng = random.Random(seed)
     data_ab, data_ba = rng.randbytes(sizes[0]), rng.randbytes(sizes[1])

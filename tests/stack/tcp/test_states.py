@@ -45,9 +45,9 @@ def test_passive_close() -> None:
     t = Tester()
     sock = t.open_client()
     t.send(peer("FA", seq=5001, ack=1001), at=0.5)
-    t.expect(us("A", seq=1001, ack=5002, win=63999))  # a FIN is acknowledged at once
+    t.expect_nothing()  # the ACK of a FIN waits for the app's answer, as Linux's pingpong mode does
     assert sock.state == "CLOSE_WAIT" and sock.readable and sock.recv(100) == b""
-    assert sock.send(b"late") == 4  # CLOSE_WAIT still sends
+    assert sock.send(b"late") == 4  # CLOSE_WAIT still sends, and the data carries the ACK
     t.expect(us("PA", seq=1001, ack=5002, win=63999, data=b"late"))
     sock.close(t.now)
     t.expect(us("FA", seq=1005, ack=5002, win=63999))
@@ -55,6 +55,29 @@ def test_passive_close() -> None:
     t.send(peer("A", seq=5002, ack=1006))
     t.expect_nothing()
     assert sock.state == "CLOSE" and list(t.layer.tables.connections()) == []
+
+
+def test_a_fin_nobody_answers_is_acknowledged_after_the_delayed_ack_time() -> None:
+    t = Tester()
+    sock = t.open_client()
+    t.send(peer("FA", seq=5001, ack=1001), at=0.5)
+    t.expect_nothing()
+    assert t.deadline() == pytest.approx(0.5 + t.config.delayed_ack)
+    t.expect(us("A", seq=1001, ack=5002, win=63999), at=0.5 + t.config.delayed_ack)
+    assert sock.state == "CLOSE_WAIT"
+
+
+def test_a_close_right_after_the_peers_fin_sends_one_fin_ack() -> None:
+    """connect+close against a server that closes at once: the FIN carries the ACK of the peer's FIN,
+    six frames in all, as between two Linux hosts."""
+    t = Tester()
+    sock = t.open_client()
+    t.send(peer("FA", seq=5001, ack=1001), at=0.5)
+    sock.close(t.now)
+    t.expect(us("FA", seq=1001, ack=5002, win=63999))
+    t.send(peer("A", seq=5002, ack=1002))
+    t.expect_nothing()
+    assert sock.state == "CLOSE"
 
 
 def test_simultaneous_close_goes_through_closing() -> None:
@@ -99,7 +122,8 @@ def test_each_retransmitted_fin_in_close_wait_is_acknowledged() -> None:
     t = Tester()
     t.open_client()
     t.send(peer("FA", seq=5001, ack=1001), at=1.0)
-    t.expect(us("A", seq=1001, ack=5002, win=63999))
+    t.expect_nothing()  # the first FIN's ACK is delayed, waiting for the app's answer
+    t.expect(us("A", seq=1001, ack=5002, win=63999), at=1.0 + t.config.delayed_ack)
     assert t.connection().state is TcpState.CLOSE_WAIT
     t.send(peer("FA", seq=5001, ack=1001), at=1.2)
     t.expect(us("A", seq=1001, ack=5002, win=63999))
