@@ -30,6 +30,8 @@ class NeighbourState(Enum):
     DELAY = "DELAY"
     PROBE = "PROBE"
 
+    __hash__ = object.__hash__  # identity, in C: Enum's own __hash__ runs Python code (see TcpState)
+
 
 @dataclass(frozen=True, slots=True)
 class ArpTimings:

@@ -169,7 +169,8 @@ class Connection:
         if old is new:
             return
         self.state = new
-        self.trace(INET_SOCK_SET_STATE, now, oldstate=old.value, newstate=new.value)
+        # _value_, not .value: the documented attribute behind Enum's value property, read without a call.
+        self.trace(INET_SOCK_SET_STATE, now, oldstate=old._value_, newstate=new._value_)
         if self.on_state_change is not None:
             self.on_state_change(self, old, new)
 

@@ -40,10 +40,11 @@ if TYPE_CHECKING:
     from stack.tcp.layer import TcpLayer
 
 FourTuple = tuple[str, int, str, int]  # (local ip, local port, remote ip, remote port)
-ACK = TcpFlags.ACK
-SYN = TcpFlags.SYN
-RST = TcpFlags.RST
-FIN = TcpFlags.FIN
+# Plain ints: `&` on two IntFlag members runs Python code, and the LISTEN step tests several per SYN.
+ACK = int(TcpFlags.ACK)
+SYN = int(TcpFlags.SYN)
+RST = int(TcpFlags.RST)
+FIN = int(TcpFlags.FIN)
 
 
 def effective_backlog(backlog: int, somaxconn: int) -> int:
@@ -113,7 +114,7 @@ class Listener:
     # -- the LISTEN state of SEGMENT ARRIVES ---------------------------------------------------------
 
     def segment_arrives(self, layer: TcpLayer, src_ip: str, dst_ip: str, seg: TcpSegment, now: float) -> None:
-        flags = seg.flags
+        flags = int(seg.flags)
         if flags & RST:
             return  # RFC 9293: an incoming RST in LISTEN is ignored
         if flags & ACK:
@@ -175,14 +176,15 @@ class Listener:
             options = syn_ack_options(negotiated, 0, 0)
         window = min(self.config.rcvbuf, 0xFFFF)
         ack = seq_add(syn.seq, 1)
-        reply = TcpSegment(syn.dst_port, syn.src_port, cookie, ack, SYN | ACK, window, options)
+        reply = TcpSegment(syn.dst_port, syn.src_port, cookie, ack, TcpFlags.SYN | TcpFlags.ACK, window,
+                           options)
         layer.counter["SyncookiesSent"] += 1
         layer.send_raw(dst_ip, src_ip, reply)
 
     def cookie_ack(self, layer: TcpLayer, src_ip: str, dst_ip: str, seg: TcpSegment, now: float) -> bool:
         """An ACK for no connection: if it returns a valid cookie, the handshake completes here.  Returns
         False when it is not a valid cookie (the caller then resets it)."""
-        if seg.flags & (SYN | RST):
+        if int(seg.flags) & (SYN | RST):
             return False
         cookie = seq_add(seg.ack, -1)
         client_isn = seq_add(seg.seq, -1)

@@ -30,6 +30,10 @@ class TcpState(Enum):
     LAST_ACK = "LAST_ACK"
     TIME_WAIT = "TIME_WAIT"
 
+    # Members are compared by identity, so they hash by identity: in C, where Enum's own __hash__ runs
+    # Python code on every lookup of the state sets and the transition table below.
+    __hash__ = object.__hash__
+
 
 S = TcpState
 

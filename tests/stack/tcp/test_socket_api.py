@@ -5,8 +5,12 @@ from __future__ import annotations
 import errno
 import socket
 import struct
+from dataclasses import fields
 
 import pytest
+
+from stack.tcp.config import TcpConfig
+from stack.tcp.sockopts import SocketOptions
 
 from .segments import LOCAL, Tester, seg
 
@@ -216,3 +220,16 @@ def test_tcp_keepidle_set_after_so_keepalive_reschedules_the_first_probe() -> No
     assert t.deadline() == pytest.approx(1.0)
     (probe,) = t.poll(at=1.0)
     assert probe.seq == 1000 and not probe.payload  # SEG.SEQ = SND.NXT - 1
+
+
+def test_a_listeners_options_are_copied_field_by_field_and_independent() -> None:
+    options = SocketOptions.defaults(TcpConfig())
+    for number, item in enumerate(fields(SocketOptions)):  # a value unlike the default in every field
+        current = getattr(options, item.name)
+        changed = (not current if isinstance(current, bool) else (7, number) if isinstance(current, tuple)
+                   else f"cc{number}" if isinstance(current, str) else 1000 + number)
+        setattr(options, item.name, changed)
+    clone = options.copy()
+    assert clone == options and clone is not options
+    clone.rcvbuf += 1
+    assert options.rcvbuf != clone.rcvbuf
