@@ -57,10 +57,10 @@ def test_factory_rejects_unknown_names_listing_the_choices() -> None:
 # ------------------------------------------------------------------ NewReno
 
 
-def test_newreno_slow_start_per_ack_with_abc() -> None:
+def test_newreno_slow_start_grows_by_every_byte_acked() -> None:
     cc = NewReno(MSS)
-    # a 3000-byte (stretch) ACK grows cwnd by only 2*SMSS
-    steps = [(1000, 11_000), (2000, 13_000), (3000, 15_000), (500, 15_500)]
+    # a stretch ACK (a GRO receiver's one ACK for 45 segments) grows cwnd by all it ACKs, as in Linux
+    steps = [(1000, 11_000), (2000, 13_000), (45_000, 58_000), (500, 58_500)]
     for acked, expected in steps:
         cc.on_ack(acked, now=0.0, rtt=0.05)
         assert cc.cwnd == expected
@@ -225,9 +225,10 @@ def test_cubic_rto_restarts_with_k_zero() -> None:
     cc.on_rto(5.0, flight_size=60_000)
     assert cc.cwnd == MSS and cc.ssthresh == 42_000
     # slow start back to ssthresh, then an epoch with K = 0 and W_max = cwnd at its start
-    cc.on_ack(41_000, 6.0, 0.05)
-    assert cc.cwnd == 3000  # ABC: at most 2*SMSS per ACK
-    cc.cwnd = 42_000
+    cc.on_ack(2_000, 6.0, 0.05)
+    assert cc.cwnd == 3000 and cc.in_slow_start
+    cc.on_ack(39_000, 6.1, 0.05)  # up to ssthresh, the 0 bytes beyond it to congestion avoidance
+    assert cc.cwnd == 42_000
     cc.on_ack(MSS, 7.0, 0.05)
     assert cc.k == 0.0
     assert cc.w_max == pytest.approx(42.0)
