@@ -1,5 +1,6 @@
 """NewReno: RFC 5681 slow start (grown by every byte ACKed, as Linux does: `base.slow_start`) and
-congestion avoidance with RFC 3465 byte counting, the window halved on loss (RFC 6582 for the recovery it runs under)."""
+congestion avoidance with RFC 3465 byte counting, the window halved on loss (RFC 6582 for the recovery it
+runs under)."""
 
 from __future__ import annotations
 
