@@ -22,6 +22,7 @@ from stack.tcp import arrival, output
 from stack.tcp.buffers import ReceiveBuffer, SendBuffer
 from stack.tcp.config import TcpConfig
 from stack.tcp.congestion import create_congestion_control
+from stack.tcp.cwnd_use import CwndUse
 from stack.tcp.options import Negotiated, mss_for_mtu, negotiate
 from stack.tcp.reassembly import ReassemblyQueue
 from stack.tcp.recovery import LossRecovery
@@ -120,6 +121,7 @@ class Connection:
         self.cc = create_congestion_control(options.congestion, self.negotiated.send_mss,
                                             config.initial_window)
         self.recovery = LossRecovery(self.iss)
+        self.cwnd_use = CwndUse(self.iss)  # whether cwnd limits the sender, so whether it may grow
         self.send_times = SendTimes()  # when what is in flight first left (Karn: retransmissions marked)
         self.retransmissions = 0  # total segments retransmitted
         self.progress_time = 0.0  # last time SND.UNA advanced or the flight began (TCP_USER_TIMEOUT)

@@ -339,7 +339,7 @@ def send_new_data(conn: Connection, mss: int, now: float) -> None:
     cwnd = conn.recovery.congestion_window(conn)
     tso_max = conn.config.tso_max_bytes
     rack_on = rack_active(conn)
-    sent_new = False
+    sent_new = cwnd_blocked = False
     while True:
         offset = seq_sub(conn.snd_nxt, conn.snd_una)
         unsent = buffered - offset
@@ -357,7 +357,10 @@ def send_new_data(conn: Connection, mss: int, now: float) -> None:
             break
         # The congestion window admits whole segments: any room left lets one full segment go (cwnd is
         # kept in bytes, Linux keeps it in segments; rounding up keeps the two alike).
-        if cwnd - conn.recovery.flight_size(conn) <= 0 or wnd_room <= 0:
+        if cwnd - conn.recovery.flight_size(conn) <= 0:
+            cwnd_blocked = True
+            break
+        if wnd_room <= 0:
             break
         flight = seq_sub(conn.snd_nxt, conn.snd_una)
         limit = mss
@@ -397,6 +400,8 @@ def send_new_data(conn: Connection, mss: int, now: float) -> None:
             break
     if sent_new and rack_on:
         conn.recovery.rack.schedule_probe(conn, now)  # RFC 8985 7.2: (re)arm the PTO after new data
+    if sent_new or cwnd_blocked:
+        conn.cwnd_use.after_sending(conn.recovery.flight_size(conn), cwnd, conn.snd_una, conn.snd_nxt)
     if (
         not conn.fin_sent
         and (len(conn.send_buffer) > seq_sub(conn.snd_nxt, conn.snd_una) or conn.fin_requested)

@@ -221,7 +221,8 @@ class LossRecovery:
                     # is not used); Linux restarts it on every cumulative ACK, as done below.
         else:
             self.dupacks = 0
-            conn.cc.on_ack(data_acked, now, rtt)
+            cc = conn.cc
+            cc.on_ack(data_acked, now, rtt, conn.cwnd_use.allows_growth(cc.cwnd, cc.cwnd < cc.ssthresh))
         if conn.cc.cwnd != old_cwnd:
             conn.trace(TCP_CWND_CHANGE, now, cwnd=conn.cc.cwnd, ssthresh=conn.cc.ssthresh)
         # RFC 6298 5.2/5.3: stop the timer when all is acknowledged, restart it otherwise.

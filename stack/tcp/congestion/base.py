@@ -23,8 +23,9 @@ class CongestionControl(Protocol):
     initial_window: int  # segments (RFC 6928)
     acked_any: bool  # some new data was ACKed (until then a new MSS recomputes the initial window)
 
-    def on_ack(self, acked: int, now: float, rtt: float | None) -> None:
-        """`acked` bytes of new data were cumulatively ACKed outside loss recovery; rtt is a valid sample."""
+    def on_ack(self, acked: int, now: float, rtt: float | None, cwnd_limited: bool = True) -> None:
+        """`acked` bytes of new data were cumulatively ACKed outside loss recovery; rtt is a valid sample.
+        cwnd grows only when `cwnd_limited` (`stack.tcp.cwnd_use`): the sender was using the window."""
 
     def on_loss(self, now: float, flight_size: int) -> None:
         """Fast retransmit: a loss was detected and recovery begins."""

@@ -80,12 +80,14 @@ class Cubic:
         """RFC 9438 equation (1), in segments: C*(t-K)**3 + W_max."""
         return CUBIC_C * (t - self._k) ** 3 + self._w_max
 
-    def on_ack(self, acked: int, now: float, rtt: float | None) -> None:
+    def on_ack(self, acked: int, now: float, rtt: float | None, cwnd_limited: bool = True) -> None:
         if acked <= 0:
             return
         self.acked_any = True
         if rtt is not None and rtt > 0 and (self.min_rtt is None or rtt < self.min_rtt):
             self.min_rtt = rtt
+        if not cwnd_limited:
+            return  # application- or window-limited: the ACKs say nothing about more room (RFC 9438 5.8)
         acked = slow_start(self, acked)
         if acked <= 0:
             return

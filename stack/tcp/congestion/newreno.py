@@ -30,10 +30,12 @@ class NewReno:
     def in_slow_start(self) -> bool:
         return self.cwnd < self.ssthresh
 
-    def on_ack(self, acked: int, now: float, rtt: float | None) -> None:
+    def on_ack(self, acked: int, now: float, rtt: float | None, cwnd_limited: bool = True) -> None:
         if acked <= 0:
             return
         self.acked_any = True
+        if not cwnd_limited:
+            return  # application- or window-limited: no growth (RFC 7661)
         acked = slow_start(self, acked)
         if acked <= 0:
             return
