@@ -6,8 +6,8 @@ from __future__ import annotations
 from stack.devices.memory import MemoryWire
 from stack.host import Host
 from stack.loops.runner import Runner
-from stack.tcp.congestion.cubic import Cubic
 from stack.tcp.config import TcpConfig
+from stack.tcp.congestion.cubic import Cubic
 from stack.tcp.cwnd_use import CwndUse
 
 MSS = 1000
