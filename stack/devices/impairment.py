@@ -14,7 +14,8 @@ Order of the effects for each offered frame (netem's order):
    it must hold the path's bandwidth-delay product, or a sender within its window loses packets on a
    link that is meant to lose none: it is bounded in bytes by `queue_limit_bytes` (the rate, or an
    assumed veth-class rate when none is set, times delay + jitter; never below netem's 1000 full-size
-   frames), and in frames only by an explicit ``limit`` (netem's ``limit``).
+   frames, nor, without a rate, below the largest TCP window: 16 MB), and in frames only by an explicit
+   ``limit`` (netem's ``limit``).
 5. ``rate``: the frame is serialized after the frames before it (``len * 8 / rate_bps`` seconds each).
 6. ``delay`` +/- ``jitter`` (uniform): propagation delay; with ``reorder``, that fraction of the frames
    skips the delay and so overtakes the frames in flight (netem's "reorder" needs a delay to show).
@@ -74,6 +75,11 @@ class Impairment:
 ASSUMED_LINK_BPS = 16e9
 # Never less than netem's default queue (1000 frames) of full-size Ethernet frames ...
 MIN_QUEUE_BYTES = 1000 * 1514
+# ... and, on a link without a rate, never less than the largest window a sender here has in flight (Linux's
+# tcp_rmem[2] is 6 MB, the stack's buffers 4 MB): such a link holds a frame only for its delay, so what it
+# holds is what the sender sent in that time, at most its window -- which a TSO sender refilling its
+# window at once can put in flight within the delay, 4 MB inside 1 ms.
+WINDOW_QUEUE_BYTES = 16 * 1024 * 1024
 # ... and never more than this: far above any TCP window of the lab's senders (Linux tcp_rmem[2] is 6 MB),
 # so only a sender that ignores windows fills it, and a long delay cannot make the queue eat the memory.
 MAX_QUEUE_BYTES = 256 * 1024 * 1024
@@ -87,12 +93,15 @@ def queue_limit_bytes(profile: Impairment) -> int:
 
     The product of the rate (``rate_bps``, or `ASSUMED_LINK_BPS` when the link has no rate of its own)
     and the longest time a frame stays (``delay + jitter``), with `QUEUE_HEADROOM`, clamped to
-    [`MIN_QUEUE_BYTES`, `MAX_QUEUE_BYTES`]. With a rate, frames also wait for the serializer; that
-    backlog is a router queue: a sender that outruns the rate by more than the product sees drops.
+    [`MIN_QUEUE_BYTES`, `MAX_QUEUE_BYTES`] -- [`WINDOW_QUEUE_BYTES`, ...] without a rate, where nothing
+    but the delay holds a frame, so a sender within its window never loses one. With a rate, frames also
+    wait for the serializer; that backlog is a router queue: a sender that outruns the rate by more than
+    the product sees drops.
     """
     rate = profile.rate_bps if profile.rate_bps is not None else ASSUMED_LINK_BPS
     product = rate * (profile.delay + profile.jitter) / 8
-    return int(min(MAX_QUEUE_BYTES, max(MIN_QUEUE_BYTES, product * QUEUE_HEADROOM)))
+    floor = MIN_QUEUE_BYTES if profile.rate_bps is not None else WINDOW_QUEUE_BYTES
+    return int(min(MAX_QUEUE_BYTES, max(floor, product * QUEUE_HEADROOM)))
 
 
 @dataclass(slots=True)

@@ -12,6 +12,7 @@ from stack.devices.impairment import (
     MAX_QUEUE_BYTES,
     MIN_QUEUE_BYTES,
     QUEUE_HEADROOM,
+    WINDOW_QUEUE_BYTES,
     ImpairedLink,
     Impairment,
     queue_limit_bytes,
@@ -129,8 +130,10 @@ def test_a_burst_beyond_the_bandwidth_delay_product_tail_drops() -> None:
 
 
 def test_queue_sizes_follow_rate_and_delay_within_bounds() -> None:
-    assert queue_limit_bytes(Impairment()) == MIN_QUEUE_BYTES
-    assert queue_limit_bytes(Impairment(delay=0.005)) == int(ASSUMED_LINK_BPS * 0.005 / 8 * QUEUE_HEADROOM)
+    assert queue_limit_bytes(Impairment()) == WINDOW_QUEUE_BYTES  # no rate: the largest window
+    assert queue_limit_bytes(Impairment(rate_bps=1e6)) == MIN_QUEUE_BYTES
+    assert queue_limit_bytes(Impairment(delay=0.001)) == WINDOW_QUEUE_BYTES  # 3 MB product, 4 MB windows
+    assert queue_limit_bytes(Impairment(delay=0.01)) == int(ASSUMED_LINK_BPS * 0.01 / 8 * QUEUE_HEADROOM)
     assert queue_limit_bytes(Impairment(delay=3600.0)) == MAX_QUEUE_BYTES
 
 
@@ -163,3 +166,11 @@ def test_same_seed_same_run_different_seed_different_run() -> None:
 def test_bad_profiles_name_the_field(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=field):
         Impairment(**{field: value})
+
+
+def test_a_window_sent_at_once_into_a_delay_only_link_loses_nothing() -> None:
+    """A TSO sender refills a 4 MB window at once: a 1 ms link with no rate must hold all of it (it held
+    3 MB, its product at the assumed veth rate, and dropped the rest)."""
+    frames = [FULL_FRAME] * (4 * 1024 * 1024 // len(FULL_FRAME) + 1)
+    link, arrivals = run_link(Impairment(delay=0.001), frames, spacing=0.0)
+    assert link.stats.queue_drops == 0 and len(arrivals) == len(frames)
