@@ -50,6 +50,7 @@ from stack.node.apps.http_protocol import (
     Response,
     Signal,
 )
+from stack.node.apps.watchdog import Watchdog
 from stack.node.digest import BackgroundDigest, PatternDigests
 
 SERVER_NAME = "nslab-stack"
@@ -143,8 +144,17 @@ class HttpSession:
         self.conn = Connection(SERVER, self.settings.limits)
         self.head_deadline: float | None = None
         self.loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        self.watchdog = Watchdog(self.loop, task)  # bounds every read and write of the connection
 
     async def run(self) -> None:
+        try:
+            await self.exchanges()
+        finally:
+            self.watchdog.close()
+
+    async def exchanges(self) -> None:
         conn = self.conn
         while True:
             try:
@@ -182,14 +192,19 @@ class HttpSession:
                 timeout = max(0.0, self.head_deadline - self.loop.time())
             else:
                 timeout = self.settings.body_timeout
+            watchdog = self.watchdog
+            watchdog.arm(timeout)
             try:
-                async with asyncio.timeout(timeout):
-                    data = await self.reader.read(READ_SIZE)
-            except TimeoutError:
+                data = await self.reader.read(READ_SIZE)
+            except asyncio.CancelledError:
+                if not watchdog.expired():
+                    raise
                 if idle:
                     return None
                 what = "request head" if conn.their_state is IDLE else "request body"
                 raise RequestTimeout(f"the {what} stalled for {timeout:g} s") from None
+            finally:
+                watchdog.disarm()
             conn.receive_data(data)
 
     async def read_body(self, request: Request, sink: BackgroundDigest | None) -> int | None:
@@ -221,12 +236,17 @@ class HttpSession:
     async def write(self, parts: Iterable[bytes | bytearray | memoryview]) -> None:
         """Write and wait until the transport takes more; a client that reads nothing is aborted."""
         self.writer.writelines(parts)
+        watchdog = self.watchdog
+        watchdog.arm(self.settings.write_timeout)
         try:
-            async with asyncio.timeout(self.settings.write_timeout):
-                await self.writer.drain()
-        except TimeoutError:
+            await self.writer.drain()
+        except asyncio.CancelledError:
+            if not watchdog.expired():
+                raise
             self.writer.transport.abort()
             raise ConnectionAbortedError("the client read nothing for the write timeout") from None
+        finally:
+            watchdog.disarm()
 
     async def respond(self, status: int, body: bytes, headers: Headers = (),
                       content_type: str = "text/plain; charset=utf-8", close: bool = False) -> None:
