@@ -384,8 +384,32 @@ def reader_for(framing: Framing) -> BodyReader:
 # --- heads and bodies out -----------------------------------------------------------------------------------
 
 
+# Heads already formatted, by (start line, headers): a server answers the same few heads over and over (only
+# Date moves, once a second), and checking every name and value again costs more than the rest of the head.
+# Small heads only, and the whole table is dropped when full: a bound on memory, not an eviction policy.
+FORMATTED_HEADS: dict[tuple[str, tuple[tuple[str, str], ...]], bytes] = {}
+FORMATTED_HEADS_KEPT = 256
+FORMATTED_HEAD_BYTES = 2048
+
+
 def format_head(start_line: str, headers: Iterable[tuple[str, str]]) -> bytes:
     """A head ready to send; names and values are checked, so a caller can never smuggle a line end."""
+    key = (start_line, tuple(headers))
+    try:
+        head = FORMATTED_HEADS.get(key)
+    except TypeError:  # an unhashable pair (a list): formatted, not remembered
+        return checked_head(*key)
+    if head is None:
+        head = checked_head(*key)
+        if len(head) <= FORMATTED_HEAD_BYTES:
+            if len(FORMATTED_HEADS) >= FORMATTED_HEADS_KEPT:
+                FORMATTED_HEADS.clear()
+            FORMATTED_HEADS[key] = head
+    return head
+
+
+def checked_head(start_line: str, headers: Iterable[tuple[str, str]]) -> bytes:
+    """`format_head` without the table: every name and value checked, then joined."""
     lines = [start_line]
     for name, value in headers:
         if not TOKEN.fullmatch(name.encode("latin-1")) or not FIELD_VALUE.fullmatch(value.encode("latin-1")):
