@@ -32,10 +32,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from stack.node.apps.common import PEER_GONE, READ_SIZE, close_writer
-from stack.node.apps.content import chunks, pattern_sha256
+from stack.node.apps.content import chunks, pattern, pattern_sha256
 from stack.node.apps.http_messages import Headers, Limits, RemoteProtocolError, content_length, index_fields
 from stack.node.apps.http_protocol import (
     DONE,
+    END_OF_MESSAGE,
     IDLE,
     NEED_DATA,
     REASONS,
@@ -258,7 +259,7 @@ class HttpSession:
         parts = conn.send(Response(status, fields), now=self.app.clock())
         if conn.request_method != "HEAD":
             parts += conn.send(Data(body))
-        parts += conn.send(EndOfMessage())
+        parts += conn.send(END_OF_MESSAGE)
         await self.write([b"".join(parts)])
 
     async def error(self, status: int, detail: str, headers: Headers = (), close: bool = False) -> None:
@@ -311,13 +312,13 @@ class HttpSession:
         parts = conn.send(Response(200, fields), now=self.app.clock())
         if conn.request_method != "HEAD":
             if size <= SMALL_BODY:
-                parts += conn.send(Data(bytes(next(chunks(size), b""))))
+                parts += conn.send(Data(pattern(size)))
             else:
                 await self.write(parts)
                 for piece in chunks(size):
                     await self.write(conn.send(Data(piece)))
                 parts = []
-        parts += conn.send(EndOfMessage())
+        parts += conn.send(END_OF_MESSAGE)
         await self.write([b"".join(parts)])
 
     async def upload(self, request: Request) -> None:

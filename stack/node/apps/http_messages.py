@@ -56,6 +56,9 @@ FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 TARGET = re.compile(rb"[\x21-\x7e]+")
 VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])")
 HEAD_END = re.compile(rb"\n\r?\n")
+EMPTY_LINES = (b"\n", b"\r\n")
+NEWLINE = ord("\n")
+VERSIONS = {b"HTTP/1.1": "1.1", b"HTTP/1.0": "1.0"}  # what nearly every message says, looked up at once
 CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;.*)?")
 STATUS_CODE = re.compile(rb"[0-9]{3}")
 
@@ -130,13 +133,8 @@ class ReceiveBuffer:
         `limits.max_head` is 431, or 414 when it is a request whose first line is the long part.
         """
         data = self._data
-        while True:
-            if data[:1] == b"\n":
-                del data[:1]
-            elif data[:2] == b"\r\n":
-                del data[:2]
-            else:
-                break
+        while data.startswith(EMPTY_LINES):
+            del data[: 1 if data[0] == NEWLINE else 2]
             self._searched = 0
         found = HEAD_END.search(data, max(0, self._searched - 2))
         if found is None:
@@ -151,10 +149,12 @@ class ReceiveBuffer:
             if request and data.find(b"\n") > limits.max_target:
                 raise RemoteProtocolError(f"request target longer than {limits.max_target} bytes", 414)
             raise RemoteProtocolError(f"head longer than {limits.max_head} bytes", 431)
-        head = bytes(data[: found.start()])
+        # Each line with its LF: dropping the CR of every CRLF is dropping one CR before each LF.
+        lines = bytes(data[: found.start() + 1]).replace(b"\r\n", b"\n").split(b"\n")
         del data[: found.end()]
         self._searched = 0
-        return [line[:-1] if line.endswith(b"\r") else line for line in head.split(b"\n")]
+        lines.pop()  # the empty piece after the last LF
+        return lines
 
 
 # --- heads in ----------------------------------------------------------------------------------------------
@@ -162,6 +162,9 @@ class ReceiveBuffer:
 
 def parse_version(raw: bytes) -> str:
     """"1.0" or "1.1" (a later 1.x is read as 1.1, RFC 9110 section 2.5); anything else 400 or 505."""
+    known = VERSIONS.get(raw)
+    if known is not None:
+        return known
     matched = VERSION.fullmatch(raw)
     if matched is None:
         raise RemoteProtocolError(f"not an HTTP version: {raw[:20]!r}")

@@ -129,6 +129,9 @@ class ConnectionClosed:
     pass
 
 
+END_OF_MESSAGE = EndOfMessage()  # the usual end, without trailers: events are immutable, so one serves all
+
+
 Event = Request | InformationalResponse | Response | Data | EndOfMessage | ConnectionClosed
 SERVER_SEES_REQUEST = (Request, CLIENT)  # the server's machine moves on the client's Request too
 
@@ -257,7 +260,7 @@ class Connection:
             if isinstance(piece, bytes):
                 event = Data(piece)
             elif piece is not None:
-                event = EndOfMessage(piece)
+                event = EndOfMessage(piece) if piece else END_OF_MESSAGE
         elif buffer:  # DONE is handled above: MUST_CLOSE or CLOSED
             raise RemoteProtocolError(f"{len(buffer)} bytes after a message that ends the connection")
         if event is not None:
