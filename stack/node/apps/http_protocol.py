@@ -305,12 +305,16 @@ class Connection:
         if self.our_state is ERROR:
             raise LocalProtocolError("cannot send after our own protocol error")
         try:
+            if isinstance(event, Data):  # the most frequent event first: the others are tested below
+                self._process(self.our_role, event)
+                assert self._writer is not None
+                return self._writer.data(event.data)
             if isinstance(event, Response) and self.our_role is SERVER:
-                event, fields, writer = self._final_response(event, now)
-                self._process(self.our_role, event, fields)
+                headers, fields, writer = self._final_response(event, now)
+                self._process(self.our_role, event, fields)  # the sent fields: the caller's and those added
                 self._writer = writer
                 reason = event.reason or REASONS.get(event.status, "")
-                return [format_head(f"HTTP/1.1 {event.status} {reason}", event.headers)]
+                return [format_head(f"HTTP/1.1 {event.status} {reason}", headers)]
             if isinstance(event, InformationalResponse):
                 if not 100 <= event.status < 200 or event.status == 101:
                     raise LocalProtocolError(f"status {event.status} is not an informational response")
@@ -331,16 +335,14 @@ class Connection:
                 return []
             self._process(self.our_role, event)
             assert self._writer is not None
-            if isinstance(event, Data):
-                return self._writer.data(event.data)
             return self._writer.end(event.trailers)
         except LocalProtocolError:
             self._fail(self.our_role)
             raise
 
-    def _final_response(self, response: Response, now: float | None) -> tuple[Response, Fields, BodyWriter]:
-        """The response with the fields its framing and persistence need, their index, and the writer of its
-        body (the index is kept up to date with each field added or dropped: one pass over the head).
+    def _final_response(self, response: Response, now: float | None) -> tuple[Headers, Fields, BodyWriter]:
+        """The response's headers with the fields its framing and persistence need, their index, and the
+        writer of its body (the index follows each field added or dropped: one pass over the head).
 
         As in h11: the framing the caller declared stays, a 1.1 client gets chunked when no length is
         given, a 1.0 client gets a close-delimited body (no chunked for 1.0); HEAD, 204 and 304 carry no
@@ -393,7 +395,7 @@ class Connection:
             date = http_date(now)
             headers = (("Date", date), *headers)
             sent["date"] = [date]
-        return Response(response.status, headers, response.reason, response.version), sent, writer
+        return headers, sent, writer
 
     def _request_writer(self, request: Request) -> BodyWriter:
         fields = index_fields(request.headers)

@@ -87,7 +87,7 @@ def test_the_index_of_a_final_response_is_the_index_of_its_headers(raw: bytes, s
         conn.next_event()
         response = Response(status, (*first, *second), version=version)
         try:
-            final, sent, _ = conn._final_response(response, NOW)
+            headers, sent, _ = conn._final_response(response, NOW)
         except LocalProtocolError:
             continue  # a Content-Length given twice with different values, etc.
-        assert sent == index_fields(final.headers), (raw, response)
+        assert sent == index_fields(headers), (raw, response)
