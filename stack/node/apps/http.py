@@ -299,10 +299,10 @@ class HttpSession:
 
     async def pattern_bytes(self, text: str) -> None:
         limit = self.settings.max_pattern_bytes
-        if not text.isdigit() or len(text) > 20 or int(text) > limit:
+        size = int(text) if text.isdigit() and len(text) <= 20 else -1
+        if not 0 <= size <= limit:
             await self.error(404, f"/bytes/N takes a decimal byte count from 0 to {limit}, not {text[:24]!r}")
             return
-        size = int(text)
         fields: Headers = (("Server", SERVER_NAME), ("Content-Type", "application/octet-stream"),
                            ("Content-Length", str(size)))
         digest = await self.app.pattern_digest(size)

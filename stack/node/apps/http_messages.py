@@ -133,6 +133,8 @@ class ReceiveBuffer:
         `limits.max_head` is 431, or 414 when it is a request whose first line is the long part.
         """
         data = self._data
+        if not data:  # nothing received yet: the usual state between keep-alive requests
+            return None
         while data.startswith(EMPTY_LINES):
             del data[: 1 if data[0] == NEWLINE else 2]
             self._searched = 0

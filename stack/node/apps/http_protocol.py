@@ -414,6 +414,12 @@ class Connection:
         """Apply `event` sent by `role`: persistence, 100-continue, framing of what follows, transitions.
 
         `fields`: the index of a Request's or Response's headers when the caller has it already."""
+        if isinstance(event, (Data, EndOfMessage)):  # most events: only the states move
+            if role is CLIENT:
+                self.client_is_waiting_for_100_continue = False
+            self._move(role, type(event))
+            self._settle()
+            return
         if isinstance(event, Request):
             if fields is None:
                 fields = index_fields(event.headers)
@@ -435,8 +441,6 @@ class Connection:
                     self.their_http_version = event.version
                 if not keeps_alive(fields, event.version):
                     self.keep_alive = False
-        elif isinstance(event, (Data, EndOfMessage)) and role is CLIENT:
-            self.client_is_waiting_for_100_continue = False
         self._move(role, type(event))
         if isinstance(event, Request):
             self._move(SERVER, SERVER_SEES_REQUEST)
