@@ -202,13 +202,26 @@ def parse_status_line(line: bytes) -> tuple[str, int, str]:
     return parse_version(parts[0]), int(parts[1]), reason.decode("latin-1")
 
 
+# Field lines already parsed, each to its (name, value): a client repeats the same lines (Host, User-Agent,
+# Accept, ...) on every request, and checking them again costs more than a lookup. Only lines that parse
+# alone (not folded) are kept, only short ones, and the whole table is dropped when full.
+PARSED_FIELD_LINES: dict[bytes, tuple[str, str]] = {}
+PARSED_FIELD_LINES_KEPT = 512
+PARSED_FIELD_LINE_BYTES = 512
+
+
 def parse_fields(lines: list[bytes], limits: Limits) -> Headers:
     """Field lines into (lower-case name, value) pairs; obsolete line folding is unfolded (RFC 9112
     section 5.2), a fold before any field, a space before the colon or a control character is 400."""
     if len(lines) > limits.max_fields:
         raise RemoteProtocolError(f"more than {limits.max_fields} header fields", 431)
     fields: list[tuple[str, str]] = []
+    known = PARSED_FIELD_LINES
     for line in lines:
+        pair = known.get(line)
+        if pair is not None:
+            fields.append(pair)
+            continue
         if line[:1] in (b" ", b"\t"):
             if not fields:
                 raise RemoteProtocolError("a folded line before the first header field")
@@ -223,7 +236,12 @@ def parse_fields(lines: list[bytes], limits: Limits) -> Headers:
             raise RemoteProtocolError(f"malformed header line {line[:80]!r}")
         if not FIELD_VALUE.fullmatch(value):
             raise RemoteProtocolError(f"control character in header {name[:40]!r}")
-        fields.append((name.decode("ascii").lower(), value.strip(b" \t").decode("latin-1")))
+        pair = (name.decode("ascii").lower(), value.strip(b" \t").decode("latin-1"))
+        if len(line) <= PARSED_FIELD_LINE_BYTES:
+            if len(known) >= PARSED_FIELD_LINES_KEPT:
+                known.clear()
+            known[bytes(line)] = pair
+        fields.append(pair)
     return tuple(fields)
 
 

@@ -11,9 +11,11 @@ from stack.node.apps.http_messages import (
     Limits,
     LocalProtocolError,
     ReceiveBuffer,
+    RemoteProtocolError,
     checked_head,
     format_head,
     index_fields,
+    parse_fields,
     parse_version,
 )
 from stack.node.apps.http_protocol import SERVER, Connection, Response
@@ -59,6 +61,16 @@ def test_head_lines_drop_one_cr_before_each_lf(head: bytes, end: bytes) -> None:
     found = head + end[:1]
     assert buffer.take_head(Limits(), request=True) == lines_by_the_general_rule(found[:-1])
     assert buffer.take() == b"rest"
+
+
+def test_remembered_field_lines_parse_as_they_did_and_folds_still_continue_them() -> None:
+    lines = [b"Host: x", b"X-Long: a", b"\t b", b"Accept:  */* \t", b"X-Big: " + b"v" * 600]
+    first = parse_fields(lines, Limits())
+    assert first == parse_fields(lines, Limits()) == (
+        ("host", "x"), ("x-long", "a b"), ("accept", "*/*"), ("x-big", "v" * 600))
+    assert parse_fields([b"X-Long: a"], Limits()) == (("x-long", "a"),)  # the fold did not change it
+    with pytest.raises(RemoteProtocolError):
+        parse_fields([b"\t b"], Limits())  # a fold alone is still refused
 
 
 def test_known_versions_are_what_the_pattern_reads() -> None:
