@@ -176,8 +176,21 @@ def parse_version(raw: bytes) -> str:
     return "1.0" if minor == b"0" else "1.1"
 
 
+# Lines already parsed (request lines here, field lines below): clients repeat the same lines, and checking
+# them again costs more than a lookup. Short lines only; a full table is dropped whole (a bound on memory).
+PARSED_LINES_KEPT = 512
+PARSED_LINE_BYTES = 512
+# The one check that depends on the limits (the target's length) runs on every call.
+PARSED_REQUEST_LINES: dict[bytes, tuple[str, str, str]] = {}
+
+
 def parse_request_line(line: bytes, limits: Limits) -> tuple[str, str, str]:
     """method, target, version of `METHOD SP request-target SP HTTP/1.x` (RFC 9112 section 3)."""
+    parsed = PARSED_REQUEST_LINES.get(line)
+    if parsed is not None:
+        if len(parsed[1]) > limits.max_target:
+            raise RemoteProtocolError(f"request target longer than {limits.max_target} bytes", 414)
+        return parsed
     parts = line.split(b" ")
     if len(parts) != 3:
         raise RemoteProtocolError(f"malformed request line {line[:80]!r}")
@@ -188,7 +201,12 @@ def parse_request_line(line: bytes, limits: Limits) -> tuple[str, str, str]:
         raise RemoteProtocolError(f"request target longer than {limits.max_target} bytes", 414)
     if not TARGET.fullmatch(target):
         raise RemoteProtocolError(f"malformed request target {target[:80]!r}")
-    return method.decode("ascii"), target.decode("ascii"), parse_version(version)
+    parsed = method.decode("ascii"), target.decode("ascii"), parse_version(version)
+    if len(line) <= PARSED_LINE_BYTES:
+        if len(PARSED_REQUEST_LINES) >= PARSED_LINES_KEPT:
+            PARSED_REQUEST_LINES.clear()
+        PARSED_REQUEST_LINES[bytes(line)] = parsed
+    return parsed
 
 
 def parse_status_line(line: bytes) -> tuple[str, int, str]:
@@ -202,12 +220,8 @@ def parse_status_line(line: bytes) -> tuple[str, int, str]:
     return parse_version(parts[0]), int(parts[1]), reason.decode("latin-1")
 
 
-# Field lines already parsed, each to its (name, value): a client repeats the same lines (Host, User-Agent,
-# Accept, ...) on every request, and checking them again costs more than a lookup. Only lines that parse
-# alone (not folded) are kept, only short ones, and the whole table is dropped when full.
+# Field lines already parsed, each to its (name, value); only lines that parse alone (not folded) are kept.
 PARSED_FIELD_LINES: dict[bytes, tuple[str, str]] = {}
-PARSED_FIELD_LINES_KEPT = 512
-PARSED_FIELD_LINE_BYTES = 512
 
 
 def parse_fields(lines: list[bytes], limits: Limits) -> Headers:
@@ -237,8 +251,8 @@ def parse_fields(lines: list[bytes], limits: Limits) -> Headers:
         if not FIELD_VALUE.fullmatch(value):
             raise RemoteProtocolError(f"control character in header {name[:40]!r}")
         pair = (name.decode("ascii").lower(), value.strip(b" \t").decode("latin-1"))
-        if len(line) <= PARSED_FIELD_LINE_BYTES:
-            if len(known) >= PARSED_FIELD_LINES_KEPT:
+        if len(line) <= PARSED_LINE_BYTES:
+            if len(known) >= PARSED_LINES_KEPT:
                 known.clear()
             known[bytes(line)] = pair
         fields.append(pair)

@@ -16,6 +16,7 @@ from stack.node.apps.http_messages import (
     format_head,
     index_fields,
     parse_fields,
+    parse_request_line,
     parse_version,
 )
 from stack.node.apps.http_protocol import SERVER, Connection, Response
@@ -71,6 +72,15 @@ def test_remembered_field_lines_parse_as_they_did_and_folds_still_continue_them(
     assert parse_fields([b"X-Long: a"], Limits()) == (("x-long", "a"),)  # the fold did not change it
     with pytest.raises(RemoteProtocolError):
         parse_fields([b"\t b"], Limits())  # a fold alone is still refused
+
+
+def test_a_remembered_request_line_still_meets_the_target_limit() -> None:
+    line = b"GET /" + b"a" * 100 + b" HTTP/1.1"
+    expected = ("GET", "/" + "a" * 100, "1.1")
+    assert parse_request_line(line, Limits()) == parse_request_line(line, Limits()) == expected
+    with pytest.raises(RemoteProtocolError) as refused:
+        parse_request_line(line, Limits(max_target=50))
+    assert refused.value.status == 414
 
 
 def test_known_versions_are_what_the_pattern_reads() -> None:
