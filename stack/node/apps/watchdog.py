@@ -3,7 +3,7 @@
 A keep-alive connection waits, per request, for the next request's bytes and for the transport to take the
 answer; each wait has its own bound. `asyncio.timeout` builds a context manager, looks up the current task
 and schedules and cancels a timer handle for every one of these waits. A `Watchdog` keeps one timer handle
-for its task and moves only a deadline: arming a wait is a clock read and two attribute writes, and the
+for its task and moves only a deadline: arming a wait is a clock read and a few attribute writes, and the
 handle is re-scheduled only when it fires before the deadline that stands then (about once per bound, not
 once per wait), or when a wait needs an earlier time than the handle has.
 
@@ -17,8 +17,8 @@ once per wait), or when a wait needs an earlier time than the handle has.
     finally:
         watchdog.disarm()
 
-As with `asyncio.timeout`, an expired wait cancels the task and the cancellation becomes TimeoutError, and a
-cancellation from elsewhere stays a cancellation.
+As with `asyncio.timeout`, an expired wait cancels the task; `expired()` tells that cancellation (and takes
+it back, so the task is not left cancelling) from one that came from elsewhere, which the caller re-raises.
 """
 
 from __future__ import annotations
