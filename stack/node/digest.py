@@ -123,8 +123,9 @@ class PatternDigests:
         self._worker: threading.Thread | None = None
 
     def known(self, size: int) -> str | None:
-        with self._lock:
-            return self._known.get(size)
+        # No lock: one dict lookup is atomic (the worker changes the dict only under the lock, one
+        # operation at a time), and this runs for every GET /bytes/N.
+        return self._known.get(size)
 
     def remember(self, size: int, digest: str) -> None:
         with self._lock:

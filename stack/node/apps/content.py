@@ -52,6 +52,9 @@ def chunks(n: int, size: int = CHUNK, offset: int = 0) -> Iterator[memoryview]:
 
 def pattern(n: int, offset: int = 0) -> bytes:
     """The first `n` bytes of the stream (from `offset`), as one bytes object: for tests and small bodies."""
+    if 0 <= n <= CHUNK and offset >= 0:  # one slice of the cached block: a small body costs one copy
+        start = offset % PERIOD
+        return _block()[start : start + n]
     return b"".join(chunks(n, offset=offset))
 
 

@@ -32,10 +32,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from stack.node.apps.common import PEER_GONE, READ_SIZE, close_writer
-from stack.node.apps.content import chunks, pattern_sha256
+from stack.node.apps.content import chunks, pattern, pattern_sha256
 from stack.node.apps.http_messages import Headers, Limits, RemoteProtocolError, content_length, index_fields
 from stack.node.apps.http_protocol import (
     DONE,
+    END_OF_MESSAGE,
     IDLE,
     NEED_DATA,
     REASONS,
@@ -50,6 +51,7 @@ from stack.node.apps.http_protocol import (
     Response,
     Signal,
 )
+from stack.node.apps.watchdog import Watchdog
 from stack.node.digest import BackgroundDigest, PatternDigests
 
 SERVER_NAME = "nslab-stack"
@@ -143,8 +145,17 @@ class HttpSession:
         self.conn = Connection(SERVER, self.settings.limits)
         self.head_deadline: float | None = None
         self.loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        self.watchdog = Watchdog(self.loop, task)  # bounds every read and write of the connection
 
     async def run(self) -> None:
+        try:
+            await self.exchanges()
+        finally:
+            self.watchdog.close()
+
+    async def exchanges(self) -> None:
         conn = self.conn
         while True:
             try:
@@ -182,14 +193,19 @@ class HttpSession:
                 timeout = max(0.0, self.head_deadline - self.loop.time())
             else:
                 timeout = self.settings.body_timeout
+            watchdog = self.watchdog
+            watchdog.arm(timeout)
             try:
-                async with asyncio.timeout(timeout):
-                    data = await self.reader.read(READ_SIZE)
-            except TimeoutError:
+                data = await self.reader.read(READ_SIZE)
+            except asyncio.CancelledError:
+                if not watchdog.expired():
+                    raise
                 if idle:
                     return None
                 what = "request head" if conn.their_state is IDLE else "request body"
                 raise RequestTimeout(f"the {what} stalled for {timeout:g} s") from None
+            finally:
+                watchdog.disarm()
             conn.receive_data(data)
 
     async def read_body(self, request: Request, sink: BackgroundDigest | None) -> int | None:
@@ -221,12 +237,17 @@ class HttpSession:
     async def write(self, parts: Iterable[bytes | bytearray | memoryview]) -> None:
         """Write and wait until the transport takes more; a client that reads nothing is aborted."""
         self.writer.writelines(parts)
+        watchdog = self.watchdog
+        watchdog.arm(self.settings.write_timeout)
         try:
-            async with asyncio.timeout(self.settings.write_timeout):
-                await self.writer.drain()
-        except TimeoutError:
+            await self.writer.drain()
+        except asyncio.CancelledError:
+            if not watchdog.expired():
+                raise
             self.writer.transport.abort()
             raise ConnectionAbortedError("the client read nothing for the write timeout") from None
+        finally:
+            watchdog.disarm()
 
     async def respond(self, status: int, body: bytes, headers: Headers = (),
                       content_type: str = "text/plain; charset=utf-8", close: bool = False) -> None:
@@ -238,7 +259,7 @@ class HttpSession:
         parts = conn.send(Response(status, fields), now=self.app.clock())
         if conn.request_method != "HEAD":
             parts += conn.send(Data(body))
-        parts += conn.send(EndOfMessage())
+        parts += conn.send(END_OF_MESSAGE)
         await self.write([b"".join(parts)])
 
     async def error(self, status: int, detail: str, headers: Headers = (), close: bool = False) -> None:
@@ -278,10 +299,10 @@ class HttpSession:
 
     async def pattern_bytes(self, text: str) -> None:
         limit = self.settings.max_pattern_bytes
-        if not text.isdigit() or len(text) > 20 or int(text) > limit:
+        size = int(text) if text.isdigit() and len(text) <= 20 else -1
+        if not 0 <= size <= limit:
             await self.error(404, f"/bytes/N takes a decimal byte count from 0 to {limit}, not {text[:24]!r}")
             return
-        size = int(text)
         fields: Headers = (("Server", SERVER_NAME), ("Content-Type", "application/octet-stream"),
                            ("Content-Length", str(size)))
         digest = await self.app.pattern_digest(size)
@@ -291,13 +312,13 @@ class HttpSession:
         parts = conn.send(Response(200, fields), now=self.app.clock())
         if conn.request_method != "HEAD":
             if size <= SMALL_BODY:
-                parts += conn.send(Data(bytes(next(chunks(size), b""))))
+                parts += conn.send(Data(pattern(size)))
             else:
                 await self.write(parts)
                 for piece in chunks(size):
                     await self.write(conn.send(Data(piece)))
                 parts = []
-        parts += conn.send(EndOfMessage())
+        parts += conn.send(END_OF_MESSAGE)
         await self.write([b"".join(parts)])
 
     async def upload(self, request: Request) -> None:

@@ -56,6 +56,9 @@ FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 TARGET = re.compile(rb"[\x21-\x7e]+")
 VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])")
 HEAD_END = re.compile(rb"\n\r?\n")
+EMPTY_LINES = (b"\n", b"\r\n")
+NEWLINE = ord("\n")
+VERSIONS = {b"HTTP/1.1": "1.1", b"HTTP/1.0": "1.0"}  # what nearly every message says, looked up at once
 CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;.*)?")
 STATUS_CODE = re.compile(rb"[0-9]{3}")
 
@@ -130,13 +133,10 @@ class ReceiveBuffer:
         `limits.max_head` is 431, or 414 when it is a request whose first line is the long part.
         """
         data = self._data
-        while True:
-            if data[:1] == b"\n":
-                del data[:1]
-            elif data[:2] == b"\r\n":
-                del data[:2]
-            else:
-                break
+        if not data:  # nothing received yet: the usual state between keep-alive requests
+            return None
+        while data.startswith(EMPTY_LINES):
+            del data[: 1 if data[0] == NEWLINE else 2]
             self._searched = 0
         found = HEAD_END.search(data, max(0, self._searched - 2))
         if found is None:
@@ -151,10 +151,12 @@ class ReceiveBuffer:
             if request and data.find(b"\n") > limits.max_target:
                 raise RemoteProtocolError(f"request target longer than {limits.max_target} bytes", 414)
             raise RemoteProtocolError(f"head longer than {limits.max_head} bytes", 431)
-        head = bytes(data[: found.start()])
+        # Each line with its LF: dropping the CR of every CRLF is dropping one CR before each LF.
+        lines = bytes(data[: found.start() + 1]).replace(b"\r\n", b"\n").split(b"\n")
         del data[: found.end()]
         self._searched = 0
-        return [line[:-1] if line.endswith(b"\r") else line for line in head.split(b"\n")]
+        lines.pop()  # the empty piece after the last LF
+        return lines
 
 
 # --- heads in ----------------------------------------------------------------------------------------------
@@ -162,6 +164,9 @@ class ReceiveBuffer:
 
 def parse_version(raw: bytes) -> str:
     """"1.0" or "1.1" (a later 1.x is read as 1.1, RFC 9110 section 2.5); anything else 400 or 505."""
+    known = VERSIONS.get(raw)
+    if known is not None:
+        return known
     matched = VERSION.fullmatch(raw)
     if matched is None:
         raise RemoteProtocolError(f"not an HTTP version: {raw[:20]!r}")
@@ -171,8 +176,21 @@ def parse_version(raw: bytes) -> str:
     return "1.0" if minor == b"0" else "1.1"
 
 
+# Lines already parsed (request lines here, field lines below): clients repeat the same lines, and checking
+# them again costs more than a lookup. Short lines only; a full table is dropped whole (a bound on memory).
+PARSED_LINES_KEPT = 512
+PARSED_LINE_BYTES = 512
+# The one check that depends on the limits (the target's length) runs on every call.
+PARSED_REQUEST_LINES: dict[bytes, tuple[str, str, str]] = {}
+
+
 def parse_request_line(line: bytes, limits: Limits) -> tuple[str, str, str]:
     """method, target, version of `METHOD SP request-target SP HTTP/1.x` (RFC 9112 section 3)."""
+    parsed = PARSED_REQUEST_LINES.get(line)
+    if parsed is not None:
+        if len(parsed[1]) > limits.max_target:
+            raise RemoteProtocolError(f"request target longer than {limits.max_target} bytes", 414)
+        return parsed
     parts = line.split(b" ")
     if len(parts) != 3:
         raise RemoteProtocolError(f"malformed request line {line[:80]!r}")
@@ -183,7 +201,12 @@ def parse_request_line(line: bytes, limits: Limits) -> tuple[str, str, str]:
         raise RemoteProtocolError(f"request target longer than {limits.max_target} bytes", 414)
     if not TARGET.fullmatch(target):
         raise RemoteProtocolError(f"malformed request target {target[:80]!r}")
-    return method.decode("ascii"), target.decode("ascii"), parse_version(version)
+    parsed = method.decode("ascii"), target.decode("ascii"), parse_version(version)
+    if len(line) <= PARSED_LINE_BYTES:
+        if len(PARSED_REQUEST_LINES) >= PARSED_LINES_KEPT:
+            PARSED_REQUEST_LINES.clear()
+        PARSED_REQUEST_LINES[bytes(line)] = parsed
+    return parsed
 
 
 def parse_status_line(line: bytes) -> tuple[str, int, str]:
@@ -197,13 +220,22 @@ def parse_status_line(line: bytes) -> tuple[str, int, str]:
     return parse_version(parts[0]), int(parts[1]), reason.decode("latin-1")
 
 
+# Field lines already parsed, each to its (name, value); only lines that parse alone (not folded) are kept.
+PARSED_FIELD_LINES: dict[bytes, tuple[str, str]] = {}
+
+
 def parse_fields(lines: list[bytes], limits: Limits) -> Headers:
     """Field lines into (lower-case name, value) pairs; obsolete line folding is unfolded (RFC 9112
     section 5.2), a fold before any field, a space before the colon or a control character is 400."""
     if len(lines) > limits.max_fields:
         raise RemoteProtocolError(f"more than {limits.max_fields} header fields", 431)
     fields: list[tuple[str, str]] = []
+    known = PARSED_FIELD_LINES
     for line in lines:
+        pair = known.get(line)
+        if pair is not None:
+            fields.append(pair)
+            continue
         if line[:1] in (b" ", b"\t"):
             if not fields:
                 raise RemoteProtocolError("a folded line before the first header field")
@@ -218,7 +250,12 @@ def parse_fields(lines: list[bytes], limits: Limits) -> Headers:
             raise RemoteProtocolError(f"malformed header line {line[:80]!r}")
         if not FIELD_VALUE.fullmatch(value):
             raise RemoteProtocolError(f"control character in header {name[:40]!r}")
-        fields.append((name.decode("ascii").lower(), value.strip(b" \t").decode("latin-1")))
+        pair = (name.decode("ascii").lower(), value.strip(b" \t").decode("latin-1"))
+        if len(line) <= PARSED_LINE_BYTES:
+            if len(known) >= PARSED_LINES_KEPT:
+                known.clear()
+            known[bytes(line)] = pair
+        fields.append(pair)
     return tuple(fields)
 
 
@@ -384,8 +421,32 @@ def reader_for(framing: Framing) -> BodyReader:
 # --- heads and bodies out -----------------------------------------------------------------------------------
 
 
+# Heads already formatted, by (start line, headers): a server answers the same few heads over and over (only
+# Date moves, once a second), and checking every name and value again costs more than the rest of the head.
+# Small heads only, and the whole table is dropped when full: a bound on memory, not an eviction policy.
+FORMATTED_HEADS: dict[tuple[str, tuple[tuple[str, str], ...]], bytes] = {}
+FORMATTED_HEADS_KEPT = 256
+FORMATTED_HEAD_BYTES = 2048
+
+
 def format_head(start_line: str, headers: Iterable[tuple[str, str]]) -> bytes:
     """A head ready to send; names and values are checked, so a caller can never smuggle a line end."""
+    key = (start_line, tuple(headers))
+    try:
+        head = FORMATTED_HEADS.get(key)
+    except TypeError:  # an unhashable pair (a list): formatted, not remembered
+        return checked_head(*key)
+    if head is None:
+        head = checked_head(*key)
+        if len(head) <= FORMATTED_HEAD_BYTES:
+            if len(FORMATTED_HEADS) >= FORMATTED_HEADS_KEPT:
+                FORMATTED_HEADS.clear()
+            FORMATTED_HEADS[key] = head
+    return head
+
+
+def checked_head(start_line: str, headers: Iterable[tuple[str, str]]) -> bytes:
+    """`format_head` without the table: every name and value checked, then joined."""
     lines = [start_line]
     for name, value in headers:
         if not TOKEN.fullmatch(name.encode("latin-1")) or not FIELD_VALUE.fullmatch(value.encode("latin-1")):

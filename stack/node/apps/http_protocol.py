@@ -21,7 +21,7 @@ Pipelined requests wait in the receive buffer (`next_event` answers PAUSED) unti
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from stack.node.apps.http_messages import (
     NO_BODY,
@@ -129,6 +129,9 @@ class ConnectionClosed:
     pass
 
 
+END_OF_MESSAGE = EndOfMessage()  # the usual end, without trailers: events are immutable, so one serves all
+
+
 Event = Request | InformationalResponse | Response | Data | EndOfMessage | ConnectionClosed
 SERVER_SEES_REQUEST = (Request, CLIENT)  # the server's machine moves on the client's Request too
 
@@ -167,6 +170,8 @@ STATE_TRANSITIONS: dict[tuple[State, State], dict[Role, State]] = {
 def keeps_alive(fields: Fields, version: str) -> bool:
     """Whether a message lets the connection persist (RFC 9112 section 9.3): HTTP/1.1 unless it says
     `Connection: close`; HTTP/1.0 only when it says `Connection: keep-alive`."""
+    if "connection" not in fields:
+        return version != "1.0"
     tokens = connection_tokens(fields)
     if "close" in tokens:
         return False
@@ -193,6 +198,7 @@ class Connection:
         self._peer_closed = False
         self._reader: BodyReader | None = None  # the body the peer is sending
         self._writer: BodyWriter | None = None  # the body we are sending
+        self._head_fields: Fields | None = None  # the index of the head just parsed, for `_process`
 
     @property
     def our_state(self) -> State:
@@ -230,7 +236,8 @@ class Connection:
         try:
             event = self._extract_event()
             if not isinstance(event, Signal):
-                self._process(self.their_role, event)
+                fields, self._head_fields = self._head_fields, None
+                self._process(self.their_role, event, fields)
             return event
         except RemoteProtocolError:
             self._fail(self.their_role)
@@ -253,7 +260,7 @@ class Connection:
             if isinstance(piece, bytes):
                 event = Data(piece)
             elif piece is not None:
-                event = EndOfMessage(piece)
+                event = EndOfMessage(piece) if piece else END_OF_MESSAGE
         elif buffer:  # DONE is handled above: MUST_CLOSE or CLOSED
             raise RemoteProtocolError(f"{len(buffer)} bytes after a message that ends the connection")
         if event is not None:
@@ -272,8 +279,10 @@ class Connection:
     def _request_from(self, lines: list[bytes]) -> Request:
         method, target, version = parse_request_line(lines[0], self.limits)
         headers = parse_fields(lines[1:], self.limits)
-        if version == "1.1" and sum(1 for name, _ in headers if name == "host") != 1:
+        fields = index_fields(headers)
+        if version == "1.1" and len(fields.get("host", ())) != 1:
             raise RemoteProtocolError("an HTTP/1.1 request needs exactly one Host")
+        self._head_fields = fields
         return Request(method, target, headers, version)
 
     def _response_from(self, lines: list[bytes]) -> InformationalResponse | Response:
@@ -283,6 +292,7 @@ class Connection:
             raise RemoteProtocolError("101 Switching Protocols: protocol switching is not supported")
         if 100 <= status < 200:
             return InformationalResponse(status, headers, reason)
+        self._head_fields = index_fields(headers)
         return Response(status, headers, reason, version)
 
     # -- sending -------------------------------------------------------------------------------------------
@@ -295,12 +305,16 @@ class Connection:
         if self.our_state is ERROR:
             raise LocalProtocolError("cannot send after our own protocol error")
         try:
-            if isinstance(event, Response) and self.our_role is SERVER:
-                event, writer = self._final_response(event, now)
+            if isinstance(event, Data):  # the most frequent event first: the others are tested below
                 self._process(self.our_role, event)
+                assert self._writer is not None
+                return self._writer.data(event.data)
+            if isinstance(event, Response) and self.our_role is SERVER:
+                headers, fields, writer = self._final_response(event, now)
+                self._process(self.our_role, event, fields)  # the sent fields: the caller's and those added
                 self._writer = writer
                 reason = event.reason or REASONS.get(event.status, "")
-                return [format_head(f"HTTP/1.1 {event.status} {reason}", event.headers)]
+                return [format_head(f"HTTP/1.1 {event.status} {reason}", headers)]
             if isinstance(event, InformationalResponse):
                 if not 100 <= event.status < 200 or event.status == 101:
                     raise LocalProtocolError(f"status {event.status} is not an informational response")
@@ -321,15 +335,14 @@ class Connection:
                 return []
             self._process(self.our_role, event)
             assert self._writer is not None
-            if isinstance(event, Data):
-                return self._writer.data(event.data)
             return self._writer.end(event.trailers)
         except LocalProtocolError:
             self._fail(self.our_role)
             raise
 
-    def _final_response(self, response: Response, now: float | None) -> tuple[Response, BodyWriter]:
-        """The response with the fields its framing and persistence need, and the writer of its body.
+    def _final_response(self, response: Response, now: float | None) -> tuple[Headers, Fields, BodyWriter]:
+        """The response's headers with the fields its framing and persistence need, their index, and the
+        writer of its body (the index follows each field added or dropped: one pass over the head).
 
         As in h11: the framing the caller declared stays, a 1.1 client gets chunked when no length is
         given, a 1.0 client gets a close-delimited body (no chunked for 1.0); HEAD, 204 and 304 carry no
@@ -340,6 +353,7 @@ class Connection:
             self.keep_alive = False
         headers = response.headers
         fields = index_fields(headers)
+        sent = dict(fields)  # the index of the headers that go out
         length = fields.get("content-length", [])
         chunked = "transfer-encoding" in fields
         old_client = self.their_http_version == "1.0"
@@ -349,10 +363,13 @@ class Connection:
             kind = "chunked"
         elif old_client or self.their_http_version is None:
             kind = "close"
-            headers = without(headers, "transfer-encoding")
+            if chunked:
+                headers = without(headers, "transfer-encoding")
+                del sent["transfer-encoding"]
         else:
             kind = "chunked"
             headers = (*headers, ("Transfer-Encoding", "chunked"))
+            sent["transfer-encoding"] = ["chunked"]
         if self.request_method == "HEAD" or response.status in (204, 304):
             writer = BodyWriter("none")
         elif kind == "length":
@@ -365,14 +382,20 @@ class Connection:
             self.keep_alive = False
         if not keeps_alive(fields, "1.1"):
             self.keep_alive = False
-        headers = without(headers, "connection")
+        if "connection" in fields:
+            headers = without(headers, "connection")
+            del sent["connection"]
         if not self.keep_alive:
             headers = (*headers, ("Connection", "close"))
+            sent["connection"] = ["close"]
         elif old_client:
             headers = (*headers, ("Connection", "keep-alive"))
+            sent["connection"] = ["keep-alive"]
         if "date" not in fields:
-            headers = (("Date", http_date(now)), *headers)
-        return replace(response, headers=headers), writer
+            date = http_date(now)
+            headers = (("Date", date), *headers)
+            sent["date"] = [date]
+        return headers, sent, writer
 
     def _request_writer(self, request: Request) -> BodyWriter:
         fields = index_fields(request.headers)
@@ -387,31 +410,42 @@ class Connection:
 
     # -- the state machine ---------------------------------------------------------------------------------
 
-    def _process(self, role: Role, event: Event) -> None:
-        """Apply `event` sent by `role`: persistence, 100-continue, framing of what follows, transitions."""
-        fields = index_fields(event.headers) if isinstance(event, (Request, Response)) else {}
+    def _process(self, role: Role, event: Event, fields: Fields | None = None) -> None:
+        """Apply `event` sent by `role`: persistence, 100-continue, framing of what follows, transitions.
+
+        `fields`: the index of a Request's or Response's headers when the caller has it already."""
+        if isinstance(event, (Data, EndOfMessage)):  # most events: only the states move
+            if role is CLIENT:
+                self.client_is_waiting_for_100_continue = False
+            self._move(role, type(event))
+            self._settle()
+            return
         if isinstance(event, Request):
+            if fields is None:
+                fields = index_fields(event.headers)
             self.request_method = event.method
             if role is self.their_role:
                 self.their_http_version = event.version
             if not keeps_alive(fields, event.version):
                 self.keep_alive = False
-            expect = {value.lower() for value in field_values(fields, "expect")}
-            if event.version == "1.1" and "100-continue" in expect:
-                self.client_is_waiting_for_100_continue = True
+            if "expect" in fields:
+                expect = {value.lower() for value in field_values(fields, "expect")}
+                if event.version == "1.1" and "100-continue" in expect:
+                    self.client_is_waiting_for_100_continue = True
         elif isinstance(event, (InformationalResponse, Response)):
             self.client_is_waiting_for_100_continue = False
             if isinstance(event, Response):
+                if fields is None:
+                    fields = index_fields(event.headers)
                 if role is self.their_role:
                     self.their_http_version = event.version
                 if not keeps_alive(fields, event.version):
                     self.keep_alive = False
-        elif isinstance(event, (Data, EndOfMessage)) and role is CLIENT:
-            self.client_is_waiting_for_100_continue = False
         self._move(role, type(event))
         if isinstance(event, Request):
             self._move(SERVER, SERVER_SEES_REQUEST)
         if role is self.their_role and isinstance(event, (Request, Response)):
+            assert fields is not None
             framing = self._their_framing(event, fields)
             if framing[0] == "close":
                 self.keep_alive = False
@@ -443,19 +477,23 @@ class Connection:
 
     def _settle(self) -> None:
         """Apply the state-triggered transitions until nothing changes."""
+        states = self.states
         while True:
-            before = dict(self.states)
+            client, server = states[CLIENT], states[SERVER]
             if not self.keep_alive:
-                for role in (CLIENT, SERVER):
-                    if self.states[role] is DONE:
-                        self.states[role] = MUST_CLOSE
-            self.states.update(STATE_TRANSITIONS.get((self.states[CLIENT], self.states[SERVER]), {}))
-            if self.states == before:
+                if client is DONE:
+                    states[CLIENT] = MUST_CLOSE
+                if server is DONE:
+                    states[SERVER] = MUST_CLOSE
+            moves = STATE_TRANSITIONS.get((states[CLIENT], states[SERVER]))
+            if moves is not None:
+                states.update(moves)
+            if states[CLIENT] is client and states[SERVER] is server:
                 return
 
     def start_next_cycle(self) -> None:
         """Reuse the connection for the next exchange (both sides DONE, keep-alive on)."""
-        if self.states != {CLIENT: DONE, SERVER: DONE}:
+        if self.states[CLIENT] is not DONE or self.states[SERVER] is not DONE:
             raise LocalProtocolError(f"not reusable: client {self.states[CLIENT].name}, "
                                      f"server {self.states[SERVER].name}")
         self.states = {CLIENT: IDLE, SERVER: IDLE}
