@@ -58,7 +58,9 @@ SERVER_NAME = "nslab-stack"
 MAX_PATTERN_BYTES = 1 << 36
 DIGEST_HEADER_BYTES = 1 << 30
 INLINE_DIGEST_BYTES = 256 * 1024  # at most about 0.15 ms of hashing on the loop; larger goes to the worker
-SMALL_BODY = 16 * 1024  # bodies up to this go out in one write with their head
+SMALL_BODY = 16 * 1024
+LINGER_SECONDS = 2.0  # a refused client's unread bytes are drained this long at most (lingering close) ...
+LINGER_BYTES = 1 << 20  # ... and this much  # bodies up to this go out in one write with their head
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
 READS = ("GET", "HEAD")
 UPLOADS = ("POST", "PUT")
@@ -267,10 +269,26 @@ class HttpSession:
         await self.respond(status, body, headers, close=close)
 
     async def refuse(self, status: int, detail: str) -> None:
-        """Answer a protocol error or a timeout when an answer can still go out; the connection then ends."""
+        """Answer a protocol error or a timeout when an answer can still go out; the connection then ends,
+        after a lingering close."""
         if self.conn.our_state in (IDLE, SEND_RESPONSE):
             with contextlib.suppress(*PEER_GONE):
                 await self.error(status, detail, close=True)
+                await self.linger()
+
+    async def linger(self) -> None:
+        """Half-close, then read and drop what the client still sends, until its EOF or a bound.
+
+        A refused request may still be arriving (a 40 KB head answered 431 at its 32nd KB, pipelined
+        requests behind it): closing with unread data makes TCP send a RST (RFC 1122 4.2.2.13), and the RST
+        can destroy the answer in the client's receive queue before it is read. nginx's lingering close
+        does the same, within LINGER_SECONDS and LINGER_BYTES."""
+        self.writer.write_eof()
+        left = LINGER_BYTES
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(LINGER_SECONDS):
+                while left > 0 and (data := await self.reader.read(min(left, READ_SIZE))):
+                    left -= len(data)
 
     # -- resources ------------------------------------------------------------------------------------------
 

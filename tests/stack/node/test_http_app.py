@@ -165,6 +165,28 @@ def test_bad_requests_get_their_status_and_a_close() -> None:
             assert status_lines(answer)[-1] == b"HTTP/1.1 200 OK", raw[:40]
 
 
+def test_a_refused_request_still_arriving_is_drained_not_reset() -> None:
+    """431 at the 1 KB bound of a head 200 KB long: the server half-closes and drains the rest (lingering
+    close), so the client reads the whole answer and then EOF -- a close with unread data would send a RST
+    and could wipe the answer out of the client's receive queue."""
+    app = HttpApp(HttpSettings(limits=Limits(max_head=1024)))
+
+    async def body(a: Host) -> tuple[bytes, bool]:
+        reader, writer = await open_connection(a, SERVER_IP, 7)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nCookie: " + b"c" * 200_000 + b"\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 5.0)
+        writer.close()
+        reset = False
+        try:
+            await writer.wait_closed()
+        except ConnectionResetError:
+            reset = True
+        return answer, reset
+
+    answer, reset = serve(body, app)
+    assert answer.startswith(b"HTTP/1.1 431 ") and not reset
+
+
 def test_idle_and_slow_clients_are_closed_after_their_timeouts() -> None:
     app = HttpApp(HttpSettings(idle_timeout=0.3, head_timeout=0.3, body_timeout=0.3))
 
