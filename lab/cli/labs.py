@@ -76,9 +76,11 @@ def down(
     A lab that is not up is no error (exit 0, "not up"), like a repeated `lab up`.
     """
     with errors_to_exit_codes():
-        if all_labs and name:
+        if all_labs and name is not None:
             fail("give a lab name or --all, not both")
-        names = builder.labs_to_take_down() if all_labs else [name or _default_lab()]
+        # An empty name is bad input, not "the default lab": `lab down "$LAB"` with LAB unset must not take
+        # down pair.
+        names = builder.labs_to_take_down() if all_labs else [_default_lab() if name is None else name]
         results = [builder.down(n) for n in names]
     if as_json:
         print_json([{"lab": r.lab, "was_up": r.was_up, "removed": list(r.removed), "swept": list(r.swept),

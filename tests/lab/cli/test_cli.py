@@ -118,6 +118,12 @@ def test_down_without_a_name_takes_down_the_default_topologys_lab_never_another(
     assert result.exit_code == 0 and one_line(result.stdout) == "lab pair is not up; nothing to do"
 
 
+def test_down_of_an_empty_name_is_bad_input_not_the_default_lab(runner: CliRunner) -> None:
+    """`lab down "$LAB"` with LAB unset must not take down pair, which may be someone else's."""
+    result = runner.invoke(app, ["down", ""])
+    assert result.exit_code == 2 and "lab name ''" in result.output
+
+
 def test_down_of_a_lab_that_is_not_up_is_exit_0_like_a_repeated_up(runner: CliRunner) -> None:
     import uuid
 
