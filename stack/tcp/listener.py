@@ -24,6 +24,7 @@ The TCP layer is passed in explicitly (`layer`), as FreeBSD's tcp_input passes i
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from stack.tcp import syncookies
@@ -174,6 +175,9 @@ class Listener:
             negotiated.snd_wscale = negotiated.rcv_wscale = 0
             negotiated.sack = False
             options = syn_ack_options(negotiated, 0, 0)
+        maxseg = self.options.maxseg
+        if maxseg and options.mss and maxseg < options.mss:
+            options = replace(options, mss=maxseg)  # TCP_MAXSEG lowers what we announce (tcp_mss_clamp)
         window = min(self.config.rcvbuf, 0xFFFF)
         ack = seq_add(syn.seq, 1)
         reply = TcpSegment(syn.dst_port, syn.src_port, cookie, ack, TcpFlags.SYN | TcpFlags.ACK, window,

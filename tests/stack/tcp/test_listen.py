@@ -103,6 +103,18 @@ def test_syncookies_two_always_uses_cookies() -> None:
     assert queues(t) == (0, 0) and synack.seq != 1000
 
 
+def test_a_cookie_syn_ack_announces_the_listeners_tcp_maxseg() -> None:
+    """TCP_MAXSEG lowers the MSS a listener announces with a SYN cookie too, as on its SYN queue path."""
+    import socket
+
+    t = Tester(syncookies=2)
+    listener = t.listen(80)
+    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+    t.send(syn_from(40000))
+    (synack,) = t.poll()
+    assert synack.options.mss == 536
+
+
 def test_syn_queue_overflow_without_cookies_drops() -> None:
     t = Tester(syncookies=0)
     t.listen(80, backlog=1)
