@@ -81,6 +81,12 @@ class StackTransport(asyncio.Transport):
     def is_closing(self) -> bool:
         return self._closing or self._lost
 
+    @property
+    def socket_closed(self) -> bool:
+        """The TCP socket is closed and ``connection_lost`` is already scheduled: a ``wait_closed()`` now
+        ends within a turn of the loop, so it needs no timeout."""
+        return self._lost
+
     def close(self) -> None:
         if self._closing:
             return
@@ -302,11 +308,9 @@ class StackServer:
 
     def _accept_ready(self) -> None:
         listener = self._sock
-        if not listener.readable:
-            return  # the accept queue is empty: accept() would only raise EAGAIN
         driver = self._driver
         factory = self._protocol_factory
-        while self._serving:
+        while self._serving and listener.readable:  # an empty accept queue: accept() would raise EAGAIN
             try:
                 sock, address = listener.accept()
             except BlockingIOError:
