@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
-from stack.aio import AsyncioDriver, create_server, open_connection, start_server
+from stack.aio import AsyncioDriver, StackTransport, create_server, open_connection, start_server
 from stack.devices.memory import MemoryWire
 from stack.host import Host
 from stack.node.apps import handler_for, protocol_for
+from stack.node.apps.common import close_writer
 from stack.node.apps.content import PERIOD, PatternChecker, chunks, pattern, pattern_sha256, pattern_slice
 from stack.tcp.config import TcpConfig
 
@@ -189,3 +190,27 @@ def test_a_reset_peer_ends_the_connection_quietly(app: str, shape: str) -> None:
 
     assert run_pair(app, body, shape=shape, hosts=hosts) == []
     assert errors == []
+
+
+def test_close_writer_waits_for_a_stack_stream_only_until_it_let_go() -> None:
+    """With nothing left to send, closing lets go of the socket at once (`socket_closed`) and close_writer
+    returns within a turn; while the peer does not read, the transport holds on to the unsent bytes."""
+
+    async def body(a: Host) -> tuple[bool, bool, bool]:
+        reader, writer = await open_connection(a, SERVER_IP, 7)
+        writer.write(b"ping")
+        assert await reader.readexactly(4) == b"ping"
+        transport = writer.transport
+        assert isinstance(transport, StackTransport)
+        await asyncio.wait_for(close_writer(writer), 1.0)
+        quick = transport.socket_closed
+
+        _slow_reader, stuck = await open_connection(a, SERVER_IP, 7)
+        stuck.write(bytes(8_000_000))  # the echo comes back to a reader that never reads: all stalls
+        await asyncio.sleep(0.3)
+        stuck.close()
+        held = isinstance(stuck.transport, StackTransport) and not stuck.transport.socket_closed
+        stuck.transport.abort()
+        return quick, held, stuck.transport.is_closing()
+
+    assert run_pair("echo", body, shape="protocol") == (True, True, True)
