@@ -287,10 +287,16 @@ class StackServer:
     """What ``start_server`` and ``create_server`` return: a listening socket whose accepted connections
     each get a protocol from ``protocol_factory`` over a ``StackTransport``."""
 
-    def __init__(self, driver: AsyncioDriver, sock: TcpSocket, protocol_factory: ProtocolFactory) -> None:
+    def __init__(self, driver: AsyncioDriver, sock: TcpSocket, protocol_factory: ProtocolFactory, *,
+                 read_at_accept: bool = False) -> None:
         self._driver = driver
         self._sock = sock
         self._protocol_factory = protocol_factory
+        # A protocol's connection_made has run when accept returns: it has said whether to read (it may
+        # pause), so what came with the handshake (data, often the peer's FIN) is read in the same pump,
+        # not one later, and a connect-and-close is over a turn sooner. A stream handler is a task that
+        # has not started yet (it may pause reading first): its transport reads from the next pump on.
+        self._read_at_accept = read_at_accept
         self._serving = True
         self._closed: asyncio.Future[None] = driver.loop.create_future()
         self.accepted = 0
@@ -317,7 +323,10 @@ class StackServer:
                 return
             self.accepted += 1
             protocol = factory()
-            protocol.connection_made(StackTransport(driver, sock, protocol, address))
+            transport = StackTransport(driver, sock, protocol, address)
+            protocol.connection_made(transport)
+            if self._read_at_accept:
+                transport._on_progress()
 
     def close(self) -> None:
         if not self._serving:
@@ -375,7 +384,7 @@ async def create_server(protocol_factory: ProtocolFactory, host: Host, ip: str =
     ``connection_lost`` (soon, from the loop) as asyncio's transports do."""
     driver = _driver_of(host)
     return StackServer(driver, _listening_socket(driver, host, ip, port, backlog, reuse_address),
-                       protocol_factory)
+                       protocol_factory, read_at_accept=True)
 
 
 def _listening_socket(driver: AsyncioDriver, host: Host, ip: str, port: int, backlog: int,

@@ -182,3 +182,43 @@ def test_create_server_drives_a_protocol_without_streams() -> None:
     received = sum(call[1] for call in calls if isinstance(call, tuple) and call[0] == "data")
     assert calls[0] == ("made", "10.0.0.1") and received == 1000
     assert calls[-2:] == ["eof", ("lost", None)]
+
+
+def test_create_server_reads_what_came_with_the_handshake_in_the_accepting_pump() -> None:
+    """Data and FIN right behind the handshake reach the protocol in the pump that accepted it."""
+
+    async def main() -> tuple[list[object], list[int]]:
+        a = Host("10.0.0.1/24", "02:00:00:00:00:01", seed=1)
+        b = Host("10.0.0.2/24", "02:00:00:00:00:02", seed=2)
+        calls: list[object] = []
+        pumps: list[int] = []
+        async with AsyncioDriver([a, b], [MemoryWire(a, b)]) as driver:
+
+            class Stamped(Recorder):
+                def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                    super().connection_made(transport)
+                    pumps.append(driver.pumps)
+
+                def eof_received(self) -> bool:
+                    pumps.append(driver.pumps)
+                    return super().eof_received()
+
+            server = await create_server(lambda: Stamped(calls), b, "10.0.0.2", 7001)
+            sock = a.tcp.socket()
+            with pytest.raises(BlockingIOError):
+                sock.connect(("10.0.0.2", 7001), driver.clock())
+            driver.wakeup()
+            await driver.wait_for(lambda: sock.writable)
+            sock.send(b"hello")
+            sock.shutdown(1, driver.clock())  # SHUT_WR: the FIN follows the data at once
+            driver.wakeup()
+            await driver.wait_for(lambda: sock.readable)
+            assert sock.recv(10) == b"bye"
+            sock.close(driver.clock())
+            await asyncio.sleep(0.05)
+            server.close()
+        return calls, pumps
+
+    calls, pumps = asyncio.run(asyncio.wait_for(main(), 10.0))
+    assert calls[:3] == [("made", "10.0.0.1"), ("data", 5), "eof"]
+    assert len(pumps) == 2 and pumps[0] == pumps[1]
