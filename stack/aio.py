@@ -7,9 +7,17 @@
 The driver lives in `stack.loops.asyncio_driver`, the streams in `stack.api.streams`.
 """
 
-from stack.api.streams import DEFAULT_LIMIT, StackServer, StackTransport, open_connection, start_server
+from stack.api.streams import (
+    DEFAULT_LIMIT,
+    StackServer,
+    StackTransport,
+    create_server,
+    open_connection,
+    start_server,
+)
 from stack.loops.asyncio_driver import AsyncioDriver
 
 __all__ = [
-    "DEFAULT_LIMIT", "AsyncioDriver", "StackServer", "StackTransport", "open_connection", "start_server",
+    "DEFAULT_LIMIT", "AsyncioDriver", "StackServer", "StackTransport", "create_server", "open_connection",
+    "start_server",
 ]

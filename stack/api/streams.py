@@ -1,4 +1,5 @@
-"""asyncio streams on the stack: ``open_connection`` and ``start_server`` shaped like asyncio's.
+"""asyncio streams on the stack: ``open_connection``, ``start_server`` and ``create_server`` shaped like
+asyncio's.
 
 The hosts are pumped by the running event loop (``stack.loops.asyncio_driver.AsyncioDriver``); after every
 pump each transport moves bytes between its TCP socket and its protocol. The streams are asyncio's own
@@ -7,6 +8,10 @@ pump each transport moves bytes between its TCP socket and its protocol. The str
 so ``drain()``, ``readexactly()``, ``write_eof()`` and ``wait_closed()`` behave as users expect, with
 flow control both ways: a paused reader stops reading, the receive window fills and the peer's TCP
 stops sending.
+
+``create_server`` is the protocol-shaped twin of ``start_server`` (``loop.create_server``): each accepted
+connection gets a protocol driven by its transport directly, with no task, no streams and no futures, which
+is what an app that only reacts to bytes and EOF (discard, echo) needs for a cheap setup and teardown.
 """
 
 from __future__ import annotations
@@ -43,7 +48,8 @@ def _driver_of(host: Host) -> AsyncioDriver:
 class StackTransport(asyncio.Transport):
     """An asyncio transport over one non-blocking ``TcpSocket`` of the stack."""
 
-    def __init__(self, driver: AsyncioDriver, sock: TcpSocket, protocol: asyncio.Protocol) -> None:
+    def __init__(self, driver: AsyncioDriver, sock: TcpSocket, protocol: asyncio.Protocol,
+                 peername: tuple[str, int] | None = None) -> None:
         super().__init__()
         self._driver = driver
         self._sock = sock
@@ -60,8 +66,11 @@ class StackTransport(asyncio.Transport):
         self._closing = False
         self._lost = False
         self._extra: dict[str, Any] = {"sockname": sock.getsockname(), "socket": sock}
-        with contextlib.suppress(OSError):
-            self._extra["peername"] = sock.getpeername()
+        if peername is None:  # accept() already knows it; a connect()ed socket is asked
+            with contextlib.suppress(OSError):
+                self._extra["peername"] = sock.getpeername()
+        else:
+            self._extra["peername"] = peername
         driver.add_watcher(self._on_progress)
 
     # -- asyncio.BaseTransport -------------------------------------------------------------------------
@@ -71,6 +80,12 @@ class StackTransport(asyncio.Transport):
 
     def is_closing(self) -> bool:
         return self._closing or self._lost
+
+    @property
+    def socket_closed(self) -> bool:
+        """The TCP socket is closed and ``connection_lost`` is already scheduled: a ``wait_closed()`` now
+        ends within a turn of the loop, so it needs no timeout."""
+        return self._lost
 
     def close(self) -> None:
         if self._closing:
@@ -194,6 +209,8 @@ class StackTransport(asyncio.Transport):
         if self._reading_paused or self._eof_received or self._lost:
             return
         sock = self._sock
+        if not sock.readable:
+            return  # nothing to read, no EOF, no error: recv() would only raise EAGAIN
         for _ in range(READS_PER_PUMP):
             try:
                 data = sock.recv(READ_CHUNK)
@@ -263,16 +280,23 @@ async def open_connection(host: Host, ip: str, port: int, *, limit: int = DEFAUL
 
 
 ClientConnected = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None] | None]
+ProtocolFactory = Callable[[], asyncio.Protocol]
 
 
 class StackServer:
-    """What ``start_server`` returns: a listening socket whose accepted connections become streams."""
+    """What ``start_server`` and ``create_server`` return: a listening socket whose accepted connections
+    each get a protocol from ``protocol_factory`` over a ``StackTransport``."""
 
-    def __init__(self, driver: AsyncioDriver, sock: TcpSocket, callback: ClientConnected, limit: int) -> None:
+    def __init__(self, driver: AsyncioDriver, sock: TcpSocket, protocol_factory: ProtocolFactory, *,
+                 read_at_accept: bool = False) -> None:
         self._driver = driver
         self._sock = sock
-        self._callback = callback
-        self._limit = limit
+        self._protocol_factory = protocol_factory
+        # A protocol's connection_made has run when accept returns: it has said whether to read (it may
+        # pause), so what came with the handshake (data, often the peer's FIN) is read in the same pump,
+        # not one later, and a connect-and-close is over a turn sooner. A stream handler is a task that
+        # has not started yet (it may pause reading first): its transport reads from the next pump on.
+        self._read_at_accept = read_at_accept
         self._serving = True
         self._closed: asyncio.Future[None] = driver.loop.create_future()
         self.accepted = 0
@@ -289,13 +313,20 @@ class StackServer:
         return self._serving
 
     def _accept_ready(self) -> None:
-        while self._serving:
+        listener = self._sock
+        driver = self._driver
+        factory = self._protocol_factory
+        while self._serving and listener.readable:  # an empty accept queue: accept() would raise EAGAIN
             try:
-                sock, _address = self._sock.accept()
+                sock, address = listener.accept()
             except BlockingIOError:
                 return
             self.accepted += 1
-            _streams(self._driver, sock, self._limit, self._callback)
+            protocol = factory()
+            transport = StackTransport(driver, sock, protocol, address)
+            protocol.connection_made(transport)
+            if self._read_at_accept:
+                transport._on_progress()
 
     def close(self) -> None:
         if not self._serving:
@@ -333,6 +364,31 @@ async def start_server(client_connected_cb: ClientConnected, host: Host, ip: str
                        ) -> StackServer:
     """Listen on ``ip:port`` of ``host``; each connection calls ``client_connected_cb(reader, writer)``."""
     driver = _driver_of(host)
+    sock = _listening_socket(driver, host, ip, port, backlog, reuse_address)
+    loop = driver.loop
+
+    def stream_protocol() -> asyncio.Protocol:
+        reader = asyncio.StreamReader(limit=limit, loop=loop)
+        return asyncio.StreamReaderProtocol(reader, client_connected_cb, loop=loop)
+
+    return StackServer(driver, sock, stream_protocol)
+
+
+async def create_server(protocol_factory: ProtocolFactory, host: Host, ip: str = "0.0.0.0", port: int = 0,
+                        *, backlog: int = 100, reuse_address: bool = True) -> StackServer:
+    """Listen on ``ip:port`` of ``host``; each connection gets a ``protocol_factory()`` (as asyncio's
+    ``loop.create_server`` does).
+
+    The transport calls the protocol's ``connection_made``, ``data_received``, ``eof_received`` (False or
+    None closes the connection once the written bytes are out), ``pause_writing``/``resume_writing`` and
+    ``connection_lost`` (soon, from the loop) as asyncio's transports do."""
+    driver = _driver_of(host)
+    return StackServer(driver, _listening_socket(driver, host, ip, port, backlog, reuse_address),
+                       protocol_factory, read_at_accept=True)
+
+
+def _listening_socket(driver: AsyncioDriver, host: Host, ip: str, port: int, backlog: int,
+                      reuse_address: bool) -> TcpSocket:
     sock = host.tcp.socket()
     try:
         if reuse_address:
@@ -343,4 +399,4 @@ async def start_server(client_connected_cb: ClientConnected, host: Host, ip: str
         with contextlib.suppress(OSError):
             sock.close(driver.clock())
         raise
-    return StackServer(driver, sock, client_connected_cb, limit)
+    return sock

@@ -25,7 +25,8 @@ class AsyncioDriver:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._pump_scheduled = False
-        self._watchers: list[Callable[[], None]] = []
+        # Insertion-ordered like a list, but a connection's transport leaves in O(1) however many are open.
+        self._watchers: dict[Callable[[], None], None] = {}
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
         self._readers: list[int] = []
         self.pumps = 0
@@ -103,12 +104,12 @@ class AsyncioDriver:
                 self._waiters.remove(entry)
 
     def add_watcher(self, callback: Callable[[], None]) -> None:
-        """``callback()`` runs after every pump (transports and servers use it to move bytes)."""
-        self._watchers.append(callback)
+        """``callback()`` runs after every pump (transports and servers use it to move bytes); adding it
+        again keeps one entry."""
+        self._watchers[callback] = None
 
     def remove_watcher(self, callback: Callable[[], None]) -> None:
-        with contextlib.suppress(ValueError):
-            self._watchers.remove(callback)
+        self._watchers.pop(callback, None)
 
     # -- the pump --------------------------------------------------------------------------------------
 

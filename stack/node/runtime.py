@@ -25,9 +25,9 @@ from stack.api.socket import (
     SOL_SOCKET,
     TCP_NODELAY,
 )
-from stack.api.streams import DEFAULT_LIMIT, StackServer, open_connection, start_server
+from stack.api.streams import DEFAULT_LIMIT, StackServer, create_server, open_connection, start_server
 from stack.loops.asyncio_driver import AsyncioDriver
-from stack.node.apps import APP_NAMES, handler_for, http_client, iperf3_client
+from stack.node.apps import APP_NAMES, handler_for, http_client, iperf3_client, protocol_for
 from stack.node.apps.content import chunks
 from stack.node.digest import BackgroundDigest
 from stack.node.trace_ring import TraceRing
@@ -40,13 +40,13 @@ if TYPE_CHECKING:
     from stack.tcp import TcpSocket
 
 RECV_CHUNK = 256 * 1024
-# The bulk apps' StreamReader buffer limit (asyncio pauses the transport at twice the limit). With asyncio's
-# 64 KB, one pump moves only 256 KB from the TCP receive buffer to the app; the buffer then fills, the
-# advertised window shrinks and a kernel sender is window-limited most of the time. http too (uploads): its
-# heads are bounded by its own parser (`http_messages.Limits`), not by the stream's limit.
+# The bulk stream apps' StreamReader buffer limit (asyncio pauses the transport at twice the limit). With
+# asyncio's 64 KB, one pump moves only 256 KB from the TCP receive buffer to the app; the buffer then fills,
+# the advertised window shrinks and a kernel sender is window-limited most of the time. http too (uploads):
+# its heads are bounded by its own parser (`http_messages.Limits`), not by the stream's limit. (discard and
+# echo are protocols, `protocol_for`: they take what each pump brings, with no stream buffer between.)
 BULK_STREAM_LIMIT = 1 << 20
-STREAM_LIMITS = {"discard": BULK_STREAM_LIMIT, "echo": BULK_STREAM_LIMIT,
-                 "http": BULK_STREAM_LIMIT, "iperf3": BULK_STREAM_LIMIT}
+STREAM_LIMITS = {"http": BULK_STREAM_LIMIT, "iperf3": BULK_STREAM_LIMIT}
 SETTLE_AFTER_CLOSE = 1.0  # seconds `connect` waits after closing for CLOSE/TIME_WAIT to show in `states`
 CONNECT_CLOSE_MODES = ("close", "abort", "none")
 
@@ -115,6 +115,8 @@ class StackNode:
             elif app == "none":
                 entry.server = await start_server(self._hold(entry), self.host, self.host.ip, port,
                                                   backlog=backlog)
+            elif (factory := protocol_for(app)) is not None:
+                entry.server = await create_server(factory, self.host, self.host.ip, port, backlog=backlog)
             else:
                 limit = STREAM_LIMITS.get(app, DEFAULT_LIMIT)
                 entry.server = await start_server(handler_for(app, size), self.host, self.host.ip, port,

@@ -2,6 +2,8 @@
 
 Each handler is `async def handler(reader, writer)`; `handler_for(app, bytes=None)` picks one by the
 name a topology or the control socket's `listen` uses: echo, discard, source, http, iperf3.
+`protocol_for(app)` gives the protocol-shaped twin of the apps that have one (echo, discard): a node's
+listener serves those with `create_server`, without a task or streams per connection.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+ProtocolFactory = Callable[[], asyncio.Protocol]
 APP_NAMES = ("echo", "discard", "source", "http", "iperf3")
 
 
@@ -37,3 +40,16 @@ def handler_for(app: str, size: int | None = None) -> Handler:
 
         return Iperf3App()
     raise ValueError(f"unknown app {app!r}: choose one of {', '.join(APP_NAMES)}")
+
+
+def protocol_for(app: str) -> ProtocolFactory | None:
+    """The protocol factory of `app` when it has one (echo, discard), else None: use `handler_for`."""
+    if app == "echo":
+        from stack.node.apps.echo import EchoProtocol
+
+        return EchoProtocol
+    if app == "discard":
+        from stack.node.apps.discard import DiscardProtocol
+
+        return DiscardProtocol
+    return None

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from stack.api.streams import StackTransport
+
 READ_SIZE = 256 * 1024
 # What a reset or vanished peer raises inside a handler: the connection is over, nothing to report.
 PEER_GONE = (ConnectionError, OSError, asyncio.IncompleteReadError)
@@ -13,7 +15,11 @@ PEER_GONE = (ConnectionError, OSError, asyncio.IncompleteReadError)
 async def close_writer(writer: asyncio.StreamWriter) -> None:
     """Close and wait until the transport let go (bounded: a dead peer must not pin the handler)."""
     writer.close()
-    # asyncio.timeout, not wait_for: wait_for runs the wait as a task of its own, one more per connection.
+    transport = writer.transport
     with contextlib.suppress(*PEER_GONE, asyncio.TimeoutError):
+        if isinstance(transport, StackTransport) and transport.socket_closed:
+            await writer.wait_closed()  # the transport already let go: no timer to arm
+            return
+        # asyncio.timeout, not wait_for: wait_for runs the wait as a task of its own, one more per connection.
         async with asyncio.timeout(30.0):
             await writer.wait_closed()

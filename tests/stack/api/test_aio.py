@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from stack.aio import AsyncioDriver, open_connection, start_server
+from stack.aio import AsyncioDriver, create_server, open_connection, start_server
 from stack.devices.impairment import Impairment
 from stack.devices.memory import MemoryWire
 from stack.host import Host
@@ -133,3 +133,92 @@ def test_echo_over_a_zero_delay_wire() -> None:
             return b"".join(answers)
 
     assert asyncio.run(asyncio.wait_for(main(), 10.0)) == b"one\ntwo\nthree\n"
+
+
+class Recorder(asyncio.Protocol):
+    """Records the transport's calls; answers "bye" after the peer's EOF and then closes itself (True from
+    `eof_received` keeps the half-open connection for that write)."""
+
+    def __init__(self, calls: list[object]) -> None:
+        self.calls = calls
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.calls.append(("made", transport.get_extra_info("peername")[0]))
+
+    def data_received(self, data: bytes) -> None:
+        self.calls.append(("data", len(data)))
+
+    def eof_received(self) -> bool:
+        self.calls.append("eof")
+        self.transport.write(b"bye")
+        self.transport.close()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.calls.append(("lost", exc))
+
+
+def test_create_server_drives_a_protocol_without_streams() -> None:
+    async def main() -> tuple[list[object], bytes, int]:
+        a, b, wire = hosts()
+        calls: list[object] = []
+        async with AsyncioDriver([a, b], [wire]):
+            server = await create_server(lambda: Recorder(calls), b, "10.0.0.2", 7000)
+            reader, writer = await open_connection(a, "10.0.0.2", 7000)
+            writer.write(b"x" * 1000)
+            await writer.drain()
+            writer.write_eof()
+            answer = await reader.read()  # "bye", then the server's FIN
+            writer.close()
+            await writer.wait_closed()
+            await asyncio.sleep(0.05)
+            async with server:
+                return calls, answer, server.accepted
+
+    calls, answer, accepted = asyncio.run(asyncio.wait_for(main(), 10.0))
+    assert answer == b"bye" and accepted == 1
+    received = sum(call[1] for call in calls if isinstance(call, tuple) and call[0] == "data")
+    assert calls[0] == ("made", "10.0.0.1") and received == 1000
+    assert calls[-2:] == ["eof", ("lost", None)]
+
+
+def test_create_server_reads_what_came_with_the_handshake_in_the_accepting_pump() -> None:
+    """Data and FIN right behind the handshake reach the protocol in the pump that accepted it."""
+
+    async def main() -> tuple[list[object], list[int]]:
+        a = Host("10.0.0.1/24", "02:00:00:00:00:01", seed=1)
+        b = Host("10.0.0.2/24", "02:00:00:00:00:02", seed=2)
+        calls: list[object] = []
+        pumps: list[int] = []
+        async with AsyncioDriver([a, b], [MemoryWire(a, b)]) as driver:
+
+            class Stamped(Recorder):
+                def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                    super().connection_made(transport)
+                    pumps.append(driver.pumps)
+
+                def eof_received(self) -> bool:
+                    pumps.append(driver.pumps)
+                    return super().eof_received()
+
+            server = await create_server(lambda: Stamped(calls), b, "10.0.0.2", 7001)
+            sock = a.tcp.socket()
+            with pytest.raises(BlockingIOError):
+                sock.connect(("10.0.0.2", 7001), driver.clock())
+            driver.wakeup()
+            await driver.wait_for(lambda: sock.writable)
+            sock.send(b"hello")
+            sock.shutdown(1, driver.clock())  # SHUT_WR: the FIN follows the data at once
+            driver.wakeup()
+            await driver.wait_for(lambda: sock.readable)
+            assert sock.recv(10) == b"bye"
+            sock.close(driver.clock())
+            await asyncio.sleep(0.05)
+            server.close()
+        return calls, pumps
+
+    calls, pumps = asyncio.run(asyncio.wait_for(main(), 10.0))
+    assert calls[:3] == [("made", "10.0.0.1"), ("data", 5), "eof"]
+    assert len(pumps) == 2 and pumps[0] == pumps[1]
