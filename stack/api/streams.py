@@ -241,12 +241,11 @@ class StackTransport(asyncio.Transport):
         self._driver.loop.call_soon(self._protocol.connection_lost, exc)
 
 
-def _streams(driver: AsyncioDriver, sock: TcpSocket, limit: int,
-             client_connected_cb: Callable[..., Any] | None = None
+def _streams(driver: AsyncioDriver, sock: TcpSocket, limit: int
              ) -> tuple[asyncio.StreamReader, asyncio.StreamReaderProtocol, StackTransport]:
     loop = driver.loop
     reader = asyncio.StreamReader(limit=limit, loop=loop)
-    protocol = asyncio.StreamReaderProtocol(reader, client_connected_cb, loop=loop)
+    protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
     transport = StackTransport(driver, sock, protocol)
     protocol.connection_made(transport)
     return reader, protocol, transport

@@ -12,8 +12,9 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from functools import partial
 
+from stack.api.streams import ProtocolFactory
+
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-ProtocolFactory = Callable[[], asyncio.Protocol]
 APP_NAMES = ("echo", "discard", "source", "http", "iperf3")
 
 
