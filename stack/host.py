@@ -39,6 +39,7 @@ from stack.wire.tcp import ChecksumMode
 
 if TYPE_CHECKING:
     from stack.loops.network import Driver
+    from stack.tcp.connection import Connection
 
 # Host options for the ARP timings (ArpTimings' fields).
 ARP_OPTIONS = {"arp_retries": "retries", "arp_retry_interval": "retry_interval",
@@ -153,6 +154,10 @@ class Host:
         for packet in link.poll(now):  # requests for neighbours first needed just now leave with this batch
             self.ip_layer.next_hop_failed(packet, now)
         return link.take_frames()
+
+    def take_progressed(self) -> dict[Connection, None]:
+        """The TCP connections visited since the last call (`TcpLayer.take_progressed`)."""
+        return self.tcp.take_progressed()
 
     def next_deadline(self) -> float | None:
         """When ``poll`` next has work (`AT_ONCE` when work is waiting)."""

@@ -9,6 +9,8 @@ veth link of the same MTU), where the same clients measure a kernel `iperf3 -s` 
   sends), next to `iperf3 -c` between the kernel pair; CPU shares from iperf3's own report (`-J`).
 - HTTP keep-alive: wrk (2 threads, 10 connections) GETs `HTTP_PATH` for `seconds`, against the stack's
   http app and against nginx serving a file of the same bytes at the same path.
+- The same with `IDLE_CONNECTIONS` more connections open to the same server, idle (a holder process in the
+  client's namespace opens them first): a server must not pay for what does not move.
 - 50 clients, one connection per request: `ab -c 50` without -k, on the same path.
 - curl 100 MB: one GET of /bytes/104857600, the receiver's speed (`speed_download`).
 
@@ -22,8 +24,10 @@ from __future__ import annotations
 import json
 import os
 import resource
+import select
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -50,9 +54,21 @@ HTTP_PATH = f"/bytes/{HTTP_BYTES}"
 CURL_BYTES = 100 * 1024 * 1024
 WRK_THREADS, WRK_CONNECTIONS = 2, 10
 AB_CLIENTS = 50
+IDLE_CONNECTIONS = 1000
 TOOLS = ("iperf3", "wrk", "ab", "curl", "nginx")
-MEASUREMENTS = ("iperf3_kernel_to_stack", "iperf3_stack_to_kernel", "http_keepalive",
+MEASUREMENTS = ("iperf3_kernel_to_stack", "iperf3_stack_to_kernel", "http_keepalive", "http_keepalive_idle",
                 "http_connection_per_request", "curl_100mb")
+# Run in the client's namespace: open the connections, say how many, hold them until stdin closes.
+IDLE_HOLDER = """
+import resource, socket, sys
+address, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+wanted = count + 64 if hard == resource.RLIM_INFINITY else min(count + 64, hard)
+resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+held = [socket.create_connection((address, port), timeout=10) for _ in range(count)]
+print(len(held), flush=True)
+sys.stdin.read()
+"""
 
 
 class ToolFailed(ExperimentError):
@@ -163,6 +179,25 @@ def curl_run(namespace: str, url: str, server_pid: int, server: str) -> dict[str
     return {"value": float(speed) / 1e6, **figures}
 
 
+@contextmanager
+def idle_connections(namespace: str, address: str, port: int,
+                     count: int = IDLE_CONNECTIONS) -> Iterator[None]:
+    """`count` connections to `address:port` from `namespace`, open and idle while the block runs."""
+    process = popen_inside(namespace, [sys.executable, "-c", IDLE_HOLDER, address, str(port), str(count)],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert process.stdout is not None
+        ready, _, _ = select.select([process.stdout], [], [], 60.0)
+        line = process.stdout.readline().strip() if ready else b""
+        if line != str(count).encode():
+            raise ToolFailed(f"could not hold {count} idle connections to {address}:{port}")
+        yield
+    finally:
+        if process.stdin is not None:
+            process.stdin.close()
+        _stop(process)
+
+
 # -- kernel servers ---------------------------------------------------------------------------------------
 
 
@@ -270,16 +305,20 @@ def run_bench_tools(seconds: float = 3.0, name: str | None = None,
 def _http_runs(namespace: str, base: str, seconds: float, pid: int, server: str,
                report: ProgressFn) -> dict[str, dict[str, Any]]:
     report(f"wrk keep-alive, ab -c {AB_CLIENTS} and curl 100 MB against {base}")
-    return {"http_keepalive": wrk_run(namespace, base + HTTP_PATH, seconds, pid, server),
-            "http_connection_per_request": ab_run(namespace, base + HTTP_PATH, seconds, pid, server),
+    host, _, port = base.removeprefix("http://").partition(":")
+    runs = {"http_keepalive": wrk_run(namespace, base + HTTP_PATH, seconds, pid, server)}
+    with idle_connections(namespace, host, int(port)):
+        runs["http_keepalive_idle"] = wrk_run(namespace, base + HTTP_PATH, seconds, pid, server)
+    return {**runs, "http_connection_per_request": ab_run(namespace, base + HTTP_PATH, seconds, pid, server),
             "curl_100mb": curl_run(namespace, f"{base}/bytes/{CURL_BYTES}", pid, server)}
 
 
 UNITS = {"iperf3_kernel_to_stack": "Gbit/s", "iperf3_stack_to_kernel": "Gbit/s", "http_keepalive": "req/s",
-         "http_connection_per_request": "req/s", "curl_100mb": "MB/s"}
+         "http_keepalive_idle": "req/s", "http_connection_per_request": "req/s", "curl_100mb": "MB/s"}
 WHAT = {"iperf3_kernel_to_stack": "iperf3 -c (kernel) -> stack iperf3 app; kernel: iperf3 kernel -> kernel",
         "iperf3_stack_to_kernel": "iperf3 -c -R: stack iperf3 app -> kernel; kernel: iperf3 kernel -> kernel",
         "http_keepalive": f"wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} GET {HTTP_PATH}: stack http app vs nginx",
+        "http_keepalive_idle": f"the same with {IDLE_CONNECTIONS} more connections open and idle",
         "http_connection_per_request": f"ab -c {AB_CLIENTS} (no keep-alive) GET {HTTP_PATH}: stack vs nginx",
         "curl_100mb": f"curl GET /bytes/{CURL_BYTES}: stack http app vs nginx"}
 

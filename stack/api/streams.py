@@ -1,10 +1,10 @@
 """asyncio streams on the stack: ``open_connection``, ``start_server`` and ``create_server`` shaped like
 asyncio's.
 
-The hosts are pumped by the running event loop (``stack.loops.asyncio_driver.AsyncioDriver``); after every
-pump each transport moves bytes between its TCP socket and its protocol. The streams are asyncio's own
-``StreamReader`` and
-``StreamWriter`` over a ``StackTransport`` (an ``asyncio.Transport`` on a non-blocking ``TcpSocket``),
+The hosts are pumped by the running event loop (``stack.loops.asyncio_driver.AsyncioDriver``); after a
+pump that visited its connection a transport moves bytes between its TCP socket and its protocol. The
+streams are asyncio's own ``StreamReader`` and ``StreamWriter`` over a ``StackTransport`` (an
+``asyncio.Transport`` on a non-blocking ``TcpSocket``),
 so ``drain()``, ``readexactly()``, ``write_eof()`` and ``wait_closed()`` behave as users expect, with
 flow control both ways: a paused reader stops reading, the receive window fills and the peer's TCP
 stops sending.
@@ -71,7 +71,11 @@ class StackTransport(asyncio.Transport):
                 self._extra["peername"] = sock.getpeername()
         else:
             self._extra["peername"] = peername
-        driver.add_watcher(self._on_progress)
+        self._watched = sock.connection
+        if self._watched is not None:
+            driver.watch_connection(self._watched, self._on_progress)
+        else:  # not connected (yet): look after every pump
+            driver.add_watcher(self._on_progress)
 
     # -- asyncio.BaseTransport -------------------------------------------------------------------------
 
@@ -112,7 +116,7 @@ class StackTransport(asyncio.Transport):
     def resume_reading(self) -> None:
         if self._reading_paused and not self._closing:
             self._reading_paused = False
-            self._driver.wakeup()
+            self._driver.request_turn(self._on_progress)  # what arrived while paused is read now
 
     # -- writing ---------------------------------------------------------------------------------------
 
@@ -227,14 +231,17 @@ class StackTransport(asyncio.Transport):
             self._protocol.data_received(data)
             if self._reading_paused or self._lost:
                 return
-        self._driver.wakeup()  # more may be waiting: come back after others had their turn
+        self._driver.request_turn(self._on_progress)  # more may be waiting: back after the others' turn
 
     def _connection_lost(self, exc: Exception | None) -> None:
         if self._lost:
             return
         self._lost = True
         self._closing = True
-        self._driver.remove_watcher(self._on_progress)
+        if self._watched is not None:
+            self._driver.unwatch_connection(self._watched)
+        else:
+            self._driver.remove_watcher(self._on_progress)
         with contextlib.suppress(OSError):
             self._sock.close(self._driver.clock())
         self._driver.wakeup()

@@ -1,8 +1,11 @@
 """The asyncio driver: hosts and media pumped by the running event loop, in real time (``loop.time()``).
 
-After every event it settles the network at ``loop.time()``, runs the watchers (the stream transports of
-``stack.api.streams`` move bytes between their TCP sockets and protocols there) and arms one
-``loop.call_at`` for the next deadline.  A medium with a file descriptor (a TAP) is watched with
+After every event it steps the network at ``loop.time()``, runs the watchers and arms one
+``loop.call_at`` for the next deadline. Two kinds of watcher: one that runs after every pump (a server
+waiting for its accept queue), and one per connection (the stream transports of ``stack.api.streams`` move
+bytes between a TCP socket and its protocol), which runs only after a pump in which the TCP layer visited
+its connection (`take_progressed`) or when it asked for a turn: like epoll, a pump costs what moved, not
+how many connections are open.  A medium with a file descriptor (a TAP) is watched with
 ``loop.add_reader``, so frames from the kernel wake the pump at once.
 """
 
@@ -10,11 +13,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from contextlib import AbstractContextManager as ContextManager
+from typing import Protocol, runtime_checkable
 
 from stack.devices.contract import FrameNode, Medium
 from stack.loops.network import FrameNetwork, attach, detach
+
+
+@runtime_checkable
+class ReportsProgress(Protocol):
+    """A node that says which of its connections a round visited (a Host: `TcpLayer.take_progressed`)."""
+
+    def take_progressed(self) -> Iterable[Hashable]:
+        ...
+
+
+Watcher = Callable[[], None]
 
 
 class AsyncioDriver:
@@ -26,7 +41,10 @@ class AsyncioDriver:
         self._timer: asyncio.TimerHandle | None = None
         self._pump_scheduled = False
         # Insertion-ordered like a list, but a connection's transport leaves in O(1) however many are open.
-        self._watchers: dict[Callable[[], None], None] = {}
+        self._watchers: dict[Watcher, None] = {}
+        self._connection_watchers: dict[Hashable, Watcher] = {}
+        self._turns: dict[Watcher, None] = {}  # connection watchers asked for by name for the next pump
+        self._progress_sources = [host for host in self.network.hosts if isinstance(host, ReportsProgress)]
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
         self._readers: list[int] = []
         self.pumps = 0
@@ -111,6 +129,22 @@ class AsyncioDriver:
     def remove_watcher(self, callback: Callable[[], None]) -> None:
         self._watchers.pop(callback, None)
 
+    def watch_connection(self, connection: Hashable, callback: Watcher) -> None:
+        """``callback()`` runs after each pump in which the TCP layer visited ``connection`` (a segment, a
+        timer or a socket call changed it), and once after the next pump in any case: what arrived before
+        it watched is not missed."""
+        self._connection_watchers[connection] = callback
+        self.request_turn(callback)
+
+    def unwatch_connection(self, connection: Hashable) -> None:
+        self._connection_watchers.pop(connection, None)
+
+    def request_turn(self, callback: Watcher) -> None:
+        """Run ``callback()`` after the next pump although its connection may not move (it stopped after a
+        bounded amount of work, or its application resumed reading)."""
+        self._turns[callback] = None
+        self.wakeup()
+
     # -- the pump --------------------------------------------------------------------------------------
 
     def _pump(self) -> None:
@@ -122,8 +156,17 @@ class AsyncioDriver:
         loop = self.loop
         self.pumps += 1
         moved = self.network.step(loop.time())
+        due, self._turns = self._turns, {}
+        watching = self._connection_watchers
+        for source in self._progress_sources:
+            for connection in source.take_progressed():
+                callback = watching.get(connection)
+                if callback is not None:
+                    due[callback] = None
         for watcher in list(self._watchers):
             watcher()
+        for callback in due:
+            callback()
         if self._waiters:
             for predicate, future in list(self._waiters):
                 if not future.done() and predicate():

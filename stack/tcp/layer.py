@@ -113,6 +113,10 @@ class TcpLayer:
         self.counter: Counter[str] = Counter()
         self._outbox: list[tuple[str, str, TcpSegment]] = []
         self._dirty: dict[Connection, None] = {}
+        # Connections visited since the last `take_progressed` (only once a driver has asked): the only ones
+        # whose sockets can have become readable, writable or closed since then.
+        self._progressed: dict[Connection, None] = {}
+        self._reporting_progress = False
         self._timers: list[tuple[float, int, Connection]] = []
         self._scheduled: dict[Connection, float] = {}
         self._tie = itertools.count()
@@ -206,11 +210,24 @@ class TcpLayer:
         while self._dirty:
             dirty = self._dirty
             self._dirty = {}
+            if self._reporting_progress:
+                self._progressed.update(dirty)
             for connection in dirty:
                 for segment in connection.poll(now):
                     out.append((connection.local_ip, connection.remote_ip, segment))
                 self.schedule(connection)
         return out
+
+    def take_progressed(self) -> dict[Connection, None]:
+        """The connections `poll` visited since the last call: a segment, a timer or a user call changed
+        them, so their sockets may have become readable, writable or closed, and no other socket has.
+
+        A driver that moves bytes for applications asks after every round, and wakes only the owners of
+        these, as epoll reports only ready descriptors. Recording starts with the first call, so a layer
+        whose driver never asks keeps nothing."""
+        self._reporting_progress = True
+        progressed, self._progressed = self._progressed, {}
+        return progressed
 
     def next_deadline(self) -> float | None:
         if self._dirty or self._outbox:

@@ -100,6 +100,12 @@ class TcpSocket:
         return conn.error
 
     @property
+    def connection(self) -> Connection | None:
+        """The connection this socket opened or accepted (None before connect, and for a listener): what a
+        driver watches to know when the socket may have changed."""
+        return self._conn
+
+    @property
     def connected(self) -> bool:
         return self._conn is not None and self._conn.state in CONNECTED_STATES
 

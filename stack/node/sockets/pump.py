@@ -8,8 +8,8 @@ closes the advertised window). An EOF on the channel is the program's close (or,
 its SHUT_WR); TCP's EOF becomes SHUT_WR on the channel; a reset or timeout stops the pump with the errno the
 program is told when its recv sees EOF or its send EPIPE.
 
-Runs in the node's event loop: `progress` after every pump of the driver, and the loop's reader and writer
-callbacks on the channel. No call here blocks.
+Runs in the node's event loop: `progress` after a pump of the driver that visited the connection, and the
+loop's reader and writer callbacks on the channel. No call here blocks.
 """
 
 from __future__ import annotations
@@ -53,7 +53,10 @@ class Pump:
         self._stopped = False
 
     def start(self) -> None:
-        self.driver.add_watcher(self.progress)
+        if self.tcp.connection is not None:
+            self.driver.watch_connection(self.tcp.connection, self.progress)
+        else:
+            self.driver.add_watcher(self.progress)
         self._read_channel(True)
         self.progress()
 
@@ -80,7 +83,7 @@ class Pump:
     # -- the two directions ----------------------------------------------------------------------------
 
     def progress(self) -> None:
-        """After every pump of the driver: TCP may have received data, freed room, or failed."""
+        """After a pump that visited the connection: TCP may have received data, freed room, or failed."""
         if self._stopped:
             return
         if self.tcp.error and not self.tcp.readable:
@@ -164,8 +167,8 @@ class Pump:
                     self._write_channel(True)
                     return
         finally:
-            if moved:
-                self.driver.wakeup()  # the window opened: the stack may announce it
+            if moved:  # the window opened (the stack may announce it), and more may wait after ROUNDS
+                self.driver.request_turn(self.progress)
 
     def _shut_channel(self) -> None:
         if not self._channel_shut:
@@ -209,6 +212,8 @@ class Pump:
         self._read_channel(False)
         self._write_channel(False)
         self._stopped = True
+        if self.tcp.connection is not None:
+            self.driver.unwatch_connection(self.tcp.connection)
         self.driver.remove_watcher(self.progress)
         if code:
             with contextlib.suppress(OSError):

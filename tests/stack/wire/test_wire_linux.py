@@ -119,4 +119,10 @@ def test_describe_frame_matches_tcpdump_on_the_capture(linux_run: tuple[dict[str
     with pcap.open("rb") as file:
         ours = [describe_frame(frame) for _, frame in read_pcap(file)]
     assert len(ours) == len(theirs) > 30
-    assert [(o, t) for o, t in zip(ours, theirs, strict=True) if o != t] == []
+    # A kernel interface's own IPv6 housekeeping (MLD reports, router solicitations) falls in the capture
+    # when its timing says so; the stack speaks IPv4, and describe_frame names such a frame only by its
+    # family and length, where tcpdump decodes it.
+    pairs = [(o, t) for o, t in zip(ours, theirs, strict=True)
+             if not (o.startswith("IP6, length ") and t.startswith("IP6 "))]
+    assert len(pairs) > 30
+    assert [(o, t) for o, t in pairs if o != t] == []
