@@ -43,7 +43,7 @@ class AsyncioDriver:
         # Insertion-ordered like a list, but a connection's transport leaves in O(1) however many are open.
         self._watchers: dict[Watcher, None] = {}
         self._connection_watchers: dict[Hashable, Watcher] = {}
-        self._turns: dict[Watcher, None] = {}  # connection watchers asked for by name for the next pump
+        self._turns: dict[Watcher, None] = {}  # watchers that asked to run after the next pump (request_turn)
         self._progress_sources = [host for host in self.network.hosts if isinstance(host, ReportsProgress)]
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
         self._readers: list[int] = []
