@@ -190,7 +190,11 @@ def idle_connections(namespace: str, address: str, port: int,
         ready, _, _ = select.select([process.stdout], [], [], 60.0)
         line = process.stdout.readline().strip() if ready else b""
         if line != str(count).encode():
-            raise ToolFailed(f"could not hold {count} idle connections to {address}:{port}")
+            _stop(process)
+            assert process.stderr is not None
+            why = process.stderr.read().decode(errors="replace").strip().splitlines()
+            raise ToolFailed(f"could not hold {count} idle connections to {address}:{port}"
+                             + (f": {why[-1][:200]}" if why else ""))
         yield
     finally:
         if process.stdin is not None:
@@ -287,7 +291,7 @@ def run_bench_tools(seconds: float = 3.0, name: str | None = None,
         for key, reverse in (("iperf3_kernel_to_stack", False), ("iperf3_stack_to_kernel", True)):
             stack_side[key] = iperf3_run(client, address, IPERF3_PORT, seconds, reverse=reverse,
                                          server="stack")
-        stack_side.update(_http_runs(client, f"http://{address}:{HTTP_PORT}", seconds, pid, "stack", report))
+        stack_side.update(_http_runs(client, address, HTTP_PORT, seconds, pid, "stack", report))
         with kernel_pair(lab) as pair:
             n1, n2 = pair.node("n1"), pair.node("n2")
             server_address = str(n2.interfaces[0].address.ip)
@@ -296,18 +300,19 @@ def run_bench_tools(seconds: float = 3.0, name: str | None = None,
                 kernel_side["iperf3"] = iperf3_run(n1.namespace, server_address, IPERF3_PORT, seconds,
                                                    reverse=False, server="server")
             with nginx_server(n2.namespace, server_address) as nginx:
-                kernel_side.update(_http_runs(n1.namespace, f"http://{server_address}:{NGINX_PORT}", seconds,
-                                              nginx, "server", report))
+                kernel_side.update(_http_runs(n1.namespace, server_address, NGINX_PORT, seconds, nginx,
+                                              "server", report))
     kernel_side["iperf3_kernel_to_stack"] = kernel_side["iperf3_stack_to_kernel"] = kernel_side.pop("iperf3")
     return with_tool_ratios(stack_side, kernel_side, seconds)
 
 
-def _http_runs(namespace: str, base: str, seconds: float, pid: int, server: str,
+def _http_runs(namespace: str, address: str, port: int, seconds: float, pid: int, server: str,
                report: ProgressFn) -> dict[str, dict[str, Any]]:
-    report(f"wrk keep-alive, ab -c {AB_CLIENTS} and curl 100 MB against {base}")
-    host, _, port = base.removeprefix("http://").partition(":")
+    base = f"http://{address}:{port}"
+    report(f"wrk keep-alive (then beside {IDLE_CONNECTIONS} idle connections), ab -c {AB_CLIENTS} and "
+           f"curl 100 MB against {base}")
     runs = {"http_keepalive": wrk_run(namespace, base + HTTP_PATH, seconds, pid, server)}
-    with idle_connections(namespace, host, int(port)):
+    with idle_connections(namespace, address, port):
         runs["http_keepalive_idle"] = wrk_run(namespace, base + HTTP_PATH, seconds, pid, server)
     return {**runs, "http_connection_per_request": ab_run(namespace, base + HTTP_PATH, seconds, pid, server),
             "curl_100mb": curl_run(namespace, f"{base}/bytes/{CURL_BYTES}", pid, server)}

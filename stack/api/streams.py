@@ -71,11 +71,11 @@ class StackTransport(asyncio.Transport):
                 self._extra["peername"] = sock.getpeername()
         else:
             self._extra["peername"] = peername
-        self._watched = sock.connection
-        if self._watched is not None:
-            driver.watch_connection(self._watched, self._on_progress)
-        else:  # not connected (yet): look after every pump
-            driver.add_watcher(self._on_progress)
+        connection = sock.connection
+        if connection is None:
+            raise ValueError("a StackTransport needs a socket that connected or was accepted")
+        self._connection = connection
+        driver.watch_connection(connection, self._on_progress)
 
     # -- asyncio.BaseTransport -------------------------------------------------------------------------
 
@@ -238,10 +238,7 @@ class StackTransport(asyncio.Transport):
             return
         self._lost = True
         self._closing = True
-        if self._watched is not None:
-            self._driver.unwatch_connection(self._watched)
-        else:
-            self._driver.remove_watcher(self._on_progress)
+        self._driver.unwatch_connection(self._connection)
         with contextlib.suppress(OSError):
             self._sock.close(self._driver.clock())
         self._driver.wakeup()

@@ -53,10 +53,10 @@ class Pump:
         self._stopped = False
 
     def start(self) -> None:
-        if self.tcp.connection is not None:
-            self.driver.watch_connection(self.tcp.connection, self.progress)
-        else:
-            self.driver.add_watcher(self.progress)
+        connection = self.tcp.connection
+        if connection is None:
+            raise ValueError("a pump needs a socket that connected or was accepted")
+        self.driver.watch_connection(connection, self.progress)
         self._read_channel(True)
         self.progress()
 
@@ -212,9 +212,7 @@ class Pump:
         self._read_channel(False)
         self._write_channel(False)
         self._stopped = True
-        if self.tcp.connection is not None:
-            self.driver.unwatch_connection(self.tcp.connection)
-        self.driver.remove_watcher(self.progress)
+        self.driver.unwatch_connection(self.tcp.connection)
         if code:
             with contextlib.suppress(OSError):
                 self.tcp.close(self.driver.clock())

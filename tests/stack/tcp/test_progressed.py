@@ -8,7 +8,6 @@ from stack.devices.memory import MemoryWire
 from stack.host import Host
 from stack.loops.runner import Runner
 from stack.tcp.config import TcpConfig
-from stack.tcp.connection import Connection
 
 
 def connected_pairs(count: int) -> tuple[Host, Runner, list[tuple[Socket, Socket]]]:
@@ -30,10 +29,6 @@ def connected_pairs(count: int) -> tuple[Host, Runner, list[tuple[Socket, Socket
     return server, runner, pairs
 
 
-def connection_of(sock: Socket) -> Connection | None:
-    return sock.tcp.connection
-
-
 def test_a_layer_that_was_never_asked_records_nothing() -> None:
     server, _, _ = connected_pairs(3)  # three handshakes: every connection was visited
     assert server.take_progressed() == {}  # the Runner never asked before: nothing was kept
@@ -45,7 +40,7 @@ def test_data_on_one_connection_reports_that_connection_only() -> None:
     near, far = pairs[2]
     near.send(b"hello")
     runner.run_until(lambda: far.tcp.readable, timeout=1.0)
-    assert list(server.take_progressed()) == [connection_of(far)]
+    assert list(server.take_progressed()) == [far.tcp.connection]
     assert server.take_progressed() == {}  # taken: the next call reports only what came after
 
 
@@ -55,8 +50,8 @@ def test_a_timer_and_a_close_report_their_connection() -> None:
     near, far = pairs[0]
     near.send(b"x")  # one small segment: the server's ACK waits for the delayed-ACK timer
     runner.run_until(lambda: False, timeout=0.2)
-    assert list(server.take_progressed()) == [connection_of(far)]
+    assert list(server.take_progressed()) == [far.tcp.connection]
     _, other = pairs[1]
     other.close()  # a user call on another connection
     runner.run_until(lambda: False, timeout=0.05)
-    assert connection_of(other) in server.take_progressed()
+    assert other.tcp.connection in server.take_progressed()
