@@ -42,7 +42,7 @@ class TerminalReport:
 
 
 def main() -> int:
-    return run_demo(TerminalReport(Console(highlight=False)))
+    return run_demo(TerminalReport(Console(highlight=False, emoji=False)))
 
 
 if __name__ == "__main__":

@@ -25,8 +25,9 @@ from lab.topology import TopologyError, find_topology
 DEFAULT_TOPOLOGY = "pair"
 # Piped output (tests, `| less`) gets wide tables instead of rich's 80-column default.
 PIPE_WIDTH = 160
-out = Console(highlight=False, width=None if sys.stdout.isatty() else PIPE_WIDTH)
-err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else PIPE_WIDTH)
+# No emoji codes: a MAC address such as 7e:cd:44:... must print as itself, not with ":cd:" drawn as a disc.
+out = Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else PIPE_WIDTH)
+err = Console(stderr=True, highlight=False, emoji=False, width=None if sys.stderr.isatty() else PIPE_WIDTH)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 

@@ -135,3 +135,17 @@ def test_down_of_a_lab_that_is_not_up_is_exit_0_like_a_repeated_up(runner: CliRu
     assert result.exit_code == 0
     [answer] = json.loads(result.stdout)
     assert answer["lab"] == name and answer["was_up"] is False and answer["removed"] == []
+
+
+def test_tables_print_a_mac_address_as_itself() -> None:
+    """rich would draw ":cd:" in 7e:cd:44:... as an emoji; the lab's consoles print values as they are."""
+    from rich.table import Table
+
+    from lab.cli.output import err, out
+
+    for console in (out, err):
+        table = Table("mac")
+        table.add_row("7e:cd:44:5e:f2:77")
+        with console.capture() as captured:
+            console.print(table)
+        assert "7e:cd:44:5e:f2:77" in captured.get()
