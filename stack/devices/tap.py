@@ -82,6 +82,7 @@ class TapCounters:
     tx_frames: int = 0
     tx_bytes: int = 0
     tx_rejected: int = 0
+    rx_empty_reads: int = 0  # reads that found nothing waiting (EAGAIN): what polling an idle TAP costs
 
 
 class TapDevice:
@@ -174,6 +175,7 @@ class TapDevice:
             try:
                 data = os.read(self._fd, self._read_size)
             except BlockingIOError:
+                self.counters.rx_empty_reads += 1
                 return None
             view = memoryview(data)
             if not self.offload:

@@ -95,6 +95,9 @@ class ArpCache:
         self._entries: dict[bytes, NeighbourEntry] = {}
         self._requests: list[ArpRequest] = []
         self._failures: list[ResolutionFailure] = []
+        # No entry's timer fires before this (a lower bound: every deadline set lowers it, a scan in
+        # `poll` recomputes it), so a poll between timers costs no walk over the table.
+        self._timers_from = float("inf")
         self.stats = ArpCacheStats()
 
     # -- lookups from the IP output path -------------------------------------------------------------
@@ -109,7 +112,7 @@ class ArpCache:
             entry.state = NeighbourState.STALE
         if entry.state is NeighbourState.STALE:
             entry.state = NeighbourState.DELAY
-            entry.deadline = now + self.timings.delay_first_probe
+            self._arm(entry, now + self.timings.delay_first_probe)
         return entry.mac
 
     def enqueue(self, ip: bytes, packet: bytes, now: float) -> None:
@@ -119,6 +122,7 @@ class ArpCache:
             entry = NeighbourEntry(ip, NeighbourState.INCOMPLETE, None, now + self.timings.retry_interval,
                                    probes_sent=1, last_used=now)
             self._entries[ip] = entry
+            self._timers_from = min(self._timers_from, entry.deadline)
             self._request(ip, None)
         if len(entry.queue) >= self.timings.queue_limit:
             entry.queue.popleft()
@@ -136,14 +140,15 @@ class ArpCache:
             state = NeighbourState.REACHABLE if is_reply else NeighbourState.STALE
             deadline = self._reachable_deadline(now) if is_reply else now + self.timings.gc_stale_time
             self._entries[ip] = NeighbourEntry(ip, state, mac, deadline, last_used=now)
+            self._timers_from = min(self._timers_from, deadline)
             return []
         if is_reply and to_us:
             entry.state = NeighbourState.REACHABLE
-            entry.deadline = self._reachable_deadline(now)
+            self._arm(entry, self._reachable_deadline(now))
         elif entry.mac != mac or entry.state is NeighbourState.INCOMPLETE:
             # A new or changed address that is not a confirmation: usable, but STALE (Linux's NUD_STALE).
             entry.state = NeighbourState.STALE
-            entry.deadline = now + self.timings.gc_stale_time
+            self._arm(entry, now + self.timings.gc_stale_time)
         entry.mac = mac
         entry.probes_sent = 0
         waiting = list(entry.queue)
@@ -160,13 +165,21 @@ class ArpCache:
             return False
         if entry.state is not NeighbourState.PROBE:  # already re-checking: let the probes run
             entry.state = NeighbourState.STALE
-            entry.deadline = now + self.timings.gc_stale_time
+            self._arm(entry, now + self.timings.gc_stale_time)
         return True
 
     # -- timers --------------------------------------------------------------------------------------
 
     def poll(self, now: float) -> tuple[list[ArpRequest], list[ResolutionFailure]]:
         """Run the timers due by ``now``; returns the requests to send and the failed resolutions."""
+        if now >= self._timers_from:
+            self._run_timers(now)
+        requests, failures = self._requests, self._failures
+        if requests or failures:
+            self._requests, self._failures = [], []
+        return requests, failures
+
+    def _run_timers(self, now: float) -> None:
         timings = self.timings
         for ip, entry in list(self._entries.items()):
             if now < entry.deadline:
@@ -179,23 +192,21 @@ class ArpCache:
                     self._failures.append(ResolutionFailure(ip, list(entry.queue)))
                     continue
                 entry.probes_sent += 1
-                entry.deadline = now + timings.retry_interval
+                self._arm(entry, now + timings.retry_interval)
                 self._request(ip, entry.mac if state is NeighbourState.PROBE else None)
             elif state is NeighbourState.REACHABLE:
                 entry.state = NeighbourState.STALE
-                entry.deadline = now + timings.gc_stale_time
+                self._arm(entry, now + timings.gc_stale_time)
             elif state is NeighbourState.DELAY:
                 entry.state = NeighbourState.PROBE
                 entry.probes_sent = 1
-                entry.deadline = now + timings.retry_interval
+                self._arm(entry, now + timings.retry_interval)
                 self._request(ip, entry.mac)
             elif now - entry.last_used >= timings.gc_stale_time:  # STALE and unused
                 del self._entries[ip]
             else:
-                entry.deadline = entry.last_used + timings.gc_stale_time
-        requests, failures = self._requests, self._failures
-        self._requests, self._failures = [], []
-        return requests, failures
+                self._arm(entry, entry.last_used + timings.gc_stale_time)
+        self._timers_from = min((entry.deadline for entry in self._entries.values()), default=float("inf"))
 
     def next_deadline(self) -> float | None:
         if self._requests or self._failures:
@@ -220,6 +231,10 @@ class ArpCache:
     def _request(self, ip: bytes, dst_mac: bytes | None) -> None:
         self.stats.requests_sent += 1
         self._requests.append(ArpRequest(ip, dst_mac))
+
+    def _arm(self, entry: NeighbourEntry, deadline: float) -> None:
+        entry.deadline = deadline
+        self._timers_from = min(self._timers_from, deadline)
 
     def _reachable_deadline(self, now: float) -> float:
         return now + self.timings.reachable_time * self._rng.uniform(0.5, 1.5)

@@ -199,6 +199,8 @@ class Reassembler:
 
     def next_deadline(self) -> float | None:
         """When `expire` next has work, or None when nothing is held."""
+        if not self._datagrams and not self._dropped:
+            return None  # the common case, on every poll: no fragments held
         deadlines = [d.deadline for d in self._datagrams.values()]
         deadlines.extend(self._dropped.values())
         return min(deadlines) if deadlines else None

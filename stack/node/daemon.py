@@ -103,13 +103,15 @@ def _offload_reason(parts: NodeParts) -> str | None:
 def extra_counters(parts: NodeParts) -> dict[str, int]:
     c = parts.tap.counters
     counters = {"TapRxFrames": c.rx_frames, "TapRxBytes": c.rx_bytes, "TapRxBadHeader": c.rx_bad_header,
+                "TapRxEmptyReads": c.rx_empty_reads,
                 "TapTxFrames": c.tx_frames, "TapTxBytes": c.tx_bytes, "TapTxRejected": c.tx_rejected,
                 "TapRxChecksumsTrusted": parts.medium.checksums_trusted,
                 "TapRxChecksumsCompleted": parts.medium.checksums_completed,
                 "TapTxGsoFrames": parts.medium.gso_frames_sent,
                 "TapTxSegmentedInSoftware": parts.medium.segmented_in_software,
                 "TapRxGroMergedFrames": parts.medium.gro.merged_frames,
-                "TapRxGroMergedInto": parts.medium.gro.merged_into}
+                "TapRxGroMergedInto": parts.medium.gro.merged_into,
+                "DriverPumps": parts.node.driver.pumps}
     counters.update(parts.medium.impairment_counters())
     if parts.gate is not None:
         counters.update(parts.gate.counters())

@@ -211,6 +211,16 @@ def payload_limit(conn: Connection) -> int:
 
 
 def transmit(conn: Connection, now: float) -> None:
+    recovery = conn.recovery
+    if (
+        not recovery.fast_retransmit_due
+        and recovery.rtx_next is None
+        and not recovery.in_recovery
+        and recovery.rack.lost_bytes <= 0
+        and not conn.fin_requested
+        and len(conn.send_buffer) <= seq_sub(conn.snd_nxt, conn.snd_una)
+    ):
+        return  # nothing to resend and nothing new: the common poll after a segment arrived
     mss = payload_limit(conn)
     rack_on = rack_active(conn)
     if conn.recovery.fast_retransmit_due:
