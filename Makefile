@@ -72,6 +72,7 @@ bench: venv bench-peers
 	$(BIN)/python benchmarks/bench_up.py
 	$(BIN)/python benchmarks/bench_memory.py --bytes 200000000
 	$(BIN)/python benchmarks/bench_wire.py
+	$(BIN)/python benchmarks/bench_exchanges.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

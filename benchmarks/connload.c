@@ -7,6 +7,12 @@
  *   connload server ADDR PORT SECONDS THREADS
  *       a kernel listener (backlog 4096) whose THREADS threads accept() and close() until stdin
  *       reaches end of file or SECONDS pass, whichever is first.
+ *   connload request ADDR PORT SECONDS THREADS
+ *       THREADS threads each open one connection and, for SECONDS, send a REQUEST_BYTES request and
+ *       read the RESPONSE_BYTES answer (a keep-alive HTTP exchange's sizes): the count is exchanges.
+ *   connload respond ADDR PORT SECONDS THREADS
+ *       the other end: a kernel listener that answers every REQUEST_BYTES read with RESPONSE_BYTES, one
+ *       thread per connection (at most THREADS), until stdin reaches end of file or SECONDS pass.
  *
  * Each prints one JSON object on stdout when done: the count, the wall time, and its own CPU time
  * (user + system, all threads), so the caller can say which side of a measurement was CPU-bound.
@@ -16,6 +22,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -31,6 +38,8 @@
 #define MAX_SECONDS 600.0
 #define CONNECT_TIMEOUT_SECONDS 5
 #define SLOW_CONNECT_SECONDS 0.5 /* a connect this slow waited for a retransmitted SYN */
+#define REQUEST_BYTES 40           /* "GET /bytes/1000 HTTP/1.1\r\nHost: ...\r\n\r\n" */
+#define RESPONSE_BYTES 1223        /* its answer's head and 1000-byte body */
 
 static struct sockaddr_in target;
 static double deadline;
@@ -104,6 +113,88 @@ static void *server_thread(void *unused) {
     return NULL;
 }
 
+/* Read exactly `size` bytes (0), or fail (-1: error, end of stream, or the deadline passed). */
+static int read_all(int fd, char *buffer, size_t size) {
+    size_t got = 0;
+    while (got < size) {
+        ssize_t n = recv(fd, buffer + got, size - got, 0);
+        if (n <= 0)
+            return -1;
+        got += (size_t)n;
+    }
+    return 0;
+}
+
+static int write_all(int fd, const char *buffer, size_t size) {
+    size_t sent = 0;
+    while (sent < size) {
+        ssize_t n = send(fd, buffer + sent, size - sent, MSG_NOSIGNAL);
+        if (n <= 0)
+            return -1;
+        sent += (size_t)n;
+    }
+    return 0;
+}
+
+static void *request_thread(void *unused) {
+    (void)unused;
+    char request[REQUEST_BYTES], response[RESPONSE_BYTES];
+    memset(request, 'q', sizeof request);
+    struct timeval timeout = {CONNECT_TIMEOUT_SECONDS, 0};
+    int one = 1;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) {
+        note_error(errno);
+        return NULL;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(fd, (struct sockaddr *)&target, sizeof target) != 0) {
+        note_error(errno);
+        close(fd);
+        return NULL;
+    }
+    while (now() < deadline) {
+        if (write_all(fd, request, sizeof request) != 0 || read_all(fd, response, sizeof response) != 0) {
+            note_error(errno ? errno : EPIPE);
+            break;
+        }
+        atomic_fetch_add(&done_count, 1);
+    }
+    close(fd);
+    return NULL;
+}
+
+static void *respond_thread(void *unused) {
+    (void)unused;
+    char request[REQUEST_BYTES], response[RESPONSE_BYTES];
+    memset(response, 'r', sizeof response);
+    struct pollfd waiting = {listener, POLLIN, 0};
+    int fd = -1;
+    while (fd < 0 && !atomic_load(&stop_flag) && now() < deadline) {
+        if (poll(&waiting, 1, 50) > 0)
+            fd = accept4(listener, NULL, NULL, 0);
+    }
+    if (fd < 0)
+        return NULL;
+    int one = 1;
+    struct timeval tick = {0, 100000}; /* wake to see the deadline and stdin's end */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tick, sizeof tick);
+    while (!atomic_load(&stop_flag) && now() < deadline) {
+        ssize_t n = recv(fd, request, 1, MSG_PEEK);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            continue;
+        if (n <= 0 || read_all(fd, request, sizeof request) != 0 ||
+            write_all(fd, response, sizeof response) != 0)
+            break; /* the client closed: its count is the figure */
+        atomic_fetch_add(&done_count, 1);
+    }
+    close(fd);
+    return NULL;
+}
+
 static void *stdin_watch(void *unused) {
     (void)unused;
     char buffer[64];
@@ -114,16 +205,29 @@ static void *stdin_watch(void *unused) {
 }
 
 static int usage(const char *why) {
-    fprintf(stderr, "connload: %s; usage: connload client|server ADDR PORT SECONDS THREADS\n", why);
+    fprintf(stderr, "connload: %s; usage: connload client|server|request|respond ADDR PORT SECONDS THREADS\n",
+            why);
     return 2;
 }
 
 int main(int argc, char **argv) {
     if (argc != 6)
         return usage("expected 5 arguments");
-    int is_client = strcmp(argv[1], "client") == 0;
-    if (!is_client && strcmp(argv[1], "server") != 0)
-        return usage("the mode is client or server");
+    void *(*work)(void *) = NULL;
+    int is_client = 1;
+    if (strcmp(argv[1], "client") == 0) {
+        work = client_thread;
+    } else if (strcmp(argv[1], "server") == 0) {
+        work = server_thread;
+        is_client = 0;
+    } else if (strcmp(argv[1], "request") == 0) {
+        work = request_thread;
+    } else if (strcmp(argv[1], "respond") == 0) {
+        work = respond_thread;
+        is_client = 0;
+    } else {
+        return usage("the mode is client, server, request or respond");
+    }
     memset(&target, 0, sizeof target);
     target.sin_family = AF_INET;
     if (inet_pton(AF_INET, argv[2], &target.sin_addr) != 1)
@@ -159,7 +263,7 @@ int main(int argc, char **argv) {
     if (!is_client)
         pthread_create(&watcher, NULL, stdin_watch, NULL);
     for (long i = 0; i < threads; i++)
-        pthread_create(&workers[i], NULL, is_client ? client_thread : server_thread, NULL);
+        pthread_create(&workers[i], NULL, work, NULL);
     for (long i = 0; i < threads; i++)
         pthread_join(workers[i], NULL);
     double elapsed = now() - began;

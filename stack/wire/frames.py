@@ -10,7 +10,7 @@ join at all: `tcp_frame_headers` gives the headers alone, and the payload goes o
 from __future__ import annotations
 
 from stack.wire.ethernet import ETHERTYPE_IPV4, ethernet_header
-from stack.wire.ipv4 import DEFAULT_TTL, PROTO_TCP, Ipv4Packet, ipv4_header
+from stack.wire.ipv4 import DEFAULT_TTL, PROTO_TCP, datagram_header
 from stack.wire.tcp import ChecksumMode, TcpSegment, tcp_header
 
 
@@ -23,8 +23,8 @@ def tcp_frame_headers(dst_mac: bytes, src_mac: bytes, src_ip: bytes, dst_ip: byt
     header checksum is always complete, as virtio expects.
     """
     tcp = tcp_header(segment, src_ip, dst_ip, checksum)
-    ip = ipv4_header(Ipv4Packet(src_ip, dst_ip, PROTO_TCP, b"", ttl, ident, dont_fragment, False, 0, tos),
-                     len(tcp) + len(segment.payload))
+    ip = datagram_header(src_ip, dst_ip, PROTO_TCP, len(tcp) + len(segment.payload), ttl, ident,
+                         dont_fragment, tos)
     return b"".join((prefix, ethernet_header(dst_mac, src_mac, ETHERTYPE_IPV4), ip, tcp))
 
 

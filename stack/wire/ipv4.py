@@ -122,25 +122,37 @@ def ipv4_header(packet: Ipv4Packet, payload_length: int | None = None) -> bytes:
         if len(options) > MAX_HEADER_LEN - HEADER_LEN:
             raise ValueError(f"ipv4: {len(options)} bytes of options > {MAX_HEADER_LEN - HEADER_LEN}")
         options = options + bytes(_padded_len(len(options)) - len(options))  # pad with End of Options
-    header_length = HEADER_LEN + len(options)
-    total_length = header_length + payload_length
-    if total_length > MAX_PACKET_LEN:
-        raise ValueError(f"ipv4: total length {total_length} > {MAX_PACKET_LEN}")
     if packet.fragment_offset & 7 or not 0 <= packet.fragment_offset <= OFFSET_MASK * 8:
         raise ValueError(f"ipv4: fragment offset {packet.fragment_offset} is not a multiple of 8 in 0..65528")
     flags_offset = ((FLAG_DF if packet.dont_fragment else 0) | (FLAG_MF if packet.more_fragments else 0)
                     | packet.fragment_offset >> 3)
+    return _header(packet.src, packet.dst, packet.protocol, payload_length, packet.ttl, packet.ident,
+                   flags_offset, packet.tos, options)
+
+
+def datagram_header(src: bytes, dst: bytes, protocol: int, payload_length: int, ttl: int = DEFAULT_TTL,
+                    ident: int = 0, dont_fragment: bool = True, tos: int = 0) -> bytes:
+    """The header of a whole datagram without options: `ipv4_header` for what every TCP segment the
+    host sends is, without an `Ipv4Packet` built for each."""
+    return _header(src, dst, protocol, payload_length, ttl, ident, FLAG_DF if dont_fragment else 0, tos, b"")
+
+
+def _header(src: bytes, dst: bytes, protocol: int, payload_length: int, ttl: int, ident: int,
+            flags_offset: int, tos: int, options: bytes) -> bytes:
+    header_length = HEADER_LEN + len(options)
+    total_length = header_length + payload_length
+    if total_length > MAX_PACKET_LEN:
+        raise ValueError(f"ipv4: total length {total_length} > {MAX_PACKET_LEN}")
     version_ihl = 0x40 | header_length >> 2
     # The header's word sum computed from the fields: cheaper than packing twice. Values wider than
     # 16 bits (the 8 address bytes as one integer) are fine: fold() reduces modulo 0xFFFF.
-    total = ((version_ihl << 8 | packet.tos) + total_length + packet.ident + flags_offset
-             + (packet.ttl << 8 | packet.protocol)
-             + int.from_bytes(packet.src + packet.dst, "big"))
+    total = ((version_ihl << 8 | tos) + total_length + ident + flags_offset + (ttl << 8 | protocol)
+             + int.from_bytes(src + dst, "big"))
     if options:
         total += sum_words(options)
     checksum = ~fold(total) & 0xFFFF
-    header = _HEADER.pack(version_ihl, packet.tos, total_length, packet.ident, flags_offset, packet.ttl,
-                          packet.protocol, checksum, packet.src, packet.dst)
+    header = _HEADER.pack(version_ihl, tos, total_length, ident, flags_offset, ttl, protocol, checksum,
+                          src, dst)
     return header + options if options else header
 
 

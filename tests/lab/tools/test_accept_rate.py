@@ -57,3 +57,21 @@ def test_connload_refuses_bad_arguments_with_exit_2() -> None:
     result = subprocess.run([str(CONNLOAD), "client", "127.0.0.1", "0", "1", "1"], capture_output=True,
                             text=True, timeout=5)
     assert result.returncode == 2 and "PORT" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.skipif(NOT_BUILT, reason="build/connload is built by `make venv`")
+def test_connload_request_and_respond_count_the_same_exchanges() -> None:
+    """The keep-alive yardstick of bench_exchanges: every request answered is counted once at each end."""
+    server = subprocess.Popen([str(CONNLOAD), "respond", "127.0.0.1", "17932", "20", "2"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None and "listening" in server.stdout.readline()
+        client = subprocess.run([str(CONNLOAD), "request", "127.0.0.1", "17932", "0.3", "2"],
+                                capture_output=True, text=True, timeout=20, check=True)
+        ran = parse_run(client.stdout, "request")
+    finally:
+        out, _ = server.communicate(input="", timeout=10)
+    answered = parse_run(out, "respond")
+    assert ran.count > 0 and ran.errors == 0
+    assert answered.count == ran.count
+    assert json.loads(client.stdout)["mode"] == "request"

@@ -19,7 +19,7 @@ from stack.wire import (
     ipv4_header,
     parse_ipv4,
 )
-from stack.wire.ipv4 import copied_options
+from stack.wire.ipv4 import copied_options, datagram_header
 
 SRC = socket.inet_aton("10.78.0.1")
 DST = socket.inet_aton("10.78.0.2")
@@ -136,3 +136,11 @@ def test_fragments_cover_the_payload_exactly(payload: bytes, mtu: int) -> None:
     fragments = [parse_ipv4(raw) for raw in fragment_ipv4(packet, mtu)]
     assert all(len(f.payload) + 20 <= mtu for f in fragments)
     assert b"".join(bytes(f.payload) for f in fragments) == payload
+
+
+def test_a_datagram_header_is_the_packet_header_of_a_whole_datagram() -> None:
+    """The send path's shortcut (no Ipv4Packet per segment) gives the very bytes `ipv4_header` does."""
+    for ttl, ident, df, tos in ((64, 0, True, 0), (1, 0xFFFF, False, 0xB8), (255, 1234, True, 3)):
+        packet = Ipv4Packet(b"\x0a\x00\x00\x01", b"\xc0\xa8\x01\x02", 6, b"", ttl, ident, df, False, 0, tos)
+        shortcut = datagram_header(packet.src, packet.dst, 6, 1460, ttl, ident, df, tos)
+        assert shortcut == ipv4_header(packet, 1460)
