@@ -74,10 +74,12 @@ class ReadinessSet:
     def __init__(self) -> None:
         self._entries: weakref.WeakKeyDictionary[object, tuple[Readiness, State]] = \
             weakref.WeakKeyDictionary()
+        self._ever_registered = False  # until then a refresh (every network step) costs one test
 
     def register(self, owner: object, state: State) -> Readiness:
         entry = self._entries.get(owner)
         if entry is None:
+            self._ever_registered = True
             entry = (Readiness(), state)
             self._entries[owner] = entry
             entry[0].update(*state())
@@ -94,7 +96,7 @@ class ReadinessSet:
             entry[0].close()
 
     def refresh(self) -> None:
-        if self._entries:
+        if self._ever_registered and self._entries:
             for readiness, state in list(self._entries.values()):
                 readiness.update(*state())
 

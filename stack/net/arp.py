@@ -170,6 +170,10 @@ class ArpCache:
 
     # -- timers --------------------------------------------------------------------------------------
 
+    def due(self, now: float) -> bool:
+        """Whether `poll` has anything to do at `now`: a timer due, or requests or failures waiting."""
+        return now >= self._timers_from or bool(self._requests) or bool(self._failures)
+
     def poll(self, now: float) -> tuple[list[ArpRequest], list[ResolutionFailure]]:
         """Run the timers due by ``now``; returns the requests to send and the failed resolutions."""
         if now >= self._timers_from:

@@ -391,9 +391,10 @@ class Ipv4Layer:
             self.counters["IpReasmFails"] += timeouts
             for first in expired_first:  # each that had its first fragment earns a Time Exceeded (code 1)
                 self._send_error(first, lambda quoted: time_exceeded(TIME_EXCEEDED_REASSEMBLY, quoted), now)
-        for dst, ident, sequence, payload in self._pings:
-            self._send_echo_request(dst, ident, sequence, payload, now)
-        self._pings.clear()
+        if self._pings:
+            for dst, ident, sequence, payload in self._pings:
+                self._send_echo_request(dst, ident, sequence, payload, now)
+            self._pings.clear()
         tcp = self._tcp
         for _ in range(MAX_LOOPBACK_ROUNDS):
             if tcp is not None:

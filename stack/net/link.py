@@ -113,6 +113,8 @@ class EthernetLink:
     def poll(self, now: float) -> list[bytes]:
         """Announce ourselves once, send the ARP requests that are due; return the packets whose next hop
         never answered (the caller reports them)."""
+        if not self._announce and not self.arp.due(now):
+            return []  # the common poll: no ARP timer due, nothing to ask
         if self._announce:
             self._announce = False
             self._send_arp(arp_request(self.mac, self.address, self.address), BROADCAST_MAC)  # gratuitous

@@ -199,6 +199,8 @@ class TcpLayer:
 
     def poll(self, now: float) -> list[tuple[str, str, TcpSegment]]:
         timers = self._timers
+        if not self._dirty and not self._outbox and (not timers or timers[0][0] > now):
+            return []  # no connection touched, none due: the host's other polls of a round
         scheduled = self._scheduled
         while timers and timers[0][0] <= now:
             deadline, _, connection = heapq.heappop(timers)

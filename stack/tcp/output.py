@@ -346,12 +346,13 @@ def send_new_data(conn: Connection, mss: int, now: float) -> None:
         # RTO the ACK clock is gone, so restart from no more than the initial window.
         conn.cc.on_idle_restart(now)
         conn.last_data_sent = None
-    cwnd = conn.recovery.congestion_window(conn)
+    recovery = conn.recovery
+    cwnd = recovery.congestion_window(conn)
     tso_max = conn.config.tso_max_bytes
     rack_on = rack_active(conn)
     sent_new = cwnd_blocked = False
     while True:
-        offset = seq_sub(conn.snd_nxt, conn.snd_una)
+        offset = seq_sub(conn.snd_nxt, conn.snd_una)  # also the sequence space in flight since SND.UNA
         unsent = buffered - offset
         wnd_room = conn.snd_wnd - offset
         if unsent <= 0:
@@ -359,7 +360,7 @@ def send_new_data(conn: Connection, mss: int, now: float) -> None:
                 # Linux does not hold the FIN back for the congestion window (tcp_cwnd_test).
                 emit(conn, conn.snd_nxt, FIN_ACK, b"", now)
                 if rack_on:
-                    conn.recovery.rack.on_sent(conn.snd_nxt, seq_add(conn.snd_nxt, 1), now)
+                    recovery.rack.on_sent(conn.snd_nxt, seq_add(conn.snd_nxt, 1), now)
                 conn.snd_nxt = seq_add(conn.snd_nxt, 1)
                 conn.fin_sent = True
                 sent_new = True
@@ -367,24 +368,24 @@ def send_new_data(conn: Connection, mss: int, now: float) -> None:
             break
         # The congestion window admits whole segments: any room left lets one full segment go (cwnd is
         # kept in bytes, Linux keeps it in segments; rounding up keeps the two alike).
-        if cwnd - conn.recovery.flight_size(conn) <= 0:
+        cwnd_room = cwnd - recovery.flight_size(conn)
+        if cwnd_room <= 0:
             cwnd_blocked = True
             break
         if wnd_room <= 0:
             break
-        flight = seq_sub(conn.snd_nxt, conn.snd_una)
         limit = mss
         if tso_max > mss:
             # TSO: as many whole segments as cwnd, the peer's window and the device allow, in one
             # super-segment (at least one segment, as without TSO).
-            room = min(cwnd - conn.recovery.flight_size(conn), wnd_room, tso_max)
+            room = min(cwnd_room, wnd_room, tso_max)
             limit = max(mss, room - room % mss)
         length = min(limit, unsent, wnd_room)
         if length < mss:
             if length < unsent:
                 # Window- or cwnd-limited fragment: sender SWS avoidance allows it only when nothing is
                 # outstanding and it is at least half the largest window the peer offered.
-                if flight > 0 or length < conn.max_snd_wnd // 2:
+                if offset > 0 or length < conn.max_snd_wnd // 2:
                     break
             elif not conn.options.nodelay and not conn.fin_requested and seq_gt(conn.snd_sml, conn.snd_una):
                 break  # Nagle: a small segment is still unacknowledged
@@ -397,21 +398,22 @@ def send_new_data(conn: Connection, mss: int, now: float) -> None:
         if length > mss:
             conn.counters["OutSegs"] += (length - 1) // mss  # the packets the device makes of it
         end = seq_add(conn.snd_nxt, length)
+        next_seq = seq_add(end, 1) if fin else end
         if rack_on:
-            conn.recovery.rack.on_sent(conn.snd_nxt, seq_add(end, 1) if fin else end, now)
+            recovery.rack.on_sent(conn.snd_nxt, next_seq, now)
         if length < mss:
             conn.snd_sml = end
-        conn.send_times.sent(conn.snd_nxt, seq_add(end, 1) if fin else end, now)
-        conn.snd_nxt = seq_add(end, 1) if fin else end
+        conn.send_times.sent(conn.snd_nxt, next_seq, now)
+        conn.snd_nxt = next_seq
         arm_after_send(conn, offset, now)
         sent_new = True
         if fin:
             conn.fin_sent = True
             break
     if sent_new and rack_on:
-        conn.recovery.rack.schedule_probe(conn, now)  # RFC 8985 7.2: (re)arm the PTO after new data
+        recovery.rack.schedule_probe(conn, now)  # RFC 8985 7.2: (re)arm the PTO after new data
     if sent_new or cwnd_blocked:
-        conn.cwnd_use.after_sending(conn.recovery.flight_size(conn), cwnd, conn.snd_una, conn.snd_nxt)
+        conn.cwnd_use.after_sending(recovery.flight_size(conn), cwnd, conn.snd_una, conn.snd_nxt)
     if (
         not conn.fin_sent
         and (len(conn.send_buffer) > seq_sub(conn.snd_nxt, conn.snd_una) or conn.fin_requested)
