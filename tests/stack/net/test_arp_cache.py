@@ -104,3 +104,24 @@ def test_only_traffic_to_us_creates_entries_but_any_updates_them() -> None:
 def test_bad_timings_are_rejected_with_the_field() -> None:
     with pytest.raises(ValueError, match="retry_interval"):
         ArpTimings(retry_interval=0)
+
+
+def test_a_poll_before_every_deadline_changes_nothing_and_later_ones_still_fire() -> None:
+    """Polls between timers skip the table (a lower bound of the deadlines); a deadline that moved later
+    (a fresh confirmation) fires at its new time, not at the old one."""
+    arp = cache(reachable_time=30.0, gc_stale_time=60.0)
+    other = bytes([10, 0, 0, 4])
+    arp.learn(PEER, PEER_MAC, 0.0, is_reply=True, to_us=True)
+    arp.learn(other, NEW_MAC, 0.0, is_reply=True, to_us=True)
+    first = min(arp.entry(PEER).deadline, arp.entry(other).deadline)
+    assert arp.poll(first - 0.001) == ([], []) and not arp.due(first - 0.001)
+    assert arp.entry(PEER).state is arp.entry(other).state is NeighbourState.REACHABLE
+    arp.learn(PEER, PEER_MAC, first - 1.0, is_reply=True, to_us=True)  # confirmed again: a later deadline
+    renewed = arp.entry(PEER).deadline
+    assert renewed > first - 1.0 + 14.0
+    arp.poll(first)  # the old bound: the table is walked, PEER is not due yet
+    assert arp.entry(PEER).state is NeighbourState.REACHABLE
+    assert arp.entry(other).state is NeighbourState.STALE or arp.entry(other).deadline > first
+    assert arp.due(renewed) and not arp.due(min(renewed, arp.next_deadline()) - 0.001)
+    arp.poll(renewed)
+    assert arp.entry(PEER).state is NeighbourState.STALE
