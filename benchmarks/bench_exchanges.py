@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import select
 import shutil
 import socket
 import statistics
@@ -36,18 +37,18 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from lab.tools.accept_rate import LoadFailed, LoadGeneratorMissing, connload, parse_run
 from stack.devices.memory import MemoryWire
 from stack.host import Host
 from stack.loops.runner import Runner
 from stack.tcp.config import TcpConfig
 
-ROOT = Path(__file__).resolve().parents[1]
-CONNLOAD = ROOT / "build" / "connload"
-REQUEST = b"GET /bytes/1000 HTTP/1.1\r\nHost: 10.0.0.2\r\n\r\n"[:40]
-RESPONSE = bytes(1223)
+REQUEST = b"q" * 40  # connload's REQUEST_BYTES: about a `GET /bytes/1000` with its Host field
+RESPONSE = b"r" * 1223  # connload's RESPONSE_BYTES: that request's answer, head and 1000-byte body
 SERVER = ("10.0.0.2", 80)
 KERNEL_SECONDS = 2.0
 KERNEL_THREADS = 2  # two client threads keep the kernel's two ends busy on this machine's cores
@@ -137,7 +138,7 @@ def stack_instructions(case: str, count: int) -> int:
         done = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)
         found = re.search(r"Collected : (\d+)", done.stderr)
         if done.returncode != 0 or found is None:
-            raise RuntimeError(f"valgrind {case}: exit {done.returncode}, {done.stderr.strip()[-200:]}")
+            raise LoadFailed(f"valgrind {case}: exit {done.returncode}, {done.stderr.strip()[-200:]}")
         totals.append(int(found.group(1)))
     return (totals[1] - totals[0]) // (count - 1)
 
@@ -151,29 +152,48 @@ def free_port() -> int:
 def kernel_us(case: str) -> dict[str, float]:
     """The kernel's CPU per exchange over loopback, both ends C: client and server processes' CPU."""
     client_mode, server_mode = ("client", "server") if case == "connect_close" else ("request", "respond")
-    port = str(free_port())
-    seconds = str(KERNEL_SECONDS)
-    server = subprocess.Popen([str(CONNLOAD), server_mode, "127.0.0.1", port, str(KERNEL_SECONDS + 2),
+    binary, port = str(connload()), str(free_port())
+    server = subprocess.Popen([binary, server_mode, "127.0.0.1", port, f"{KERNEL_SECONDS + 2:g}",
                                str(KERNEL_THREADS)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        assert server.stdout is not None and server.stdin is not None
-        if "listening" not in server.stdout.readline():
-            raise RuntimeError(f"connload {server_mode} did not listen")
-        client = subprocess.run([str(CONNLOAD), client_mode, "127.0.0.1", port, seconds, str(KERNEL_THREADS)],
-                                capture_output=True, text=True, timeout=KERNEL_SECONDS + 30, check=True)
-        server.stdin.close()  # the server stops at end of input and reports
-        server_report = json.loads(server.stdout.readline())
+        assert server.stdout is not None
+        ready, _, _ = select.select([server.stdout], [], [], 5.0)
+        if not ready or "listening" not in server.stdout.readline():
+            raise LoadFailed(f"connload {server_mode} on 127.0.0.1:{port} did not start")
+        client = subprocess.run([binary, client_mode, "127.0.0.1", port, f"{KERNEL_SECONDS:g}",
+                                 str(KERNEL_THREADS)], capture_output=True, text=True,
+                                timeout=KERNEL_SECONDS + 30, check=False)
+        out, _ = server.communicate(input="", timeout=10)  # end of input: the server stops and reports
     finally:
-        server.kill()
-        server.wait()
-    client_report = json.loads(client.stdout)
-    count = client_report["count"]
-    if count <= 0 or client_report["errors"]:
-        raise RuntimeError(f"connload {client_mode}: {client_report}")
-    cpu = client_report["cpu_seconds"] + server_report["cpu_seconds"]
-    return {"us": cpu / count * 1e6, "per_second": count / client_report["seconds"],
-            "client_cpu_share": client_report["cpu_seconds"] / client_report["seconds"],
-            "server_cpu_share": server_report["cpu_seconds"] / client_report["seconds"]}
+        if server.poll() is None:
+            server.kill()
+            server.communicate()
+    ran = parse_run(client.stdout, f"connload {client_mode}")
+    answered = parse_run(out, f"connload {server_mode}")
+    if ran.count <= 0 or ran.errors:
+        raise LoadFailed(f"connload {client_mode}: {ran.count} exchanges, {ran.errors} errors "
+                         f"({ran.first_error or 'none reported'})")
+    return {"us": (ran.cpu_seconds + answered.cpu_seconds) / ran.count * 1e6, "per_second": ran.rate,
+            "client_cpu_share": ran.cpu_share, "server_cpu_share": answered.cpu_seconds / ran.seconds}
+
+
+def measure(case: str, count: int, rounds: int, instructions: bool) -> dict[str, float | int]:
+    """One exchange's figures: the stack's, then the kernel's from the same run, then their ratio."""
+    stack = stack_us(case, count, rounds)
+    kernel = kernel_us(case)
+    row: dict[str, float | int] = {
+        "stack_us": stack, "kernel_us": kernel["us"], "ratio": kernel["us"] / stack,
+        "kernel_per_second": kernel["per_second"], "kernel_client_cpu_share": kernel["client_cpu_share"],
+        "kernel_server_cpu_share": kernel["server_cpu_share"]}
+    if instructions:
+        row["stack_instructions"] = stack_instructions(case, min(count, INSTRUCTION_COUNT))
+    return row
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """One line on stderr; exit 2 for a missing capability, 1 for a measurement that failed."""
+    print(f"bench_exchanges: {message}", file=sys.stderr)
+    sys.exit(code)
 
 
 def main() -> None:
@@ -189,21 +209,15 @@ def main() -> None:
         return
     if not 2 <= args.count <= 1_000_000 or not 1 <= args.rounds <= 100:
         parser.error("--count takes 2 to 1000000 and --rounds 1 to 100")
-    if not CONNLOAD.exists():
-        sys.exit("bench_exchanges: build/connload is missing (make build/connload)")
     if args.instructions and shutil.which("valgrind") is None:
-        sys.exit("bench_exchanges: --instructions needs valgrind (apt-get install valgrind)")
+        fail("--instructions needs valgrind (apt-get install valgrind)")
     results = {}
-    for case in CASES:
-        row: dict[str, object] = {"stack_us": stack_us(case, args.count, args.rounds)}
-        kernel = kernel_us(case)
-        row.update({"kernel_us": kernel["us"], "ratio": kernel["us"] / float(row["stack_us"]),  # type: ignore[arg-type]
-                    "kernel_per_second": kernel["per_second"],
-                    "kernel_client_cpu_share": kernel["client_cpu_share"],
-                    "kernel_server_cpu_share": kernel["server_cpu_share"]})
-        if args.instructions:
-            row["stack_instructions"] = stack_instructions(case, min(args.count, INSTRUCTION_COUNT))
-        results[case] = row
+    try:
+        connload()  # before any measurement: a missing yardstick is found at once
+        for case in CASES:
+            results[case] = measure(case, args.count, args.rounds, args.instructions)
+    except (LoadGeneratorMissing, LoadFailed) as error:  # exit 2 and 1, as `lab bench` gives them
+        fail(str(error), error.exit_code)
     if args.json:
         print(json.dumps(results, indent=2))
         return

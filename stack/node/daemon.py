@@ -147,6 +147,8 @@ async def serve(settings: NodeSettings, stop: asyncio.Event, worker: Worker | No
         if worker is not None and not public:
             path = private_control_socket(path, worker.index)
         peers = WorkerPeers(worker) if worker is not None and public else None
+        if peers is not None:
+            await peers.wait_until_serving()  # the node's control socket opens with every worker serving
         control = ControlServer(node, path, lambda: hello_answer(parts), lambda: extra_counters(parts),
                                 medium, peers=peers)
         await control.start()

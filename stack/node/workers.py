@@ -49,6 +49,7 @@ MAX_HANDOVER_FRAME = 65535 + 64  # a super-segment of the TAP with room for its 
 HANDOVER_BATCH = 64  # frames taken from the handover socket per wake-up
 VERIFIED = 0x01  # the handover's flag byte: the device vouched for the frame's TCP checksum
 STOP_GRACE = 1.0  # seconds the workers get to stop after SIGTERM before they are killed
+PEERS_START_SECONDS = 10.0  # worker 0 waits this long at most for the others to serve (lab up waits 20 s)
 ETH_ARP = b"\x08\x06"
 ETH_IPV4 = b"\x08\x00"
 IPPROTO_ICMP = 1
@@ -210,6 +211,21 @@ class WorkerPeers:
             return {**own, "workers": self.worker.count, "node_pid": self.worker.node_pid,
                     "pids": [own["pid"], *self.worker.peer_pids]}
         return own
+
+    async def wait_until_serving(self, timeout: float = PEERS_START_SECONDS) -> None:
+        """Return once every other worker answers `hello` on its control socket, or after `timeout`.
+
+        Worker 0 opens the node's control socket only then: `lab up` is done when that socket answers,
+        and what follows (`hello`, `ss`, `listen`) reaches every worker, which a worker still starting
+        would not answer. After `timeout` the node serves anyway, and a worker that never came up is
+        reported by the request that needs it (and by the node process, which watches them all)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        for path in self.worker.peer_sockets:
+            while not (await self._ask(path, b'{"cmd":"hello"}')).get("ok"):
+                if loop.time() >= deadline:
+                    return
+                await asyncio.sleep(0.01)
 
     @staticmethod
     async def _ask(path: Path, line: bytes) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from lab.tools.accept_rate import CONNLOAD, LoadFailed, bound_by, parse_run
+from lab.tools.accept_rate import CONNLOAD, LoadFailed, LoadRun, bound_by, parse_run
 
 
 def test_a_busy_single_threaded_stack_is_the_bound() -> None:
@@ -35,21 +35,34 @@ def test_a_line_without_figures_fails_the_measurement() -> None:
 NOT_BUILT = not CONNLOAD.exists() and os.environ.get("CI") != "true"  # CI builds it: a missing one fails
 
 
-@pytest.mark.skipif(NOT_BUILT, reason="build/connload is built by `make venv`")
-def test_connload_on_loopback_counts_what_the_listener_accepts() -> None:
-    server = subprocess.Popen([str(CONNLOAD), "server", "127.0.0.1", "17931", "20", "1"],
+def loopback_run(client_mode: str, server_mode: str, port: int) -> tuple[LoadRun, LoadRun, dict[str, object]]:
+    """connload's two ends on 127.0.0.1 for 0.3 s: the client's figures, the server's, the client's JSON."""
+    server = subprocess.Popen([str(CONNLOAD), server_mode, "127.0.0.1", str(port), "20", "2"],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None and "listening" in server.stdout.readline()
-        client = subprocess.run([str(CONNLOAD), "client", "127.0.0.1", "17931", "0.3", "2"],
+        client = subprocess.run([str(CONNLOAD), client_mode, "127.0.0.1", str(port), "0.3", "2"],
                                 capture_output=True, text=True, timeout=20, check=True)
-        ran = parse_run(client.stdout, "client")
     finally:
         out, _ = server.communicate(input="", timeout=10)
-    accepted = parse_run(out, "server")
+    return parse_run(client.stdout, client_mode), parse_run(out, server_mode), json.loads(client.stdout)
+
+
+@pytest.mark.skipif(NOT_BUILT, reason="build/connload is built by `make venv`")
+def test_connload_on_loopback_counts_what_the_listener_accepts() -> None:
+    ran, accepted, printed = loopback_run("client", "server", 17931)
     assert ran.count > 0 and ran.errors == 0
     assert accepted.count == ran.count  # every completed connect was accepted, none counted twice
-    assert json.loads(client.stdout)["mode"] == "client"
+    assert printed["mode"] == "client"
+
+
+@pytest.mark.skipif(NOT_BUILT, reason="build/connload is built by `make venv`")
+def test_connload_request_and_respond_count_the_same_exchanges() -> None:
+    """The keep-alive yardstick of bench_exchanges: every request answered is counted once at each end."""
+    ran, answered, printed = loopback_run("request", "respond", 17932)
+    assert ran.count > 0 and ran.errors == 0
+    assert answered.count == ran.count
+    assert printed["mode"] == "request"
 
 
 @pytest.mark.skipif(NOT_BUILT, reason="build/connload is built by `make venv`")
@@ -58,20 +71,3 @@ def test_connload_refuses_bad_arguments_with_exit_2() -> None:
                             text=True, timeout=5)
     assert result.returncode == 2 and "PORT" in result.stderr and len(result.stderr.splitlines()) == 1
 
-
-@pytest.mark.skipif(NOT_BUILT, reason="build/connload is built by `make venv`")
-def test_connload_request_and_respond_count_the_same_exchanges() -> None:
-    """The keep-alive yardstick of bench_exchanges: every request answered is counted once at each end."""
-    server = subprocess.Popen([str(CONNLOAD), "respond", "127.0.0.1", "17932", "20", "2"],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert server.stdout is not None and "listening" in server.stdout.readline()
-        client = subprocess.run([str(CONNLOAD), "request", "127.0.0.1", "17932", "0.3", "2"],
-                                capture_output=True, text=True, timeout=20, check=True)
-        ran = parse_run(client.stdout, "request")
-    finally:
-        out, _ = server.communicate(input="", timeout=10)
-    answered = parse_run(out, "respond")
-    assert ran.count > 0 and ran.errors == 0
-    assert answered.count == ran.count
-    assert json.loads(client.stdout)["mode"] == "request"

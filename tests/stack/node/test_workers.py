@@ -3,11 +3,15 @@ never answered with a RST; ARP reaches both (no root)."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
+from pathlib import Path
 
 from stack.host import Host
 from stack.node.workers import (
+    Worker,
     WorkerGate,
+    WorkerPeers,
     make_handover_sockets,
     merge_ss,
     merge_stats,
@@ -107,3 +111,43 @@ def test_the_answers_of_every_worker_merge_into_one() -> None:
     stats = merge_stats([{"counters": {"TcpPassiveOpens": 2}}, {"counters": {"TcpPassiveOpens": 5}}])
     assert stats["counters"] == {"TcpPassiveOpens": 7}
     assert [w["counters"]["TcpPassiveOpens"] for w in stats["workers"]] == [2, 5]
+
+
+def _worker_0(peer_socket: Path) -> WorkerPeers:
+    """Worker 0's line to one other worker (the parts of `Worker` that line does not use left empty)."""
+    worker = Worker(index=0, count=2, tap=None, secret=SECRET, inbox=None, outboxes=(),  # type: ignore[arg-type]
+                    node_pid=0, peer_sockets=(peer_socket,), peer_pids=(0,))
+    return WorkerPeers(worker)
+
+
+def test_worker_0_waits_until_the_other_workers_answer_before_it_serves(tmp_path: Path) -> None:
+    """The node's control socket opens only once every worker answers: a `hello` right after `lab up`
+    then reaches a worker that is serving, not one still starting."""
+    path = tmp_path / "s1.worker1.sock"
+    asked: list[bytes] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        asked.append(await reader.readline())
+        writer.write(b'{"ok": true}\n')
+        await writer.drain()
+        writer.close()
+
+    async def scenario() -> tuple[float, float]:
+        async def late_worker() -> asyncio.AbstractServer:
+            await asyncio.sleep(0.3)  # the other worker is still starting
+            return await asyncio.start_unix_server(answer, str(path))
+
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        starting = asyncio.create_task(late_worker())
+        await _worker_0(path).wait_until_serving(timeout=5.0)
+        waited = loop.time() - began
+        server = await starting
+        server.close()
+        began = loop.time()
+        await _worker_0(tmp_path / "never.sock").wait_until_serving(timeout=0.2)
+        return waited, loop.time() - began
+
+    waited, gave_up = asyncio.run(scenario())
+    assert waited >= 0.3 and asked and b'"hello"' in asked[-1]
+    assert 0.2 <= gave_up < 2.0  # a worker that never serves holds worker 0 up for the timeout only
