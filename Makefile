@@ -7,10 +7,14 @@ BIN := $(VENV)/bin
 # `lab bench tools` measures with these too (its test runs in CI, so `make test` installs them as well).
 BENCH_PEER_COMMANDS := wrk:wrk nginx:nginx
 PEER_COMMANDS := tcpdump:tcpdump iperf3:iperf3 curl:curl ip:iproute2 dot:graphviz ping:iputils-ping gcc:gcc ab:apache2-utils chromium:chromium nc:netcat-openbsd $(BENCH_PEER_COMMANDS)
+# PyPy for pystack nodes with `python: pypy` (lab/build/interpreters.py): Debian's pypy3 (Python 3.9), with
+# python-pytun in its own environment. The tests bring up such a node, so `make test` builds it too.
+PYPY_VENV := .venv-pypy
+PYPY_PACKAGES := pypy3 pypy3-dev pypy3-venv
 # The C connection-rate yardstick of `lab bench` (a client and a kernel listener that are not the bottleneck).
 CONNLOAD := build/connload
 
-.PHONY: venv peers bench-peers test test-unit lint demo bench clean
+.PHONY: venv peers bench-peers pypy test test-unit lint demo bench clean
 
 venv: $(VENV)/.installed peers $(CONNLOAD)
 
@@ -28,6 +32,25 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(call pip,install --quiet --upgrade pip)
 	$(call pip,install --quiet -e '.[test]')
+	touch $@
+
+pypy: $(PYPY_VENV)/.installed
+
+$(PYPY_VENV)/.installed: pyproject.toml
+	@missing=""; for pkg in $(PYPY_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+	    echo "missing Debian packages:$$missing (install them, or run as root on Debian)"; exit 1; \
+	  fi; \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	pypy3 -m venv $(PYPY_VENV)
+	@echo "$(PYPY_VENV)/bin/pip install --quiet python-pytun"; \
+	  $(PYPY_VENV)/bin/pip install --quiet 'python-pytun>=2.4' 2>&1 | { grep -v "$(PIP_NOISE)\|DEPRECATION" || true; }; \
+	  exit $${PIPESTATUS[0]}
 	touch $@
 
 # Install the peer programs only when missing (apt-get update once, first).
@@ -52,7 +75,7 @@ define install_missing
 	fi
 endef
 
-test: venv
+test: venv pypy
 	$(BIN)/ruff check lab stack tests benchmarks
 	$(BIN)/python -m pytest -q
 
@@ -66,13 +89,15 @@ demo: venv
 	$(BIN)/python -m lab.cli.demo
 
 # Each benchmark prints nslab's figure next to the kernel's (or a C baseline), measured in the same run.
-bench: venv bench-peers
+bench: venv bench-peers pypy
 	$(BIN)/lab bench
+	$(BIN)/lab bench --python pypy
 	$(BIN)/lab bench tools
+	$(BIN)/lab bench tools --python pypy
 	$(BIN)/python benchmarks/bench_up.py
 	$(BIN)/python benchmarks/bench_memory.py --bytes 200000000
 	$(BIN)/python benchmarks/bench_wire.py
 	$(BIN)/python benchmarks/bench_exchanges.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(PYPY_VENV) .pytest_cache .ruff_cache

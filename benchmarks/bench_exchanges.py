@@ -20,7 +20,11 @@ includes the system calls and the wakeups of the two processes that the stack's 
 not, so the ratio (kernel CPU / stack CPU: the stack's speed as a fraction of the kernel's) flatters the
 stack; `lab bench` gives the like-for-like connection rate.
 
+`--python pypy` measures the stack's side under PyPy (`make pypy`'s .venv-pypy, or $NSLAB_PYPY), after
+two unmeasured rounds that let its JIT compile the exchange; the kernel's side is the same.
+
     .venv/bin/python benchmarks/bench_exchanges.py [--count N] [--rounds R] [--instructions] [--json]
+                                                  [--python cpython|pypy]
 """
 
 from __future__ import annotations
@@ -41,7 +45,6 @@ from typing import NoReturn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lab.tools.accept_rate import LoadFailed, LoadGeneratorMissing, connload, parse_run
 from stack.devices.memory import MemoryWire
 from stack.host import Host
 from stack.loops.runner import Runner
@@ -53,6 +56,7 @@ SERVER = ("10.0.0.2", 80)
 KERNEL_SECONDS = 2.0
 KERNEL_THREADS = 2  # two client threads keep the kernel's two ends busy on this machine's cores
 CASES = ("connect_close", "request_response")
+PYPY_WARMUP_ROUNDS = 2  # unmeasured rounds under PyPy: its JIT compiles the exchange in the first ones
 INSTRUCTION_COUNT = 500  # exchanges counted under valgrind (about 50 times slower than without)
 
 
@@ -119,14 +123,30 @@ BUILDERS = {"connect_close": connect_close, "request_response": request_response
 
 
 def stack_us(case: str, count: int, rounds: int) -> float:
-    """Process CPU per exchange, microseconds, median of `rounds`."""
+    """Process CPU per exchange, microseconds, median of `rounds` (under PyPy after its warm-up rounds)."""
     figures = []
+    warmup = PYPY_WARMUP_ROUNDS if sys.implementation.name == "pypy" else 0
+    for _ in range(warmup):
+        BUILDERS[case](count)()
     for _ in range(rounds):
         run = BUILDERS[case](count)
         began = time.process_time()
         run()
         figures.append((time.process_time() - began) / count * 1e6)
     return statistics.median(figures)
+
+
+def stack_us_under(python: str, count: int, rounds: int) -> dict[str, float]:
+    """Every case's `stack_us`, measured in a process of `python` (this script with --stack-only)."""
+    if python == "cpython":
+        return {case: stack_us(case, count, rounds) for case in CASES}
+    from lab.build.interpreters import check_pypy
+
+    command = [check_pypy(), __file__, "--stack-only", "--count", str(count), "--rounds", str(rounds)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"the stack under {python}: exit {done.returncode}, {done.stderr.strip()[-200:]}")
+    return {case: float(value) for case, value in json.loads(done.stdout).items()}
 
 
 def stack_instructions(case: str, count: int) -> int:
@@ -138,6 +158,8 @@ def stack_instructions(case: str, count: int) -> int:
         done = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)
         found = re.search(r"Collected : (\d+)", done.stderr)
         if done.returncode != 0 or found is None:
+            from lab.tools.accept_rate import LoadFailed
+
             raise LoadFailed(f"valgrind {case}: exit {done.returncode}, {done.stderr.strip()[-200:]}")
         totals.append(int(found.group(1)))
     return (totals[1] - totals[0]) // (count - 1)
@@ -151,6 +173,8 @@ def free_port() -> int:
 
 def kernel_us(case: str) -> dict[str, float]:
     """The kernel's CPU per exchange over loopback, both ends C: client and server processes' CPU."""
+    from lab.tools.accept_rate import LoadFailed, connload, parse_run
+
     client_mode, server_mode = ("client", "server") if case == "connect_close" else ("request", "respond")
     binary, port = str(connload()), str(free_port())
     server = subprocess.Popen([binary, server_mode, "127.0.0.1", port, f"{KERNEL_SECONDS + 2:g}",
@@ -177,12 +201,13 @@ def kernel_us(case: str) -> dict[str, float]:
             "client_cpu_share": ran.cpu_share, "server_cpu_share": answered.cpu_seconds / ran.seconds}
 
 
-def measure(case: str, count: int, rounds: int, instructions: bool) -> dict[str, float | int]:
-    """One exchange's figures: the stack's, then the kernel's from the same run, then their ratio."""
-    stack = stack_us(case, count, rounds)
+def measure(case: str, stack: float, python: str, count: int,
+            instructions: bool) -> dict[str, float | int | str]:
+    """One exchange's figures: the stack's (`stack` us, measured under `python`), the kernel's from the
+    same run, their ratio."""
     kernel = kernel_us(case)
-    row: dict[str, float | int] = {
-        "stack_us": stack, "kernel_us": kernel["us"], "ratio": kernel["us"] / stack,
+    row: dict[str, float | int | str] = {
+        "stack_us": stack, "stack_python": python, "kernel_us": kernel["us"], "ratio": kernel["us"] / stack,
         "kernel_per_second": kernel["per_second"], "kernel_client_cpu_share": kernel["client_cpu_share"],
         "kernel_server_cpu_share": kernel["server_cpu_share"]}
     if instructions:
@@ -202,28 +227,45 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--instructions", action="store_true", help="also count instructions (valgrind)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--python", choices=("cpython", "pypy"), default="cpython",
+                        help="the interpreter of the stack's side")
     parser.add_argument("--only", choices=CASES, help=argparse.SUPPRESS)  # one bare run, for valgrind
+    parser.add_argument("--stack-only", action="store_true", help=argparse.SUPPRESS)  # the side under PyPy
     args = parser.parse_args()
     if args.only:  # one bare run under valgrind: one exchange is the baseline
         BUILDERS[args.only](max(1, min(args.count, 1_000_000)))()
         return
     if not 2 <= args.count <= 1_000_000 or not 1 <= args.rounds <= 100:
         parser.error("--count takes 2 to 1000000 and --rounds 1 to 100")
+    if args.stack_only:
+        print(json.dumps({case: stack_us(case, args.count, args.rounds) for case in CASES}))
+        return
+    if args.instructions and args.python != "cpython":
+        fail("--instructions counts CPython's instructions; PyPy's JIT makes them depend on its warm-up")
     if args.instructions and shutil.which("valgrind") is None:
         fail("--instructions needs valgrind (apt-get install valgrind)")
+    from lab.build.interpreters import InterpreterMissing
+    from lab.tools.accept_rate import LoadFailed, LoadGeneratorMissing, connload
+
     results = {}
     try:
         connload()  # before any measurement: a missing yardstick is found at once
+        stack = stack_us_under(args.python, args.count, args.rounds)
         for case in CASES:
-            results[case] = measure(case, args.count, args.rounds, args.instructions)
+            results[case] = measure(case, stack[case], args.python, args.count, args.instructions)
+    except InterpreterMissing as error:
+        fail(str(error))
     except (LoadGeneratorMissing, LoadFailed) as error:  # exit 2 and 1, as `lab bench` gives them
         fail(str(error), error.exit_code)
+    except RuntimeError as error:
+        fail(str(error), 1)
     if args.json:
         print(json.dumps(results, indent=2))
         return
     for case, row in results.items():
         counted = f", {row['stack_instructions']:,} instructions" if "stack_instructions" in row else ""
-        print(f"{case}: stack {row['stack_us']:.1f} us CPU per exchange (both ends, in memory{counted}); "
+        print(f"{case}: stack {row['stack_us']:.1f} us CPU per exchange (both ends, in memory, "
+              f"{row['stack_python']}{counted}); "
               f"kernel {row['kernel_us']:.1f} us (both ends, loopback, C; {row['kernel_per_second']:.0f}/s); "
               f"ratio {row['ratio']:.3f}")
 

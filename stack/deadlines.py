@@ -7,6 +7,8 @@ clocks start at 0 (the Runner's virtual clock, `time.monotonic`, `loop.time()`),
 `AT_ONCE`: "poll at the next opportunity", whatever the time is then.
 """
 
+from __future__ import annotations
+
 AT_ONCE = 0.0
 
 

@@ -13,8 +13,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from stack.compat import SLOTS
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, **SLOTS)
 class Range:
     """A closed interval ``low <= value <= high`` of plain numbers (a bool is not a number here)."""
 
@@ -22,7 +24,7 @@ class Range:
     high: float
 
     def __contains__(self, value: object) -> bool:
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
             return False
         return self.low <= value <= self.high  # NaN compares false both ways: never in range
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab.build.drift import journal_drift
+from lab.build.interpreters import InterpreterMissing, check_pypy
 from lab.build.journal import Journal, read_journal, removal_order
 from lab.build.processes import (
     ELSEWHERE,
@@ -205,6 +206,13 @@ def _check_capabilities(plan: LabPlan, wiring: Wiring) -> None:
         if not found:
             raise CapabilityMissing(f"lab {plan.name}: the stack node program (python -m {node_module()}) "
                                     "is not installed; give the pystack nodes `process: false`")
+    pypy_node = next((node for node in plan.nodes
+                      if node.kind == "pystack" and node.process and node.python == "pypy"), None)
+    if pypy_node is not None:
+        try:
+            check_pypy()
+        except InterpreterMissing as error:
+            raise CapabilityMissing(f"lab {plan.name}: node {pypy_node.name}: {error}") from None
     if wiring.needs_tun:
         tun = check_tun_device()
         if not tun.ok:

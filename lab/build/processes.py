@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab.build.control import StackClient, StackControlError, control_socket_path, wait_for_hello
+from lab.build.interpreters import node_interpreter
 from lab.build.journal import Journal, JournalEntry, read_journal
 from lab.build.node_exits import iso_time, log_facts, observe_exit
 from lab.build.pids import is_running, open_journaled, process_start_ticks, reap, stop_pidfd
@@ -66,14 +67,15 @@ def node_module() -> str:
     return os.environ.get(NODE_MODULE_ENV) or NODE_MODULE
 
 
-def node_command(settings_path: Path) -> list[str]:
-    return [sys.executable, "-m", node_module(), "--settings", str(settings_path)]
+def node_command(settings_path: Path, python: str = "cpython") -> list[str]:
+    """The node's stack under its interpreter (`lab.build.interpreters`)."""
+    return [node_interpreter(python), "-m", node_module(), "--settings", str(settings_path)]
 
 
 def spawn_node(state: LabState, node: NodePlan, journal: Journal) -> NodeProcess:
     """Fork the node's stack process, journal it, then let it exec (see the module docstring)."""
-    return spawn_process(state, node.name, node.namespace, node_command(state.node_settings_path(node.name)),
-                         journal)
+    command = node_command(state.node_settings_path(node.name), node.python)
+    return spawn_process(state, node.name, node.namespace, command, journal)
 
 
 def forwarder_command(settings_path: Path) -> list[str]:

@@ -8,12 +8,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from lab.build.interpreters import PYTHONS
 from lab.build.state import check_lab_name
 from lab.cli.output import JsonFlag, errors_to_exit_codes, fail, out, print_json
 from lab.cli.progress import progress_line
 from lab.tools.bench import BENCH_TARGETS, bench_chains, run_bench
 from lab.tools.bench_tools import run_bench_tools
 from lab.tools.bench_workers import run_bench_workers
+
+PythonOption = Annotated[str, typer.Option(
+    "--python", help="The interpreter of the stack nodes it brings up: cpython or pypy (`make pypy`).")]
 
 bench_app = typer.Typer(add_completion=False,
                         help="The stack against the kernel; `lab bench up`: lab up/down times.")
@@ -24,18 +28,22 @@ def bench_stack(
     as_json: JsonFlag = False,
     seconds: Annotated[float, typer.Option("--seconds", help="Length of each measurement.")] = 3.0,
     name: Annotated[str | None, typer.Option("--name", help="Prefix of the labs it brings up.")] = None,
+    python: PythonOption = "cpython",
 ) -> None:
     """Goodput and accept rate of the stack next to the kernel (`lab bench up`: lab up/down times)."""
     if ctx.invoked_subcommand is not None:
         return
     if not 0.2 <= seconds <= 60:
         fail(f"--seconds: expected 0.2 to 60, got {seconds:g}")
+    if python not in PYTHONS:
+        fail(f"--python: expected {' or '.join(PYTHONS)}, got {python!r}")
     with errors_to_exit_codes():
         if name is not None:
             check_lab_name(name)
             check_lab_name(f"{name}ok")  # the longest name it derives
         with progress_line("bench: starting", as_json=as_json) as report:
-            figures = run_bench(seconds=seconds, name=name, progress=lambda step: report(f"bench: {step}"))
+            figures = run_bench(seconds=seconds, name=name, python=python,
+                                progress=lambda step: report(f"bench: {step}"))
     if as_json:
         print_json(figures)
         return
@@ -78,6 +86,7 @@ def bench_tools(
     seconds: Annotated[float, typer.Option("--seconds", help="Length of each measurement (whole seconds "
                                                              "for iperf3, wrk and ab).")] = 3.0,
     name: Annotated[str | None, typer.Option("--name", help="Prefix of the labs it brings up.")] = None,
+    python: PythonOption = "cpython",
 ) -> None:
     """iperf3 (each way), wrk keep-alive, ab with 50 clients and a curl of 100 MB against the stack, each
     next to the kernel's figure from the same run (iperf3 -s, nginx) as a ratio, with the CPU-bound side.
@@ -86,12 +95,14 @@ def bench_tools(
     """
     if not 1 <= seconds <= 60:
         fail(f"--seconds: expected 1 to 60, got {seconds:g}")
+    if python not in PYTHONS:
+        fail(f"--python: expected {' or '.join(PYTHONS)}, got {python!r}")
     with errors_to_exit_codes():
         if name is not None:
             check_lab_name(name)
             check_lab_name(f"{name}tk")  # the longest name it derives
         with progress_line("bench tools: starting", as_json=as_json) as report:
-            figures = run_bench_tools(seconds=seconds, name=name,
+            figures = run_bench_tools(seconds=seconds, name=name, python=python,
                                       progress=lambda step: report(f"bench tools: {step}"))
     if as_json:
         print_json(figures)
@@ -108,13 +119,15 @@ def bench_tools(
     for key, row in figures["measurements"].items():
         out.print(f"{key}: {row['what']}", markup=False)
     out.print(f"CPU shares are CPU seconds per second of wall time (1.0: one core busy), on "
-              f"{figures['cores']} cores shared by both ends of each run", markup=False)
+              f"{figures['cores']} cores shared by both ends of each run; the stack ran under "
+              f"{figures['stack_python']}", markup=False)
 
 
 def bench_workers(
     as_json: JsonFlag = False,
     seconds: Annotated[float, typer.Option("--seconds", help="Length of each measurement.")] = 3.0,
     name: Annotated[str | None, typer.Option("--name", help="Prefix of the labs it brings up.")] = None,
+    python: PythonOption = "cpython",
 ) -> None:
     """A pystack node with 1 worker and with 2: accept rate (C clients) and 4 parallel transfers into it,
     each next to the kernel's from the same run.
@@ -123,12 +136,14 @@ def bench_workers(
     """
     if not 0.5 <= seconds <= 60:
         fail(f"--seconds: expected 0.5 to 60, got {seconds:g}")
+    if python not in PYTHONS:
+        fail(f"--python: expected {' or '.join(PYTHONS)}, got {python!r}")
     with errors_to_exit_codes():
         if name is not None:
             check_lab_name(name)
             check_lab_name(f"{name}w2k")  # the longest name it derives
         with progress_line("bench workers: starting", as_json=as_json) as report:
-            figures = run_bench_workers(seconds=seconds, name=name,
+            figures = run_bench_workers(seconds=seconds, name=name, python=python,
                                         progress=lambda step: report(f"bench workers: {step}"))
     if as_json:
         print_json(figures)

@@ -162,8 +162,11 @@ def bound_by(shares: dict[str, tuple[float, int]], cores: int | None = None) -> 
 
 
 def stack_accept_figures(namespace: str, server: tuple[str, int], stack_pid: int, seconds: float,
-                         clients: int) -> dict[str, float | str]:
-    """C clients against the stack's listener: the rate, and the CPU both sides used for it."""
+                         clients: int, *, warmup_seconds: float = 0.0) -> dict[str, float | str]:
+    """C clients against the stack's listener: the rate, and the CPU both sides used for it, after
+    `warmup_seconds` of the same load unmeasured (a JIT's warm-up)."""
+    if warmup_seconds > 0:
+        run_clients(namespace, server, warmup_seconds, clients)
     before = process_cpu_seconds(stack_pid)
     run = run_clients(namespace, server, seconds, clients)
     after = process_cpu_seconds(stack_pid)

@@ -45,6 +45,7 @@ CALIBRATION_BYTES = 32 << 20
 MAX_TRANSFER_BYTES = 4 << 30
 ACCEPT_CLIENTS = 4
 ACCEPT_PORT = 7500
+PYPY_WARMUP_SECONDS = 6.0  # the accept rate of a PyPy node levels off after about 6 s of load
 BULK_PORT = 7510
 
 
@@ -62,7 +63,8 @@ def bench_name() -> str:
     return f"bn{os.getpid() % 100000}"
 
 
-def pair_plan(name: str, *, offload: bool) -> LabPlan:
+def pair_plan(name: str, *, offload: bool, python: str = "cpython") -> LabPlan:
+    """The default topology named `name`, its stack node with or without TAP offload, under `python`."""
     import yaml
 
     document = yaml.safe_load(DEFAULT_TOPOLOGY.read_text())
@@ -70,12 +72,22 @@ def pair_plan(name: str, *, offload: bool) -> LabPlan:
     for node in document["nodes"].values():
         if node.get("kind") == "pystack":
             node["offload"] = offload
+            node["python"] = python
     return plan_from_data(document, source=str(DEFAULT_TOPOLOGY))
 
 
-def measure_goodput(lab: RunningLab, seconds: float, congestion: str) -> tuple[float, float]:
+def warmup_seconds(python: str) -> float:
+    """How long a load runs unmeasured before its measurement: PyPy's JIT compiles the stack's hot paths
+    in the first seconds of a load (its connection rate doubles from the first 3 s to the next), CPython
+    has nothing to warm."""
+    return PYPY_WARMUP_SECONDS if python == "pypy" else 0.0
+
+
+def measure_goodput(lab: RunningLab, seconds: float, congestion: str, *,
+                    warmup: bool = False) -> tuple[float, float]:
     """(kernel->stack, stack->kernel) Gbit/s, each from a transfer sized to last about `seconds`; the
-    kernel sender uses `congestion` (the stack's algorithm: like with like)."""
+    kernel sender uses `congestion` (the stack's algorithm: like with like). `warmup`: one unmeasured
+    transfer of the same size first (a JIT's warm-up)."""
     kernel, stack = lab.kernel_and_stack()
 
     def to_stack(total: int) -> dict[str, Any]:
@@ -89,6 +101,8 @@ def measure_goodput(lab: RunningLab, seconds: float, congestion: str) -> tuple[f
         probe = _checked(transfer(CALIBRATION_BYTES), CALIBRATION_BYTES)
         rate = CALIBRATION_BYTES / max(probe["seconds"], 1e-3)
         total = int(min(MAX_TRANSFER_BYTES, max(CALIBRATION_BYTES, rate * seconds)))
+        if warmup:
+            _checked(transfer(total), total)
         figures.append(_checked(transfer(total), total)["goodput_gbps"])
     return figures[0], figures[1]
 
@@ -110,30 +124,34 @@ def _checked(figures: dict[str, Any], total: int) -> dict[str, Any]:
     return figures
 
 
-def run_bench(seconds: float = 3.0, name: str | None = None,
+def run_bench(seconds: float = 3.0, name: str | None = None, python: str = "cpython",
               progress: ProgressFn | None = None) -> dict[str, Any]:
     """Every figure of `lab bench --json` (keys documented in the README), from one run.
 
     `name` prefixes the labs it brings up (`<name>o`, `<name>p`, `<name>ok`); default `bn<pid>`.
-    `progress` hears each step (`lab bench` shows it on a terminal)."""
+    `python` is the stack's interpreter (cpython or pypy: then each load runs `warmup_seconds` before it
+    is measured). `progress` hears each step (`lab bench` shows it on a terminal)."""
     name = name or bench_name()
     report = progress or _no_progress
-    figures: dict[str, Any] = {}
-    with lab_for_experiment(pair_plan(f"{name}o", offload=True), None, progress=report) as lab:
+    warmup = warmup_seconds(python)
+    figures: dict[str, Any] = {"stack_warmup_seconds": warmup}
+    with lab_for_experiment(pair_plan(f"{name}o", offload=True, python=python), None,
+                            progress=report) as lab:
         kernel, stack = lab.kernel_and_stack()
         congestion = congestion_controls(lab)
         algorithm = congestion["stack"]
         report("goodput with TAP offload, each way")
-        to_stack, from_stack = measure_goodput(lab, seconds, algorithm)
+        to_stack, from_stack = measure_goodput(lab, seconds, algorithm, warmup=warmup > 0)
         figures["kernel_to_stack_gbps"], figures["stack_to_kernel_gbps"] = to_stack, from_stack
         with lab.stack(stack) as control:
             control.listen(ACCEPT_PORT, "discard", backlog=4096)
             hello = control.hello()
             stack_pid = int(hello["pid"])
             figures["stack_workers"] = int(hello.get("workers", 1))  # `lab bench workers` compares 1 and 2
+            figures["stack_python"] = str(hello.get("python", "CPython"))
         report("the stack's accept rate (C clients)")
         figures.update(stack_accept_figures(lab.node(kernel).namespace, (lab.address(stack), ACCEPT_PORT),
-                                            stack_pid, seconds, ACCEPT_CLIENTS))
+                                            stack_pid, seconds, ACCEPT_CLIENTS, warmup_seconds=warmup))
         report("kernel-to-kernel goodput and accept rate")
         with kernel_pair(lab) as pair:
             figures["kernel_to_kernel_gbps"] = _kernel_goodput(pair, seconds, algorithm)
@@ -142,9 +160,10 @@ def run_bench(seconds: float = 3.0, name: str | None = None,
             figures.update(kernel_accept_figures(client.namespace, server.namespace,
                                                  str(server.interfaces[0].address.ip), ACCEPT_PORT,
                                                  seconds, ACCEPT_CLIENTS))
-    with lab_for_experiment(pair_plan(f"{name}p", offload=False), None, progress=report) as lab:
+    with lab_for_experiment(pair_plan(f"{name}p", offload=False, python=python), None,
+                            progress=report) as lab:
         report("goodput with a plain TAP, each way")
-        no_offload = measure_goodput(lab, seconds, algorithm)
+        no_offload = measure_goodput(lab, seconds, algorithm, warmup=warmup > 0)
         figures["kernel_to_stack_gbps_no_offload"], figures["stack_to_kernel_gbps_no_offload"] = no_offload
     figures["congestion_control"] = congestion
     return with_ratios(figures)

@@ -42,7 +42,7 @@ from lab.experiments.http import wait_for_listener
 from lab.experiments.running import ProgressFn, lab_for_experiment
 from lab.kernel.namespaces import popen_inside, run_inside
 from lab.tools.accept_rate import bound_by
-from lab.tools.bench import bench_name, pair_plan
+from lab.tools.bench import bench_name, pair_plan, warmup_seconds
 from lab.tools.iperf3_report import kernel_report_figures
 from stack.node.apps.content import chunks
 
@@ -270,7 +270,7 @@ def _stop(process: subprocess.Popen[Any]) -> None:
 # -- the bench --------------------------------------------------------------------------------------------
 
 
-def run_bench_tools(seconds: float = 3.0, name: str | None = None,
+def run_bench_tools(seconds: float = 3.0, name: str | None = None, python: str = "cpython",
                     progress: ProgressFn | None = None) -> dict[str, Any]:
     """Every figure of `lab bench tools --json`, from one run (see the module docstring)."""
     missing = missing_tools()
@@ -280,13 +280,19 @@ def run_bench_tools(seconds: float = 3.0, name: str | None = None,
     report = progress or _no_progress
     stack_side: dict[str, dict[str, Any]] = {}
     kernel_side: dict[str, dict[str, Any]] = {}
-    with lab_for_experiment(pair_plan(name, offload=True), None, progress=report) as lab:
+    with lab_for_experiment(pair_plan(name, offload=True, python=python), None, progress=report) as lab:
         kernel, stack = lab.kernel_and_stack()
         client = lab.node(kernel).namespace
         address = lab.address(stack)
         with lab.stack(stack) as control:
             control.listen(IPERF3_PORT, "iperf3")
-            pid = int(control.hello()["pid"])
+            hello = control.hello()
+        pid, stack_python = int(hello["pid"]), str(hello.get("python", "CPython"))
+        warmup = warmup_seconds(python)
+        if warmup > 0:
+            report(f"warming up the stack for {warmup:g} s (wrk and ab, unmeasured)")
+            wrk_run(client, f"http://{address}:{HTTP_PORT}{HTTP_PATH}", warmup / 2, pid, "stack")
+            ab_run(client, f"http://{address}:{HTTP_PORT}{HTTP_PATH}", warmup / 2, pid, "stack")
         report("iperf3 into the stack and out of it")
         for key, reverse in (("iperf3_kernel_to_stack", False), ("iperf3_stack_to_kernel", True)):
             stack_side[key] = iperf3_run(client, address, IPERF3_PORT, seconds, reverse=reverse,
@@ -303,7 +309,8 @@ def run_bench_tools(seconds: float = 3.0, name: str | None = None,
                 kernel_side.update(_http_runs(n1.namespace, server_address, NGINX_PORT, seconds, nginx,
                                               "server", report))
     kernel_side["iperf3_kernel_to_stack"] = kernel_side["iperf3_stack_to_kernel"] = kernel_side.pop("iperf3")
-    return with_tool_ratios(stack_side, kernel_side, seconds)
+    return {**with_tool_ratios(stack_side, kernel_side, seconds), "stack_python": stack_python,
+            "stack_warmup_seconds": warmup}
 
 
 def _http_runs(namespace: str, address: str, port: int, seconds: float, pid: int, server: str,

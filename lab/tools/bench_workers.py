@@ -127,14 +127,14 @@ def _passive_opens(lab: RunningLab, stack: str) -> list[int]:
     return [int(row["counters"].get("TcpPassiveOpens", 0)) for row in rows]
 
 
-def run_bench_workers(seconds: float = 3.0, name: str | None = None,
+def run_bench_workers(seconds: float = 3.0, name: str | None = None, python: str = "cpython",
                       progress: ProgressFn | None = None) -> dict[str, Any]:
     """Every figure of `lab bench workers --json` (keys in the README), from one sitting."""
     name = name or bench_name()
     report = progress or (lambda step: None)
     figures: dict[str, Any] = {"stack_workers": max(WORKER_COUNTS), "parallel_streams": PARALLEL_STREAMS}
     for count in WORKER_COUNTS:
-        plan = pair_plan(f"{name}w{count}", offload=True)
+        plan = pair_plan(f"{name}w{count}", offload=True, python=python)
         plan = _with_workers(plan, count)
         with lab_for_experiment(plan, None, progress=report) as lab:
             kernel, stack = lab.kernel_and_stack()
@@ -142,6 +142,7 @@ def run_bench_workers(seconds: float = 3.0, name: str | None = None,
             with lab.stack(stack) as control:
                 control.listen(ACCEPT_PORT, "discard", backlog=4096)
                 hello = control.hello()
+            figures["stack_python"] = str(hello.get("python", "CPython"))
             pids = [int(pid) for pid in hello.get("pids", [hello["pid"]])]
             suffix = _suffix(count)
             report(f"accept rate, {count} worker(s)")

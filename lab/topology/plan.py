@@ -87,6 +87,7 @@ class NodePlan:
     offload: bool = True  # pystack only: open the TAP with IFF_VNET_HDR + TSO
     process: bool = True  # pystack only: `lab up` starts the stack process (False: a script attaches)
     workers: int = 1  # pystack only: worker processes, each on its own queue of a multi-queue TAP
+    python: str = "cpython"  # pystack only: the interpreter of its stack, cpython or pypy
 
     @property
     def gateway(self) -> IPv4Address | None:
@@ -144,8 +145,9 @@ def plan_json_digest(plan_json: dict[str, Any]) -> str:
     # A field added later enters the digest only when it is set, so labs up before it keep theirs.
     data["links"] = [{key: value for key, value in link.items() if key != "impairable" or value}
                      for link in data.get("links", ())]
-    data["nodes"] = [{key: value for key, value in node.items() if key != "workers" or value != 1}
-                     for node in data.get("nodes", ())]
+    defaults = {"workers": 1, "python": "cpython"}
+    data["nodes"] = [{key: value for key, value in node.items()
+                      if key not in defaults or value != defaults[key]} for node in data.get("nodes", ())]
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -167,6 +169,7 @@ def _node_json(node: NodePlan) -> dict[str, Any]:
         "sysctls": [[name, value] for name, value in node.sysctls],
         "apps": [{"app": a.app, "port": a.port, "bytes": a.bytes} for a in node.apps],
         "offload": node.offload, "process": node.process, "workers": node.workers,
+        "python": node.python,
     }
 
 
@@ -208,6 +211,7 @@ def plan_from_json(data: dict) -> LabPlan:
             offload=bool(node.get("offload", True)),
             process=bool(node.get("process", True)),
             workers=int(node.get("workers", 1)),
+            python=str(node.get("python", "cpython")),
         ))
     links = tuple(
         LinkPlan(index=int(link["index"]), endpoints=tuple(tuple(e) for e in link["endpoints"]),

@@ -217,7 +217,7 @@ def _resolve_node(lab: str, name: str, node: NodeSpec, wiring: _Wiring, lines: S
                 key=True,
             )
     else:
-        for key in ("apps", "offload", "process", "workers"):
+        for key in ("apps", "offload", "process", "workers", "python"):
             if key in node.model_fields_set:
                 raise lines.error(
                     (*path, key),
@@ -237,6 +237,7 @@ def _resolve_node(lab: str, name: str, node: NodeSpec, wiring: _Wiring, lines: S
         offload=True if node.offload is None else node.offload,
         process=True if node.process is None else node.process,
         workers=1 if node.workers is None else node.workers,
+        python=node.python or "cpython",
     )
 
 

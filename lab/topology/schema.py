@@ -75,6 +75,7 @@ class NodeSpec(_Strict):
     offload: bool | None = None
     process: bool | None = None  # pystack: False = `lab up` starts no stack process (a script attaches)
     workers: Annotated[int, Field(ge=WORKERS.low, le=WORKERS.high)] | None = None  # pystack: stack processes
+    python: Literal["cpython", "pypy"] | None = None  # pystack: the interpreter of its stack
 
 
 class EndpointSpec(_Strict):

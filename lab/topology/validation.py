@@ -56,6 +56,7 @@ _FIELD_HINTS: dict[str, str] = {
     "offload": "true or false",
     "process": "true or false",
     "workers": f"a worker count from {WORKERS.describe()}",
+    "python": "cpython or pypy",
     "app": "echo, discard, source or http",
     "port": f"a port number from {PORT.describe()}",
     "bytes": f"a byte count from {BYTE_COUNT.describe()} (1 TiB)",

@@ -331,7 +331,7 @@ class Socket:
             value = self._tcp.getsockopt(SOL_SOCKET, SO_LINGER)
         except OSError:
             return 0, 0
-        if isinstance(value, bytes | bytearray):
+        if isinstance(value, (bytes, bytearray)):
             return _LINGER.unpack(bytes(value)[:_LINGER.size])
         if isinstance(value, tuple):
             return int(value[0]), int(value[1])

@@ -22,7 +22,7 @@ import errno
 import os
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 from stack.api.socket import SHUT_WR, SO_ERROR, SO_LINGER, SO_REUSEADDR, SOL_SOCKET
 from stack.loops.asyncio_driver import AsyncioDriver
@@ -282,7 +282,7 @@ async def open_connection(host: Host, ip: str, port: int, *, limit: int = DEFAUL
     return reader, asyncio.StreamWriter(transport, protocol, reader, driver.loop)
 
 
-ClientConnected = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None] | None]
+ClientConnected = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Optional[Awaitable[None]]]
 ProtocolFactory = Callable[[], asyncio.Protocol]
 
 

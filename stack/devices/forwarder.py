@@ -21,6 +21,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from stack.compat import SLOTS
 from stack.deadlines import earliest
 from stack.devices.impairment import ImpairedLink, Impairment, ImpairmentStats
 from stack.devices.tap import Buffer
@@ -49,7 +50,7 @@ def only_delays(profile: Impairment) -> bool:
     return profile == Impairment(delay=profile.delay, limit=profile.limit)
 
 
-@dataclass(slots=True)
+@dataclass(**SLOTS)
 class Direction:
     """Frames read on `source` leave on `sink`, impaired as `profile` says."""
 

@@ -29,8 +29,10 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from stack.compat import SLOTS
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, **SLOTS)
 class Impairment:
     """One direction's impairment profile; probabilities are fractions in [0, 1], times in seconds."""
 
@@ -104,7 +106,7 @@ def queue_limit_bytes(profile: Impairment) -> int:
     return int(min(MAX_QUEUE_BYTES, max(floor, product * QUEUE_HEADROOM)))
 
 
-@dataclass(slots=True)
+@dataclass(**SLOTS)
 class ImpairmentStats:
     offered: int = 0
     delivered: int = 0
@@ -115,7 +117,7 @@ class ImpairmentStats:
     queue_drops: int = 0
 
 
-@dataclass(slots=True)
+@dataclass(**SLOTS)
 class ImpairedLink:
     """One direction of a link: frames in, impaired frames out when they are due.
 

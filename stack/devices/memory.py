@@ -16,13 +16,14 @@ import random
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from stack.compat import SLOTS
 from stack.deadlines import earliest
 from stack.devices.contract import FrameNode
 from stack.devices.impairment import ImpairedLink, Impairment
 from stack.devices.pcap import PcapWriter
 
 
-@dataclass(slots=True)
+@dataclass(**SLOTS)
 class DirectionStats:
     frames: int = 0
     bytes: int = 0

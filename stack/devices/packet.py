@@ -19,6 +19,7 @@ import socket
 import struct
 from dataclasses import dataclass
 
+from stack.compat import SLOTS, interface_index
 from stack.devices.tap import Buffer
 from stack.devices.virtio_net import VIRTIO_NET_HDR_LEN
 
@@ -34,7 +35,7 @@ _MEMBERSHIP = struct.Struct("iHH8s")  # struct packet_mreq
 NO_OFFLOAD_HEADER = bytes(VIRTIO_NET_HDR_LEN)
 
 
-@dataclass(slots=True)
+@dataclass(**SLOTS)
 class PortCounters:
     rx_frames: int = 0
     rx_bytes: int = 0
@@ -54,7 +55,7 @@ class PacketPort:
         try:
             sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
             sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
-            index = socket.if_nametoindex(ifname)
+            index = interface_index(ifname)
             sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP,
                             _MEMBERSHIP.pack(index, PACKET_MR_PROMISC, 0, b""))
             for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):

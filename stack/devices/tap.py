@@ -22,12 +22,12 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import socket
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Union
 
+from stack.compat import SLOTS, interface_index, writev
 from stack.devices.contract import FrameNode, OutgoingFrame
 from stack.devices.gro import GroCounters, coalesce
 from stack.devices.gso import cut_ipv4_tcp
@@ -65,14 +65,14 @@ ETH_MAX_HEADER = 18  # Ethernet header with one VLAN tag
 MAX_GSO_FRAME = 65535 + ETH_MAX_HEADER  # an IP packet is at most 65535 bytes (the TAP's gso_max_size: 64 KB)
 PLAIN_READ_SIZE = 65535 + ETH_MAX_HEADER  # the MTU may be raised up to 64 KB; a bigger buffer costs nothing
 _IFREQ = struct.Struct("16sH")
-Buffer: TypeAlias = bytes | bytearray | memoryview
+Buffer = Union[bytes, bytearray, memoryview]
 
 
 class TapError(OSError):
     """Opening or configuring the TAP failed; the message is one line naming the device and the cause."""
 
 
-@dataclass(slots=True)
+@dataclass(**SLOTS)
 class TapCounters:
     """What passed through the descriptor; `tx_rejected` counts frames the kernel refused (EINVAL/EIO...)."""
 
@@ -102,7 +102,7 @@ class TapDevice:
         self._fd = -1
         self._read_size = PLAIN_READ_SIZE
         try:
-            socket.if_nametoindex(name)
+            interface_index(name)
         except OSError:
             raise TapError(errno.ENODEV, f"no network device named {name!r} in this namespace") from None
         if offload:
@@ -218,11 +218,11 @@ class TapDevice:
         try:
             if self.offload:
                 header = _NO_OFFLOAD_BYTES if hdr is None else build_virtio_net_hdr(hdr)
-                os.writev(self._fd, (header, *parts))
+                writev(self._fd, (header, *parts))
             elif hdr is not None and (hdr.flags or hdr.gso_type):
                 raise VirtioNetError(f"{self.name}: plain mode cannot send a frame needing offload ({hdr})")
             else:
-                os.writev(self._fd, parts)
+                writev(self._fd, parts)
         except VirtioNetError:
             self.counters.tx_rejected += 1
             return False

@@ -22,6 +22,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
 
+from stack.compat import SLOTS
+
 
 class NeighbourState(Enum):
     INCOMPLETE = "INCOMPLETE"
@@ -33,7 +35,7 @@ class NeighbourState(Enum):
     __hash__ = object.__hash__  # identity, in C: Enum's own __hash__ runs Python code (see TcpState)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class ArpTimings:
     """Linux's defaults (net.ipv4.neigh.default.*)."""
 
@@ -52,7 +54,7 @@ class ArpTimings:
                 raise ValueError(f"arp: {name}={getattr(self, name)!r} must be positive")
 
 
-@dataclass(slots=True)
+@dataclass(**SLOTS)
 class NeighbourEntry:
     ip: bytes
     state: NeighbourState
@@ -63,7 +65,7 @@ class NeighbourEntry:
     queue: deque[bytes] = field(default_factory=deque)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class ArpRequest:
     """A request the host must send: broadcast when ``dst_mac`` is None, unicast (PROBE) otherwise."""
 
@@ -71,7 +73,7 @@ class ArpRequest:
     dst_mac: bytes | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class ResolutionFailure:
     """A neighbour that did not answer, and the packets that were waiting for it."""
 
@@ -79,7 +81,7 @@ class ResolutionFailure:
     packets: list[bytes]
 
 
-@dataclass(slots=True)
+@dataclass(**SLOTS)
 class ArpCacheStats:
     requests_sent: int = 0
     resolution_failures: int = 0

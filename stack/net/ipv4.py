@@ -26,6 +26,7 @@ import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from stack.compat import SLOTS
 from stack.deadlines import earliest
 from stack.devices.contract import OutgoingFrame
 from stack.net.icmp import IcmpErrorSource, MakeError
@@ -81,7 +82,7 @@ ETHERNET_HEADER_LEN = 14
 MAX_LOOPBACK_ROUNDS = 64  # packets a host sends itself (connect to its own address) settle in a few rounds
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class EchoReply:
     """An ICMP echo reply we received: what ``ping`` prints."""
 

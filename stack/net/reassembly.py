@@ -22,6 +22,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from dataclasses import dataclass, field, replace
 
+from stack.compat import SLOTS
 from stack.wire.ipv4 import HEADER_LEN, MAX_PACKET_LEN, Ipv4Packet
 
 DEFAULT_TIMEOUT = 30.0  # Linux's net.ipv4.ipfrag_time
@@ -32,7 +33,7 @@ FRAGMENT_OVERHEAD = 128  # bytes charged per fragment on top of its data (bookke
 _Key = tuple[bytes, bytes, int, int]  # (src, dst, protocol, ident): RFC 791's datagram identity
 
 
-@dataclass(slots=True)
+@dataclass(**SLOTS)
 class ReassemblyStats:
     """Counters in the spirit of Linux's ReasmReqds/ReasmOKs/ReasmFails/ReasmTimeout."""
 
@@ -47,7 +48,7 @@ class ReassemblyStats:
     discarded_late: int = 0  # fragments of a datagram already dropped
 
 
-@dataclass(slots=True)
+@dataclass(**SLOTS)
 class _Datagram:
     deadline: float
     starts: list[int] = field(default_factory=list)  # sorted fragment start offsets

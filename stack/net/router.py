@@ -18,6 +18,7 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from stack.compat import SLOTS
 from stack.deadlines import AT_ONCE
 from stack.devices.contract import OutgoingFrame
 from stack.net.arp import ArpCache, ArpTimings
@@ -43,7 +44,7 @@ from stack.wire.icmp import (
 from stack.wire.ipv4 import PROTO_ICMP, Ipv4Packet, build_ipv4, fragment_ipv4, parse_ipv4
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class PortConfig:
     ip: str  # "address/prefix"
     mac: str

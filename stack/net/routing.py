@@ -11,8 +11,10 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from stack.compat import SLOTS
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, **SLOTS)
 class Route:
     network: ipaddress.IPv4Network
     gateway: str | None = None  # None: the destination is on the link

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import platform
 import signal
 from dataclasses import dataclass
 from typing import Any
@@ -89,7 +90,8 @@ def hello_answer(parts: NodeParts) -> dict[str, Any]:
             "mtu": s.mtu, "gateway": s.gateway, "offload": parts.tap.offload,
             "offload_reason": _offload_reason(parts), "apps": [
                 {"app": app, "port": port} for port, app in sorted(parts.node.app_names().items())],
-            "started": parts.node.started, "namespace": s.namespace, "tap": s.tap}
+            "started": parts.node.started, "namespace": s.namespace, "tap": s.tap,
+            "python": f"{platform.python_implementation()} {platform.python_version()}"}
 
 
 def _offload_reason(parts: NodeParts) -> str | None:

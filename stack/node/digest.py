@@ -151,7 +151,7 @@ class PatternDigests:
             self._lock.notify_all()
         try:
             return await asyncio.wait_for(asyncio.shield(future), wait)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             return None
         finally:
             with self._lock:

@@ -259,7 +259,7 @@ def _deeper_than(value: Any, limit: int) -> bool:
     pending = [(value, 1)]
     while pending:
         item, depth = pending.pop()
-        if isinstance(item, dict | list):
+        if isinstance(item, (dict, list)):
             if depth > limit:
                 return True
             children = item.values() if isinstance(item, dict) else item

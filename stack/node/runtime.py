@@ -207,7 +207,7 @@ class StackNode:
             try:
                 await self.driver.wait_for(lambda: sock.writable or sock.error != 0, timeout)
                 code = int(sock.getsockopt(SOL_SOCKET, SO_ERROR) or 0)
-            except TimeoutError:
+            except asyncio.TimeoutError:
                 code = errno.ETIMEDOUT
             if code:
                 result["error"] = errno_name(code)
@@ -223,7 +223,7 @@ class StackNode:
             if result["sent"] and result["error"] is None:
                 try:
                     await self.driver.wait_for(lambda: sock.unacknowledged == 0 or sock.error != 0, timeout)
-                except TimeoutError:
+                except asyncio.TimeoutError:
                     result["error"] = "ETIMEDOUT"
             result["seconds"] = loop.time() - transfer_start
             result["goodput_bps"] = _rate(moved, result["seconds"])
@@ -286,7 +286,7 @@ class StackNode:
                     await self.driver.wait_for(
                         _ready(sock, want_send=pending is not None, want_recv=reading and not recv_done),
                         timeout)
-                except TimeoutError:
+                except asyncio.TimeoutError:
                     result["error"] = "ETIMEDOUT"
                     return
                 if sock.error and not sock.readable:
@@ -310,7 +310,7 @@ class StackNode:
             sock.close(self.driver.clock())
         self.driver.wakeup()
         if key:
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(asyncio.TimeoutError):
                 await self.driver.wait_for(
                     lambda: bool(states) and states[-1][1] in ("CLOSE", "TIME_WAIT"),
                     SETTLE_AFTER_CLOSE)
@@ -331,7 +331,7 @@ class StackNode:
         try:
             return await iperf3_client.run_test(opener, seconds=seconds, parallel=parallel, reverse=reverse,
                                                 timeout=timeout)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             raise CommandError(f"{addr}:{port}: no connection within {timeout:g} s", "ETIMEDOUT") from None
         except OSError as exc:
             raise CommandError(f"{addr}:{port}: {os.strerror(exc.errno) if exc.errno else exc}",
@@ -361,7 +361,7 @@ class StackNode:
         try:
             responses, connections = await http_client.get(opener, f"{addr}:{port}", path, count,
                                                            timeout=timeout, output=sink)
-        except TimeoutError as exc:
+        except asyncio.TimeoutError as exc:
             raise CommandError(f"{where}: {exc or f'no answer within {timeout:g} s'}", "ETIMEDOUT") from None
         except OSError as exc:
             raise CommandError(f"{where}: {exc.strerror or exc}",
@@ -394,7 +394,7 @@ class StackNode:
 
             try:
                 await self.driver.wait_for(answered, timeout)
-            except TimeoutError:
+            except asyncio.TimeoutError:
                 replies.append(None)
                 continue
             reply = next(r for r in host.echo_replies[seen:]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stack.compat import SLOTS
 from stack.devices.impairment import Impairment
 from stack.node.apps import APP_NAMES
 from stack.node.paths import control_socket_path, programs_socket_path
@@ -31,14 +32,14 @@ class SettingsError(ValueError):
     """The settings file is unreadable or a field is wrong; the message is one line."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class AppSettings:
     app: str
     port: int
     bytes: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class NodeSettings:
     lab: str
     node: str

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections import deque
 
+from stack.compat import join_views
+
 
 class ChunkQueue:
     """Bytes as a queue of chunks (views only over immutable bytes), with their total length."""
@@ -68,15 +70,15 @@ class SendBuffer(ChunkQueue):
         if position + length <= len(first):
             if position == 0 and length == len(first):
                 return first
-            return memoryview(first)[position : position + length]
-        parts = [memoryview(first)[position:]]
+            return as_view(first)[position : position + length]
+        parts = [as_view(first)[position:]]
         remaining = length - (len(first) - position)
         while remaining > 0:
             index += 1
             chunk = chunks[index]
-            parts.append(memoryview(chunk)[:remaining] if len(chunk) > remaining else chunk)
+            parts.append(as_view(chunk)[:remaining] if len(chunk) > remaining else chunk)
             remaining -= len(chunk)
-        return b"".join(parts)
+        return join_views(parts)
 
 
 class ReceiveBuffer(ChunkQueue):
@@ -103,9 +105,15 @@ class ReceiveBuffer(ChunkQueue):
                 parts.append(chunks.popleft())
                 taken += len(chunk)
             else:
-                view = memoryview(chunk)
+                view = as_view(chunk)
                 parts.append(view[:want])
                 chunks[0] = view[want:]
                 taken += want
         self._length -= taken
-        return b"".join(parts)
+        return join_views(parts)
+
+
+def as_view(chunk: bytes | memoryview) -> memoryview:
+    """A view to slice `chunk` without copying: the chunk itself when it is a view (a view of a view
+    costs a wrapper on CPython and a slower copy later on PyPy)."""
+    return chunk if type(chunk) is memoryview else memoryview(chunk)

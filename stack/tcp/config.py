@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from stack.compat import SLOTS
+
 CONGESTION_CHOICES = ("cubic", "newreno")
 # An IPv4 packet is at most 65535 bytes: less a 20-byte IP header and a 60-byte TCP header (options).
 TSO_MAX_PAYLOAD = 65535 - 20 - 60
@@ -19,7 +21,7 @@ TSO_MAX_PAYLOAD = 65535 - 20 - 60
 MAX_DELAYED_ACK = 0.5
 
 
-@dataclass(slots=True)
+@dataclass(**SLOTS)
 class TcpConfig:
     # Retransmission timeout (RFC 6298; Linux TCP_TIMEOUT_INIT, TCP_RTO_MIN, TCP_RTO_MAX).
     initial_rto: float = 1.0

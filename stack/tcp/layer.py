@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from stack.compat import SLOTS
 from stack.deadlines import AT_ONCE
 from stack.tcp.addresses import can_be_a_peer
 from stack.tcp.config import TcpConfig
@@ -49,7 +50,7 @@ RST = int(TcpFlags.RST)
 ADDRESS_CACHE_LIMIT = 4096  # dotted-quad spellings of the peers' 4-byte addresses kept for reuse
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class IcmpError:
     """An ICMP error about a segment this host sent; the addresses and ports are the quoted segment's own.
 

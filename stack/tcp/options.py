@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from stack.compat import SLOTS
 from stack.tcp.config import TcpConfig, window_scale_for
 from stack.wire.tcp import TcpOptions
 
@@ -16,7 +17,7 @@ TIMESTAMP_OPTION_SPACE = 12  # kind, length, TSval, TSecr padded with two NOPs
 MAX_WSCALE = 14  # RFC 7323 2.3
 
 
-@dataclass(slots=True)
+@dataclass(**SLOTS)
 class Negotiated:
     """What the handshake settled.  `send_mss` counts payload bytes per segment, options excluded."""
 

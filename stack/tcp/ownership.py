@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from stack.compat import SLOTS
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, **SLOTS)
 class FlowShare:
     """Worker `index` of `count`, sharing the ephemeral ports [low, high] by `port % count`."""
 

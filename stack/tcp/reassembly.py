@@ -17,13 +17,14 @@ whole (the peer retransmits it), and data already held is never discarded, so a 
 from __future__ import annotations
 
 from bisect import bisect_right
+from typing import Union
 
 from stack.tcp.seq import SEQ_MASK, seq_sub
 
 _REANCHOR_DISTANCE = 1 << 30
 _DEFAULT_BYTES_PER_SEGMENT = 256  # sizes the default chunk cap: limit // 256 chunks
 
-Chunk = bytes | memoryview
+Chunk = Union[bytes, memoryview]
 
 
 class ReassemblyQueue:
@@ -193,7 +194,7 @@ class ReassemblyQueue:
     def ranges(self) -> list[tuple[int, int]]:
         """The contiguous blocks held, in sequence order, as (left edge, right edge) sequence numbers."""
         anchor = self._anchor
-        pairs = zip(self._starts, self._ends, strict=True)
+        pairs = zip(self._starts, self._ends)
         return [((anchor + s) & SEQ_MASK, (anchor + e) & SEQ_MASK) for s, e in pairs]
 
     def _advance_front(self, rcv_nxt: int) -> int:

@@ -54,7 +54,7 @@ class SackScoreboard:
     def ranges(self) -> list[tuple[int, int]]:
         """The SACKed ranges in sequence order, as (start, end) sequence numbers."""
         anchor = self._anchor
-        pairs = zip(self._starts, self._ends, strict=True)
+        pairs = zip(self._starts, self._ends)
         return [((anchor + s) & SEQ_MASK, (anchor + e) & SEQ_MASK) for s, e in pairs]
 
     def clear(self) -> None:
@@ -158,7 +158,7 @@ class SackScoreboard:
         anchor = self._anchor
         found = []
         pos = una
-        for start, end in zip(self._starts, self._ends, strict=True):
+        for start, end in zip(self._starts, self._ends):
             hole_end = min(start, nxt)
             if pos < hole_end:
                 found.append(((anchor + pos) & SEQ_MASK, (anchor + hole_end) & SEQ_MASK))
@@ -241,7 +241,7 @@ class SackScoreboard:
 
     def _segment_count(self, mss: int) -> int:
         """SACKed segments held, counting each range as ceil(length / mss)."""
-        return sum(-(-(e - s) // mss) for s, e in zip(self._starts, self._ends, strict=True))
+        return sum(-(-(e - s) // mss) for s, e in zip(self._starts, self._ends))
 
 
 def _inside(lo: int, hi: int, block: tuple[int, int]) -> bool:

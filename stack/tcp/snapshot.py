@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from stack.compat import SLOTS
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, **SLOTS)
 class ConnectionSnapshot:
     state: str  # TcpState value (Linux's names): "ESTABLISHED", "SYN_RECV", "FIN_WAIT2", ...
     local_ip: str
@@ -35,14 +37,14 @@ class ConnectionSnapshot:
     in_recovery: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class BoundEntry:
     ip: str
     port: int
     state: str  # the socket's state: "CLOSE" (bound only), "LISTEN", "ESTABLISHED", "TIME_WAIT", ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class ListenerSnapshot:
     ip: str
     port: int
@@ -51,7 +53,7 @@ class ListenerSnapshot:
     accept_queue: int  # completed connections waiting for accept()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class TablesSnapshot:
     """The seeds' three tables: bound sockets, listeners and established (4-tuple) connections."""
 

@@ -15,6 +15,7 @@ import socket as _socket
 import struct
 from dataclasses import dataclass
 
+from stack.compat import SLOTS
 from stack.tcp.config import CONGESTION_CHOICES, TcpConfig
 from stack.tcp.errors import socket_error
 
@@ -25,7 +26,7 @@ MSS_RANGE = (88, 65535)  # what TCP_MAXSEG accepts
 LINGER_OFF = (0, 0)
 
 
-@dataclass(slots=True)
+@dataclass(**SLOTS)
 class SocketOptions:
     """What `setsockopt` can change; the defaults come from the host's `TcpConfig`."""
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from stack.compat import SLOTS
 from stack.tcp.isn import keyed_hash
 from stack.tcp.seq import SEQ_MASK, seq_gt
 
@@ -108,7 +109,7 @@ def decode_cookie(
     return MSS_TABLE[index]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class CookieOptions:
     """The client's SYN options a cookie connection must remember, recovered from TSecr."""
 

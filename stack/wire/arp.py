@@ -9,6 +9,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from stack.compat import SLOTS
 from stack.wire.buffer import BytesLike
 from stack.wire.errors import MalformedPacket
 
@@ -21,7 +22,7 @@ PACKET_LEN = 28
 _PACKET = struct.Struct("!HHBBH6s4s6s4s")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class ArpPacket:
     op: int  # ARP_REQUEST or ARP_REPLY
     sender_mac: bytes

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TypeAlias
+from typing import Union
 
-BytesLike: TypeAlias = bytes | bytearray | memoryview
+BytesLike = Union[bytes, bytearray, memoryview]

@@ -86,7 +86,7 @@ def describe_tcp_options(options: BytesLike) -> str:
             words.append("sackOK")
         elif kind == OPT_SACK and (size - 2) % 8 == 0:
             edges = struct.unpack(f"!{(size - 2) // 4}I", body)
-            pairs = zip(edges[::2], edges[1::2], strict=True)
+            pairs = zip(edges[::2], edges[1::2])
             blocks = "".join(f"{{{left}:{right}}}" for left, right in pairs)
             words.append(f"sack {(size - 2) // 8} {blocks}")
         elif kind == OPT_TIMESTAMP and size == 10:

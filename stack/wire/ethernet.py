@@ -10,6 +10,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from stack.compat import SLOTS
 from stack.wire.buffer import BytesLike
 from stack.wire.errors import MalformedPacket
 
@@ -32,7 +33,7 @@ _ETHERTYPE = struct.Struct("!H")
 _VLAN_TYPES = (ETHERTYPE_VLAN, ETHERTYPE_QINQ)
 
 
-@dataclass(slots=True)
+@dataclass(**SLOTS)
 class EthernetFrame:
     dst: bytes  # 6-byte MAC
     src: bytes  # 6-byte MAC

@@ -14,6 +14,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from stack.compat import SLOTS
 from stack.wire.buffer import BytesLike
 from stack.wire.checksum import internet_checksum, sum_words
 from stack.wire.errors import MalformedPacket
@@ -57,7 +58,7 @@ _QUOTED_IP = struct.Struct("!BBHHHBBH4s4s")
 _QUOTED_TCP = struct.Struct("!HHI")
 
 
-@dataclass(slots=True)
+@dataclass(**SLOTS)
 class IcmpMessage:
     type: int
     code: int
@@ -85,7 +86,7 @@ class IcmpMessage:
         return mtu or None  # 0: an old router that predates RFC 1191
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class QuotedTcp:
     """What an ICMP error's quote says about the TCP segment it is about (our own segment)."""
 

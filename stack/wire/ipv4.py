@@ -10,6 +10,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from stack.compat import SLOTS
 from stack.wire.buffer import BytesLike
 from stack.wire.checksum import fold, sum_words
 from stack.wire.errors import MalformedPacket
@@ -35,7 +36,7 @@ OPTION_COPIED = 0x80  # high bit of the option type: repeat the option in every 
 _HEADER = struct.Struct("!BBHHHBBH4s4s")
 
 
-@dataclass(slots=True)
+@dataclass(**SLOTS)
 class Ipv4Packet:
     src: bytes
     dst: bytes

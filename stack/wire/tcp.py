@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from enum import IntFlag
 from typing import Literal
 
+from stack.compat import SLOTS
 from stack.wire.buffer import BytesLike
 from stack.wire.checksum import fold, pseudo_header_sum, sum_words
 from stack.wire.errors import MalformedPacket
@@ -28,7 +29,7 @@ class TcpFlags(IntFlag):
     CWR = 0x80
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class TcpOptions:
     """The options a segment carries; None/False/() means absent."""
 
@@ -42,7 +43,7 @@ class TcpOptions:
 NO_OPTIONS = TcpOptions()
 
 
-@dataclass(slots=True)
+@dataclass(**SLOTS)
 class TcpSegment:
     src_port: int
     dst_port: int
@@ -125,7 +126,7 @@ def parse_options(options: BytesLike) -> TcpOptions:
         elif kind == OPT_SACK:
             if size >= 10 and (size - 2) % 8 == 0:
                 edges = struct.unpack_from(f"!{(size - 2) // 4}I", options, index + 2)
-                sack_blocks = tuple(zip(edges[::2], edges[1::2], strict=True))
+                sack_blocks = tuple(zip(edges[::2], edges[1::2]))
         elif kind == OPT_TIMESTAMP and size == 10:
             timestamp = _OPTIONS_TS.unpack_from(options, index + 2)
     if mss is None and wscale is None and timestamp is None and not sack_permitted and not sack_blocks:

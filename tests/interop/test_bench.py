@@ -49,8 +49,10 @@ def test_bench_json_has_every_key_from_one_run(lab_name: str) -> None:
     result = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=PROJECT_ROOT)
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout)
-    assert set(figures) == KEYS | HASHED_KEYS | ACCEPT_RUN_KEYS | {"congestion_control", "stack_workers"}
+    assert set(figures) == KEYS | HASHED_KEYS | ACCEPT_RUN_KEYS | {
+        "congestion_control", "stack_workers", "stack_python", "stack_warmup_seconds"}
     assert figures["stack_workers"] == 1
+    assert figures["stack_python"].startswith("CPython ") and figures["stack_warmup_seconds"] == 0.0
     assert all(isinstance(figures[k], int | float) and figures[k] > 0 for k in KEYS | HASHED_KEYS), figures
     assert figures["stack_accept_bound_by"] in VERDICTS and figures["kernel_accept_bound_by"] in VERDICTS
     assert figures["stack_cpu_us_per_connection"] > 0 and figures["stack_accept_stack_cpu_share"] > 0

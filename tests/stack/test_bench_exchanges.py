@@ -13,6 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "benchmarks" / "bench_exchanges.py"
+PYPY = ROOT / ".venv-pypy" / "bin" / "python"
 NOT_BUILT = not (ROOT / "build" / "connload").exists() and os.environ.get("CI") != "true"
 
 
@@ -37,3 +38,21 @@ def test_bad_counts_are_refused_with_exit_2() -> None:
     done = subprocess.run([sys.executable, str(BENCH), "--count", "1"], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 2 and "--count takes 2 to 1000000" in done.stderr
+
+
+def test_the_stack_side_runs_under_pypy() -> None:
+    """`--python pypy`: the stack's side is measured in a PyPy process (after its JIT's warm-up rounds),
+    next to the same kernel figure; this is also the stack's core running whole exchanges under PyPy."""
+    if not PYPY.exists() and os.environ.get("CI") != "true":
+        pytest.skip("no .venv-pypy (`make pypy` builds it)")
+    done = subprocess.run([sys.executable, str(BENCH), "--python", "pypy", "--count", "20", "--rounds", "1",
+                           "--json"], capture_output=True, text=True, timeout=300, check=True)
+    figures = json.loads(done.stdout)
+    for row in figures.values():
+        assert row["stack_python"] == "pypy" and row["stack_us"] > 0 and row["kernel_us"] > 0
+
+
+def test_instructions_are_not_counted_under_pypy() -> None:
+    done = subprocess.run([sys.executable, str(BENCH), "--python", "pypy", "--instructions"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--instructions counts CPython's instructions" in done.stderr

@@ -19,10 +19,10 @@ import ast
 
 from tests.import_graph import cycles, describe_cycles, graph, package_modules
 
-LAYERS = ("wire", "deadlines", "ranges", "tcp", "devices", "net", "loops", "api", "host", "node", "aio",
-          "attach")
-RANK = {"wire": 0, "deadlines": 0, "ranges": 0, "tcp": 1, "devices": 2, "net": 3, "loops": 4, "api": 5,
-        "host": 6, "node": 7, "aio": 8, "attach": 8}
+LAYERS = ("compat", "wire", "deadlines", "ranges", "tcp", "devices", "net", "loops", "api", "host", "node",
+          "aio", "attach")
+RANK = {"compat": 0, "wire": 0, "deadlines": 0, "ranges": 0, "tcp": 1, "devices": 2, "net": 3, "loops": 4,
+        "api": 5, "host": 6, "node": 7, "aio": 8, "attach": 8}
 #: The only run-time importers of the connection module: the TCP layer makes connections.
 CONNECTION_MAKERS = frozenset({"stack.tcp.layer"})
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 
 from stack.api.streams import StackTransport
+from stack.compat import within
 
 READ_SIZE = 256 * 1024
 # What a reset or vanished peer raises inside a handler: the connection is over, nothing to report.
@@ -20,6 +21,4 @@ async def close_writer(writer: asyncio.StreamWriter) -> None:
         if isinstance(transport, StackTransport) and transport.socket_closed:
             await writer.wait_closed()  # the transport already let go: no timer to arm
             return
-        # asyncio.timeout, not wait_for: wait_for runs the wait as a task of its own, one more per connection.
-        async with asyncio.timeout(30.0):
-            await writer.wait_closed()
+        await within(30.0, writer.wait_closed())  # a dead peer must not pin the handler

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from stack.compat import SLOTS, within
 from stack.node.apps.common import PEER_GONE, READ_SIZE, close_writer
 from stack.node.apps.content import chunks, pattern, pattern_sha256
 from stack.node.apps.http_messages import Headers, Limits, RemoteProtocolError, content_length, index_fields
@@ -76,7 +77,7 @@ INDEX = b"""<!doctype html>
 """
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class HttpSettings:
     """The server's bounds; times in seconds."""
 
@@ -284,11 +285,13 @@ class HttpSession:
         can destroy the answer in the client's receive queue before it is read. nginx's lingering close
         does the same, within LINGER_SECONDS and LINGER_BYTES."""
         self.writer.write_eof()
-        left = LINGER_BYTES
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(LINGER_SECONDS):
-                while left > 0 and (data := await self.reader.read(min(left, READ_SIZE))):
-                    left -= len(data)
+
+        async def drain(left: int) -> None:
+            while left > 0 and (data := await self.reader.read(min(left, READ_SIZE))):
+                left -= len(data)
+
+        with contextlib.suppress(asyncio.TimeoutError):
+            await within(LINGER_SECONDS, drain(LINGER_BYTES))
 
     # -- resources ------------------------------------------------------------------------------------------
 

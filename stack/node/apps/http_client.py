@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from stack.compat import SLOTS
 from stack.node.apps.common import READ_SIZE, close_writer
 from stack.node.apps.http_messages import Headers, LocalProtocolError, RemoteProtocolError
 from stack.node.apps.http_protocol import (
@@ -40,7 +41,7 @@ class HttpClientError(Exception):
     """The server's answer was not HTTP this client can read, or the body could not be written."""
 
 
-@dataclass(slots=True)
+@dataclass(**SLOTS)
 class Fetched:
     """One response as the client received it."""
 
@@ -114,8 +115,8 @@ async def _exchange(conn: Connection, streams: Streams, request: Request, timeou
             if event is NEED_DATA:
                 try:
                     data = await asyncio.wait_for(reader.read(READ_SIZE), timeout)
-                except TimeoutError:
-                    raise TimeoutError(f"no byte from the server for {timeout:g} s") from None
+                except asyncio.TimeoutError:
+                    raise asyncio.TimeoutError(f"no byte from the server for {timeout:g} s") from None
                 if first_byte is None and data:
                     first_byte = time.monotonic() - started
                 conn.receive_data(data)

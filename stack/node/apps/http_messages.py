@@ -16,11 +16,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from email.utils import formatdate
 from functools import lru_cache
+from typing import Union
+
+from stack.compat import SLOTS
 
 # (name, value) pairs in order: received names are lower case, names we send keep the case they are given
 # (every lookup ignores case).
 Headers = tuple[tuple[str, str], ...]
-BodyPart = bytes | bytearray | memoryview
+BodyPart = Union[bytes, bytearray, memoryview]
 
 
 class RemoteProtocolError(Exception):
@@ -35,7 +38,7 @@ class LocalProtocolError(Exception):
     """Our side asked for something HTTP/1.1 forbids (a body for HEAD, a second response, ...)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class Limits:
     """Bounds on what is buffered while a head is incomplete (h11's max_incomplete_event_size, split).
 
@@ -406,7 +409,7 @@ class CloseReader:
         return ()
 
 
-BodyReader = LengthReader | ChunkedReader | CloseReader
+BodyReader = Union[LengthReader, ChunkedReader, CloseReader]
 
 
 def reader_for(framing: Framing) -> BodyReader:

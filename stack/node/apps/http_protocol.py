@@ -22,7 +22,9 @@ Pipelined requests wait in the receive buffer (`next_event` answers PAUSED) unti
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Union
 
+from stack.compat import SLOTS
 from stack.node.apps.http_messages import (
     NO_BODY,
     BodyPart,
@@ -91,7 +93,7 @@ NEED_DATA = Signal("NEED_DATA")  # give `receive_data` more bytes (or b"" at the
 PAUSED = Signal("PAUSED")  # the peer's next message is buffered; it comes after `start_next_cycle`
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class Request:
     method: str
     target: str
@@ -99,14 +101,14 @@ class Request:
     version: str = "1.1"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class InformationalResponse:
     status: int  # 1xx
     headers: Headers = ()
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class Response:
     status: int
     headers: Headers = ()
@@ -114,17 +116,17 @@ class Response:
     version: str = "1.1"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class Data:
     data: BodyPart
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class EndOfMessage:
     trailers: Headers = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, **SLOTS)
 class ConnectionClosed:
     pass
 
@@ -132,7 +134,7 @@ class ConnectionClosed:
 END_OF_MESSAGE = EndOfMessage()  # the usual end, without trailers: events are immutable, so one serves all
 
 
-Event = Request | InformationalResponse | Response | Data | EndOfMessage | ConnectionClosed
+Event = Union[Request, InformationalResponse, Response, Data, EndOfMessage, ConnectionClosed]
 SERVER_SEES_REQUEST = (Request, CLIENT)  # the server's machine moves on the client's Request too
 
 # What each event does to its sender's state; an event missing here is a protocol error in that state.

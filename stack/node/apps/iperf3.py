@@ -90,7 +90,7 @@ class Iperf3App:
     async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             cookie = await asyncio.wait_for(reader.readexactly(COOKIE_SIZE), COOKIE_WAIT)
-        except (TimeoutError, *PEER_GONE):
+        except (asyncio.TimeoutError, *PEER_GONE):
             await close_writer(writer)
             return
         test = self.test
@@ -173,14 +173,14 @@ class Iperf3Test:
             theirs = (await self._next(ResultsReceived, STEP_WAIT)).results
             await self._send(self.control.send_results(ours))
             await self._send(self.control.send_state(State.DISPLAY_RESULTS))
-            with contextlib.suppress(TestAborted, TimeoutError):
+            with contextlib.suppress(TestAborted, asyncio.TimeoutError):
                 await self._next(StateReceived, STEP_WAIT)  # IPERF_DONE (or the client just closes)
             return {"peer": f"{self.peer[0]}:{self.peer[1]}" if self.peer else None,
                     "reverse": parameters.reverse, "parallel": parameters.parallel,
                     "seconds": finish - start, "bytes": ours.total_bytes,
                     "client_bytes": theirs.total_bytes, "cpu_util_total": ours.cpu_util_total,
                     "client_cpu_util_total": theirs.cpu_util_total}
-        except (TestAborted, ProtocolError, TimeoutError, *PEER_GONE):
+        except (TestAborted, ProtocolError, asyncio.TimeoutError, *PEER_GONE):
             return None
 
     async def _send(self, data: bytes) -> None:

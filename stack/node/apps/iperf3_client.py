@@ -121,7 +121,7 @@ async def run_test(opener: Opener, *, seconds: int = 10, parallel: int = 1, reve
         await send(control.send_state(State.TEST_END))
         await expect(State.EXCHANGE_RESULTS, timeout + ACK_WAIT)
         if reverse:
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), EOF_WAIT)
         cpu_end = os.times()
         ours = _results(streams, start, finish, cpu_start, cpu_end, reverse)
@@ -135,7 +135,7 @@ async def run_test(opener: Opener, *, seconds: int = 10, parallel: int = 1, reve
             await send(control.send_state(State.IPERF_DONE))
     except ProtocolError as exc:
         raise Iperf3Error(f"the server broke iperf3's protocol: {exc}") from None
-    except TimeoutError:
+    except asyncio.TimeoutError:
         raise Iperf3Error(f"the server did not answer within {timeout:g} s") from None
     except (ConnectionError, asyncio.IncompleteReadError) as exc:
         raise Iperf3Error(f"the server closed the test: {exc or type(exc).__name__}") from None
@@ -177,7 +177,7 @@ async def _intervals(streams: list[_Stream], seconds: int, start: float, control
             done, _ = await asyncio.wait([watch], timeout=max(0.0, start + second - loop.time()))
             now = [s.bytes for s in streams]
             intervals.append({"start": float(second - 1), "end": round(loop.time() - start, 6),
-                              "bytes": [b - a for a, b in zip(last, now, strict=True)]})
+                              "bytes": [b - a for a, b in zip(last, now)]})
             last = now
             if done:
                 event = watch.result()
@@ -235,7 +235,7 @@ def _report(streams: list[_Stream], ours: Results, theirs: Results, reverse: boo
     """Both sides' figures, named by role: the sender's bytes and the receiver's, per stream and summed."""
     by_id = {result.id: result for result in theirs.streams}
     rows = []
-    for stream, mine in zip(streams, ours.streams, strict=True):
+    for stream, mine in zip(streams, ours.streams):
         other = by_id.get(stream.id)
         other_bytes = other.bytes if other is not None else 0
         other_seconds = (other.end_time - other.start_time) if other is not None else 0.0

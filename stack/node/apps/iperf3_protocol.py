@@ -31,7 +31,7 @@ import secrets
 import string
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any
+from typing import Any, Union
 
 COOKIE_SIZE = 37  # 36 characters and a NUL, as iperf3 sends it
 MAX_JSON_BYTES = 1 << 20  # a parameters or results document longer than this is not iperf3's
@@ -151,7 +151,7 @@ class Parameters:
 
 def _number(document: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
     value = document.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
         raise ProtocolError(f"parameters: {key}={value!r} is not a number from {low} to {high}")
     return int(value)
 
@@ -270,7 +270,7 @@ class ServerErrorReceived:
             f" (errno {self.errno})" if self.errno else "")
 
 
-Event = CookieReceived | ParametersReceived | StateReceived | ResultsReceived | ServerErrorReceived
+Event = Union[CookieReceived, ParametersReceived, StateReceived, ResultsReceived, ServerErrorReceived]
 
 # What a side reads next: a cookie, a JSON document, a state byte, or SERVER_ERROR's two integers.
 _COOKIE, _JSON, _STATE, _ERROR_CODES, _NOTHING = "cookie", "json", "state", "error codes", "nothing"

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 
+from stack.compat import cancelling, uncancel
+
 
 class Watchdog:
     """Bounds the waits of one task, one at a time."""
@@ -48,7 +50,7 @@ class Watchdog:
         """Bound the next wait to `deadline` (the loop's clock)."""
         self._deadline = deadline
         self._expired = False
-        self._cancelling = self._task.cancelling()
+        self._cancelling = cancelling(self._task)
         if self._timer is None or self._timer_when > deadline:
             if self._timer is not None:
                 self._timer.cancel()
@@ -60,7 +62,7 @@ class Watchdog:
         self._deadline = None
         if self._expired:  # the wait ended some other way after the deadline cancelled it: take that back
             self._expired = False
-            self._task.uncancel()
+            uncancel(self._task)
 
     def close(self) -> None:
         """No more waits: drop the timer, so that a finished connection holds no handle on the loop."""
@@ -75,7 +77,7 @@ class Watchdog:
         if not self._expired:
             return False
         self._expired = False
-        return self._task.uncancel() <= self._cancelling
+        return uncancel(self._task) <= self._cancelling
 
     def _fire(self) -> None:
         self._timer = None

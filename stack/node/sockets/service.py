@@ -479,7 +479,7 @@ def _encoded(value: Any) -> Any:
         return int(value)
     if isinstance(value, int):
         return value
-    if isinstance(value, bytes | bytearray):
+    if isinstance(value, (bytes, bytearray)):
         return {"bytes": bytes(value).hex()}
     if isinstance(value, tuple) and len(value) == 2:
         return {"bytes": _LINGER.pack(int(value[0]), int(value[1])).hex()}

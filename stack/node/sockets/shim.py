@@ -128,7 +128,7 @@ def _inet(address: Any) -> list[Any]:
 
 
 def _option_value(value: Any) -> Any:
-    if isinstance(value, bytes | bytearray | memoryview):
+    if isinstance(value, (bytes, bytearray, memoryview)):
         return {"bytes": bytes(value).hex()}
     if isinstance(value, bool):
         return int(value)

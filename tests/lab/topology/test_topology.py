@@ -212,7 +212,7 @@ def test_several_schema_errors_report_the_first_by_line_and_keep_the_rest() -> N
             "node",
             "kind: kernel",
             "kind: kernel, gatway: 10.0.0.2",
-            "t.yaml:3: nodes.h1.gatway: expected one of apps, gateway, kind, offload, process, "
+            "t.yaml:3: nodes.h1.gatway: expected one of apps, gateway, kind, offload, process, python, "
             "routes, sysctls, workers, got unknown key 'gatway' (did you mean 'gateway'?)",
         ),
         (
