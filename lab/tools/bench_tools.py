@@ -140,11 +140,26 @@ def measure(namespace: str, argv: Sequence[str], server_pid: int, timeout: float
 # -- the clients ------------------------------------------------------------------------------------------
 
 
+def iperf3_json(text: str) -> dict[str, Any]:
+    """iperf3 -J's report. iperf3 may print a warning line before it ("WARNING: Size of data read does
+    not correspond to offered length", its sign of a peer's short message); a run without a report is
+    ToolFailed, in one line."""
+    start = text.find("{")
+    try:
+        report = json.loads(text[start:]) if start >= 0 else None
+    except json.JSONDecodeError:
+        report = None
+    if not isinstance(report, dict):
+        first = text.strip().splitlines()[0][:200] if text.strip() else "no output"
+        raise ToolFailed(f"iperf3 gave no JSON report ({first})")
+    return report
+
+
 def iperf3_run(namespace: str, address: str, port: int, seconds: float, *, reverse: bool,
                server: str) -> dict[str, Any]:
     argv = ["iperf3", "-c", address, "-p", str(port), "-t", str(max(1, round(seconds))), "-J"]
     text, _, _ = run_client(namespace, [*argv, "-R"] if reverse else argv, seconds + 60)
-    report = json.loads(text)
+    report = iperf3_json(text)
     if "error" in report:
         raise ToolFailed(f"iperf3: {report['error']}")
     figures = kernel_report_figures(report)

@@ -22,7 +22,7 @@ from lab.experiments.bulk import kernel_pair
 from lab.experiments.running import ProgressFn, RunningLab, lab_for_experiment
 from lab.kernel.sockets import listening_socket, namespace_socket
 from lab.tools.accept_rate import bound_by, kernel_accept_figures, run_clients
-from lab.tools.bench import ACCEPT_PORT, bench_name, pair_plan
+from lab.tools.bench import ACCEPT_PORT, bench_name, pair_plan, warmup_seconds
 
 # Blocking connect+close clients keep one connection each in flight: with `lab bench`'s 4, two workers
 # would see about two connections at a time each and wake for nearly every frame, so the figure would
@@ -132,7 +132,9 @@ def run_bench_workers(seconds: float = 3.0, name: str | None = None, python: str
     """Every figure of `lab bench workers --json` (keys in the README), from one sitting."""
     name = name or bench_name()
     report = progress or (lambda step: None)
-    figures: dict[str, Any] = {"stack_workers": max(WORKER_COUNTS), "parallel_streams": PARALLEL_STREAMS}
+    warmup = warmup_seconds(python)
+    figures: dict[str, Any] = {"stack_workers": max(WORKER_COUNTS), "parallel_streams": PARALLEL_STREAMS,
+                               "stack_warmup_seconds": warmup}
     for count in WORKER_COUNTS:
         plan = pair_plan(f"{name}w{count}", offload=True, python=python)
         plan = _with_workers(plan, count)
@@ -146,6 +148,8 @@ def run_bench_workers(seconds: float = 3.0, name: str | None = None, python: str
             pids = [int(pid) for pid in hello.get("pids", [hello["pid"]])]
             suffix = _suffix(count)
             report(f"accept rate, {count} worker(s)")
+            if warmup > 0:  # a JIT's warm-up: the same load, unmeasured
+                run_clients(namespace, (lab.address(stack), ACCEPT_PORT), warmup, ACCEPT_CLIENTS)
             before = _cpu(pids)
             run = run_clients(namespace, (lab.address(stack), ACCEPT_PORT), seconds, ACCEPT_CLIENTS)
             used = _cpu(pids) - before

@@ -87,3 +87,14 @@ def test_bench_tools_json_has_every_measurement_from_one_run() -> None:
     assert iperf3["stack_sent_bytes"] == iperf3["stack_received_bytes"] > 0
     assert figures["measurements"]["http_connection_per_request"]["stack_failed_requests"] == 0
     assert not [n for n in os.listdir("/var/run/netns") if n.startswith(name)]
+
+
+def test_an_iperf3_report_after_a_warning_is_read_and_no_report_is_one_line() -> None:
+    from lab.tools.bench_tools import iperf3_json
+
+    text = 'WARNING:  Size of data read does not correspond to offered length\n{"end": {}, "error": "x"}\n'
+    assert iperf3_json(text) == {"end": {}, "error": "x"}
+    for broken in ("", "iperf3: error - unable to connect\n", "{not json"):
+        with pytest.raises(ToolFailed, match=r"^iperf3 gave no JSON report \(") as raised:
+            iperf3_json(broken)
+        assert "\n" not in str(raised.value)

@@ -211,7 +211,7 @@ class Results:
         streams = []
         for index, entry in enumerate(document["streams"]):
             if not isinstance(entry, dict) or not all(
-                    isinstance(entry.get(key), int | float) for key in ("id", "bytes", "retransmits")):
+                    isinstance(entry.get(key), (int, float)) for key in ("id", "bytes", "retransmits")):
                 raise ProtocolError(f"results: streams[{index}] lacks a numeric id, bytes or retransmits")
             streams.append(StreamResult(int(entry["id"]), int(entry["bytes"]), int(entry["retransmits"]),
                                         float(entry.get("start_time", 0.0)),
