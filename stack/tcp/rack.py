@@ -20,7 +20,6 @@ TLP from net.ipv4.tcp_early_retrans=3: `TcpConfig.tlp`).  Times are the `now` th
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -108,7 +107,15 @@ class Rack:
     def _index(self, seq: int, base: int) -> int:
         """Index of the first listed segment starting after `seq` (offsets from `base`)."""
         offset = seq_sub(seq, base)
-        return bisect_right(self.segments, offset, key=lambda s: seq_sub(s.start, base))
+        segments = self.segments
+        low, high = 0, len(segments)
+        while low < high:  # bisect_right by each segment's offset (bisect's key= needs Python 3.10)
+            middle = (low + high) // 2
+            if seq_sub(segments[middle].start, base) <= offset:
+                low = middle + 1
+            else:
+                high = middle
+        return low
 
     def _split(self, seq: int, base: int) -> None:
         """Cut the listed segment that holds `seq` strictly inside it in two (both keep its marks)."""
