@@ -9,11 +9,19 @@ Debian's PyPy, 3.9 (`stack.compat`). The PyPy used is, in order:
   python-pytun).
 
 Either must import pytun, which opens the node's TAP; `lab up` checks that before it builds anything.
+
+A PyPy node's heap may grow to `PYPY_GC_MIN` before its first major collection (`node_environment`;
+`$PYPY_GC_MIN` in the lab's environment overrides it). The bulk paths allocate a large byte string per
+frame and per read; PyPy frees such strings only in a major collection and starts one whenever they add
+up to a fraction of a small heap, so with PyPy's default a receiving node spent 38 % of its time in
+major-collection steps and moved 3.2 Gbit/s (CPython 8.9); with 256 MB it moves 6.5 for a resident
+size of 390 MB (PyPy's default: 150 MB; CPython: 35 MB), docs/performance.md.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +31,8 @@ PYPY_ENV = "NSLAB_PYPY"
 PROJECT = Path(__file__).resolve().parents[2]  # the checkout holding lab/ and stack/
 PYPY_VENV = PROJECT / ".venv-pypy" / "bin" / "python"
 PROBE_SECONDS = 20.0  # a PyPy start and one import: about 0.2 s on the reference machine
+PYPY_GC_MIN = "256MB"
+HEAP_SIZE = re.compile(r"[1-9][0-9]{0,12}(KB|MB|GB)?")  # what PyPy's GC reads (it ignores anything else)
 PROBE = "import platform, pytun; assert platform.python_implementation() == 'PyPy'"
 
 
@@ -43,9 +53,20 @@ def node_interpreter(python: str) -> str:
     return sys.executable
 
 
+def node_environment(python: str) -> dict[str, str]:
+    """What a node's interpreter finds in its environment beyond the lab's own (the module docstring)."""
+    if python == "pypy":
+        return {"PYPY_GC_MIN": os.environ.get("PYPY_GC_MIN", PYPY_GC_MIN)}
+    return {}
+
+
 def check_pypy() -> str:
     """The PyPy's path, after checking that it starts, is PyPy and imports pytun; else InterpreterMissing
     with what to do, in one line."""
+    given_heap = os.environ.get("PYPY_GC_MIN")
+    if given_heap is not None and not HEAP_SIZE.fullmatch(given_heap):
+        raise InterpreterMissing(f"python: pypy: $PYPY_GC_MIN {given_heap[:40]!r} is not a size "
+                                 "(bytes, or a number with KB, MB or GB: 256MB)")
     path = pypy_path()
     source = f"${PYPY_ENV}" if os.environ.get(PYPY_ENV) else "make pypy"
     if not os.access(path, os.X_OK):

@@ -140,3 +140,15 @@ def process_cpu_seconds(pid: int) -> float | None:
     """User plus system CPU time the process has used so far (fields 14 and 15 of /proc/<pid>/stat)."""
     fields = stat_fields(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields is not None else None
+
+
+def process_peak_rss_bytes(pid: int) -> int | None:
+    """The most memory the process has held resident so far (VmHWM in /proc/<pid>/status)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab.build.control import StackClient, StackControlError, control_socket_path, wait_for_hello
-from lab.build.interpreters import node_interpreter
+from lab.build.interpreters import node_environment, node_interpreter
 from lab.build.journal import Journal, JournalEntry, read_journal
 from lab.build.node_exits import iso_time, log_facts, observe_exit
 from lab.build.pids import is_running, open_journaled, process_start_ticks, reap, stop_pidfd
@@ -75,7 +75,7 @@ def node_command(settings_path: Path, python: str = "cpython") -> list[str]:
 def spawn_node(state: LabState, node: NodePlan, journal: Journal) -> NodeProcess:
     """Fork the node's stack process, journal it, then let it exec (see the module docstring)."""
     command = node_command(state.node_settings_path(node.name), node.python)
-    return spawn_process(state, node.name, node.namespace, command, journal)
+    return spawn_process(state, node.name, node.namespace, command, journal, node_environment(node.python))
 
 
 def forwarder_command(settings_path: Path) -> list[str]:
@@ -89,12 +89,12 @@ def spawn_forwarder(state: LabState, forwarder: Forwarder, journal: Journal) -> 
 
 
 def spawn_process(state: LabState, name: str, namespace: str, argv: list[str],
-                  journal: Journal) -> NodeProcess:
+                  journal: Journal, environment: dict[str, str] | None = None) -> NodeProcess:
     """Fork `argv` into `namespace`, journal it under `name`, then let it exec (the module docstring)."""
     log_fd = open_state_file(state.node_log_path(name), os.O_WRONLY | os.O_APPEND, create=True)
     namespace_fd = open_namespace(namespace_path(namespace))
     gate_read, gate_write = os.pipe()
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **(environment or {}))
     project = str(Path(__file__).resolve().parents[2])  # the checkout holding lab/ and stack/
     env["PYTHONPATH"] = project + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     try:

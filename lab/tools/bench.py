@@ -25,6 +25,7 @@ from statistics import median
 from typing import Any
 
 from lab.build import builder
+from lab.build.pids import process_peak_rss_bytes
 from lab.experiments.base import ExperimentError
 from lab.experiments.bulk import kernel_pair, kernel_to_stack, kernel_transfer, stack_to_kernel
 from lab.experiments.running import ProgressFn, RunningLab, lab_for_experiment
@@ -152,6 +153,9 @@ def run_bench(seconds: float = 3.0, name: str | None = None, python: str = "cpyt
         report("the stack's accept rate (C clients)")
         figures.update(stack_accept_figures(lab.node(kernel).namespace, (lab.address(stack), ACCEPT_PORT),
                                             stack_pid, seconds, ACCEPT_CLIENTS, warmup_seconds=warmup))
+        peak = process_peak_rss_bytes(stack_pid)  # after both transfers and the accept run
+        if peak is not None:
+            figures["stack_peak_rss_mb"] = round(peak / 2**20, 1)
         report("kernel-to-kernel goodput and accept rate")
         with kernel_pair(lab) as pair:
             figures["kernel_to_kernel_gbps"] = _kernel_goodput(pair, seconds, algorithm)

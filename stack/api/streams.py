@@ -3,11 +3,11 @@ asyncio's.
 
 The hosts are pumped by the running event loop (``stack.loops.asyncio_driver.AsyncioDriver``); after a
 pump that visited its connection a transport moves bytes between its TCP socket and its protocol. The
-streams are asyncio's own ``StreamReader`` and ``StreamWriter`` over a ``StackTransport`` (an
-``asyncio.Transport`` on a non-blocking ``TcpSocket``),
-so ``drain()``, ``readexactly()``, ``write_eof()`` and ``wait_closed()`` behave as users expect, with
-flow control both ways: a paused reader stops reading, the receive window fills and the peer's TCP
-stops sending.
+streams are asyncio's ``StreamWriter`` and ``StreamReader`` (under PyPy one that keeps the received chunks
+as they came, ``stack.api.stream_reader``) over a ``StackTransport`` (an ``asyncio.Transport`` on a
+non-blocking ``TcpSocket``), so ``drain()``, ``readexactly()``, ``write_eof()`` and ``wait_closed()``
+behave as users expect, with flow control both ways: a paused reader stops reading, the receive window
+fills and the peer's TCP stops sending.
 
 ``create_server`` is the protocol-shaped twin of ``start_server`` (``loop.create_server``): each accepted
 connection gets a protocol driven by its transport directly, with no task, no streams and no futures, which
@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Optional
 
 from stack.api.socket import SHUT_WR, SO_ERROR, SO_LINGER, SO_REUSEADDR, SOL_SOCKET
+from stack.api.stream_reader import READER_CLASS
 from stack.loops.asyncio_driver import AsyncioDriver
 
 if TYPE_CHECKING:
@@ -248,7 +249,7 @@ class StackTransport(asyncio.Transport):
 def _streams(driver: AsyncioDriver, sock: TcpSocket, limit: int
              ) -> tuple[asyncio.StreamReader, asyncio.StreamReaderProtocol, StackTransport]:
     loop = driver.loop
-    reader = asyncio.StreamReader(limit=limit, loop=loop)
+    reader = READER_CLASS(limit=limit, loop=loop)
     protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
     transport = StackTransport(driver, sock, protocol)
     protocol.connection_made(transport)
@@ -371,7 +372,7 @@ async def start_server(client_connected_cb: ClientConnected, host: Host, ip: str
     loop = driver.loop
 
     def stream_protocol() -> asyncio.Protocol:
-        reader = asyncio.StreamReader(limit=limit, loop=loop)
+        reader = READER_CLASS(limit=limit, loop=loop)
         return asyncio.StreamReaderProtocol(reader, client_connected_cb, loop=loop)
 
     return StackServer(driver, sock, stream_protocol)

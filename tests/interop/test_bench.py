@@ -28,7 +28,7 @@ HASHED_KEYS = {  # the same transfers against a kernel-to-kernel transfer SHA-25
 ACCEPT_RUN_KEYS = {
     "stack_cpu_us_per_connection", "stack_accept_stack_cpu_share", "stack_accept_client_cpu_share",
     "stack_accept_slow_connects", "stack_accept_bound_by", "kernel_accept_listener_cpu_share",
-    "kernel_accept_client_cpu_share", "kernel_accept_bound_by",
+    "kernel_accept_client_cpu_share", "kernel_accept_bound_by", "stack_peak_rss_mb",
 }
 VERDICTS = {"stack", "client", "listener", "machine", "none"}
 
@@ -56,6 +56,7 @@ def test_bench_json_has_every_key_from_one_run(lab_name: str) -> None:
     assert all(isinstance(figures[k], int | float) and figures[k] > 0 for k in KEYS | HASHED_KEYS), figures
     assert figures["stack_accept_bound_by"] in VERDICTS and figures["kernel_accept_bound_by"] in VERDICTS
     assert figures["stack_cpu_us_per_connection"] > 0 and figures["stack_accept_stack_cpu_share"] > 0
+    assert 5 < figures["stack_peak_rss_mb"] < 2048  # a CPython node holds tens of MB
     congestion = figures["congestion_control"]
     assert congestion["kernel_senders"] == congestion["stack"] and congestion["machine_default"]
     assert not [n for n in os.listdir("/var/run/netns") if n.startswith(lab_name)]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from lab.build.interpreters import PYPY_GC_MIN
 from lab.experiments.bulk import kernel_to_stack, stack_to_kernel
 from lab.experiments.running import RunningLab, lab_for_experiment
 from lab.experiments.stack_answers import counter_value
@@ -57,6 +58,9 @@ def test_the_node_runs_under_pypy(pypy_lab: RunningLab) -> None:
     assert hello["python"].startswith("PyPy 3.")
     exe = os.readlink(f"/proc/{hello['pid']}/exe")
     assert "pypy" in exe
+    environment = dict(item.split(b"=", 1) for item in
+                       Path(f"/proc/{hello['pid']}/environ").read_bytes().split(b"\0") if b"=" in item)
+    assert environment[b"PYPY_GC_MIN"] == os.environ.get("PYPY_GC_MIN", PYPY_GC_MIN).encode()
 
 
 def test_echo_and_http_answer_byte_for_byte(pypy_lab: RunningLab) -> None:
@@ -131,6 +135,23 @@ def test_a_missing_pypy_is_refused_before_anything_is_built(tmp_path: Path) -> N
                        cwd=PROJECT)
 
 
+def test_a_heap_size_pypy_cannot_read_is_refused_before_anything_is_built(tmp_path: Path) -> None:
+    name = unique_lab_name("pg")
+    topology = tmp_path / "pypy.yaml"
+    topology.write_text(PYPY_PAIR.replace("name: pypy", f"name: {name}"))
+    env = dict(os.environ, PYPY_GC_MIN="lots")
+    done = subprocess.run([sys.executable, "-m", "lab", "up", str(topology)], capture_output=True, text=True,
+                          timeout=60, cwd=PROJECT, env=env)
+    try:
+        assert done.returncode == 2
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and "PYPY_GC_MIN 'lots' is not a size" in lines[0], done.stderr
+        assert not Path(f"/run/netns/{name}-s1").exists()
+    finally:
+        subprocess.run([sys.executable, "-m", "lab", "down", name], capture_output=True, timeout=60,
+                       cwd=PROJECT)
+
+
 def test_the_bench_runs_the_stack_under_pypy_after_a_warmup(lab_name: str) -> None:
     command = [sys.executable, "-m", "lab", "bench", "--json", "--seconds", "0.5", "--name", lab_name,
                "--python", "pypy"]
@@ -139,3 +160,4 @@ def test_the_bench_runs_the_stack_under_pypy_after_a_warmup(lab_name: str) -> No
     figures = json.loads(done.stdout)
     assert figures["stack_python"].startswith("PyPy") and figures["stack_warmup_seconds"] > 0
     assert figures["stack_accept_cps"] > 0 and figures["kernel_accept_cps"] > 0
+    assert figures["stack_peak_rss_mb"] > 0

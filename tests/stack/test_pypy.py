@@ -94,6 +94,55 @@ def test_loss_recovery_runs_under_pypy() -> None:
     assert result["TcpRetransSegs"] > 0 and result["TcpExtTCPSACKReorder"] > 0
 
 
+STREAMS_EXCHANGE = """
+import asyncio, hashlib, json, random, sys
+sys.path.insert(0, sys.argv[1])
+from stack.aio import AsyncioDriver, open_connection, start_server
+from stack.api.stream_reader import READER_CLASS
+from stack.devices.memory import MemoryWire
+from stack.host import Host
+body = random.Random(5).randbytes(3 << 20)
+
+async def serve(reader, writer):
+    line = await reader.readline()
+    size = int((await reader.readuntil(b"\\r\\n\\r\\n"))[:-4])
+    data = await reader.readexactly(size)
+    writer.write(line + hashlib.sha256(data).hexdigest().encode() + b"\\n")
+    await writer.drain()
+    writer.close()
+
+async def main():
+    a = Host("10.0.0.1/24", "02:00:00:00:00:01", seed=1)
+    b = Host("10.0.0.2/24", "02:00:00:00:00:02", seed=2)
+    async with AsyncioDriver([a, b], [MemoryWire(a, b)]):
+        server = await start_server(serve, b, "10.0.0.2", 80, limit=1 << 20)
+        reader, writer = await open_connection(a, "10.0.0.2", 80)
+        writer.write(b"upload\\n" + str(len(body)).encode() + b"\\r\\n\\r\\n" + body)
+        await writer.drain()
+        answer = await reader.read()
+        writer.close()
+        async with server:
+            pass
+        return answer
+
+answer = asyncio.run(asyncio.wait_for(main(), 60))
+print(json.dumps({"reader": READER_CLASS.__name__, "answer": answer.decode(),
+                  "expected": "upload\\n" + hashlib.sha256(body).hexdigest() + "\\n"}))
+"""
+
+
+@pytest.mark.skipif(NO_PYPY, reason="no .venv-pypy (`make pypy` builds it)")
+def test_streams_under_pypy_keep_chunks_and_every_byte() -> None:
+    """Under PyPy the stack's streams read through the chunk-keeping reader: a line, a head up to a blank
+    line and a 3 MB body that crosses the reader's pause threshold arrive exact."""
+    done = subprocess.run([str(PYPY), "-c", STREAMS_EXCHANGE, str(ROOT)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr.strip().splitlines()[-1:]
+    result = json.loads(done.stdout)
+    assert result["reader"] == "StackStreamReader"
+    assert result["answer"] == result["expected"]
+
+
 def test_writev_and_join_views_keep_every_byte() -> None:
     payload = bytes(range(256)) * 300
     view = memoryview(payload)
