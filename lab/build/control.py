@@ -164,11 +164,12 @@ class StackClient:
 
     def connect(self, addr: str, port: int, *, send: int = 0, recv: str | int = 0, shutdown: bool = False,
                 timeout: float = 10.0, nodelay: bool = False, close: str = "close",
-                hold: float = 0.0, keepalive: bool = False) -> dict[str, Any]:
+                hold: float = 0.0, keepalive: bool = False, digest_sent: bool = True) -> dict[str, Any]:
         """Open a connection from the stack, move data, close; the answer carries `error` (an errno
-        name such as ECONNREFUSED) rather than raising, because a refused connect is a result."""
+        name such as ECONNREFUSED) rather than raising, because a refused connect is a result.
+        `digest_sent=False`: no `sent_sha256` (the receiver's digest is the check)."""
         fields = dict(addr=addr, port=port, send=send, recv=recv, shutdown=shutdown, timeout=timeout,
-                      nodelay=nodelay, close=close, hold=hold, keepalive=keepalive)
+                      nodelay=nodelay, close=close, hold=hold, keepalive=keepalive, digest_sent=digest_sent)
         try:
             return self.request("connect", answer_within=timeout + hold + 60.0, **fields)
         except StackCommandFailed as failure:

@@ -136,6 +136,25 @@ def stop_pidfd(pidfd: int, grace: float) -> None:
             signal.pidfd_send_signal(pidfd, signal.SIGKILL)
 
 
+def machine_busy_seconds() -> float:
+    """CPU time every core of the machine has spent doing anything but idling or waiting for I/O since
+    boot, interrupts and softirqs included (the first line of /proc/stat): what no process is charged
+    with, such as a packet's trip through the kernel's network stack, counts here too."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle, iowait = fields[3], fields[4] if len(fields) > 4 else 0
+    return (sum(fields[:8]) - idle - iowait) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu_seconds(pid: int, tid: int | None = None) -> float | None:
+    """User plus system CPU time of one thread of the process, its main thread unless `tid` is given."""
+    try:
+        stat = Path(f"/proc/{pid}/task/{tid or pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def process_cpu_seconds(pid: int) -> float | None:
     """User plus system CPU time the process has used so far (fields 14 and 15 of /proc/<pid>/stat)."""
     fields = stat_fields(pid)

@@ -19,19 +19,25 @@ rate comes with the CPU share of both sides and the side that was CPU-bound.
 from __future__ import annotations
 
 import os
+import resource
 import time
 from pathlib import Path
 from statistics import median
 from typing import Any
 
 from lab.build import builder
-from lab.build.pids import process_peak_rss_bytes
+from lab.build.pids import (
+    machine_busy_seconds,
+    process_cpu_seconds,
+    process_peak_rss_bytes,
+    thread_cpu_seconds,
+)
 from lab.experiments.base import ExperimentError
 from lab.experiments.bulk import kernel_pair, kernel_to_stack, kernel_transfer, stack_to_kernel
 from lab.experiments.running import ProgressFn, RunningLab, lab_for_experiment
 from lab.kernel.sysctls import read_sysctl
 from lab.kernel.transfers import pattern_sha256
-from lab.tools.accept_rate import kernel_accept_figures, stack_accept_figures
+from lab.tools.accept_rate import BUSY_SHARE, bound_by, kernel_accept_figures, stack_accept_figures
 from lab.topology import DEFAULT_TOPOLOGY, plan_from_data
 from lab.topology.chain import chain_plan
 from lab.topology.plan import LabPlan
@@ -84,11 +90,13 @@ def warmup_seconds(python: str) -> float:
     return PYPY_WARMUP_SECONDS if python == "pypy" else 0.0
 
 
-def measure_goodput(lab: RunningLab, seconds: float, congestion: str, *,
-                    warmup: bool = False) -> tuple[float, float]:
-    """(kernel->stack, stack->kernel) Gbit/s, each from a transfer sized to last about `seconds`; the
-    kernel sender uses `congestion` (the stack's algorithm: like with like). `warmup`: one unmeasured
-    transfer of the same size first (a JIT's warm-up)."""
+def measure_goodput(lab: RunningLab, seconds: float, congestion: str, *, warmup: bool = False,
+                    stack_pid: int | None = None, label: str = "") -> dict[str, Any]:
+    """`kernel_to_stack_gbps<label>` and `stack_to_kernel_gbps<label>`, each from a transfer sized to
+    last about `seconds`; the kernel sender uses `congestion` (the stack's algorithm: like with like).
+    `warmup`: one unmeasured transfer of the same size first (a JIT's warm-up). With `stack_pid`, each
+    direction also says who used the CPU during its measured transfer (`<direction><label>_` and the
+    keys of `transfer_cpu_figures`)."""
     kernel, stack = lab.kernel_and_stack()
 
     def to_stack(total: int) -> dict[str, Any]:
@@ -97,15 +105,52 @@ def measure_goodput(lab: RunningLab, seconds: float, congestion: str, *,
     def from_stack(total: int) -> dict[str, Any]:
         return stack_to_kernel(lab, kernel, stack, BULK_PORT + 1, total)
 
-    figures = []
-    for transfer in (to_stack, from_stack):
+    figures: dict[str, Any] = {}
+    for direction, transfer in (("kernel_to_stack", to_stack), ("stack_to_kernel", from_stack)):
         probe = _checked(transfer(CALIBRATION_BYTES), CALIBRATION_BYTES)
         rate = CALIBRATION_BYTES / max(probe["seconds"], 1e-3)
         total = int(min(MAX_TRANSFER_BYTES, max(CALIBRATION_BYTES, rate * seconds)))
         if warmup:
             _checked(transfer(total), total)
-        figures.append(_checked(transfer(total), total)["goodput_gbps"])
-    return figures[0], figures[1]
+        before = _cpu_snapshot(stack_pid)
+        figures[f"{direction}_gbps{label}"] = _checked(transfer(total), total)["goodput_gbps"]
+        if stack_pid is not None:
+            figures.update({f"{direction}{label}_{key}": value
+                            for key, value in transfer_cpu_figures(before, _cpu_snapshot(stack_pid)).items()})
+    return figures
+
+
+CpuSnapshot = tuple[float, float | None, float | None, float, float]
+# wall, the stack's thread, the stack's process, this lab process, the whole machine (seconds)
+
+
+def _cpu_snapshot(stack_pid: int | None) -> CpuSnapshot:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    stack = (thread_cpu_seconds(stack_pid), process_cpu_seconds(stack_pid)) if stack_pid else (None, None)
+    return time.monotonic(), *stack, usage.ru_utime + usage.ru_stime, machine_busy_seconds()
+
+
+def transfer_cpu_figures(before: CpuSnapshot, after: CpuSnapshot) -> dict[str, float | str]:
+    """Who used the CPU during one transfer, in cores: the stack's own thread (`stack_cpu_share`), its
+    process's other threads, which hash what it sends or receives (`hasher_cpu_share`), this lab
+    process, which holds the kernel's end of the transfer, its socket calls and its SHA-256
+    (`lab_cpu_share`), and the whole machine (`machine_cpu_share`, the kernel's packet work included);
+    then which of them set the pace (`bound_by`: the stack, hasher or lab when one was busy alone,
+    `machine` when every core was, `none`)."""
+    wall = max(after[0] - before[0], 1e-6)
+    if None in (before[1], before[2], after[1], after[2]):
+        raise BenchFailed("bench: the stack process is gone")
+    stack_thread = (after[1] - before[1]) / wall  # type: ignore[operator]
+    hasher = max(0.0, (after[2] - before[2]) / wall - stack_thread)  # type: ignore[operator]
+    lab_side = (after[3] - before[3]) / wall
+    machine = (after[4] - before[4]) / wall
+    verdict = bound_by({"stack": (stack_thread, 1), "hasher": (hasher, 1), "lab": (lab_side, 1)})
+    cores = os.cpu_count() or 1
+    if verdict == "none" and machine >= BUSY_SHARE * cores:
+        verdict = "machine"
+    return {"stack_cpu_share": round(stack_thread, 3), "hasher_cpu_share": round(hasher, 3),
+            "lab_cpu_share": round(lab_side, 3), "machine_cpu_share": round(machine, 3),
+            "bound_by": verdict}
 
 
 def congestion_controls(lab: RunningLab) -> dict[str, str]:
@@ -141,15 +186,14 @@ def run_bench(seconds: float = 3.0, name: str | None = None, python: str = "cpyt
         kernel, stack = lab.kernel_and_stack()
         congestion = congestion_controls(lab)
         algorithm = congestion["stack"]
-        report("goodput with TAP offload, each way")
-        to_stack, from_stack = measure_goodput(lab, seconds, algorithm, warmup=warmup > 0)
-        figures["kernel_to_stack_gbps"], figures["stack_to_kernel_gbps"] = to_stack, from_stack
         with lab.stack(stack) as control:
             control.listen(ACCEPT_PORT, "discard", backlog=4096)
             hello = control.hello()
-            stack_pid = int(hello["pid"])
-            figures["stack_workers"] = int(hello.get("workers", 1))  # `lab bench workers` compares 1 and 2
-            figures["stack_python"] = str(hello.get("python", "CPython"))
+        stack_pid = int(hello["pid"])
+        figures["stack_workers"] = int(hello.get("workers", 1))  # `lab bench workers` compares 1 and 2
+        figures["stack_python"] = str(hello.get("python", "CPython"))
+        report("goodput with TAP offload, each way")
+        figures.update(measure_goodput(lab, seconds, algorithm, warmup=warmup > 0, stack_pid=stack_pid))
         report("the stack's accept rate (C clients)")
         figures.update(stack_accept_figures(lab.node(kernel).namespace, (lab.address(stack), ACCEPT_PORT),
                                             stack_pid, seconds, ACCEPT_CLIENTS, warmup_seconds=warmup))
@@ -167,8 +211,10 @@ def run_bench(seconds: float = 3.0, name: str | None = None, python: str = "cpyt
     with lab_for_experiment(pair_plan(f"{name}p", offload=False, python=python), None,
                             progress=report) as lab:
         report("goodput with a plain TAP, each way")
-        no_offload = measure_goodput(lab, seconds, algorithm, warmup=warmup > 0)
-        figures["kernel_to_stack_gbps_no_offload"], figures["stack_to_kernel_gbps_no_offload"] = no_offload
+        with lab.stack(lab.kernel_and_stack()[1]) as control:
+            plain_pid = int(control.hello()["pid"])  # another node: the plain TAP lab's
+        figures.update(measure_goodput(lab, seconds, algorithm, warmup=warmup > 0, stack_pid=plain_pid,
+                                       label="_no_offload"))
     figures["congestion_control"] = congestion
     return with_ratios(figures)
 
@@ -177,8 +223,8 @@ def _kernel_goodput(pair: LabPlan, seconds: float, congestion: str, *, verify: b
     """Kernel-to-kernel Gbit/s, byte count checked; unhashed (see `send_pattern`) unless `verify`.
 
     The hashed figure is the like-for-like reference of the stack's transfers, which are SHA-256
-    checked at both ends: on two cores the two hashers take most of a core that the kernel-to-kernel
-    transfer otherwise has for itself."""
+    checked where they are received (what a sender sends is the pattern, whose digest is known): on
+    two cores the hasher takes a core that the kernel-to-kernel transfer otherwise has for itself."""
     probe = kernel_transfer(pair, CALIBRATION_BYTES * 8, verify=verify, congestion=congestion)
     rate = probe["received"] / max(probe["seconds"], 1e-3)
     total = int(min(MAX_TRANSFER_BYTES * 4, max(CALIBRATION_BYTES, rate * seconds)))
@@ -204,7 +250,7 @@ def with_ratios(figures: dict[str, Any]) -> dict[str, Any]:
                 "stack_to_kernel_gbps_no_offload"):
         ordered[key] = round(figures[key], 3)
         ordered[key.replace("_gbps", "") + "_ratio"] = ratio(figures[key], kernel_gbps)
-        if hashed_gbps is not None:  # against the kernel doing the same SHA-256 work at both ends
+        if hashed_gbps is not None:  # against the kernel doing the same SHA-256 work where it receives
             ordered[key.replace("_gbps", "") + "_hashed_ratio"] = ratio(figures[key], hashed_gbps)
     ordered["kernel_accept_cps"] = round(kernel_cps, 1)
     ordered["stack_accept_cps"] = round(figures["stack_accept_cps"], 1)

@@ -160,7 +160,7 @@ async def _connect(server: ControlServer, fields: Fields) -> dict[str, Any]:
     return await server.node.connect(
         fields["addr"], fields["port"], send=fields["send"], recv=fields["recv"], shutdown=fields["shutdown"],
         timeout=float(fields["timeout"]), nodelay=fields["nodelay"], close=fields["close"],
-        hold=float(fields["hold"]), keepalive=fields["keepalive"])
+        hold=float(fields["hold"]), keepalive=fields["keepalive"], digest_sent=fields["digest_sent"])
 
 
 async def _http_get(server: ControlServer, fields: Fields) -> dict[str, Any]:

@@ -171,6 +171,7 @@ COMMAND_FIELDS: dict[str, dict[str, FieldSpec]] = {
         "close": FieldSpec((str,), "close", choices=CONNECT_CLOSE_MODES),
         "hold": _seconds(HOLD_SECONDS, 0.0),
         "keepalive": _flag(False),
+        "digest_sent": _flag(True),
     },
     "http_get": {
         "addr": _ADDRESS,

@@ -28,7 +28,7 @@ from stack.api.socket import (
 from stack.api.streams import DEFAULT_LIMIT, StackServer, create_server, open_connection, start_server
 from stack.loops.asyncio_driver import AsyncioDriver
 from stack.node.apps import APP_NAMES, handler_for, http_client, iperf3_client, protocol_for
-from stack.node.apps.content import chunks
+from stack.node.apps.content import chunks, pattern_sha256
 from stack.node.digest import BackgroundDigest
 from stack.node.trace_ring import TraceRing
 from stack.node.views import connection_json
@@ -159,11 +159,14 @@ class StackNode:
 
     async def connect(self, addr: str, port: int, *, send: int = 0, recv: str | int = 0,
                       shutdown: bool = False, timeout: float = 10.0, nodelay: bool = False,
-                      close: str = "close", hold: float = 0.0, keepalive: bool = False) -> dict[str, Any]:
+                      close: str = "close", hold: float = 0.0, keepalive: bool = False,
+                      digest_sent: bool = True) -> dict[str, Any]:
         """Open a connection, move data, close as asked; figures and the state sequence seen on the way.
 
         `timeout` bounds the handshake and then every stall (no byte moved for that long): ETIMEDOUT.
-        Failures are results (`error` holds the errno name), not exceptions.
+        Failures are results (`error` holds the errno name), not exceptions. What is sent is the
+        first `sent` bytes of the pattern; `digest_sent` hashes them once the transfer is over
+        (`sent_sha256`), which a caller checking the receiver's digest against the pattern's can skip.
         """
         if close not in CONNECT_CLOSE_MODES:
             raise CommandError(f"connect: close {close!r}: choose {', '.join(CONNECT_CLOSE_MODES)}")
@@ -234,13 +237,15 @@ class StackNode:
             await self._finish(sock, close if result["error"] is None else "close", key, states)
             with contextlib.suppress(ValueError):
                 self.trace.state_watchers.remove(watch)
+        if digest_sent:  # after the transfer, on another thread: it must not compete with it for the cores
+            result["sent_sha256"] = await loop.run_in_executor(None, pattern_sha256, result["sent"])
         return result
 
     async def _transfer(self, sock: TcpSocket, result: dict[str, Any], send: int, recv: str | int,
                         shutdown: bool, timeout: float) -> None:
         pieces = chunks(send)
         pending: memoryview | None = next(pieces, None)
-        sent_digest, received_digest = BackgroundDigest(), BackgroundDigest()  # off the stack's thread
+        received_digest = BackgroundDigest()  # off the stack's thread
         reading = recv == "eof" or (isinstance(recv, int) and recv > 0)
         eof = False
         shut = False
@@ -252,7 +257,6 @@ class StackNode:
                         count = sock.send(pending)
                     except BlockingIOError:
                         break
-                    sent_digest.update(pending[:count])
                     result["sent"] += count
                     moved = moved or count > 0
                     pending = pending[count:] if count < len(pending) else next(pieces, None)
@@ -296,7 +300,6 @@ class StackNode:
         except OSError as exc:
             result["error"] = errno_name(exc.errno) if exc.errno else "EIO"
         finally:
-            result["sent_sha256"] = sent_digest.hexdigest()
             result["received_sha256"] = received_digest.hexdigest()
 
     async def _finish(self, sock: TcpSocket, close: str, key: list[tuple[str, int, str, int]],

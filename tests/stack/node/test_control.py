@@ -98,9 +98,13 @@ def test_connect_sends_and_receives_the_pattern_and_reports_states(tmp_path: Pat
         source = await ctl("connect", addr=PEER_IP, port=19, recv="eof", close="close")
         refused = await ctl("connect", addr=PEER_IP, port=9)
         partial = await ctl("connect", addr=PEER_IP, port=19, recv=1000, close="abort")
-        return [echo, source, refused, partial]
+        undigested = await ctl("connect", addr=PEER_IP, port=7, send=70_000, recv="eof", shutdown=True,
+                               digest_sent=False)
+        return [echo, source, refused, partial, undigested]
 
-    echo, source, refused, partial = run_node(tmp_path, body)
+    echo, source, refused, partial, undigested = run_node(tmp_path, body)
+    assert undigested["sent"] == undigested["received"] == 70_000 and undigested["sent_sha256"] is None
+    assert undigested["received_sha256"] == pattern_sha256(70_000)
     assert echo["ok"] and echo["error"] is None
     assert echo["sent"] == echo["received"] == 300_000
     assert echo["sent_sha256"] == echo["received_sha256"] == pattern_sha256(300_000)
