@@ -111,7 +111,7 @@ def test_a_refused_connect_is_a_result_not_an_exception(double: ProtocolDouble) 
     sent = double.requests[-1]
     assert sent == {"cmd": "connect", "addr": "10.0.0.1", "port": 7, "send": 10, "recv": "eof",
                     "shutdown": True, "timeout": 10.0, "nodelay": False, "close": "close", "hold": 0.0,
-                    "keepalive": False}
+                    "keepalive": False, "digest_sent": True}
 
 
 def test_a_failed_command_raises_with_its_errno(double: ProtocolDouble) -> None:
