@@ -26,10 +26,12 @@ STAT_START_TICKS = 19  # ... field 22
 STAT_EXIT_CODE = 49  # ... field 52: the wait status of a zombie (Linux 3.5 and later)
 
 
-def stat_fields(pid: int) -> list[str] | None:
-    """/proc/<pid>/stat after the command name (field 3 on), or None when there is no such process."""
+def stat_fields(pid: int, tid: int | None = None) -> list[str] | None:
+    """/proc/<pid>/stat after the command name (field 3 on), or of one of its threads
+    (/proc/<pid>/task/<tid>/stat); None when there is no such process or thread."""
+    path = f"/proc/{pid}/task/{tid}/stat" if tid is not None else f"/proc/{pid}/stat"
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = Path(path).read_text()
     except (FileNotFoundError, ProcessLookupError):
         return None
     return stat.rsplit(")", 1)[1].split()
@@ -145,20 +147,19 @@ def machine_busy_seconds() -> float:
     return (sum(fields[:8]) - idle - iowait) / os.sysconf("SC_CLK_TCK")
 
 
+def _cpu_seconds(fields: list[str] | None) -> float | None:
+    """User plus system CPU time (fields 14 and 15 of a stat file)."""
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields is not None else None
+
+
 def thread_cpu_seconds(pid: int, tid: int | None = None) -> float | None:
-    """User plus system CPU time of one thread of the process, its main thread unless `tid` is given."""
-    try:
-        stat = Path(f"/proc/{pid}/task/{tid or pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU time one thread of the process has used so far, its main thread unless `tid` is given."""
+    return _cpu_seconds(stat_fields(pid, pid if tid is None else tid))
 
 
 def process_cpu_seconds(pid: int) -> float | None:
-    """User plus system CPU time the process has used so far (fields 14 and 15 of /proc/<pid>/stat)."""
-    fields = stat_fields(pid)
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields is not None else None
+    """CPU time the process, every thread of it, has used so far."""
+    return _cpu_seconds(stat_fields(pid))
 
 
 def process_peak_rss_bytes(pid: int) -> int | None:

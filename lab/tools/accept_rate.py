@@ -148,17 +148,20 @@ class KernelListener:
         self.run = parse_run(out, "connload server")
 
 
-def bound_by(shares: dict[str, tuple[float, int]], cores: int | None = None) -> str:
+def bound_by(shares: dict[str, tuple[float, int]], cores: int | None = None, *,
+             machine: float = 0.0) -> str:
     """Which side set the pace: the busiest one relative to the cores it can use (its threads, at most
     the machine's cores) when that is at least BUSY_SHARE; "machine" when no side is busy alone but
-    together they keep every core busy (both ends share this machine's cores); "none" when nothing was
-    near busy (the rate was then set by waiting: timers, a queue, the wire)."""
+    together, or with what no side is charged for (`machine`: every core's busy time, in cores), they
+    keep every core busy (both ends share this machine's cores); "none" when nothing was near busy (the
+    rate was then set by waiting: timers, a queue, the wire)."""
     cores = cores or os.cpu_count() or 1
     load = {side: share / max(1, min(threads, cores)) for side, (share, threads) in shares.items()}
     busiest = max(load, key=load.__getitem__)
     if load[busiest] >= BUSY_SHARE:
         return busiest
-    return "machine" if sum(share for share, _ in shares.values()) >= BUSY_SHARE * cores else "none"
+    together = max(machine, sum(share for share, _ in shares.values()))
+    return "machine" if together >= BUSY_SHARE * cores else "none"
 
 
 def stack_accept_figures(namespace: str, server: tuple[str, int], stack_pid: int, seconds: float,

@@ -23,7 +23,7 @@ import resource
 import time
 from pathlib import Path
 from statistics import median
-from typing import Any
+from typing import Any, NamedTuple
 
 from lab.build import builder
 from lab.build.pids import (
@@ -37,7 +37,7 @@ from lab.experiments.bulk import kernel_pair, kernel_to_stack, kernel_transfer, 
 from lab.experiments.running import ProgressFn, RunningLab, lab_for_experiment
 from lab.kernel.sysctls import read_sysctl
 from lab.kernel.transfers import pattern_sha256
-from lab.tools.accept_rate import BUSY_SHARE, bound_by, kernel_accept_figures, stack_accept_figures
+from lab.tools.accept_rate import bound_by, kernel_accept_figures, stack_accept_figures
 from lab.topology import DEFAULT_TOPOLOGY, plan_from_data
 from lab.topology.chain import chain_plan
 from lab.topology.plan import LabPlan
@@ -90,13 +90,13 @@ def warmup_seconds(python: str) -> float:
     return PYPY_WARMUP_SECONDS if python == "pypy" else 0.0
 
 
-def measure_goodput(lab: RunningLab, seconds: float, congestion: str, *, warmup: bool = False,
-                    stack_pid: int | None = None, label: str = "") -> dict[str, Any]:
+def measure_goodput(lab: RunningLab, seconds: float, congestion: str, stack_pid: int, *,
+                    warmup: bool = False, label: str = "") -> dict[str, Any]:
     """`kernel_to_stack_gbps<label>` and `stack_to_kernel_gbps<label>`, each from a transfer sized to
     last about `seconds`; the kernel sender uses `congestion` (the stack's algorithm: like with like).
-    `warmup`: one unmeasured transfer of the same size first (a JIT's warm-up). With `stack_pid`, each
-    direction also says who used the CPU during its measured transfer (`<direction><label>_` and the
-    keys of `transfer_cpu_figures`)."""
+    `warmup`: one unmeasured transfer of the same size first (a JIT's warm-up). Each direction also
+    says who used the CPU during its measured transfer, the stack being process `stack_pid`
+    (`<direction><label>_` and the keys of `transfer_cpu_figures`)."""
     kernel, stack = lab.kernel_and_stack()
 
     def to_stack(total: int) -> dict[str, Any]:
@@ -112,22 +112,30 @@ def measure_goodput(lab: RunningLab, seconds: float, congestion: str, *, warmup:
         total = int(min(MAX_TRANSFER_BYTES, max(CALIBRATION_BYTES, rate * seconds)))
         if warmup:
             _checked(transfer(total), total)
-        before = _cpu_snapshot(stack_pid)
+        before = CpuSnapshot.now(stack_pid)
         figures[f"{direction}_gbps{label}"] = _checked(transfer(total), total)["goodput_gbps"]
-        if stack_pid is not None:
-            figures.update({f"{direction}{label}_{key}": value
-                            for key, value in transfer_cpu_figures(before, _cpu_snapshot(stack_pid)).items()})
+        cpu = transfer_cpu_figures(before, CpuSnapshot.now(stack_pid))
+        figures.update({f"{direction}{label}_{key}": value for key, value in cpu.items()})
     return figures
 
 
-CpuSnapshot = tuple[float, float | None, float | None, float, float]
-# wall, the stack's thread, the stack's process, this lab process, the whole machine (seconds)
+class CpuSnapshot(NamedTuple):
+    """CPU seconds used so far, read together at one moment of a transfer."""
 
+    wall: float
+    stack_thread: float  # the stack process's main thread: the stack itself
+    stack_process: float  # every thread of it, its hashers included
+    lab: float  # this process, which holds the kernel's end of the transfer
+    machine: float  # every core's busy time, the kernel's packet work included
 
-def _cpu_snapshot(stack_pid: int | None) -> CpuSnapshot:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    stack = (thread_cpu_seconds(stack_pid), process_cpu_seconds(stack_pid)) if stack_pid else (None, None)
-    return time.monotonic(), *stack, usage.ru_utime + usage.ru_stime, machine_busy_seconds()
+    @classmethod
+    def now(cls, stack_pid: int) -> CpuSnapshot:
+        stack_thread, stack_process = thread_cpu_seconds(stack_pid), process_cpu_seconds(stack_pid)
+        if stack_thread is None or stack_process is None:
+            raise BenchFailed(f"bench: the stack process (pid {stack_pid}) is gone")
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return cls(time.monotonic(), stack_thread, stack_process, usage.ru_utime + usage.ru_stime,
+                   machine_busy_seconds())
 
 
 def transfer_cpu_figures(before: CpuSnapshot, after: CpuSnapshot) -> dict[str, float | str]:
@@ -137,17 +145,13 @@ def transfer_cpu_figures(before: CpuSnapshot, after: CpuSnapshot) -> dict[str, f
     (`lab_cpu_share`), and the whole machine (`machine_cpu_share`, the kernel's packet work included);
     then which of them set the pace (`bound_by`: the stack, hasher or lab when one was busy alone,
     `machine` when every core was, `none`)."""
-    wall = max(after[0] - before[0], 1e-6)
-    if None in (before[1], before[2], after[1], after[2]):
-        raise BenchFailed("bench: the stack process is gone")
-    stack_thread = (after[1] - before[1]) / wall  # type: ignore[operator]
-    hasher = max(0.0, (after[2] - before[2]) / wall - stack_thread)  # type: ignore[operator]
-    lab_side = (after[3] - before[3]) / wall
-    machine = (after[4] - before[4]) / wall
-    verdict = bound_by({"stack": (stack_thread, 1), "hasher": (hasher, 1), "lab": (lab_side, 1)})
-    cores = os.cpu_count() or 1
-    if verdict == "none" and machine >= BUSY_SHARE * cores:
-        verdict = "machine"
+    wall = max(after.wall - before.wall, 1e-6)
+    stack_thread = (after.stack_thread - before.stack_thread) / wall
+    hasher = max(0.0, (after.stack_process - before.stack_process) / wall - stack_thread)
+    lab_side = (after.lab - before.lab) / wall
+    machine = (after.machine - before.machine) / wall
+    verdict = bound_by({"stack": (stack_thread, 1), "hasher": (hasher, 1), "lab": (lab_side, 1)},
+                       machine=machine)
     return {"stack_cpu_share": round(stack_thread, 3), "hasher_cpu_share": round(hasher, 3),
             "lab_cpu_share": round(lab_side, 3), "machine_cpu_share": round(machine, 3),
             "bound_by": verdict}
@@ -193,7 +197,7 @@ def run_bench(seconds: float = 3.0, name: str | None = None, python: str = "cpyt
         figures["stack_workers"] = int(hello.get("workers", 1))  # `lab bench workers` compares 1 and 2
         figures["stack_python"] = str(hello.get("python", "CPython"))
         report("goodput with TAP offload, each way")
-        figures.update(measure_goodput(lab, seconds, algorithm, warmup=warmup > 0, stack_pid=stack_pid))
+        figures.update(measure_goodput(lab, seconds, algorithm, stack_pid, warmup=warmup > 0))
         report("the stack's accept rate (C clients)")
         figures.update(stack_accept_figures(lab.node(kernel).namespace, (lab.address(stack), ACCEPT_PORT),
                                             stack_pid, seconds, ACCEPT_CLIENTS, warmup_seconds=warmup))
@@ -213,7 +217,7 @@ def run_bench(seconds: float = 3.0, name: str | None = None, python: str = "cpyt
         report("goodput with a plain TAP, each way")
         with lab.stack(lab.kernel_and_stack()[1]) as control:
             plain_pid = int(control.hello()["pid"])  # another node: the plain TAP lab's
-        figures.update(measure_goodput(lab, seconds, algorithm, warmup=warmup > 0, stack_pid=plain_pid,
+        figures.update(measure_goodput(lab, seconds, algorithm, plain_pid, warmup=warmup > 0,
                                        label="_no_offload"))
     figures["congestion_control"] = congestion
     return with_ratios(figures)

@@ -112,6 +112,21 @@ class ReceiveBuffer(ChunkQueue):
         self._length -= taken
         return join_views(parts)
 
+    def joined(self) -> bytes:
+        """Everything held, as one chunk that stays held (joined once; later calls find it joined): what a
+        search for a separator reads."""
+        chunks = self._chunks
+        if len(chunks) != 1 or type(chunks[0]) is not bytes:
+            whole = join_views(list(chunks))
+            chunks.clear()
+            if whole:
+                chunks.append(whole)
+        return chunks[0] if chunks else b""
+
+    def clear(self) -> None:
+        self._chunks.clear()
+        self._length = 0
+
 
 def as_view(chunk: bytes | memoryview) -> memoryview:
     """A view to slice `chunk` without copying: the chunk itself when it is a view (a view of a view

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from lab.build.pids import machine_busy_seconds, thread_cpu_seconds
-from lab.tools.bench import transfer_cpu_figures, with_ratios
+from lab.tools.bench import CpuSnapshot, transfer_cpu_figures, with_ratios
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 KEYS = {
@@ -41,17 +41,16 @@ TRANSFER_VERDICTS = {"stack", "hasher", "lab", "machine", "none"}
 
 
 def test_a_transfer_names_who_used_the_cpu_and_who_set_the_pace() -> None:
-    # (wall, stack thread, stack process, lab process, machine), seconds
-    before = (100.0, 10.0, 12.0, 5.0, 50.0)
-    busy_stack = transfer_cpu_figures(before, (102.0, 11.9, 14.5, 5.6, 52.8))
+    before = CpuSnapshot(100.0, 10.0, 12.0, 5.0, 50.0)
+    busy_stack = transfer_cpu_figures(before, CpuSnapshot(102.0, 11.9, 14.5, 5.6, 52.8))
     assert busy_stack == {"stack_cpu_share": 0.95, "hasher_cpu_share": 0.3, "lab_cpu_share": 0.3,
                           "machine_cpu_share": 1.4, "bound_by": "stack"}
-    busy_lab = transfer_cpu_figures(before, (102.0, 11.0, 13.0, 7.0, 55.0))
+    busy_lab = transfer_cpu_figures(before, CpuSnapshot(102.0, 11.0, 13.0, 7.0, 55.0))
     assert busy_lab["bound_by"] == "lab" and busy_lab["lab_cpu_share"] == 1.0
     cores = os.cpu_count() or 1
-    nobody_alone = transfer_cpu_figures(before, (102.0, 11.0, 13.0, 6.0, 50.0 + 2.0 * cores))
+    nobody_alone = transfer_cpu_figures(before, CpuSnapshot(102.0, 11.0, 13.0, 6.0, 50.0 + 2.0 * cores))
     assert nobody_alone["bound_by"] == "machine" and nobody_alone["machine_cpu_share"] == cores
-    waiting = transfer_cpu_figures(before, (102.0, 10.2, 12.2, 5.1, 50.5))
+    waiting = transfer_cpu_figures(before, CpuSnapshot(102.0, 10.2, 12.2, 5.1, 50.5))
     assert waiting["bound_by"] == "none"
 
 

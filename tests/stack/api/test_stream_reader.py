@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from stack.api.stream_reader import ChunkQueue, StackStreamReader
+from stack.api.stream_reader import StackStreamReader
+from stack.tcp.buffers import ReceiveBuffer
 
 READERS = (asyncio.StreamReader, StackStreamReader)
 
@@ -211,12 +212,15 @@ def test_random_chunks_and_calls_give_the_same_bytes(seed: int) -> None:
     same_for_both(scenario, limit=64)
 
 
-def test_chunk_queue_takes_from_the_middle_of_a_chunk_and_across_chunks() -> None:
-    queue = ChunkQueue()
-    for chunk in (b"abcdef", bytearray(b"gh"), memoryview(b"ijkl")):
-        queue.append(chunk)
-    queue.append(b"")
-    assert len(queue) == 12
-    assert queue.take(2) == b"ab" and queue.take(5) == b"cdefg"
-    assert queue.find(b"j") == 2 and queue.startswith(b"hi")
-    assert queue.take(100) == b"hijkl" and not queue and queue.take(1) == b""
+def test_the_receive_buffer_reads_from_the_middle_of_a_chunk_and_across_chunks_and_joins_to_search() -> None:
+    buffer = ReceiveBuffer()
+    for chunk in (b"abcdef", bytes(bytearray(b"gh")), memoryview(b"ijkl")):
+        buffer.append(chunk)
+    buffer.append(b"")
+    assert len(buffer) == 12
+    assert buffer.read(2) == b"ab" and buffer.read(5) == b"cdefg"
+    assert buffer.joined().find(b"j") == 2 and buffer.joined().startswith(b"hi") and len(buffer) == 5
+    assert buffer.read(100) == b"hijkl" and not len(buffer) and buffer.read(1) == b""
+    buffer.append(b"more")
+    buffer.clear()
+    assert len(buffer) == 0 and buffer.joined() == b""
